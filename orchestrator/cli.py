@@ -1,0 +1,241 @@
+"""``scalesweep``: the command line. The only module that reads argv and environment variables.
+
+Exit status: 0 on success, 2 on bad input (one line on stderr, no traceback), 130 on Ctrl-C
+(with the command that resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+from orchestrator.errors import UserError
+
+log = logging.getLogger("scalesweep")
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class ConsoleSink:
+    """Progress for the terminal: a rich bar on a TTY, one line per finished trial otherwise."""
+
+    def __init__(self):
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.bar = None
+        self.task = None
+
+    def update(self, p, completion) -> None:
+        from orchestrator.analysis import si
+
+        desc = (f"trials {p.done}/{p.total} ({p.running} in flight, {p.failed} failed, {p.diverged} diverged) "
+                f"FLOPs {si(p.flops_done)}/{si(p.total_flops)} left ~{_fmt_s(p.seconds_left)}")
+        if self.console.is_terminal:
+            if self.bar is None:
+                from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+                self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                                    console=self.console, transient=False)
+                self.bar.start()
+                self.task = self.bar.add_task(desc, total=max(1.0, p.total_flops))
+            self.bar.update(self.task, completed=p.flops_done, description=desc)
+            if p.done == p.total:
+                self.bar.stop()
+        elif completion is not None:
+            r = completion.result
+            what = f"{r.status.value} loss={r.eval_loss:.4f}" if r else f"lost: {completion.error}"
+            print(f"[{p.done}/{p.total}] {completion.trial.name}: {what} ({desc})", file=sys.stderr, flush=True)
+
+
+def cmd_run(args) -> int:
+    from orchestrator.analysis import format_fit
+    from orchestrator.cluster import connect
+    from orchestrator.spec import load_spec
+    from orchestrator.sweep import run_sweep
+
+    spec = load_spec(args.spec)
+    if args.results:
+        spec = spec.model_copy(update={"results": args.results})
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    auth = os.environ.get("RAY_AUTH_MODE") or "token"
+    cache = os.environ.get("SCALESWEEP_CACHE", "")
+
+    def executor():
+        from orchestrator.executor import RayExecutor
+
+        t0 = time.monotonic()
+        print(f"Starting {connect(address, auth, args.num_cpus, not args.no_dashboard)} "
+              f"in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+        r = spec.resources
+        return RayExecutor(r.cpus, r.gpus, r.max_retries)
+
+    t0 = time.monotonic()
+    try:
+        out = run_sweep(spec, executor_factory=executor, sink=ConsoleSink(), cache_dir=cache)
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. Finished trials are saved; resume with: scalesweep run {args.spec}", file=sys.stderr)
+        return 130
+    print(f"Sweep {spec.name}: {len(out.trials)} trials, {out.trained} trained now, {out.skipped} already finished, "
+          f"{out.failed} failed, {out.diverged} diverged ({time.monotonic() - t0:.0f}s)")
+    if out.fit:
+        print(format_fit(out.fit))
+    else:
+        print(f"No fit: {out.fit_error}")
+    for path in out.report:
+        if path.endswith(".html"):
+            print(f"Report: {path}")
+    print(f"Results: {out.results}  (scalesweep status|query|fit|report {out.results})")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from orchestrator.analysis import si
+    from orchestrator.results import open_results
+
+    store = open_results(args.results)
+    trials = store.read_table("trials").to_pandas()
+    planned = None
+    try:
+        with store.fs.open_input_stream(f"{store.root}/plan.json") as f:
+            planned = json.loads(f.read())["trials"]
+    except (FileNotFoundError, OSError, ValueError, KeyError):
+        pass
+    counts = trials["status"].value_counts().to_dict()
+    done_ids = set(trials.loc[trials["status"].isin(["completed", "diverged"]), "trial_id"])
+    total = len(planned) if planned is not None else len(trials)
+    pending = sum(1 for t in planned if t["trial_id"] not in done_ids) if planned is not None else 0
+    print(f"{args.results}: {total} trials planned; " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+          + f"; {pending} not finished")
+    print(f"FLOPs spent: {si(trials['flops'].sum())}; wall time in trials: {_fmt_s(trials['wall_s'].sum())}")
+    ok = trials[trials["status"] == "completed"]
+    if len(ok):
+        best = ok.sort_values("eval_loss").groupby("budget", sort=True).head(1).sort_values("budget")
+        print("Best held-out loss per budget:")
+        for _, r in best.iterrows():
+            print(f"  C={r['budget']:.3g}: {r['eval_loss']:.4f} at N={si(r['n_params'])} D={si(r['tokens'])}")
+    for _, r in trials[trials["status"] == "failed"].iterrows():
+        print(f"  failed {r['trial_id']} {r['name']}: {str(r['error']).splitlines()[0] if r['error'] else ''}")
+    return 0
+
+
+def cmd_query(args) -> int:
+    from orchestrator.results import query
+
+    df = query(args.results, args.sql)
+    if args.format == "csv":
+        df.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(df.to_json(orient="records", indent=1))
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
+            print(df.to_string(index=False))
+    return 0
+
+
+def _target(args, store) -> float:
+    if args.compute is not None:
+        return args.compute
+    try:
+        with store.fs.open_input_stream(f"{store.root}/plan.json") as f:
+            return float(json.loads(f.read())["target_compute"])
+    except (FileNotFoundError, OSError, ValueError, KeyError):
+        return 1e15
+
+
+def cmd_fit(args) -> int:
+    from orchestrator.analysis import analyse, format_fit
+    from orchestrator.results import open_results
+
+    store = open_results(args.results)
+    fit = analyse(store.read_table("trials").to_pandas(), _target(args, store))
+    if args.json:
+        print(json.dumps(fit.to_json(), indent=1, default=float))
+    else:
+        print(format_fit(fit))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from orchestrator.analysis import analyse
+    from orchestrator.report import write_report
+    from orchestrator.results import open_results
+
+    store = open_results(args.results)
+    trials = store.read_table("trials").to_pandas()
+    fit = analyse(trials, _target(args, store))
+    for path in write_report(store, trials, fit, os.path.basename(args.results.rstrip("/"))):
+        print(path)
+    return 0
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of FLOPs such as 1e21, got {s!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of FLOPs, got {s!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scalesweep", description="Scaling-law sweeps on Ray: train, fit, report.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run (or resume) the sweep in a spec")
+    r.add_argument("spec", help="sweep spec, e.g. specs/quickstart.yaml")
+    r.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else start a local Ray)")
+    r.add_argument("--results", help="override the spec's results location")
+    r.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
+    r.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard locally")
+    r.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("status", help="trial counts, FLOPs spent, best loss per budget")
+    s.add_argument("results", help="sweep results directory, e.g. results/quickstart")
+    s.set_defaults(fn=cmd_status)
+
+    q = sub.add_parser("query", help="SQL over the trials and steps tables (DuckDB)")
+    q.add_argument("results")
+    q.add_argument("sql", help='e.g. "select budget, min(eval_loss) from trials group by budget"')
+    q.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    q.set_defaults(fn=cmd_query)
+
+    f = sub.add_parser("fit", help="fit L = E + A/N^alpha + B/D^beta and print the frontier")
+    f.add_argument("results")
+    f.add_argument("--compute", type=_positive_float, help="target compute in FLOPs (default: the spec's)")
+    f.add_argument("--json", action="store_true", help="machine-readable output")
+    f.set_defaults(fn=cmd_fit)
+
+    rp = sub.add_parser("report", help="write PNG plots and an HTML report under RESULTS/report")
+    rp.add_argument("results")
+    rp.add_argument("--compute", type=_positive_float, help="target compute in FLOPs (default: the spec's)")
+    rp.set_defaults(fn=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.fn(args)
+    except UserError as e:
+        print(f"scalesweep: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

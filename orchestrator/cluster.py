@@ -1,0 +1,43 @@
+"""Starting or joining Ray, with the authentication mode always set explicitly.
+
+Ray 2.60 reads its auth mode from the RAY_AUTH_MODE environment variable only. scalesweep
+never leaves it to chance: the CLI passes the mode it resolved (the user's RAY_AUTH_MODE,
+else ``token``) and :func:`connect` exports it before Ray starts. In token mode a local
+cluster generates a token at ``~/.ray/auth_token`` on first use (``ray get-auth-token``
+prints it, for the dashboard); on a remote cluster the token comes from RAY_AUTH_TOKEN or that
+file. The embedded cluster's dashboard binds to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+__all__ = ["connect", "AUTH_MODES"]
+
+log = logging.getLogger(__name__)
+AUTH_MODES = ("token", "disabled")
+
+
+def connect(address: str | None, auth_mode: str, num_cpus: int | None = None, dashboard: bool = True) -> str:
+    """Join the cluster at ``address`` or start a local one; returns a description.
+
+    If Ray is already initialised in this process (tests, notebooks, a Ray job's driver
+    re-entering), that connection is used as is.
+    """
+    if auth_mode not in AUTH_MODES:
+        raise ValueError(f"auth mode {auth_mode!r} (expected one of {', '.join(AUTH_MODES)})")
+    # Before importing ray: its native layer reads the mode once, at import.
+    os.environ["RAY_AUTH_MODE"] = auth_mode
+    import ray
+
+    if ray.is_initialized():
+        return "existing Ray connection"
+    common = dict(log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
+    if address:
+        ray.init(address=address, **common)
+        return f"Ray cluster at {address} (auth: {auth_mode})"
+    ctx = ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", **common)
+    url = getattr(ctx, "dashboard_url", "") or ""
+    where = f"; dashboard http://{url}" if url and dashboard else ""
+    return f"local Ray with {int(ray.cluster_resources().get('CPU', 0))} CPUs (auth: {auth_mode}{where})"

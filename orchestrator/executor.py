@@ -1,0 +1,121 @@
+"""Executors run trials somewhere and hand back completions.
+
+Contract (one test suite runs against every implementation, tests/test_executor.py):
+- ``submit(trial)`` starts the trial asynchronously and returns at once;
+- ``wait(timeout)`` returns the completions that arrived (possibly none after ``timeout``
+  seconds), each exactly once; a completion carries the worker's :class:`TrialResult`, or
+  ``result=None`` and ``error`` when the trial's process died more often than it may be retried;
+- ``slots()`` is how many trials can run at once (the driver keeps that many busy);
+- ``in_flight()`` counts submitted trials not yet returned by ``wait``.
+
+:class:`RayExecutor` runs each trial as a Ray task named after the trial (visible in the Ray
+dashboard) with the spec's CPUs and GPUs; fractional GPUs let Ray pack small trials onto one
+device. Ray retries a task whose worker process dies (``max_retries``) but not an exception
+raised by the trial (``retry_exceptions=False``): the worker already records those as FAILED
+rows, and retrying deterministic code would only fail again.
+
+:class:`InlineExecutor` runs trials in the calling process, one per ``wait``: for unit tests
+of the driver and for debugging a trial under pdb (as submitit's DebugExecutor).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from workers.train import TrialConfig, TrialResult, run_trial
+
+__all__ = ["Completion", "Executor", "InlineExecutor", "RayExecutor"]
+
+
+@dataclass
+class Completion:
+    trial: TrialConfig
+    result: TrialResult | None
+    error: str = ""
+
+
+class Executor(Protocol):
+    def submit(self, trial: TrialConfig) -> None: ...
+    def wait(self, timeout: float) -> list[Completion]: ...
+    def slots(self) -> int: ...
+    def in_flight(self) -> int: ...
+
+
+class InlineExecutor:
+    """Runs trials synchronously in this process (tests, debugging)."""
+
+    def __init__(self, fn: Callable[[TrialConfig], TrialResult] = run_trial, slots: int = 1):
+        self._fn, self._slots, self._queue = fn, slots, []
+
+    def submit(self, trial: TrialConfig) -> None:
+        self._queue.append(trial)
+
+    def wait(self, timeout: float) -> list[Completion]:
+        if not self._queue:
+            return []
+        trial = self._queue.pop(0)
+        return [Completion(trial, self._fn(trial))]
+
+    def slots(self) -> int:
+        return self._slots
+
+    def in_flight(self) -> int:
+        return len(self._queue)
+
+
+def _trial_task(trial: TrialConfig) -> TrialResult:
+    return run_trial(trial)
+
+
+class RayExecutor:
+    """Runs each trial as a named Ray task with the spec's resources (Ray must be initialised)."""
+
+    def __init__(self, cpus: float, gpus: float, max_retries: int):
+        import ray
+
+        self._ray = ray
+        self._cpus, self._gpus, self._retries = cpus, gpus, max_retries
+        # max_calls=0: reuse worker processes between trials. Ray's default for GPU tasks is a
+        # fresh process per call, which would pay interpreter start, torch import and CUDA
+        # context creation on every trial.
+        self._remote = ray.remote(max_calls=0)(_trial_task)
+        self._refs: dict = {}
+
+    def submit(self, trial: TrialConfig) -> None:
+        ref = self._remote.options(
+            name=trial.name,
+            num_cpus=self._cpus,
+            num_gpus=self._gpus,
+            max_retries=self._retries,
+            retry_exceptions=False,
+        ).remote(trial)
+        self._refs[ref] = trial
+
+    def wait(self, timeout: float) -> list[Completion]:
+        if not self._refs:
+            time.sleep(min(timeout, 0.1))
+            return []
+        ready, _ = self._ray.wait(list(self._refs), num_returns=len(self._refs), timeout=timeout, fetch_local=True)
+        if not ready:
+            return []
+        done = []
+        for ref in ready:
+            trial = self._refs.pop(ref)
+            try:
+                done.append(Completion(trial, self._ray.get(ref)))
+            except Exception as e:  # worker died after every retry, node lost, task cancelled
+                done.append(Completion(trial, None, f"{type(e).__name__}: {e}"))
+        return done
+
+    def slots(self) -> int:
+        res = self._ray.cluster_resources()
+        n = math.floor(res.get("CPU", 0) / self._cpus + 1e-9)
+        if self._gpus > 0:
+            n = min(n, math.floor(res.get("GPU", 0) / self._gpus + 1e-9))
+        return max(1, n)
+
+    def in_flight(self) -> int:
+        return len(self._refs)

@@ -1,0 +1,206 @@
+"""Sweep specs: YAML in, one validated, typed :class:`SweepSpec` out.
+
+This is the edge where user input is checked, once (STYLE.md rule 2). YAML is read with
+``yaml.safe_load`` (no object construction); every mapping forbids unknown keys; any problem
+becomes a :class:`~orchestrator.errors.UserError` whose single line names the file, the field
+path, the value and what was expected, listing the valid keys for a typo.
+
+Numbers such as ``2e11`` are accepted although YAML 1.1 reads them as strings: pydantic
+coerces them to floats, so specs can be written the way people write FLOPs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import UserError
+
+__all__ = ["SweepSpec", "load_spec", "parse_spec"]
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    family: Literal["gpt"] = "gpt"
+    seq_len: int = Field(128, ge=8, le=65536)
+    head_dim: int = Field(8, ge=1, le=512)
+    aspect_ratio: PositiveFloat = 32.0
+    max_layers: int = Field(64, ge=1, le=512)
+
+
+class DataSpec(_Strict):
+    builtin: Literal["python-stdlib"] | None = None
+    text: str | None = None
+    tokens: str | None = None
+    dtype: Literal["uint8", "uint16", "uint32", "int32", "int64"] = "uint16"
+    vocab_size: int | None = Field(None, ge=2)
+    eval_fraction: float = Field(0.02, gt=0, le=0.5)
+    eval_tokens: int = Field(65536, ge=64)
+    block_tokens: int = Field(8192, ge=64)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        given = [k for k in ("builtin", "text", "tokens") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"expected exactly one of builtin, text, tokens (got {', '.join(given) or 'none'})")
+        return self
+
+
+class IsoFlopSweep(_Strict):
+    """Compute budgets, and model sizes per budget (one list for all, or a map per budget)."""
+
+    kind: Literal["isoflop"]
+    budgets: list[PositiveFloat] = Field(min_length=1)
+    model_sizes: list[PositiveFloat] | dict[float, list[PositiveFloat]]
+    seeds: list[Annotated[int, Field(ge=0)]] = [0]
+
+    @model_validator(mode="after")
+    def _sizes_cover_budgets(self):
+        if isinstance(self.model_sizes, dict):
+            missing = [b for b in self.budgets if b not in self.model_sizes]
+            if missing:
+                raise ValueError(f"model_sizes has no list for budget {missing[0]:g} (expected a key for every budget)")
+        return self
+
+    def sizes_for(self, budget: float) -> list[float]:
+        return self.model_sizes[budget] if isinstance(self.model_sizes, dict) else list(self.model_sizes)
+
+
+class GridSweep(_Strict):
+    """An explicit N x D grid."""
+
+    kind: Literal["grid"]
+    model_sizes: list[PositiveFloat] = Field(min_length=1)
+    tokens: list[PositiveFloat] = Field(min_length=1)
+    seeds: list[Annotated[int, Field(ge=0)]] = [0]
+
+
+class TrainSpec(_Strict):
+    optimizer: Literal["adamw"] = "adamw"
+    lr: PositiveFloat = 6e-3
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    batch_tokens: int = Field(1024, ge=1)
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.95)
+    grad_clip: PositiveFloat = 1.0
+    n_evals: int = Field(4, ge=0, le=1000)
+    log_every: int = Field(10, ge=1)
+    min_steps: int = Field(20, ge=1)
+
+
+class ResourceSpec(_Strict):
+    cpus: float = Field(1, gt=0)
+    gpus: float = Field(0, ge=0)
+    max_retries: int = Field(2, ge=0, le=100)
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_fraction(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError("a fraction of a GPU must be at most 1 (expected 0 < gpus <= 1, or a whole number)")
+        return v
+
+
+class FitSpec(_Strict):
+    target_compute: PositiveFloat = 1e15
+
+
+class SweepSpec(_Strict):
+    name: str
+    description: str = ""
+    model: ModelSpec = ModelSpec()
+    data: DataSpec
+    sweep: Annotated[Union[IsoFlopSweep, GridSweep], Field(discriminator="kind")]
+    train: TrainSpec = TrainSpec()
+    resources: ResourceSpec = ResourceSpec()
+    results: str = "results"
+    fit: FitSpec = FitSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        # The name becomes a directory: no separators, no "..", nothing hidden.
+        if not NAME_RE.match(v):
+            raise ValueError("expected 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return v
+
+    @model_validator(mode="after")
+    def _batch_fits(self):
+        if self.train.batch_tokens % self.model.seq_len:
+            raise ValueError(
+                f"train.batch_tokens={self.train.batch_tokens} is not a multiple of model.seq_len={self.model.seq_len}"
+            )
+        return self
+
+    @property
+    def sweep_dir(self) -> str:
+        return f"{self.results.rstrip('/')}/{self.name}"
+
+
+def _loc(loc: tuple) -> str:
+    parts = [str(p) for p in loc if p not in ("isoflop", "grid")]  # drop union tags
+    return ".".join(parts) or "(top level)"
+
+
+def _valid_keys(loc: tuple) -> list[str]:
+    model: type[BaseModel] | None = SweepSpec
+    for part in loc[:-1]:
+        if model is None:
+            return []
+        if part in ("isoflop", "grid"):
+            model = IsoFlopSweep if part == "isoflop" else GridSweep
+            continue
+        field = model.model_fields.get(str(part))
+        ann = field.annotation if field else None
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return sorted(model.model_fields) if model else []
+
+
+def _one_line(err: ValidationError, source: str) -> str:
+    e = err.errors()[0]
+    where = _loc(e["loc"])
+    if e["type"] == "extra_forbidden":
+        keys = _valid_keys(e["loc"])
+        return f"{source}: {where}: unknown key (valid keys: {', '.join(keys)})"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "missing":
+        return f"{source}: {where}: required field is missing"
+    return f"{source}: {where}: {msg} (got {e['input']!r})"
+
+
+def parse_spec(data: object, source: str = "spec") -> SweepSpec:
+    """Validate an already-parsed mapping; raises UserError with one line."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a YAML mapping at the top level (got {type(data).__name__})")
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as err:
+        raise UserError(_one_line(err, source)) from None
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a spec file; raises UserError with one line on any problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{path}: spec file not found (expected a YAML file, e.g. specs/quickstart.yaml)")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{path}: {where}: invalid YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (expected UTF-8 YAML)") from None
+    return parse_spec(data, str(path))

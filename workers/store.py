@@ -1,0 +1,139 @@
+"""The result store: Parquet files under ``<results>/<sweep>/``, written atomically.
+
+Layout (every path derives from a content-hashed trial id, so a re-run overwrites nothing
+it should keep and never trains a finished point again)::
+
+    <root>/trials/<trial_id>.parquet   one row, schema TRIALS_SCHEMA, written last
+    <root>/steps/<trial_id>.parquet    the trial's step rows, schema STEPS_SCHEMA
+
+A trial row is written after its step rows, so a trial row is the commit record: when it
+exists, everything about that trial does. Writes go to a temporary name in the same
+directory and are then renamed, so a reader never sees a half-written file (rename is
+atomic on POSIX filesystems; object stores publish a whole object at once).
+
+``root`` is a local path or any URI pyarrow's filesystems understand (s3://, gs://, ...).
+Contract (tested for local and in-memory filesystems alike): ``write_trial`` then
+``finished_ids`` includes the id; ``read_trials`` returns every committed row.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+__all__ = ["TrialStatus", "TRIALS_SCHEMA", "STEPS_SCHEMA", "ResultStore"]
+
+
+class TrialStatus(str, enum.Enum):
+    COMPLETED = "completed"
+    DIVERGED = "diverged"  # NaN/inf loss: a result about the point, not a crash
+    FAILED = "failed"  # error in the trial; recorded with its traceback
+
+    def is_finished(self) -> bool:
+        """Finished trials are never trained again; failed ones are retried by a re-run."""
+        return self in (TrialStatus.COMPLETED, TrialStatus.DIVERGED)
+
+
+TRIALS_SCHEMA = pa.schema(
+    [
+        ("sweep", pa.string()),
+        ("trial_id", pa.string()),
+        ("status", pa.string()),
+        ("n_params", pa.int64()),
+        ("n_params_nonembed", pa.int64()),
+        ("n_layer", pa.int32()),
+        ("d_model", pa.int32()),
+        ("n_head", pa.int32()),
+        ("tokens", pa.int64()),
+        ("flops", pa.float64()),
+        ("budget", pa.float64()),
+        ("eval_loss", pa.float64()),
+        ("train_loss", pa.float64()),
+        ("seed", pa.int64()),
+        ("lr", pa.float64()),
+        ("batch_tokens", pa.int64()),
+        ("wall_s", pa.float64()),
+        ("error", pa.string()),
+        ("name", pa.string()),
+    ]
+)
+
+STEPS_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("step", pa.int64()),
+        ("tokens", pa.int64()),
+        ("flops", pa.float64()),
+        ("train_loss", pa.float64()),
+        ("eval_loss", pa.float64()),
+        ("lr", pa.float64()),
+        ("wall_s", pa.float64()),
+    ]
+)
+
+
+class ResultStore:
+    """Reads and writes one sweep's Parquet files under ``root`` (a path or URI)."""
+
+    def __init__(self, root: str):
+        self.uri = str(root)
+        self.fs, self.root = pafs.FileSystem.from_uri(_as_uri(self.uri))
+
+    def _path(self, table: str, trial_id: str) -> str:
+        return f"{self.root}/{table}/{trial_id}.parquet"
+
+    def _write(self, table: str, trial_id: str, data: pa.Table) -> None:
+        self.fs.create_dir(f"{self.root}/{table}", recursive=True)
+        tmp = f"{self.root}/{table}/.tmp-{trial_id}-{uuid.uuid4().hex[:8]}.parquet"
+        with self.fs.open_output_stream(tmp) as out:
+            pq.write_table(data, out)
+        self.fs.move(tmp, self._path(table, trial_id))
+
+    def write_trial(self, row: dict, steps: list[dict] | None = None) -> None:
+        """Commit one trial: its step rows first, then its trial row."""
+        if steps is not None:
+            self._write("steps", row["trial_id"], pa.Table.from_pylist(steps, schema=STEPS_SCHEMA))
+        self._write("trials", row["trial_id"], pa.Table.from_pylist([row], schema=TRIALS_SCHEMA))
+
+    def list_files(self, table: str) -> list[str]:
+        """Committed Parquet files of ``table`` (temporary files excluded), sorted."""
+        sel = pafs.FileSelector(f"{self.root}/{table}", allow_not_found=True)
+        infos = self.fs.get_file_info(sel)
+        return sorted(
+            i.path for i in infos if i.is_file and i.base_name.endswith(".parquet") and not i.base_name.startswith(".")
+        )
+
+    def read_table(self, table: str) -> pa.Table:
+        """Every committed row of ``table`` ("trials" or "steps")."""
+        schema = TRIALS_SCHEMA if table == "trials" else STEPS_SCHEMA
+        parts = [pq.read_table(p, filesystem=self.fs) for p in self.list_files(table)]
+        if not parts:
+            return schema.empty_table()
+        return pa.concat_tables(parts, promote_options="default")
+
+    def trial_statuses(self) -> dict[str, TrialStatus]:
+        """trial_id -> status of every committed trial row."""
+        t = self.read_table("trials").select(["trial_id", "status"]).to_pydict()
+        return {tid: TrialStatus(s) for tid, s in zip(t["trial_id"], t["status"])}
+
+    def exists(self) -> bool:
+        return self.fs.get_file_info(self.root).type == pafs.FileType.Directory
+
+    def write_text(self, name: str, text: str) -> None:
+        self.fs.create_dir(self.root, recursive=True)
+        tmp = f"{self.root}/.tmp-{uuid.uuid4().hex[:8]}-{name}"
+        with self.fs.open_output_stream(tmp) as out:
+            out.write(text.encode())
+        self.fs.move(tmp, f"{self.root}/{name}")
+
+
+def _as_uri(root: str) -> str:
+    if "://" in root:
+        return root
+    import os
+
+    return os.path.abspath(root)
