@@ -156,11 +156,11 @@ def _loc(loc: tuple) -> str:
 def _valid_keys(loc: tuple) -> list[str]:
     model: type[BaseModel] | None = SweepSpec
     for part in loc[:-1]:
-        if model is None:
-            return []
         if part in ("isoflop", "grid"):
             model = IsoFlopSweep if part == "isoflop" else GridSweep
             continue
+        if model is None:
+            return []
         field = model.model_fields.get(str(part))
         ann = field.annotation if field else None
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
@@ -176,6 +176,9 @@ def _one_line(err: ValidationError, source: str) -> str:
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "missing":
         return f"{source}: {where}: required field is missing"
+    if isinstance(e["input"], (dict, list)) and e["type"] in ("value_error", "union_tag_invalid"):
+        # Cross-field checks: the message names the fields; echoing the whole mapping is noise.
+        return f"{source}: {msg}" if not e["loc"] else f"{source}: {where}: {msg}"
     return f"{source}: {where}: {msg} (got {e['input']!r})"
 
 

@@ -79,9 +79,13 @@ STEPS_SCHEMA = pa.schema(
 class ResultStore:
     """Reads and writes one sweep's Parquet files under ``root`` (a path or URI)."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, filesystem: pafs.FileSystem | None = None):
+        """``root`` is a path or URI; pass ``filesystem`` to use one already built (tests, fsspec)."""
         self.uri = str(root)
-        self.fs, self.root = pafs.FileSystem.from_uri(_as_uri(self.uri))
+        if filesystem is not None:
+            self.fs, self.root = filesystem, self.uri.rstrip("/")
+        else:
+            self.fs, self.root = pafs.FileSystem.from_uri(_as_uri(self.uri))
 
     def _path(self, table: str, trial_id: str) -> str:
         return f"{self.root}/{table}/{trial_id}.parquet"

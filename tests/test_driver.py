@@ -1,0 +1,81 @@
+"""The driver with an in-process executor and a fake trainer: exact accounting, resumption."""
+
+import math
+
+import pytest
+
+from orchestrator.driver import Driver
+from orchestrator.executor import Completion, InlineExecutor
+from orchestrator.plan import data_config, plan_trials
+from workers.data import load_corpus
+from workers.store import ResultStore, TrialStatus
+from workers.train import TrialResult, _row
+
+
+def fake_trainer(store: ResultStore, calls: list, fail=(), diverge=()):
+    """Pure-logic stand-in for workers.train.run_trial: records a row, no training."""
+
+    def run(trial):
+        calls.append(trial.trial_id)
+        status = TrialStatus.FAILED if trial.trial_id in fail else (
+            TrialStatus.DIVERGED if trial.trial_id in diverge else TrialStatus.COMPLETED)
+        loss = 2.0 + 1e4 / trial.shape.n_params if status is TrialStatus.COMPLETED else math.nan
+        row = _row(trial, trial.shape.n_params, status, loss, loss, 0.01, "boom" if status is TrialStatus.FAILED else "")
+        store.write_trial(row)
+        return TrialResult(trial.trial_id, status, loss, 0.01, row["error"], row)
+
+    return run
+
+
+@pytest.fixture
+def trials(tiny_spec, cache_dir):
+    spec = tiny_spec()
+    data = data_config(spec, cache_dir)
+    return plan_trials(spec, load_corpus(data), data, spec.sweep_dir)
+
+
+def test_every_trial_exactly_once(trials, tmp_path):
+    store, calls = ResultStore(str(tmp_path / "s")), []
+    d = Driver(trials, store, InlineExecutor(fake_trainer(store, calls), slots=2), poll_s=0)
+    d.run()
+    assert sorted(calls) == sorted(t.trial_id for t in trials)
+    assert d.progress.done == len(trials) and d.progress.flops_done == pytest.approx(d.progress.total_flops)
+
+
+def test_rerun_skips_finished_and_retries_failed(trials, tmp_path):
+    store, calls = ResultStore(str(tmp_path / "s")), []
+    bad, nan = trials[0].trial_id, trials[1].trial_id
+    Driver(trials, store, InlineExecutor(fake_trainer(store, calls, fail={bad}, diverge={nan})), poll_s=0).run()
+    calls.clear()
+    d = Driver(trials, store, InlineExecutor(fake_trainer(store, calls)), poll_s=0)
+    assert d.progress.skipped == len(trials) - 1  # the diverged trial is finished: it is data
+    d.run()
+    assert calls == [bad]
+    assert store.trial_statuses()[bad] is TrialStatus.COMPLETED
+
+
+def test_lost_worker_is_recorded_by_the_driver(trials, tmp_path):
+    store = ResultStore(str(tmp_path / "s"))
+
+    class Dying(InlineExecutor):
+        def wait(self, timeout):
+            return [Completion(self._queue.pop(0), None, "WorkerCrashedError: killed")] if self._queue else []
+
+    d = Driver(trials[:2], store, Dying(), poll_s=0)
+    d.run()
+    statuses = store.trial_statuses()
+    assert len(statuses) == 2 and set(statuses.values()) == {TrialStatus.FAILED}
+    assert "WorkerCrashedError" in store.read_table("trials").column("error")[0].as_py()
+    assert d.progress.failed == 2
+
+
+def test_keeps_slots_busy(trials, tmp_path):
+    store, seen = ResultStore(str(tmp_path / "s")), []
+
+    class Watching(InlineExecutor):
+        def wait(self, timeout):
+            seen.append(self.in_flight())
+            return super().wait(timeout)
+
+    Driver(trials, store, Watching(fake_trainer(store, []), slots=3), poll_s=0).run()
+    assert seen[0] == 4  # slots + one queued

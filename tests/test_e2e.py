@@ -1,0 +1,86 @@
+"""End to end on a real local Ray: spec -> Ray tasks -> real training -> Parquet -> fit -> report,
+then the commands a user runs on the results."""
+
+import json
+import os
+
+import pytest
+import yaml
+
+from conftest import tiny_spec_dict
+from orchestrator import load_steps, load_trials
+from orchestrator.cli import main
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(ray_cluster, tmp_path_factory, cache_dir):
+    os.environ["SCALESWEEP_CACHE"] = cache_dir
+    tmp = tmp_path_factory.mktemp("e2e")
+    spec = tiny_spec_dict(str(tmp / "results"), name="e2e")
+    path = tmp / "e2e.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path, tmp / "results" / "e2e"
+
+
+def test_sweep_trains_every_trial_and_fits(finished_sweep, capsys):
+    path, results = finished_sweep
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "6 trials, 6 trained now, 0 already finished, 0 failed" in out
+    assert "Fitted law" in out and "Compute-optimal frontier" in out
+    trials = load_trials(str(results))
+    assert len(trials) == 6 and set(trials["status"]) == {"completed"}
+    assert (trials["flops"] == 6 * trials["n_params"] * trials["tokens"]).all()
+    assert trials["eval_loss"].between(1.0, 5.6).all()
+    steps = load_steps(str(results))
+    assert set(steps["trial_id"]) == set(trials["trial_id"])
+    last = steps.sort_values("step").groupby("trial_id").tail(1).set_index("trial_id")
+    assert (last.loc[trials["trial_id"], "tokens"].values == trials["tokens"].values).all()
+    for name in ("index.html", "isoflop.png", "frontier.png", "n_opt.png"):
+        assert (results / "report" / name).stat().st_size > 1000
+    html = (results / "report" / "index.html").read_text()
+    assert "data:image/png;base64," in html  # self-contained
+
+
+def test_trials_are_named_tasks_in_ray(finished_sweep):
+    from ray.util.state import list_tasks
+
+    names = {t.name for t in list_tasks(filters=[("func_or_class_name", "=", "_trial_task")], limit=1000)}
+    trials = load_trials(str(finished_sweep[1]))
+    assert set(trials["name"]) <= names
+
+
+def test_rerun_trains_nothing(finished_sweep, capsys):
+    path, results = finished_sweep
+    before = {p: p.stat().st_mtime_ns for p in (results / "trials").iterdir()}
+    assert main(["run", str(path)]) == 0
+    assert "0 trained now, 6 already finished" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in (results / "trials").iterdir()} == before
+
+
+def test_status_query_fit_report(finished_sweep, capsys):
+    _, results = finished_sweep
+    r = str(results)
+    assert main(["status", r]) == 0
+    assert "6 trials planned; 6 completed; 0 not finished" in capsys.readouterr().out
+    assert main(["query", r, "select count(*) as n from trials t join steps s using (trial_id)", "--format", "csv"]) == 0
+    n = int(capsys.readouterr().out.split()[1])
+    assert n == len(load_steps(r))
+    assert main(["fit", r, "--json", "--compute", "1e13"]) == 0
+    fit = json.loads(capsys.readouterr().out)
+    assert fit["target"]["compute"] == 1e13 and fit["n_trials"] == 6
+    assert fit["params"]["alpha"] >= 0 and fit["params"]["beta"] >= 0
+    os.remove(results / "report" / "index.html")
+    assert main(["report", r]) == 0
+    assert (results / "report" / "index.html").exists()
+
+
+def test_bad_query_and_missing_results(finished_sweep, capsys, tmp_path):
+    _, results = finished_sweep
+    assert main(["query", str(results), "select no_such_column from trials"]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_column" in err and "\n" not in err.strip()
+    assert main(["fit", str(tmp_path / "nowhere")]) == 2
+    assert "results directory not found" in capsys.readouterr().err

@@ -1,0 +1,71 @@
+"""Planning: IsoFLOP arithmetic, content-hashed trial ids, duplicates run once."""
+
+import pytest
+
+from orchestrator.errors import UserError
+from orchestrator.plan import data_config, plan_trials, train_config, trial_id
+from orchestrator.spec import parse_spec
+from conftest import tiny_spec_dict
+from workers.arch import GPTShape
+from workers.data import load_corpus
+
+
+def plan(spec, cache_dir, results="/tmp/r"):
+    data = data_config(spec, cache_dir)
+    return plan_trials(spec, load_corpus(data), data, results)
+
+
+def test_isoflop_points_spend_their_budget(tiny_spec, cache_dir):
+    spec = tiny_spec()
+    trials = plan(spec, cache_dir)
+    assert len(trials) == 6
+    for t in trials:
+        spent = 6 * t.shape.n_params * t.tokens
+        assert t.tokens % spec.train.batch_tokens == 0
+        # rounding to whole batches moves the spend by at most half a batch
+        assert abs(spent - t.budget) <= 6 * t.shape.n_params * spec.train.batch_tokens / 2
+    assert trials[0].shape.n_params * trials[0].tokens >= trials[-1].shape.n_params * trials[-1].tokens
+
+
+def test_grid_sweep(tmp_path, cache_dir):
+    spec = parse_spec(tiny_spec_dict(str(tmp_path), sweep={"kind": "grid", "model_sizes": [2e3, 8e3], "tokens": [2.56e4, 5.12e4], "seeds": [0, 1]}))
+    trials = plan(spec, cache_dir)
+    assert len(trials) == 8 and {t.tokens for t in trials} == {25600, 51200}
+    assert all(t.budget == 0 for t in trials)
+
+
+def test_trial_id_hashes_what_changes_the_result(tiny_spec, cache_dir):
+    spec = tiny_spec()
+    data = data_config(spec, cache_dir)
+    shape, train = GPTShape(1, 8, 1, 256, 32), train_config(spec)
+    base = trial_id(shape, 1000, 0, train, "fp", data)
+    assert base == trial_id(shape, 1000, 0, train, "fp", data)
+    assert base != trial_id(shape, 1000, 1, train, "fp", data)
+    assert base != trial_id(shape, 2000, 0, train, "fp", data)
+    assert base != trial_id(GPTShape(2, 8, 1, 256, 32), 1000, 0, train, "fp", data)
+    assert base != trial_id(shape, 1000, 0, train.__class__(**{**train.__dict__, "lr": 1e-3}), "fp", data)
+    assert base != trial_id(shape, 1000, 0, train, "other-data", data)
+    # how often metrics are logged does not change the result
+    assert base == trial_id(shape, 1000, 0, train.__class__(**{**train.__dict__, "log_every": 99}), "fp", data)
+
+
+def test_ids_do_not_depend_on_sweep_name_or_results(tmp_path, cache_dir):
+    a = plan(parse_spec(tiny_spec_dict(str(tmp_path / "a"), name="one")), cache_dir, "/x")
+    b = plan(parse_spec(tiny_spec_dict(str(tmp_path / "b"), name="two")), cache_dir, "/y")
+    assert [t.trial_id for t in a] == [t.trial_id for t in b]
+
+
+def test_sizes_mapping_to_one_shape_run_once(tmp_path, cache_dir):
+    spec = parse_spec(tiny_spec_dict(str(tmp_path), sweep={"kind": "isoflop", "budgets": [1e9], "model_sizes": [4e3, 4.01e3]}))
+    assert len(plan(spec, cache_dir)) == 1
+
+
+def test_budget_too_small_names_the_field(tmp_path, cache_dir):
+    spec = parse_spec(tiny_spec_dict(str(tmp_path), sweep={"kind": "isoflop", "budgets": [1e7], "model_sizes": [8e3]}))
+    with pytest.raises(UserError, match=r"sweep\.budgets \(1e\+07 FLOPs for model size 8000\)"):
+        plan(spec, cache_dir)
+
+
+def test_trial_names_are_readable(tiny_spec, cache_dir):
+    names = [t.name for t in plan(tiny_spec(), cache_dir)]
+    assert all(n.startswith("N=") and " D=" in n and " C=" in n and n.endswith("s0") for n in names)
