@@ -19,7 +19,7 @@ from typing import Protocol
 from orchestrator.executor import Completion, Executor
 from workers.flops import train_flops
 from workers.store import ResultStore, TrialStatus
-from workers.train import TrialConfig, _row
+from workers.train import TrialConfig, trial_row
 
 __all__ = ["Driver", "SweepProgress", "ProgressSink"]
 
@@ -95,7 +95,7 @@ class Driver:
         p = self.progress
         if c.result is None:
             # The worker could not record anything: commit the failure for it.
-            row = _row(c.trial, c.trial.shape.n_params, TrialStatus.FAILED, float("nan"), float("nan"), 0.0, c.error)
+            row = trial_row(c.trial, c.trial.shape.n_params, TrialStatus.FAILED, float("nan"), float("nan"), 0.0, c.error)
             self.store.write_trial(row)
             log.error("trial %s (%s) lost its worker on every retry: %s", c.trial.trial_id, c.trial.name, c.error)
             p.failed += 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 from orchestrator.errors import UserError
 from orchestrator.spec import GridSweep, SweepSpec
@@ -137,7 +137,3 @@ def _round_tokens(d: float, batch_tokens: int, spec: SweepSpec, where: str) -> i
             f"(expected at least train.min_steps={spec.train.min_steps}; raise the budget or lower the size)"
         )
     return steps * batch_tokens
-
-
-def with_results(trial: TrialConfig, results: str) -> TrialConfig:
-    return replace(trial, results=results)

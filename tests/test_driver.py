@@ -9,7 +9,7 @@ from orchestrator.executor import Completion, InlineExecutor
 from orchestrator.plan import data_config, plan_trials
 from workers.data import load_corpus
 from workers.store import ResultStore, TrialStatus
-from workers.train import TrialResult, _row
+from workers.train import TrialResult, trial_row
 
 
 def fake_trainer(store: ResultStore, calls: list, fail=(), diverge=()):
@@ -20,7 +20,7 @@ def fake_trainer(store: ResultStore, calls: list, fail=(), diverge=()):
         status = TrialStatus.FAILED if trial.trial_id in fail else (
             TrialStatus.DIVERGED if trial.trial_id in diverge else TrialStatus.COMPLETED)
         loss = 2.0 + 1e4 / trial.shape.n_params if status is TrialStatus.COMPLETED else math.nan
-        row = _row(trial, trial.shape.n_params, status, loss, loss, 0.01, "boom" if status is TrialStatus.FAILED else "")
+        row = trial_row(trial, trial.shape.n_params, status, loss, loss, 0.01, "boom" if status is TrialStatus.FAILED else "")
         store.write_trial(row)
         return TrialResult(trial.trial_id, status, loss, 0.01, row["error"], row)
 

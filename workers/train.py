@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from workers.flops import train_flops
 from workers.model import GPT
 from workers.store import ResultStore, TrialStatus
 
-__all__ = ["TrainConfig", "TrialConfig", "TrialResult", "run_trial", "lr_at"]
+__all__ = ["TrainConfig", "TrialConfig", "TrialResult", "run_trial", "lr_at", "trial_row"]
 
 
 @dataclass(frozen=True)
@@ -178,12 +178,12 @@ def train(cfg: TrialConfig) -> tuple[dict, list[dict]]:
                     break
             steps.append(row)
     trained = steps[-1]["tokens"] if steps else 0
-    trial_row = _row(cfg, n_params, status, eval_loss if status is TrialStatus.COMPLETED else float("nan"),
+    row = trial_row(cfg, n_params, status, eval_loss if status is TrialStatus.COMPLETED else float("nan"),
                      train_loss, time.perf_counter() - t0, "", trained)
-    return trial_row, steps
+    return row, steps
 
 
-def _row(cfg: TrialConfig, n_params: int, status: TrialStatus, eval_loss: float, train_loss: float,
+def trial_row(cfg: TrialConfig, n_params: int, status: TrialStatus, eval_loss: float, train_loss: float,
          wall_s: float, error: str, tokens: int | None = None) -> dict:
     tokens = cfg.tokens if tokens is None else tokens
     return {
@@ -217,12 +217,8 @@ def run_trial(cfg: TrialConfig) -> TrialResult:
         row, steps = train(cfg)
     except Exception as e:  # recorded, not swallowed: the row carries the traceback
         tb = traceback.format_exc()
-        row = _row(cfg, cfg.shape.n_params, TrialStatus.FAILED, float("nan"), float("nan"),
+        row = trial_row(cfg, cfg.shape.n_params, TrialStatus.FAILED, float("nan"), float("nan"),
                    time.perf_counter() - t0, f"{type(e).__name__}: {e}\n{tb}")
         steps = None
     store.write_trial(row, steps)
     return TrialResult(cfg.trial_id, TrialStatus(row["status"]), row["eval_loss"], row["wall_s"], row["error"], row)
-
-
-def config_dict(cfg: TrialConfig) -> dict:
-    return asdict(cfg)
