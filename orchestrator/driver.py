@@ -2,24 +2,29 @@
 
 The driver owns sweep state; collaborators come in through the constructor (STYLE.md rule
 7), so tests drive it with an :class:`~orchestrator.executor.InlineExecutor` and a fake
-trainer. Workers report only through the result store; the driver reads the store once at
-start to skip finished trials, and afterwards learns of completions from the executor.
+trainer. A planner decides what to run (:mod:`orchestrator.planner`); workers report only
+through the result store and the executor's completions; only the driver tells the planner.
 
-A trial whose process died on every retry comes back without a result; the driver then
-commits a FAILED row with the error itself, so every planned trial ends with exactly one row.
+Exactly-once: the driver reads the store once at start. A proposed trial whose id the store
+already holds as finished (completed or diverged) is never trained again: its stored result
+is told to the planner at once. A trial whose process died on every retry comes back
+without a result; the driver then commits a FAILED row itself, so every trial that was run
+ends with exactly one row.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from orchestrator.executor import Completion, Executor
+from orchestrator.planner import Planner
 from workers.flops import train_flops
 from workers.store import ResultStore, TrialStatus
-from workers.train import TrialConfig, trial_row
+from workers.train import TrialConfig, TrialResult, trial_row
 
 __all__ = ["Driver", "SweepProgress", "ProgressSink"]
 
@@ -28,9 +33,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SweepProgress:
-    total: int
-    skipped: int  # finished in an earlier run
+    total: int  # trials expected to train in this run
     total_flops: float
+    skipped: int = 0  # finished in an earlier run
     done: int = 0
     failed: int = 0
     diverged: int = 0
@@ -44,41 +49,58 @@ class SweepProgress:
         elapsed = time.monotonic() - self.started
         if self.flops_done <= 0 or elapsed <= 0:
             return None
-        return (self.total_flops - self.flops_done) / (self.flops_done / elapsed)
+        return max(0.0, self.total_flops - self.flops_done) / (self.flops_done / elapsed)
 
 
 class ProgressSink(Protocol):
     def update(self, progress: SweepProgress, completion: Completion | None) -> None: ...
 
 
-class Driver:
-    """Runs ``trials`` to completion on ``executor``, skipping those ``store`` has finished."""
+def _stored_result(row: dict) -> TrialResult:
+    return TrialResult(row["trial_id"], TrialStatus(row["status"]), row["eval_loss"], row["wall_s"] or 0.0,
+                       row["error"] or "", row)
 
-    def __init__(self, trials: list[TrialConfig], store: ResultStore, executor: Executor,
+
+class Driver:
+    """Runs what ``planner`` proposes on ``executor``, skipping what ``store`` has finished."""
+
+    def __init__(self, planner: Planner, store: ResultStore, executor: Executor,
                  sink: ProgressSink | None = None, poll_s: float = 1.0):
-        self.store, self.executor, self.sink, self.poll_s = store, executor, sink, poll_s
-        statuses = store.trial_statuses()
-        finished = {tid for tid, s in statuses.items() if s.is_finished()}
-        self.pending = [t for t in trials if t.trial_id not in finished]
-        retried = sum(1 for t in self.pending if statuses.get(t.trial_id) is TrialStatus.FAILED)
-        if retried:
-            log.info("re-running %d trial(s) that failed in an earlier run", retried)
-        flops = sum(train_flops(t.shape.n_params, t.tokens) for t in self.pending)
-        self.progress = SweepProgress(total=len(self.pending), skipped=len(trials) - len(self.pending), total_flops=flops)
+        self.planner, self.store, self.executor, self.sink, self.poll_s = planner, store, executor, sink, poll_s
+        rows = store.read_table("trials").to_pylist()
+        self.finished = {r["trial_id"]: r for r in rows if TrialStatus(r["status"]).is_finished()}
+        n, flops = planner.expected()
+        self.progress = SweepProgress(total=n, total_flops=flops)
         self.results: list[Completion] = []
 
     def done(self) -> bool:
-        return not self.pending and self.executor.in_flight() == 0
+        return self.planner.finished() and self.executor.in_flight() == 0
+
+    def _fill(self) -> None:
+        # A queue one slot deep beyond capacity means a freed worker never waits on the driver.
+        window = self.executor.slots() + 1
+        while self.executor.in_flight() < window:
+            batch = self.planner.ask(window - self.executor.in_flight())
+            if not batch:
+                return
+            for trial in batch:
+                row = self.finished.get(trial.trial_id)
+                if row is None:
+                    self.executor.submit(trial)
+                    continue
+                p = self.progress
+                p.skipped += 1
+                p.total = max(0, p.total - 1)
+                p.total_flops = max(0.0, p.total_flops - train_flops(trial.shape.n_params, trial.tokens))
+                self.planner.tell(trial, _stored_result(row))
 
     def step(self) -> list[Completion]:
         """Submit until every slot (plus a small queue) is busy, then collect what finished."""
-        # A queue one slot deep beyond capacity means a freed worker never waits on the driver.
-        window = self.executor.slots() + 1
-        while self.pending and self.executor.in_flight() < window:
-            self.executor.submit(self.pending.pop(0))
+        self._fill()
         completions = self.executor.wait(timeout=self.poll_s)
         for c in completions:
             self._record(c)
+            self.planner.tell(c.trial, c.result)
         self.progress.running = self.executor.in_flight()
         if self.sink:
             self.sink.update(self.progress, None)
@@ -95,7 +117,7 @@ class Driver:
         p = self.progress
         if c.result is None:
             # The worker could not record anything: commit the failure for it.
-            row = trial_row(c.trial, c.trial.shape.n_params, TrialStatus.FAILED, float("nan"), float("nan"), 0.0, c.error)
+            row = trial_row(c.trial, c.trial.shape.n_params, TrialStatus.FAILED, math.nan, math.nan, 0.0, c.error)
             self.store.write_trial(row)
             log.error("trial %s (%s) lost its worker on every retry: %s", c.trial.trial_id, c.trial.name, c.error)
             p.failed += 1
@@ -105,6 +127,8 @@ class Driver:
         elif c.result.status is TrialStatus.DIVERGED:
             log.warning("trial %s (%s) diverged (non-finite loss)", c.trial.trial_id, c.trial.name)
             p.diverged += 1
+        if c.result is not None and c.result.status.is_finished():
+            self.finished[c.trial.trial_id] = c.result.row
         p.done += 1
         p.flops_done += train_flops(c.trial.shape.n_params, c.trial.tokens)
         self.results.append(c)

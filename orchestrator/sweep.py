@@ -21,6 +21,7 @@ from orchestrator.driver import Driver, ProgressSink
 from orchestrator.errors import UserError
 from orchestrator.executor import Executor, RayExecutor
 from orchestrator.plan import data_config, plan_trials
+from orchestrator.planner import StaticPlanner
 from orchestrator.spec import SweepSpec
 from workers.data import DataError, load_corpus
 from workers.flops import train_flops
@@ -98,10 +99,10 @@ def run_sweep(spec: SweepSpec, executor_factory=None, sink: ProgressSink | None 
     statuses = store.trial_statuses()
     todo = [t for t in trials if not (t.trial_id in statuses and statuses[t.trial_id].is_finished())]
     trained = failed = diverged = 0
-    if todo:
+    if todo:  # start Ray only when something is left to train
         r = spec.resources
         executor: Executor = (executor_factory or (lambda: RayExecutor(r.cpus, r.gpus, r.max_retries)))()
-        driver = Driver(trials, store, executor, sink)
+        driver = Driver(StaticPlanner(todo), store, executor, sink)
         driver.run()
         trained, failed, diverged = driver.progress.done, driver.progress.failed, driver.progress.diverged
     return finish(spec, store, trials, trained, len(trials) - len(todo), failed, diverged, write_report)

@@ -6,6 +6,7 @@ import pytest
 
 from orchestrator.driver import Driver
 from orchestrator.executor import Completion, InlineExecutor
+from orchestrator.planner import StaticPlanner
 from orchestrator.plan import data_config, plan_trials
 from workers.data import load_corpus
 from workers.store import ResultStore, TrialStatus
@@ -36,7 +37,7 @@ def trials(tiny_spec, cache_dir):
 
 def test_every_trial_exactly_once(trials, tmp_path):
     store, calls = ResultStore(str(tmp_path / "s")), []
-    d = Driver(trials, store, InlineExecutor(fake_trainer(store, calls), slots=2), poll_s=0)
+    d = Driver(StaticPlanner(trials), store, InlineExecutor(fake_trainer(store, calls), slots=2), poll_s=0)
     d.run()
     assert sorted(calls) == sorted(t.trial_id for t in trials)
     assert d.progress.done == len(trials) and d.progress.flops_done == pytest.approx(d.progress.total_flops)
@@ -45,12 +46,12 @@ def test_every_trial_exactly_once(trials, tmp_path):
 def test_rerun_skips_finished_and_retries_failed(trials, tmp_path):
     store, calls = ResultStore(str(tmp_path / "s")), []
     bad, nan = trials[0].trial_id, trials[1].trial_id
-    Driver(trials, store, InlineExecutor(fake_trainer(store, calls, fail={bad}, diverge={nan})), poll_s=0).run()
+    Driver(StaticPlanner(trials), store, InlineExecutor(fake_trainer(store, calls, fail={bad}, diverge={nan})), poll_s=0).run()
     calls.clear()
-    d = Driver(trials, store, InlineExecutor(fake_trainer(store, calls)), poll_s=0)
-    assert d.progress.skipped == len(trials) - 1  # the diverged trial is finished: it is data
+    d = Driver(StaticPlanner(trials), store, InlineExecutor(fake_trainer(store, calls)), poll_s=0)
     d.run()
     assert calls == [bad]
+    assert d.progress.skipped == len(trials) - 1  # the diverged trial is finished: it is data
     assert store.trial_statuses()[bad] is TrialStatus.COMPLETED
 
 
@@ -61,7 +62,7 @@ def test_lost_worker_is_recorded_by_the_driver(trials, tmp_path):
         def wait(self, timeout):
             return [Completion(self._queue.pop(0), None, "WorkerCrashedError: killed")] if self._queue else []
 
-    d = Driver(trials[:2], store, Dying(), poll_s=0)
+    d = Driver(StaticPlanner(trials[:2]), store, Dying(), poll_s=0)
     d.run()
     statuses = store.trial_statuses()
     assert len(statuses) == 2 and set(statuses.values()) == {TrialStatus.FAILED}
@@ -77,5 +78,5 @@ def test_keeps_slots_busy(trials, tmp_path):
             seen.append(self.in_flight())
             return super().wait(timeout)
 
-    Driver(trials, store, Watching(fake_trainer(store, []), slots=3), poll_s=0).run()
+    Driver(StaticPlanner(trials), store, Watching(fake_trainer(store, []), slots=3), poll_s=0).run()
     assert seen[0] == 4  # slots + one queued

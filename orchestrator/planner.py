@@ -1,0 +1,52 @@
+"""Planners decide *what* to train next; the driver decides *when* (Optuna's sampler/study split).
+
+Contract (tests/test_planner.py runs it against every planner):
+- ``ask(n)`` returns at most ``n`` trials to start now. An empty list means "nothing now":
+  the planner is waiting for results (or is finished).
+- ``tell(trial, result)`` is called exactly once for every trial that ``ask`` returned, when
+  it ends: with the worker's :class:`TrialResult`, or ``None`` when the trial was lost. A
+  trial the store already holds is told at once, from the stored row, without training.
+- ``finished()`` is True once the planner will propose nothing more; the driver then drains
+  what is in flight and stops.
+- ``expected()`` is (trials, FLOPs) the planner expects to run, for progress display; an
+  adaptive planner gives its budget.
+Only the driver calls a planner, from one thread.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from workers.flops import train_flops
+from workers.train import TrialConfig, TrialResult
+
+__all__ = ["Planner", "StaticPlanner"]
+
+
+class Planner(Protocol):
+    def ask(self, n: int) -> list[TrialConfig]: ...
+    def tell(self, trial: TrialConfig, result: TrialResult | None) -> None: ...
+    def finished(self) -> bool: ...
+    def expected(self) -> tuple[int, float]: ...
+
+
+class StaticPlanner:
+    """A fixed list of trials (grid or IsoFLOP), proposed in order."""
+
+    def __init__(self, trials: list[TrialConfig]):
+        self._queue = list(trials)
+        self._total = (len(trials), sum(train_flops(t.shape.n_params, t.tokens) for t in trials))
+        self.told: dict[str, TrialResult | None] = {}
+
+    def ask(self, n: int) -> list[TrialConfig]:
+        batch, self._queue = self._queue[:n], self._queue[n:]
+        return batch
+
+    def tell(self, trial: TrialConfig, result: TrialResult | None) -> None:
+        self.told[trial.trial_id] = result
+
+    def finished(self) -> bool:
+        return not self._queue
+
+    def expected(self) -> tuple[int, float]:
+        return self._total
