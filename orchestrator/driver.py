@@ -91,7 +91,7 @@ class Driver:
                 p = self.progress
                 p.skipped += 1
                 p.total = max(0, p.total - 1)
-                p.total_flops = max(0.0, p.total_flops - train_flops(trial.shape.n_params, trial.tokens))
+                p.total_flops = max(0.0, p.total_flops - train_flops(trial.n_params, trial.tokens))
                 self.planner.tell(trial, _stored_result(row))
 
     def step(self) -> list[Completion]:
@@ -117,7 +117,7 @@ class Driver:
         p = self.progress
         if c.result is None:
             # The worker could not record anything: commit the failure for it.
-            row = trial_row(c.trial, c.trial.shape.n_params, TrialStatus.FAILED, math.nan, math.nan, 0.0, c.error)
+            row = trial_row(c.trial, c.trial.n_params, TrialStatus.FAILED, math.nan, math.nan, 0.0, c.error)
             self.store.write_trial(row)
             log.error("trial %s (%s) lost its worker on every retry: %s", c.trial.trial_id, c.trial.name, c.error)
             p.failed += 1
@@ -130,7 +130,7 @@ class Driver:
         if c.result is not None and c.result.status.is_finished():
             self.finished[c.trial.trial_id] = c.result.row
         p.done += 1
-        p.flops_done += train_flops(c.trial.shape.n_params, c.trial.tokens)
+        p.flops_done += train_flops(c.trial.n_params, c.trial.tokens)
         self.results.append(c)
         if self.sink:
             self.sink.update(p, c)

@@ -1,11 +1,14 @@
 """From a validated spec to concrete trials with content-hashed ids.
 
 A trial id is the first 16 hex digits of SHA-256 over the canonical JSON of the fields that
-change its result: trainer version, exact model shape, tokens, seed, the training settings
-that affect optimisation, and the data's content fingerprint and split. Sweep name, budget
-label, resources and results path do not enter it, so re-running a spec (or a second spec
-that happens to contain the same point) never trains a finished point again (STYLE.md rule 4,
-after Marin's hashed output paths).
+change its result: trainer version, exact model shape (or N for a simulated world), tokens,
+seed, the training settings that affect optimisation, and the data's content fingerprint and
+split (or the world's definition). Sweep name, budget label, resources and results path do
+not enter it, so re-running a spec (or a second spec that happens to contain the same point)
+never trains a finished point again (STYLE.md rule 4, after Marin's hashed output paths).
+
+:class:`TrialFactory` is the one place a point (target N, tokens) becomes a trial; static
+sweeps (:func:`plan_trials`) and the adaptive planner both use it.
 """
 
 from __future__ import annotations
@@ -16,21 +19,28 @@ import logging
 from dataclasses import asdict
 
 from orchestrator.errors import UserError
-from orchestrator.spec import GridSweep, SweepSpec
-from workers.arch import GPTShape, ShapeRule, shape_for_params
-from workers.data import Corpus, DataConfig
+from orchestrator.spec import GridSweep, IsoFlopSweep, SweepSpec
+from workers.arch import ShapeRule, shape_for_params
+from workers.data import DataConfig, DataError, load_corpus
 from workers.flops import tokens_for_budget
 from workers.train import TrainConfig, TrialConfig
 
-__all__ = ["TRAINER_VERSION", "trial_id", "data_config", "train_config", "plan_trials", "trial_name"]
+__all__ = ["TRAINER_VERSION", "content_id", "data_config", "train_config", "world_config", "TrialFactory",
+           "plan_trials", "trial_name"]
 
 log = logging.getLogger(__name__)
 
 # Bump when a change to workers/ changes what a trial computes; old results then stop matching.
 TRAINER_VERSION = "gpt-1"
+SIMULATOR_VERSION = "sim-1"
 
 # TrainConfig fields that only change how often metrics are recorded, not the result.
 _NOT_HASHED = {"n_evals", "log_every"}
+
+
+def content_id(payload: dict) -> str:
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def data_config(spec: SweepSpec, cache_dir: str = "") -> DataConfig:
@@ -58,24 +68,22 @@ def train_config(spec: SweepSpec) -> TrainConfig:
         beta1=t.betas[0],
         beta2=t.betas[1],
         grad_clip=t.grad_clip,
-        eval_tokens=spec.data.eval_tokens,
+        eval_tokens=spec.data.eval_tokens if spec.data else 0,
         n_evals=t.n_evals,
         log_every=t.log_every,
     )
 
 
-def trial_id(shape: GPTShape, tokens: int, seed: int, train: TrainConfig, data_fingerprint: str, data: DataConfig) -> str:
-    train_fields = {k: v for k, v in asdict(train).items() if k not in _NOT_HASHED}
-    payload = {
-        "version": TRAINER_VERSION,
-        "shape": asdict(shape),
-        "tokens": int(tokens),
-        "seed": int(seed),
-        "train": train_fields,
-        "data": {"fingerprint": data_fingerprint, "block_tokens": data.block_tokens, "eval_every": data.eval_every},
-    }
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+def world_config(spec: SweepSpec):
+    from workers.world import NoiseConfig, WorldConfig
+
+    w = spec.world
+    law = (w.law.E, w.law.A, w.law.B, w.law.alpha, w.law.beta) if w.law else None
+    n = w.noise
+    noise = NoiseConfig(tier=n.tier, residual_amplitude=n.residual_amplitude,
+                        residual_length_scale=n.residual_length_scale, outlier_prob=n.outlier_prob,
+                        outlier_low=n.outlier_low, outlier_high=n.outlier_high)
+    return WorldConfig(law=law, expression=w.expression, noise=noise, seed=w.seed, duration_s=w.duration_s)
 
 
 def _si(x: float) -> str:
@@ -91,49 +99,90 @@ def trial_name(n_params: int, tokens: int, budget: float, seed: int) -> str:
     return f"N={_si(n_params)} D={_si(tokens)}{c} s{seed}"
 
 
-def plan_trials(spec: SweepSpec, corpus: Corpus, data: DataConfig, results: str,
-                threads: int = 1, device: str = "auto") -> list[TrialConfig]:
-    """Every trial the spec asks for, in submission order (largest compute first, so the
-    longest trials start early and the tail of the sweep is short), duplicates removed."""
-    rule = ShapeRule(head_dim=spec.model.head_dim, aspect_ratio=spec.model.aspect_ratio,
-                     max_layers=spec.model.max_layers)
-    train = train_config(spec)
-    bt = spec.train.batch_tokens
-    points: list[tuple[GPTShape, int, float, int]] = []  # shape, tokens, budget, seed
+class TrialFactory:
+    """Makes trials for one spec: opens its data (or world) once, then hashes points into trials.
+
+    Raises UserError if the data cannot be used, before anything is written.
+    """
+
+    def __init__(self, spec: SweepSpec, cache_dir: str = ""):
+        self.spec = spec
+        self.train = train_config(spec)
+        self.results = spec.sweep_dir
+        self.threads = max(1, int(spec.resources.cpus))
+        self.device = "cuda" if spec.resources.gpus > 0 else "cpu"
+        if spec.trainer == "simulated":
+            self.world = world_config(spec)
+            self.data, self.vocab = None, 0
+            self.fingerprint = content_id({"world": asdict(self.world) | {"duration_s": 0}})
+        else:
+            self.world = None
+            self.data = data_config(spec, cache_dir)
+            try:
+                corpus = load_corpus(self.data)
+            except DataError as e:
+                raise UserError(str(e)) from None
+            self.vocab, self.fingerprint = corpus.vocab_size, corpus.fingerprint
+        m = spec.model
+        self.rule = ShapeRule(head_dim=m.head_dim, aspect_ratio=m.aspect_ratio, max_layers=m.max_layers)
+
+    def round_tokens(self, d: float, where: str) -> int:
+        bt = self.spec.train.batch_tokens
+        steps = round(d / bt)
+        if steps < self.spec.train.min_steps:
+            raise UserError(
+                f"{where}: gives {steps} optimiser steps of {bt} tokens "
+                f"(expected at least train.min_steps={self.spec.train.min_steps}; raise the budget or lower the size)"
+            )
+        return steps * bt
+
+    def n_for(self, n_target: float) -> tuple[int, object]:
+        """(exact N, shape or None) for a target parameter count."""
+        if self.world is not None:
+            return int(round(n_target)), None
+        shape = shape_for_params(n_target, self.vocab, self.spec.model.seq_len, self.rule)
+        return shape.n_params, shape
+
+    def make(self, n_target: float, tokens: float | None, budget: float, seed: int, where: str) -> TrialConfig:
+        """A trial at ``n_target`` parameters and ``tokens`` (or C / 6N tokens of ``budget``)."""
+        n, shape = self.n_for(n_target)
+        d = tokens if tokens is not None else tokens_for_budget(budget, n)
+        tokens = self.round_tokens(d, where)
+        train_fields = {k: v for k, v in asdict(self.train).items() if k not in _NOT_HASHED}
+        if shape is not None:
+            payload = {"version": TRAINER_VERSION, "shape": asdict(shape), "train": train_fields,
+                       "data": {"fingerprint": self.fingerprint, "block_tokens": self.data.block_tokens,
+                                "eval_every": self.data.eval_every}}
+        else:
+            payload = {"version": SIMULATOR_VERSION, "n_params": n, "world": self.fingerprint}
+        payload.update(tokens=int(tokens), seed=int(seed))
+        return TrialConfig(
+            trial_id=content_id(payload), name=trial_name(n, tokens, budget, seed), sweep=self.spec.name,
+            shape=shape, tokens=tokens, seed=seed, budget=budget, train=self.train, data=self.data,
+            results=self.results, threads=self.threads, device=self.device, world=self.world, sim_n_params=n,
+        )
+
+
+def plan_trials(spec: SweepSpec, factory: TrialFactory) -> list[TrialConfig]:
+    """Every trial of a static (grid or IsoFLOP) sweep, in submission order (largest compute
+    first, so the longest trials start early and the tail of the sweep is short), duplicates
+    removed."""
     sw = spec.sweep
+    trials: dict[str, TrialConfig] = {}
+
+    def add(t: TrialConfig) -> None:
+        if t.trial_id in trials:
+            log.warning("%s appears twice in the sweep (sizes map to the same shape); running it once", t.name)
+        trials.setdefault(t.trial_id, t)
+
     if isinstance(sw, GridSweep):
         for size in sw.model_sizes:
-            shape = shape_for_params(size, corpus.vocab_size, spec.model.seq_len, rule)
             for d in sw.tokens:
-                points.extend((shape, _round_tokens(d, bt, spec, f"sweep.tokens ({d:g})"), 0.0, s) for s in sw.seeds)
-    else:
+                for s in sw.seeds:
+                    add(factory.make(size, d, 0.0, s, f"sweep.tokens ({d:g})"))
+    elif isinstance(sw, IsoFlopSweep):
         for budget in sw.budgets:
             for size in sw.sizes_for(budget):
-                shape = shape_for_params(size, corpus.vocab_size, spec.model.seq_len, rule)
-                d = tokens_for_budget(budget, shape.n_params)
-                tokens = _round_tokens(d, bt, spec, f"sweep.budgets ({budget:g} FLOPs for model size {size:g})")
-                points.extend((shape, tokens, budget, s) for s in sw.seeds)
-
-    trials: dict[str, TrialConfig] = {}
-    for shape, tokens, budget, seed in points:
-        tid = trial_id(shape, tokens, seed, train, corpus.fingerprint, data)
-        if tid in trials:
-            log.warning("%s appears twice in the sweep (sizes map to the same shape); running it once",
-                        trial_name(shape.n_params, tokens, budget, seed))
-            continue
-        trials[tid] = TrialConfig(
-            trial_id=tid, name=trial_name(shape.n_params, tokens, budget, seed), sweep=spec.name,
-            shape=shape, tokens=tokens, seed=seed, budget=budget, train=train, data=data,
-            results=results, threads=threads, device=device,
-        )
-    return sorted(trials.values(), key=lambda t: -t.shape.n_params * t.tokens)
-
-
-def _round_tokens(d: float, batch_tokens: int, spec: SweepSpec, where: str) -> int:
-    steps = round(d / batch_tokens)
-    if steps < spec.train.min_steps:
-        raise UserError(
-            f"{where}: gives {steps} optimiser steps of {batch_tokens} tokens "
-            f"(expected at least train.min_steps={spec.train.min_steps}; raise the budget or lower the size)"
-        )
-    return steps * batch_tokens
+                for s in sw.seeds:
+                    add(factory.make(size, None, budget, s, f"sweep.budgets ({budget:g} FLOPs for model size {size:g})"))
+    return sorted(trials.values(), key=lambda t: -t.n_params * t.tokens)

@@ -35,7 +35,7 @@ class StaticPlanner:
 
     def __init__(self, trials: list[TrialConfig]):
         self._queue = list(trials)
-        self._total = (len(trials), sum(train_flops(t.shape.n_params, t.tokens) for t in trials))
+        self._total = (len(trials), sum(train_flops(t.n_params, t.tokens) for t in trials))
         self.told: dict[str, TrialResult | None] = {}
 
     def ask(self, n: int) -> list[TrialConfig]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -116,12 +116,90 @@ class FitSpec(_Strict):
     target_compute: PositiveFloat = 1e15
 
 
+class LawSpec(_Strict):
+    """Chinchilla form L = E + A / N^alpha + B / D^beta."""
+
+    E: PositiveFloat
+    A: PositiveFloat
+    B: PositiveFloat
+    alpha: PositiveFloat
+    beta: PositiveFloat
+
+
+class NoiseSpec(_Strict):
+    """Observation noise of a simulated world (shared/BENCHMARK.md)."""
+
+    tier: Literal["default", "hard", "none"] = "default"
+    residual_amplitude: float = Field(0.015, ge=0, le=1)
+    residual_length_scale: PositiveFloat = 0.7
+    outlier_prob: float = Field(0.02, ge=0, lt=1)
+    outlier_low: float = Field(0.05, ge=0)
+    outlier_high: float = Field(0.3, ge=0)
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.outlier_low > self.outlier_high:
+            raise ValueError(f"world.noise.outlier_low={self.outlier_low} > outlier_high={self.outlier_high} (expected low <= high)")
+        return self
+
+
+class WorldSpec(_Strict):
+    """A known law that a simulated trial samples instead of training."""
+
+    law: LawSpec | None = None
+    expression: str | None = Field(None, max_length=500)
+    noise: NoiseSpec = NoiseSpec()
+    seed: int = Field(0, ge=0)
+    duration_s: float = Field(0.0, ge=0, le=86400)
+
+    @field_validator("expression")
+    @classmethod
+    def _safe_expression(cls, v: str | None) -> str | None:
+        if v is not None:
+            from workers.expr import compile_expression  # parsed with ast, never eval
+
+            compile_expression(v)
+        return v
+
+    @model_validator(mode="after")
+    def _one_law(self):
+        if (self.law is None) == (self.expression is None):
+            raise ValueError("world: expected exactly one of law (E, A, B, alpha, beta) or expression")
+        return self
+
+
+class AdaptiveSpec(_Strict):
+    """Region, target and stopping rule of the adaptive planner."""
+
+    min_flops: PositiveFloat
+    max_flops: PositiveFloat
+    n_range: tuple[PositiveFloat, PositiveFloat]
+    dn_range: tuple[PositiveFloat, PositiveFloat] = (1.0, 1000.0)
+    flop_budget: PositiveFloat  # total training FLOPs the planner may spend
+    target_width: float = Field(0.1, gt=0)  # stop when every target's 80 % interval is this narrow
+    max_trials: int = Field(500, ge=1)
+    initial_trials: int = Field(8, ge=5)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        for name, (lo, hi) in (("min_flops/max_flops", (self.min_flops, self.max_flops)),
+                               ("n_range", self.n_range), ("dn_range", self.dn_range)):
+            if lo > hi:
+                raise ValueError(f"adaptive.{name}: minimum {lo:g} > maximum {hi:g} (expected min <= max)")
+        return self
+
+
 class SweepSpec(_Strict):
     name: str
     description: str = ""
+    trainer: Literal["gpt", "simulated"] = "gpt"
     model: ModelSpec = ModelSpec()
-    data: DataSpec
-    sweep: Annotated[Union[IsoFlopSweep, GridSweep], Field(discriminator="kind")]
+    data: DataSpec | None = None  # required for trainer: gpt
+    world: WorldSpec | None = None  # required for trainer: simulated
+    planner: Literal["static", "adaptive"] = "static"
+    sweep: Annotated[Union[IsoFlopSweep, GridSweep], Field(discriminator="kind")] | None = None
+    adaptive: AdaptiveSpec | None = None
     train: TrainSpec = TrainSpec()
     resources: ResourceSpec = ResourceSpec()
     results: str = "results"
@@ -134,6 +212,22 @@ class SweepSpec(_Strict):
         if not NAME_RE.match(v):
             raise ValueError("expected 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
         return v
+
+    @model_validator(mode="after")
+    def _combinations(self):
+        if self.trainer == "gpt" and self.data is None:
+            raise ValueError("data: required for trainer: gpt (expected builtin, text or tokens)")
+        if self.trainer == "gpt" and self.world is not None:
+            raise ValueError("world: only for trainer: simulated (set trainer: simulated, or remove world)")
+        if self.trainer == "simulated" and self.world is None:
+            raise ValueError("world: required for trainer: simulated (expected law or expression)")
+        if self.planner == "static" and self.sweep is None:
+            raise ValueError("sweep: required for planner: static (expected kind isoflop or grid)")
+        if self.planner == "adaptive" and self.adaptive is None:
+            raise ValueError("adaptive: required for planner: adaptive (expected min_flops, max_flops, n_range, flop_budget)")
+        if self.planner == "static" and self.adaptive is not None:
+            raise ValueError("adaptive: only for planner: adaptive (set planner: adaptive, or remove adaptive)")
+        return self
 
     @model_validator(mode="after")
     def _batch_fits(self):
@@ -149,7 +243,7 @@ class SweepSpec(_Strict):
 
 
 def _loc(loc: tuple) -> str:
-    parts = [str(p) for p in loc if p not in ("isoflop", "grid")]  # drop union tags
+    parts = [str(p) for p in loc if p not in ("isoflop", "grid", "LawSpec")]  # drop union tags
     return ".".join(parts) or "(top level)"
 
 
@@ -162,9 +256,16 @@ def _valid_keys(loc: tuple) -> list[str]:
         if model is None:
             return []
         field = model.model_fields.get(str(part))
-        ann = field.annotation if field else None
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        model = _model_in(field.annotation) if field else None
     return sorted(model.model_fields) if model else []
+
+
+def _model_in(ann) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as ``DataSpec | None``."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    models = [a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 else None
 
 
 def _one_line(err: ValidationError, source: str) -> str:

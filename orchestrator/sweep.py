@@ -20,10 +20,9 @@ from orchestrator.analysis import SweepFit, analyse
 from orchestrator.driver import Driver, ProgressSink
 from orchestrator.errors import UserError
 from orchestrator.executor import Executor, RayExecutor
-from orchestrator.plan import data_config, plan_trials
+from orchestrator.plan import TrialFactory, plan_trials
 from orchestrator.planner import StaticPlanner
 from orchestrator.spec import SweepSpec
-from workers.data import DataError, load_corpus
 from workers.flops import train_flops
 from workers.store import ResultStore
 from workers.train import TrialConfig
@@ -48,21 +47,14 @@ class SweepOutcome:
 
 def prepare(spec: SweepSpec, cache_dir: str = "") -> tuple[ResultStore, list[TrialConfig]]:
     """Open the data, plan every trial and create the results directory (in that order)."""
-    data = data_config(spec, cache_dir)
-    try:
-        corpus = load_corpus(data)
-    except DataError as e:
-        raise UserError(str(e)) from None
-    threads = max(1, int(spec.resources.cpus))
-    device = "cuda" if spec.resources.gpus > 0 else "cpu"
-    trials = plan_trials(spec, corpus, data, spec.sweep_dir, threads=threads, device=device)
+    trials = plan_trials(spec, TrialFactory(spec, cache_dir))
     store = _open_for_writing(spec)
     plan = {
         "sweep": spec.name,
         "target_compute": spec.fit.target_compute,
         "trials": [
-            {"trial_id": t.trial_id, "name": t.name, "budget": t.budget, "n_params": t.shape.n_params,
-             "tokens": t.tokens, "flops": train_flops(t.shape.n_params, t.tokens)}
+            {"trial_id": t.trial_id, "name": t.name, "budget": t.budget, "n_params": t.n_params,
+             "tokens": t.tokens, "flops": train_flops(t.n_params, t.tokens)}
             for t in trials
         ],
     }

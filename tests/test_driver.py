@@ -7,8 +7,7 @@ import pytest
 from orchestrator.driver import Driver
 from orchestrator.executor import Completion, InlineExecutor
 from orchestrator.planner import StaticPlanner
-from orchestrator.plan import data_config, plan_trials
-from workers.data import load_corpus
+from orchestrator.plan import TrialFactory, plan_trials
 from workers.store import ResultStore, TrialStatus
 from workers.train import TrialResult, trial_row
 
@@ -20,8 +19,8 @@ def fake_trainer(store: ResultStore, calls: list, fail=(), diverge=()):
         calls.append(trial.trial_id)
         status = TrialStatus.FAILED if trial.trial_id in fail else (
             TrialStatus.DIVERGED if trial.trial_id in diverge else TrialStatus.COMPLETED)
-        loss = 2.0 + 1e4 / trial.shape.n_params if status is TrialStatus.COMPLETED else math.nan
-        row = trial_row(trial, trial.shape.n_params, status, loss, loss, 0.01, "boom" if status is TrialStatus.FAILED else "")
+        loss = 2.0 + 1e4 / trial.n_params if status is TrialStatus.COMPLETED else math.nan
+        row = trial_row(trial, trial.n_params, status, loss, loss, 0.01, "boom" if status is TrialStatus.FAILED else "")
         store.write_trial(row)
         return TrialResult(trial.trial_id, status, loss, 0.01, row["error"], row)
 
@@ -31,8 +30,7 @@ def fake_trainer(store: ResultStore, calls: list, fail=(), diverge=()):
 @pytest.fixture
 def trials(tiny_spec, cache_dir):
     spec = tiny_spec()
-    data = data_config(spec, cache_dir)
-    return plan_trials(spec, load_corpus(data), data, spec.sweep_dir)
+    return plan_trials(spec, TrialFactory(spec, cache_dir))
 
 
 def test_every_trial_exactly_once(trials, tmp_path):

@@ -3,16 +3,13 @@
 import pytest
 
 from orchestrator.errors import UserError
-from orchestrator.plan import data_config, plan_trials, train_config, trial_id
+from orchestrator.plan import TrialFactory, plan_trials
 from orchestrator.spec import parse_spec
 from conftest import tiny_spec_dict
-from workers.arch import GPTShape
-from workers.data import load_corpus
 
 
-def plan(spec, cache_dir, results="/tmp/r"):
-    data = data_config(spec, cache_dir)
-    return plan_trials(spec, load_corpus(data), data, results)
+def plan(spec, cache_dir):
+    return plan_trials(spec, TrialFactory(spec, cache_dir))
 
 
 def test_isoflop_points_spend_their_budget(tiny_spec, cache_dir):
@@ -20,11 +17,11 @@ def test_isoflop_points_spend_their_budget(tiny_spec, cache_dir):
     trials = plan(spec, cache_dir)
     assert len(trials) == 6
     for t in trials:
-        spent = 6 * t.shape.n_params * t.tokens
+        spent = 6 * t.n_params * t.tokens
         assert t.tokens % spec.train.batch_tokens == 0
         # rounding to whole batches moves the spend by at most half a batch
-        assert abs(spent - t.budget) <= 6 * t.shape.n_params * spec.train.batch_tokens / 2
-    assert trials[0].shape.n_params * trials[0].tokens >= trials[-1].shape.n_params * trials[-1].tokens
+        assert abs(spent - t.budget) <= 6 * t.n_params * spec.train.batch_tokens / 2
+    assert trials[0].n_params * trials[0].tokens >= trials[-1].n_params * trials[-1].tokens
 
 
 def test_grid_sweep(tmp_path, cache_dir):
@@ -34,24 +31,28 @@ def test_grid_sweep(tmp_path, cache_dir):
     assert all(t.budget == 0 for t in trials)
 
 
-def test_trial_id_hashes_what_changes_the_result(tiny_spec, cache_dir):
-    spec = tiny_spec()
-    data = data_config(spec, cache_dir)
-    shape, train = GPTShape(1, 8, 1, 256, 32), train_config(spec)
-    base = trial_id(shape, 1000, 0, train, "fp", data)
-    assert base == trial_id(shape, 1000, 0, train, "fp", data)
-    assert base != trial_id(shape, 1000, 1, train, "fp", data)
-    assert base != trial_id(shape, 2000, 0, train, "fp", data)
-    assert base != trial_id(GPTShape(2, 8, 1, 256, 32), 1000, 0, train, "fp", data)
-    assert base != trial_id(shape, 1000, 0, train.__class__(**{**train.__dict__, "lr": 1e-3}), "fp", data)
-    assert base != trial_id(shape, 1000, 0, train, "other-data", data)
+def test_trial_id_hashes_what_changes_the_result(tmp_path, cache_dir):
+    def tid(**over):
+        f = TrialFactory(parse_spec(tiny_spec_dict(str(tmp_path), **over)), cache_dir)
+        return f.make(4e3, 25600, 0.0, 0, "x").trial_id
+
+    base = tid()
+    assert base == tid()
+    assert base != tid(train={"lr": 1e-3})
+    assert base != tid(train={"batch_tokens": 512})
+    assert base != tid(model={"seq_len": 64})  # another shape
+    assert base != tid(data={"eval_fraction": 0.1})
     # how often metrics are logged does not change the result
-    assert base == trial_id(shape, 1000, 0, train.__class__(**{**train.__dict__, "log_every": 99}), "fp", data)
+    assert base == tid(train={"log_every": 99, "n_evals": 7})
+    f = TrialFactory(parse_spec(tiny_spec_dict(str(tmp_path))), cache_dir)
+    assert base != f.make(4e3, 25600, 0.0, 1, "x").trial_id
+    assert base != f.make(4e3, 51200, 0.0, 0, "x").trial_id
+    assert base != f.make(8e3, 25600, 0.0, 0, "x").trial_id
 
 
 def test_ids_do_not_depend_on_sweep_name_or_results(tmp_path, cache_dir):
-    a = plan(parse_spec(tiny_spec_dict(str(tmp_path / "a"), name="one")), cache_dir, "/x")
-    b = plan(parse_spec(tiny_spec_dict(str(tmp_path / "b"), name="two")), cache_dir, "/y")
+    a = plan(parse_spec(tiny_spec_dict(str(tmp_path / "a"), name="one")), cache_dir)
+    b = plan(parse_spec(tiny_spec_dict(str(tmp_path / "b"), name="two")), cache_dir)
     assert [t.trial_id for t in a] == [t.trial_id for t in b]
 
 

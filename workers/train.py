@@ -22,11 +22,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from typing import TYPE_CHECKING
+
 from workers.arch import GPTShape
 from workers.data import DataConfig, load_corpus
 from workers.flops import train_flops
 from workers.model import GPT
 from workers.store import ResultStore, TrialStatus
+
+if TYPE_CHECKING:
+    from workers.world import WorldConfig
 
 __all__ = ["TrainConfig", "TrialConfig", "TrialResult", "run_trial", "lr_at", "trial_row"]
 
@@ -53,15 +58,22 @@ class TrialConfig:
     trial_id: str
     name: str
     sweep: str
-    shape: GPTShape
+    shape: GPTShape | None  # None for simulated trials, which have a parameter count only
     tokens: int
     seed: int
     budget: float
     train: TrainConfig
-    data: DataConfig
+    data: DataConfig | None
     results: str
     threads: int = 1
     device: str = "auto"
+    world: "WorldConfig | None" = None  # set for trainer: simulated (workers.world)
+    sim_n_params: int = 0
+
+    @property
+    def n_params(self) -> int:
+        """Total parameters N: exact for a GPT shape, as planned for a simulated trial."""
+        return self.shape.n_params if self.shape is not None else self.sim_n_params
 
     @property
     def steps(self) -> int:
@@ -191,10 +203,10 @@ def trial_row(cfg: TrialConfig, n_params: int, status: TrialStatus, eval_loss: f
         "trial_id": cfg.trial_id,
         "status": status.value,
         "n_params": n_params,
-        "n_params_nonembed": cfg.shape.n_params_nonembed,
-        "n_layer": cfg.shape.n_layer,
-        "d_model": cfg.shape.d_model,
-        "n_head": cfg.shape.n_head,
+        "n_params_nonembed": cfg.shape.n_params_nonembed if cfg.shape else None,
+        "n_layer": cfg.shape.n_layer if cfg.shape else None,
+        "d_model": cfg.shape.d_model if cfg.shape else None,
+        "n_head": cfg.shape.n_head if cfg.shape else None,
         "tokens": tokens,
         "flops": train_flops(n_params, tokens),
         "budget": cfg.budget,
@@ -214,10 +226,15 @@ def run_trial(cfg: TrialConfig) -> TrialResult:
     t0 = time.perf_counter()
     store = ResultStore(cfg.results)
     try:
-        row, steps = train(cfg)
+        if cfg.world is not None:
+            from workers.simulated import simulate  # no torch work for simulated worlds
+
+            row, steps = simulate(cfg)
+        else:
+            row, steps = train(cfg)
     except Exception as e:  # recorded, not swallowed: the row carries the traceback
         tb = traceback.format_exc()
-        row = trial_row(cfg, cfg.shape.n_params, TrialStatus.FAILED, float("nan"), float("nan"),
+        row = trial_row(cfg, cfg.n_params, TrialStatus.FAILED, float("nan"), float("nan"),
                    time.perf_counter() - t0, f"{type(e).__name__}: {e}\n{tb}")
         steps = None
     store.write_trial(row, steps)
