@@ -34,8 +34,8 @@ def test_trial_trains_exactly_d_tokens_and_commits_rows(tmp_path, cache_dir):
     r = run_trial(cfg)
     assert r.status is TrialStatus.COMPLETED and math.isfinite(r.eval_loss)
     row = pq.read_table(tmp_path / "res" / "trials" / "t0.parquet").to_pylist()[0]
-    assert row["tokens"] == cfg.tokens and row["n_params"] == cfg.shape.n_params
-    assert row["flops"] == 6 * cfg.shape.n_params * cfg.tokens
+    assert row["tokens"] == cfg.tokens and row["n_params"] == cfg.n_params
+    assert row["flops"] == 6 * cfg.n_params * cfg.tokens
     steps = pq.read_table(tmp_path / "res" / "steps" / "t0.parquet").to_pandas()
     assert steps["step"].max() == 40 and steps["tokens"].max() == cfg.tokens
     assert steps["eval_loss"].notna().sum() == 3  # two during training, one at the end
