@@ -1,8 +1,15 @@
-"""From a trials table to the fitted law and the compute-optimal frontier.
+"""From a table of runs to the fitted law, its uncertainty, and the compute-optimal frontier.
 
 Shared by ``scalesweep fit``, ``scalesweep report`` and the end of ``scalesweep run``, so the
-three always agree. Failed and diverged trials are excluded and counted, never silently
-dropped; N is the total parameter count (Chinchilla's convention) and D the trained tokens.
+three always agree. The input is a trials table (a sweep's, or any table of runs brought to that
+shape by orchestrator.runs). Failed and diverged trials are excluded and counted with the
+reason, never silently dropped; N is the total parameter count (Chinchilla's convention) and D
+the trained tokens.
+
+``analyse`` fits Approach 3 (orchestrator.fit), Approaches 2 and 1 where the runs allow
+(orchestrator.isoflop; a form the data cannot support is reported with what is missing, and
+the rest of the fit goes on), bootstraps every quantity over the runs (orchestrator.uncertainty),
+and runs the extrapolation check and misspecification flags (orchestrator.diagnostics).
 """
 
 from __future__ import annotations
@@ -13,12 +20,22 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from orchestrator.errors import UserError
-from orchestrator.fit import (Approach3Fit, IsoFlopMinimum, compute_optimal, fit_approach3,
-                              fit_isoflop_parabolas, power_law)
+from orchestrator.diagnostics import Holdout, holdout_check, misspecification_flags, outliers
+from orchestrator.fit import Approach3Fit, InsufficientData, compute_optimal, fit_approach3, predict_loss
+from orchestrator.isoflop import (Approach1Fit, Approach2Fit, IsoFlopMinimum, fit_approach1, fit_approach2,
+                                  fit_isoflop_parabolas, infer_budgets)
+from orchestrator.uncertainty import LEVELS, Bootstrap, Interval, bootstrap
 from workers.store import TrialStatus
 
-__all__ = ["SweepFit", "analyse"]
+__all__ = ["SweepFit", "analyse", "format_fit", "usable", "EXCLUSION_REASONS"]
+
+EXCLUSION_REASONS = {
+    "failed": "the trial raised an error",
+    "diverged": "the training loss became NaN or infinite",
+    "non_finite_loss": "finished without a finite final loss",
+    "invalid": "N, D or C missing, zero or negative",
+    "dropped_highest": "the highest losses, left out on request (--drop-highest)",
+}
 
 
 @dataclass
@@ -29,12 +46,22 @@ class SweepFit:
     target: dict
     excluded: dict[str, int]
     used: pd.DataFrame = field(repr=False)
+    approach2: Approach2Fit | None = None
+    approach1: Approach1Fit | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)  # form -> what the data lack
+    bootstrap: Bootstrap | None = field(default=None, repr=False)
+    intervals: dict[str, Interval] = field(default_factory=dict)
+    holdout: Holdout | None = None
+    outliers: list[dict] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    excluded_runs: list[dict] = field(default_factory=list)
+    budgets_inferred: bool = False
 
     def frontier(self, computes) -> list[dict]:
         return [compute_optimal(self.approach3.params, float(c)) for c in computes]
 
     def to_json(self) -> dict:
-        p = self.approach3.params
+        p, a2, a1 = self.approach3.params, self.approach2, self.approach1
         out = {
             "law": "L = E + A/N^alpha + B/D^beta",
             "params": {"E": p.E, "A": p.A, "B": p.B, "alpha": p.alpha, "beta": p.beta},
@@ -43,47 +70,146 @@ class SweepFit:
             "objective": self.approach3.objective,
             "n_trials": self.approach3.n_points,
             "excluded": self.excluded,
+            "excluded_reasons": {k: EXCLUSION_REASONS[k] for k, v in self.excluded.items() if v},
+            "excluded_runs": self.excluded_runs,
             "target": self.target,
+            "intervals": {k: v.to_json() for k, v in self.intervals.items()},
+            "bootstrap": None if self.bootstrap is None else {
+                "resamples": self.bootstrap.n_boot, "seed": self.bootstrap.seed, "method": "percentile",
+                "basin_switches": self.bootstrap.basin_switches, "polished": self.bootstrap.polished},
             "approach2": {
                 "minima": [m.__dict__ for m in self.minima],
-                "a": self.approach2_law[1] if self.approach2_law else None,
-                "G": self.approach2_law[0] if self.approach2_law else None,
+                "a": a2.a if a2 else None, "G": a2.n_law.G if a2 else None,
+                "b": a2.b if a2 else None, "H": a2.d_law.G if a2 else None,
+                "budgets_inferred": self.budgets_inferred,
+                "error": self.unavailable.get("approach2"),
             },
+            "approach1": {
+                "a": a1.a if a1 else None, "b": a1.b if a1 else None,
+                "envelope": [str(self.used["name"].iloc[i]) for i in a1.envelope] if a1 else [],
+                "error": self.unavailable.get("approach1"),
+            },
+            "extrapolation": self.holdout.to_json() if self.holdout else {"error": self.unavailable.get("extrapolation")},
+            "flags": self.flags,
+            "outliers": self.outliers,
         }
-        return out
+        return _finite_or_none(out)
 
 
-def usable(trials: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Completed trials with a finite loss, and the count of each kind left out."""
+def _finite_or_none(x):
+    """NaN and inf become null: JSON has no spelling for them."""
+    if isinstance(x, dict):
+        return {k: _finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite_or_none(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def usable(trials: pd.DataFrame, drop_highest: int = 0) -> tuple[pd.DataFrame, dict[str, int], list[dict]]:
+    """Completed trials with finite, positive N, D and loss; the count of each kind left out
+    (keys of EXCLUSION_REASONS) and one record per excluded run."""
     status = trials["status"].astype(str)
-    excluded = {
-        "failed": int((status == TrialStatus.FAILED.value).sum()),
-        "diverged": int((status == TrialStatus.DIVERGED.value).sum()),
-    }
-    ok = trials[status == TrialStatus.COMPLETED.value]
-    finite = np.isfinite(ok["eval_loss"].astype(float))
-    excluded["non_finite_loss"] = int((~finite).sum())
-    return ok[finite].copy(), excluded
+    keep = status == TrialStatus.COMPLETED.value
+    loss = trials["eval_loss"].astype(float)
+    finite_loss = np.isfinite(loss) & (loss > 0)
+    sizes = trials[["n_params", "tokens"] + (["flops"] if "flops" in trials else [])].astype(float)
+    valid = (np.isfinite(sizes) & (sizes > 0)).all(axis=1)
+    reason = pd.Series("", index=trials.index)
+    reason[status == TrialStatus.FAILED.value] = "failed"
+    reason[status == TrialStatus.DIVERGED.value] = "diverged"
+    reason[keep & ~finite_loss] = "non_finite_loss"
+    reason[keep & finite_loss & ~valid] = "invalid"
+    ok = reason == ""
+    if drop_highest > 0:
+        # Besiroglu et al. (2024, section 2) drop Chinchilla's 5 highest-loss runs, outliers of
+        # the digitisation; the option reproduces that and says so.
+        worst = loss[ok].sort_values(ascending=False).index[:drop_highest]
+        reason[worst] = "dropped_highest"
+        ok = reason == ""
+    excluded = {k: int((reason == k).sum()) for k in EXCLUSION_REASONS}
+    records = []
+    for i in trials.index[~ok]:
+        row = trials.loc[i]
+        err = row.get("error") if "error" in trials else None
+        records.append({"name": str(row.get("name", i)), "reason": reason[i],
+                        "error": str(err).splitlines()[0] if isinstance(err, str) and err else None})
+    return trials[ok].copy(), excluded, records
 
 
-def analyse(trials: pd.DataFrame, target_compute: float) -> SweepFit:
-    used, excluded = usable(trials)
+def _excluded_text(excluded: dict[str, int]) -> str:
+    return ", ".join(f"{v} {k.replace('_', ' ')} ({EXCLUSION_REASONS[k]})" for k, v in excluded.items() if v) or "none"
+
+
+def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, seed: int = 0,
+            drop_highest: int = 0, extrapolation: bool = True) -> SweepFit:
+    """Fit every form the runs support; bootstrap ``n_boot`` resamples (0: no intervals).
+
+    Raises InsufficientData (a UserError) when Approach 3 cannot be fitted; the other forms
+    and the extrapolation check record what they lack in ``SweepFit.unavailable`` instead.
+    """
+    used, excluded, excluded_runs = usable(trials, drop_highest)
     if len(used) < 5:
-        raise UserError(
-            f"fit: Approach 3 needs at least 5 completed trials; have {len(used)} "
-            f"(excluded: {', '.join(f'{v} {k}' for k, v in excluded.items() if v) or 'none'})"
-        )
-    n, d, loss = used["n_params"].astype(float), used["tokens"].astype(float), used["eval_loss"].astype(float)
-    a3 = fit_approach3(n.values, d.values, loss.values)
-    minima = []
-    if "budget" in used and (used["budget"] > 0).any():
-        iso = used[used["budget"] > 0]
-        minima = fit_isoflop_parabolas(iso["budget"].values, iso["n_params"].values, iso["eval_loss"].values)
-    law2 = None
-    if len(minima) >= 2:
-        law2 = power_law([m.budget for m in minima], [m.n_opt for m in minima])
-    target = compute_optimal(a3.params, target_compute)
-    return SweepFit(a3, minima, law2, target, excluded, used)
+        raise InsufficientData(f"fit: Approach 3 needs at least 5 completed runs to fit its 5 parameters; "
+                               f"have {len(used)} (excluded: {_excluded_text(excluded)})")
+    if "name" not in used:
+        used["name"] = [f"row {i}" for i in used.index]
+    used = used.reset_index(drop=True)
+    n, d, loss = (used[c].to_numpy(float) for c in ("n_params", "tokens", "eval_loss"))
+    compute = used["flops"].to_numpy(float) if "flops" in used else 6.0 * n * d
+    budget = used["budget"].to_numpy(float) if "budget" in used else np.zeros_like(n)
+    inferred = False
+    if not (budget > 0).any():
+        budget = infer_budgets(compute)
+        inferred = bool((budget > 0).any())
+    used["budget"] = budget
+    unavailable: dict[str, str] = {}
+
+    a3 = fit_approach3(n, d, loss)
+    a2 = a1 = None
+    try:
+        a2 = fit_approach2(budget, n, d, loss)
+        minima = a2.minima
+    except InsufficientData as e:
+        unavailable["approach2"] = str(e)
+        minima = fit_isoflop_parabolas(budget, n, d, loss)[0]
+    try:
+        a1 = fit_approach1(compute, n, d, loss, budget)
+    except InsufficientData as e:
+        unavailable["approach1"] = str(e)
+
+    boot, intervals = None, {}
+    if n_boot > 0:
+        extra = {}
+        if a2:
+            extra.update({"approach2.a": a2.a, "approach2.b": a2.b, "approach2.n_opt": float(a2.n_law(target_compute)),
+                          "approach2.d_opt": float(a2.d_law(target_compute))})
+        if a1:
+            extra.update({"approach1.a": a1.a, "approach1.b": a1.b})
+        boot = bootstrap(n, d, loss, a3, target_compute, n_boot=n_boot, seed=seed, compute=compute, budget=budget,
+                         approach2_budgets=[m.budget for m in a2.minima] if a2 else (), approach1=a1 is not None,
+                         estimates=extra)
+        intervals = boot.intervals()
+
+    hold = None
+    if extrapolation:
+        try:
+            hold = holdout_check(n, d, loss, compute, budget, used["name"].to_numpy())
+        except InsufficientData as e:
+            unavailable["extrapolation"] = str(e)
+    resid = predict_loss(a3.params, n, d) - loss
+    return SweepFit(
+        approach3=a3, minima=minima, approach2_law=(a2.n_law.G, a2.a) if a2 else None,
+        target=compute_optimal(a3.params, target_compute), excluded=excluded, used=used, approach2=a2,
+        approach1=a1, unavailable=unavailable, bootstrap=boot, intervals=intervals, holdout=hold,
+        outliers=outliers(resid, used["name"].to_numpy(), loss),
+        flags=misspecification_flags(intervals, hold, minima), excluded_runs=excluded_runs,
+        budgets_inferred=inferred)
 
 
 def si(x: float) -> str:
@@ -95,24 +221,73 @@ def si(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _iv(fit: SweepFit, key: str, fmt, inline: bool = False) -> str:
+    """The 80 % and 95 % intervals as table columns, or inline; '' without a bootstrap."""
+    iv = fit.intervals.get(key)
+    if iv is None or not iv.n_draws:
+        return ""
+    cells = [f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in (iv.bounds[lv] for lv in LEVELS)]
+    if inline:
+        return "(" + ", ".join(f"{round(100 * lv)} %: {c}" for lv, c in zip(LEVELS, cells)) + ")"
+    return "  ".join(f"{c:<24}" for c in cells).rstrip()
+
+
 def format_fit(fit: SweepFit) -> str:
     """Human-readable summary printed by ``run`` and ``fit``."""
     p, a3 = fit.approach3.params, fit.approach3
+    g4 = lambda x: f"{x:.4g}"  # noqa: E731
+    f3 = lambda x: f"{x:.3f}"  # noqa: E731
     lines = [
-        f"Fitted law (Approach 3, {a3.n_points} trials, Huber objective {a3.objective:.4g}):",
+        f"Fitted law (Approach 3, {a3.n_points} runs, Huber objective {a3.objective:.4g}):",
         f"  L(N, D) = {p.E:.4f} + {p.A:.4g} / N^{p.alpha:.4f} + {p.B:.4g} / D^{p.beta:.4f}",
-        f"  N_opt ∝ C^a with a = {p.a:.3f};  D_opt ∝ C^b with b = {p.b:.3f}",
+        f"  excluded: {_excluded_text(fit.excluded)}",
     ]
-    skipped = {k: v for k, v in fit.excluded.items() if v}
-    if skipped:
-        lines.append("  excluded: " + ", ".join(f"{v} {k}" for k, v in skipped.items()))
+    for r in fit.excluded_runs[:5]:
+        if r["error"]:
+            lines.append(f"    {r['name']}: {r['error']}")
+    boot = fit.bootstrap
+    if boot:
+        lines.append(f"  {'':<22}{'estimate':>10}  {'80 % interval':<24}  {'95 % interval':<24}"
+                     f"({boot.n_boot} bootstrap resamples of the runs, seed {boot.seed})")
+    rows = [("E", "E", g4), ("A", "A", g4), ("B", "B", g4), ("alpha", "alpha", g4), ("beta", "beta", g4),
+            ("a (N_opt ∝ C^a)", "a", f3), ("b (D_opt ∝ C^b)", "b", f3)]
+    for label, key, fmt in rows:
+        value = {"a": p.a, "b": p.b}.get(key, getattr(p, key, None))
+        lines.append(f"  {label:<22}{fmt(value):>10}  {_iv(fit, key, fmt)}")
+    t = fit.target
+    lines.append(f"At the target C = {t['compute']:.3g} FLOPs (Approach 3):")
+    for label, key, fmt in (("N_opt", "n_opt", si), ("D_opt", "d_opt", si), ("L*", "loss_opt", f3)):
+        lines.append(f"  {label:<22}{fmt(t['loss' if key == 'loss_opt' else key]):>10}  {_iv(fit, key, fmt)}")
     if fit.minima:
-        lines.append("IsoFLOP minima (Approach 2, parabola in log N):")
+        how = "budgets inferred from C" if fit.budgets_inferred else "per budget"
+        lines.append(f"IsoFLOP minima (Approach 2, parabolas in log N and log D, {how}):")
         for m in fit.minima:
             edge = "  <- at the edge of the swept sizes" if m.at_edge else ""
             lines.append(f"  C={m.budget:.3g}: N_opt={si(m.n_opt)} D_opt={si(m.d_opt)} loss={m.loss:.4f}{edge}")
-        if fit.approach2_law:
-            lines.append(f"  Approach 2 exponent a = {fit.approach2_law[1]:.3f}")
+    if fit.approach2:
+        lines.append(f"  Approach 2: a = {fit.approach2.a:.3f} {_iv(fit, 'approach2.a', f3, inline=True)}; "
+                     f"b = {fit.approach2.b:.3f} {_iv(fit, 'approach2.b', f3, inline=True)}")
+    for form, label in (("approach2", "Approach 2"), ("approach1", "Approach 1"), ("extrapolation", "Extrapolation check")):
+        if form in fit.unavailable:
+            lines.append(f"{label}: not fitted: {fit.unavailable[form]}")
+    if fit.approach1:
+        lines.append(f"Approach 1 (lower envelope of loss over compute, {len(fit.approach1.envelope)} runs): "
+                     f"a = {fit.approach1.a:.3f} {_iv(fit, 'approach1.a', f3, inline=True)}; "
+                     f"b = {fit.approach1.b:.3f} {_iv(fit, 'approach1.b', f3, inline=True)}")
+    h = fit.holdout
+    if h:
+        j = h.to_json()
+        lines.append(f"Extrapolation check: refit without the {j['n_runs']} runs at C >= {h.threshold:.3g}; predicted - "
+                     f"observed loss: mean {j['mean_error_nats']:+.4f} nats, worst {j['max_abs_error_nats']:.4f} nats "
+                     f"= {h.max_abs_z:.1f} sigma (residual scale {h.sigma:.4f} nats)")
+    lines.append("Flags: " + ("none (no sign of misspecification)" if not fit.flags else ""))
+    lines.extend(f"  ! {f}" for f in fit.flags)
+    if fit.outliers:
+        lines.append(f"Runs with unusually large residuals (more than 3 residual scales; {len(fit.outliers)}):")
+        for o in fit.outliers[:10]:
+            lines.append(f"  {o['name']}: observed {o['observed']:.4f}, predicted {o['predicted']:.4f} ({o['z']:+.1f} sigma)")
+        if len(fit.outliers) > 10:
+            lines.append(f"  ... and {len(fit.outliers) - 10} more (see --json)")
     budgets = sorted({m.budget for m in fit.minima})
     computes = sorted(set(budgets) | {fit.target["compute"]})
     lines.append("Compute-optimal frontier (Approach 3):")

@@ -85,8 +85,10 @@ def cmd_run(args) -> int:
     except KeyboardInterrupt:
         print(f"\nInterrupted. Finished trials are saved; resume with: scalesweep run {args.spec}", file=sys.stderr)
         return 130
-    print(f"Sweep {spec.name}: {len(out.trials)} trials, {out.trained} trained now, {out.skipped} already finished, "
+    print(f"Sweep {spec.name}: {out.n_trials} trials, {out.trained} trained now, {out.skipped} already finished, "
           f"{out.failed} failed, {out.diverged} diverged ({time.monotonic() - t0:.0f}s)")
+    if out.stop_reason:
+        print(f"Adaptive planner stopped: {out.stop_reason}")
     if out.fit:
         print(format_fit(out.fit))
     else:
@@ -114,8 +116,9 @@ def cmd_status(args) -> int:
     done_ids = set(trials.loc[trials["status"].isin(["completed", "diverged"]), "trial_id"])
     total = len(planned) if planned is not None else len(trials)
     pending = sum(1 for t in planned if t["trial_id"] not in done_ids) if planned is not None else 0
-    print(f"{args.results}: {total} trials planned; " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-          + f"; {pending} not finished")
+    head = f"{total} trials planned" if planned else "adaptive planner"
+    print(f"{args.results}: {head}; " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+          + (f"; {pending} not finished" if planned else ""))
     print(f"FLOPs spent: {si(trials['flops'].sum())}; wall time in trials: {_fmt_s(trials['wall_s'].sum())}")
     ok = trials[trials["status"] == "completed"]
     if len(ok):
@@ -156,13 +159,25 @@ def _target(args, store) -> float:
 
 def cmd_fit(args) -> int:
     from orchestrator.analysis import analyse, format_fit
-    from orchestrator.results import open_results
+    from orchestrator.runs import ColumnMap, load_runs
 
-    store = open_results(args.results)
-    fit = analyse(store.read_table("trials").to_pandas(), _target(args, store))
+    cols = ColumnMap(n=args.n_col, d=args.d_col, c=args.c_col, loss=args.loss_col, budget=args.budget_col,
+                     name=args.name_col)
+    runs = load_runs(args.results, cols)
+    target, why = args.compute, ""
+    if target is None and runs.target_compute is not None:
+        target = runs.target_compute
+    elif target is None:
+        # A table of runs names no target: extrapolate one decade past its largest run.
+        finite = runs.table["flops"][runs.table["flops"] > 0]
+        target = float(10 * finite.max()) if len(finite) else 1e15
+        why = f"Target compute {target:.3g} FLOPs (10x the largest run; set it with --compute)"
+    fit = analyse(runs.table, target, n_boot=args.bootstrap, seed=args.seed, drop_highest=args.drop_highest)
     if args.json:
         print(json.dumps(fit.to_json(), indent=1, default=float))
     else:
+        if why:
+            print(why)
         print(format_fit(fit))
     return 0
 
@@ -190,6 +205,16 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _non_negative_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number such as 5, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {s!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scalesweep", description="Scaling-law sweeps on Ray: train, fit, report.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -213,10 +238,27 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=("table", "csv", "json"), default="table")
     q.set_defaults(fn=cmd_query)
 
-    f = sub.add_parser("fit", help="fit L = E + A/N^alpha + B/D^beta and print the frontier")
-    f.add_argument("results")
-    f.add_argument("--compute", type=_positive_float, help="target compute in FLOPs (default: the spec's)")
+    f = sub.add_parser("fit", help="fit L = E + A/N^alpha + B/D^beta with intervals and print the frontier",
+                       description="Fit the scaling law (Approaches 3, 2 and 1) with bootstrap intervals, an "
+                                   "extrapolation check and misspecification flags, to a sweep's results or to any "
+                                   "CSV/Parquet table of runs (name its columns with the --*-col options).")
+    f.add_argument("results", metavar="RESULTS_OR_FILE",
+                   help="sweep results directory (results/<sweep>) or a .csv/.parquet file of runs")
+    f.add_argument("--compute", type=_positive_float,
+                   help="target compute in FLOPs (default: the spec's; for a file, 10x its largest run)")
     f.add_argument("--json", action="store_true", help="machine-readable output")
+    f.add_argument("--n-col", metavar="COLUMN", help="column of parameter counts N (default: n_params)")
+    f.add_argument("--d-col", metavar="COLUMN", help="column of training tokens D (default: tokens, else C/6N)")
+    f.add_argument("--c-col", metavar="COLUMN", help="column of training FLOPs C (default: flops, else 6ND)")
+    f.add_argument("--loss-col", metavar="COLUMN", help="column of final losses (default: eval_loss)")
+    f.add_argument("--budget-col", metavar="COLUMN",
+                   help="column of IsoFLOP budgets (default: budget; else runs with C within 3%% are grouped)")
+    f.add_argument("--name-col", metavar="COLUMN", help="column naming each run (default: name)")
+    f.add_argument("--drop-highest", type=_non_negative_int, default=0, metavar="K",
+                   help="leave out the K highest losses (Besiroglu et al. 2024 drop 5 of Chinchilla's)")
+    f.add_argument("--bootstrap", type=_non_negative_int, default=1000, metavar="B",
+                   help="bootstrap resamples of the runs for the intervals (default 1000; 0: none)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
     f.set_defaults(fn=cmd_fit)
 
     rp = sub.add_parser("report", help="write PNG plots and an HTML report under RESULTS/report")

@@ -24,7 +24,7 @@ from orchestrator.executor import Completion, Executor
 from orchestrator.planner import Planner
 from workers.flops import train_flops
 from workers.store import ResultStore, TrialStatus
-from workers.train import TrialConfig, TrialResult, trial_row
+from workers.trial import TrialConfig, TrialResult, trial_row
 
 __all__ = ["Driver", "SweepProgress", "ProgressSink"]
 

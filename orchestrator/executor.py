@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from workers.train import TrialConfig, TrialResult, run_trial
+from workers.trial import TrialConfig, TrialResult, run_trial
 
 __all__ = ["Completion", "Executor", "InlineExecutor", "RayExecutor"]
 

@@ -1,8 +1,8 @@
-"""Fitting the scaling law L(N, D) = E + A / N^alpha + B / D^beta.
+"""Approach 3: fitting the scaling law L(N, D) = E + A / N^alpha + B / D^beta.
 
-Approach 3 of Hoffmann et al. (2022, section 3.3), as replicated by Besiroglu et al. (2024):
-minimise the sum of Huber losses (delta = 1e-3) of log-space residuals
-``LSE(a - alpha log N, b - beta log D, e) - log L`` over (a, b, e, alpha, beta), with
+Hoffmann et al. (2022, section 3.3), as replicated by Besiroglu et al. (2024): minimise the
+(optionally weighted) sum of Huber losses (delta = 1e-3) of log-space residuals
+``LSE(a - alpha log N, b - beta log D, e) - log L`` over v = (a, b, e, alpha, beta), with
 A = exp(a), B = exp(b), E = exp(e).
 
 Global search by variable projection. For fixed exponents (alpha, beta) the law is linear in
@@ -10,13 +10,16 @@ Global search by variable projection. For fixed exponents (alpha, beta) the law 
 errors (a first-order stand-in for log residuals), ranks the basins of the objective for the
 cost of a few thousand 3-column solves. L-BFGS with the analytic gradient then polishes the
 best few distinct candidates on the true Huber objective. This finds the optimum that the
-4,500-start grid of the paper finds, in milliseconds rather than minutes (tests compare on
-the Chinchilla data).
+4,500-start grid of the paper finds, in a tenth of a second rather than minutes
+(bench/bench_fit.py compares the two on the Chinchilla data).
 
-Approach 2 (section 3.2): per compute budget, a parabola of loss in log N through the IsoFLOP
-points; its vertex is N_opt(C); a line through log N_opt against log C gives N_opt = G C^a.
+Refits near a known optimum (bootstrap resamples, see orchestrator.uncertainty) do not need
+the global search: ``refine`` runs a batched Levenberg-Marquardt on many weighted problems at
+once, with the iteratively-reweighted curvature of the Huber loss (weight min(1, delta/|r|),
+which majorises the Huber loss, Holland & Welsch 1977), so one iteration for a thousand
+resamples is a handful of numpy array operations.
 
-Compute-optimal allocation under Approach 3 (Hoffmann et al., appendix D.2): with C = 6ND,
+Compute-optimal allocation (Hoffmann et al., appendix D.2): with C = 6ND,
 N_opt = G (C/6)^a, D_opt = (1/G) (C/6)^b, G = (alpha A / (beta B))^(1/(alpha+beta)),
 a = beta / (alpha + beta), b = alpha / (alpha + beta).
 """
@@ -29,10 +32,17 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.optimize import minimize, nnls
 
-__all__ = ["LawParams", "Approach3Fit", "IsoFlopMinimum", "fit_approach3", "fit_isoflop_parabolas",
-           "huber_objective", "predict_loss", "compute_optimal"]
+from orchestrator.errors import UserError
+
+__all__ = ["LawParams", "Approach3Fit", "InsufficientData", "fit_approach3", "refine", "huber_objective",
+           "huber_terms", "predict_loss", "compute_optimal", "optimal_allocation", "HUBER_DELTA"]
 
 HUBER_DELTA = 1e-3
+EXPONENT_BOUNDS = (0.0, 5.0)  # alpha, beta; as in the grid of Hoffmann et al. and Besiroglu et al.
+
+
+class InsufficientData(UserError):
+    """Too few points for a functional form; the message names what is missing."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,7 @@ class LawParams:
         return self.alpha / (self.alpha + self.beta)
 
     def as_vector(self) -> np.ndarray:
+        """v = (log A, log B, log E, alpha, beta), the coordinates the fit works in."""
         return np.array([math.log(self.A), math.log(self.B), math.log(self.E), self.alpha, self.beta])
 
     @classmethod
@@ -67,36 +78,59 @@ def predict_loss(p: LawParams, n, d):
     return p.E + p.A / n**p.alpha + p.B / d**p.beta
 
 
+def optimal_allocation(E, A, B, alpha, beta, compute):
+    """Arrays (N_opt, D_opt, L*) for laws given as arrays of parameters, at one compute budget."""
+    E, A, B, alpha, beta = (np.asarray(x, float) for x in (E, A, B, alpha, beta))
+    s = alpha + beta
+    log_g = (np.log(alpha * A) - np.log(beta * B)) / s
+    log_c6 = math.log(compute / 6.0)
+    n_opt = np.exp(log_g + beta / s * log_c6)
+    d_opt = np.exp(alpha / s * log_c6 - log_g)
+    return n_opt, d_opt, E + A / n_opt**alpha + B / d_opt**beta
+
+
 def compute_optimal(p: LawParams, compute: float) -> dict:
     """N_opt, D_opt and the loss there for a compute budget C (FLOPs, C = 6ND)."""
-    g = (p.alpha * p.A / (p.beta * p.B)) ** (1.0 / (p.alpha + p.beta))
-    n_opt = g * (compute / 6.0) ** p.a
-    d_opt = (compute / 6.0) ** p.b / g
-    return {"compute": compute, "n_opt": n_opt, "d_opt": d_opt, "loss": float(predict_loss(p, n_opt, d_opt))}
+    n_opt, d_opt, loss = optimal_allocation(p.E, p.A, p.B, p.alpha, p.beta, compute)
+    return {"compute": compute, "n_opt": float(n_opt), "d_opt": float(d_opt), "loss": float(loss)}
+
+
+def huber_terms(V: np.ndarray, log_n, log_d, log_l, weights: np.ndarray, delta: float = HUBER_DELTA,
+                order: int = 1):
+    """Objective of many weighted problems at once: V is (k, 5), weights (k, n).
+
+    Returns f (k,) for order 0; (f, gradient (k, 5)) for order 1; and for order 2 also the
+    IRLS curvature J^T diag(w min(1, delta/|r|)) J (k, 5, 5), the Gauss-Newton matrix of the
+    quadratic that majorises each Huber term at the current residual.
+    """
+    t0 = V[:, 0:1] - V[:, 3:4] * log_n
+    t1 = V[:, 1:2] - V[:, 4:5] * log_d
+    t2 = V[:, 2:3]
+    m = np.maximum(np.maximum(t0, t1), t2)  # log-sum-exp shifted by the max: no overflow
+    e0, e1, e2 = np.exp(t0 - m), np.exp(t1 - m), np.exp(t2 - m)
+    s = e0 + e1 + e2
+    r = m + np.log(s) - log_l
+    ar = np.abs(r)
+    small = ar <= delta
+    f = (weights * np.where(small, 0.5 * r * r, delta * (ar - 0.5 * delta))).sum(axis=1)
+    if order == 0:
+        return f
+    e0, e1, e2 = e0 / s, e1 / s, e2 / s  # softmax weights: d LSE / d t_k
+    psi = weights * np.where(small, r, delta * np.sign(r))
+    J = np.stack([e0, e1, np.broadcast_to(e2, e0.shape), -e0 * log_n, -e1 * log_d], axis=-1)
+    g = np.einsum("kn,knj->kj", psi, J)
+    if order == 1:
+        return f, g
+    omega = weights * np.minimum(1.0, delta / np.maximum(ar, 1e-300))
+    return f, g, np.matmul(J.transpose(0, 2, 1) * omega[:, None, :], J)
 
 
 def huber_objective(v: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray,
-                    delta: float = HUBER_DELTA) -> tuple[float, np.ndarray]:
-    """Sum of Huber losses of log residuals and its gradient in (a, b, e, alpha, beta)."""
-    a, b, e, alpha, beta = v
-    t = np.stack([a - alpha * log_n, b - beta * log_d, np.full_like(log_n, e)])
-    m = t.max(axis=0)
-    w = np.exp(t - m)
-    s = w.sum(axis=0)
-    lse = m + np.log(s)
-    w /= s  # softmax weights: d lse / d t_k
-    r = lse - log_l
-    small = np.abs(r) <= delta
-    loss = np.where(small, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta)).sum()
-    psi = np.where(small, r, delta * np.sign(r))
-    grad = np.array([
-        (psi * w[0]).sum(),
-        (psi * w[1]).sum(),
-        (psi * w[2]).sum(),
-        -(psi * w[0] * log_n).sum(),
-        -(psi * w[1] * log_d).sum(),
-    ])
-    return float(loss), grad
+                    delta: float = HUBER_DELTA, weights: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """Sum of (weighted) Huber losses of log residuals and its gradient in (a, b, e, alpha, beta)."""
+    w = np.ones((1, len(log_n))) if weights is None else np.asarray(weights, float)[None, :]
+    f, g = huber_terms(np.asarray(v, float)[None, :], log_n, log_d, log_l, w, delta, order=1)
+    return float(f[0]), g[0]
 
 
 @dataclass
@@ -105,7 +139,7 @@ class Approach3Fit:
     objective: float
     n_points: int
     converged: bool
-    residuals: np.ndarray = field(repr=False)
+    residuals: np.ndarray = field(repr=False)  # log predicted - log observed, per point
 
     def summary(self) -> dict:
         d = asdict(self.params)
@@ -113,16 +147,16 @@ class Approach3Fit:
         return d
 
 
-def _varpro_candidates(n, d, loss, alphas, betas, keep: int) -> list[np.ndarray]:
+def _varpro_candidates(n, d, loss, w, alphas, betas, keep: int) -> list[np.ndarray]:
     """Best (alpha, beta) grid points with their non-negative (E, A, B), as start vectors."""
     scored = []
-    inv = 1.0 / loss
+    inv = np.sqrt(w) / loss
     for alpha in alphas:
         x = n**-alpha
         for beta in betas:
             y = d**-beta
             M = np.stack([np.ones_like(x), x, y], axis=1) * inv[:, None]
-            coef, rnorm = nnls(M, np.ones_like(loss))  # relative residuals (E + A x + B y - L) / L
+            coef, rnorm = nnls(M, np.sqrt(w))  # relative residuals (E + A x + B y - L) / L
             scored.append((rnorm, alpha, beta, coef))
     scored.sort(key=lambda s: s[0])
     starts, seen = [], []
@@ -138,21 +172,27 @@ def _varpro_candidates(n, d, loss, alphas, betas, keep: int) -> list[np.ndarray]
     return starts
 
 
-def fit_approach3(n, d, loss, *, delta: float = HUBER_DELTA, keep: int = 8,
+def lbfgs(x0, log_n, log_d, log_l, delta: float = HUBER_DELTA, weights=None):
+    """One bounded L-BFGS run on the Huber objective (scipy's OptimizeResult)."""
+    bounds = [(None, None)] * 3 + [EXPONENT_BOUNDS] * 2
+    return minimize(huber_objective, x0, args=(log_n, log_d, log_l, delta, weights), jac=True, method="L-BFGS-B",
+                    bounds=bounds, options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12})
+
+
+def fit_approach3(n, d, loss, *, weights=None, delta: float = HUBER_DELTA, keep: int = 8,
                   alphas=None, betas=None, extra_starts=()) -> Approach3Fit:
     """Global Approach 3 fit; see the module docstring. Needs at least 5 points."""
     n, d, loss = (np.asarray(x, float) for x in (n, d, loss))
     if len(n) < 5:
-        raise ValueError(f"Approach 3 needs at least 5 finished trials to fit 5 parameters; got {len(n)}")
+        raise InsufficientData(f"Approach 3 needs at least 5 runs to fit its 5 parameters; have {len(n)}")
+    w = np.ones_like(n) if weights is None else np.asarray(weights, float)
     alphas = np.linspace(0.02, 2.5, 48) if alphas is None else alphas
     betas = np.linspace(0.02, 2.5, 48) if betas is None else betas
     log_n, log_d, log_l = np.log(n), np.log(d), np.log(loss)
-    starts = _varpro_candidates(n, d, loss, alphas, betas, keep) + [np.asarray(s, float) for s in extra_starts]
+    starts = _varpro_candidates(n, d, loss, w, alphas, betas, keep) + [np.asarray(s, float) for s in extra_starts]
     best = None
-    bounds = [(None, None), (None, None), (None, None), (0.0, 5.0), (0.0, 5.0)]
     for x0 in starts:
-        res = minimize(huber_objective, x0, args=(log_n, log_d, log_l, delta), jac=True, method="L-BFGS-B",
-                       bounds=bounds, options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12})
+        res = lbfgs(x0, log_n, log_d, log_l, delta, w)
         if best is None or res.fun < best.fun:
             best = res
     params = LawParams.from_vector(best.x)
@@ -160,42 +200,36 @@ def fit_approach3(n, d, loss, *, delta: float = HUBER_DELTA, keep: int = 8,
     return Approach3Fit(params, float(best.fun), len(n), bool(best.success), resid)
 
 
-@dataclass(frozen=True)
-class IsoFlopMinimum:
-    budget: float
-    n_opt: float
-    d_opt: float
-    loss: float
-    at_edge: bool  # vertex outside the swept sizes: the sizes do not bracket the optimum
-    n_sizes: int
+def refine(V0: np.ndarray, log_n, log_d, log_l, weights: np.ndarray, delta: float = HUBER_DELTA,
+           max_iter: int = 500, rtol: float = 1e-12) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Local fits of k weighted problems at once by Levenberg-Marquardt from V0 (k, 5).
 
-
-def fit_isoflop_parabolas(budget, n, loss) -> list[IsoFlopMinimum]:
-    """Approach 2 vertices, one per budget with at least 3 distinct sizes."""
-    budget, n, loss = (np.asarray(x, float) for x in (budget, n, loss))
-    out = []
-    for c in np.unique(budget):
-        sel = budget == c
-        x, y = np.log(n[sel]), loss[sel]
-        if len(np.unique(x)) < 3:
-            continue
-        k2, k1, k0 = np.polyfit(x, y, 2)
-        if k2 <= 0:  # no minimum: the curve is concave, the sizes miss the valley
-            i = int(np.argmin(y))
-            xv, yv, edge = x[i], y[i], True
-        else:
-            xv = -k1 / (2 * k2)
-            yv = k0 + k1 * xv + k2 * xv * xv
-            edge = not (x.min() < xv < x.max())
-            if edge:
-                xv = float(np.clip(xv, x.min(), x.max()))
-                yv = k0 + k1 * xv + k2 * xv * xv
-        n_opt = math.exp(xv)
-        out.append(IsoFlopMinimum(float(c), n_opt, float(c) / (6 * n_opt), float(yv), bool(edge), int(sel.sum())))
-    return out
-
-
-def power_law(x, y) -> tuple[float, float]:
-    """(G, a) of y = G x^a by least squares in log-log space."""
-    a, log_g = np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)
-    return float(math.exp(log_g)), float(a)
+    Returns (V, f, converged): each row stops once an accepted step lowers its objective by
+    less than ``rtol`` relatively. Rows not converged after ``max_iter`` iterations are left
+    for the caller to polish (with ``lbfgs``). Exponents stay within EXPONENT_BOUNDS.
+    """
+    V = np.array(V0, float, copy=True)
+    f, g, H = huber_terms(V, log_n, log_d, log_l, weights, delta, order=2)
+    lam = np.full(len(V), 1e-4)
+    active = np.ones(len(V), bool)
+    eye = np.eye(5)
+    for _ in range(max_iter):
+        idx = np.flatnonzero(active)
+        if not len(idx):
+            break
+        Hk = H[idx]
+        diag = np.diagonal(Hk, axis1=1, axis2=2)
+        # Marquardt's scaling by diag(H): the columns differ by ~log N ~ 20 in scale.
+        step = np.linalg.solve(Hk + lam[idx, None, None] * (diag[:, :, None] * eye + 1e-12 * eye),
+                               -g[idx][:, :, None])[:, :, 0]
+        Vn = V[idx] + step
+        Vn[:, 3:] = np.clip(Vn[:, 3:], *EXPONENT_BOUNDS)
+        fn, gn, Hn = huber_terms(Vn, log_n, log_d, log_l, weights[idx], delta, order=2)
+        ok = fn < f[idx]
+        done = (ok & (f[idx] - fn <= rtol * f[idx])) | (lam[idx] > 1e12)
+        j = idx[ok]
+        V[j], f[j], g[j], H[j] = Vn[ok], fn[ok], gn[ok], Hn[ok]
+        lam[j] /= 3.0
+        lam[idx[~ok]] *= 4.0
+        active[idx[done]] = False
+    return V, f, ~active

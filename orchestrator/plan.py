@@ -23,7 +23,7 @@ from orchestrator.spec import GridSweep, IsoFlopSweep, SweepSpec
 from workers.arch import ShapeRule, shape_for_params
 from workers.data import DataConfig, DataError, load_corpus
 from workers.flops import tokens_for_budget
-from workers.train import TrainConfig, TrialConfig
+from workers.trial import TrainConfig, TrialConfig
 
 __all__ = ["TRAINER_VERSION", "content_id", "data_config", "train_config", "world_config", "TrialFactory",
            "plan_trials", "trial_name"]
@@ -127,6 +127,10 @@ class TrialFactory:
         self.rule = ShapeRule(head_dim=m.head_dim, aspect_ratio=m.aspect_ratio, max_layers=m.max_layers)
 
     def round_tokens(self, d: float, where: str) -> int:
+        if self.world is not None:  # no optimiser steps in a simulated world
+            if d < 1:
+                raise UserError(f"{where}: gives {d:.3g} tokens (expected at least 1)")
+            return int(round(d))
         bt = self.spec.train.batch_tokens
         steps = round(d / bt)
         if steps < self.spec.train.min_steps:

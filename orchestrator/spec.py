@@ -176,7 +176,10 @@ class AdaptiveSpec(_Strict):
     n_range: tuple[PositiveFloat, PositiveFloat]
     dn_range: tuple[PositiveFloat, PositiveFloat] = (1.0, 1000.0)
     flop_budget: PositiveFloat  # total training FLOPs the planner may spend
-    target_width: float = Field(0.1, gt=0)  # stop when every target's 80 % interval is this narrow
+    # Stop when the 80 % interval of ln N_opt (= of ln D_opt) at fit.target_compute is this
+    # narrow, and that of ln L* is loss_width narrow.
+    target_width: float = Field(0.1, gt=0)
+    loss_width: float = Field(0.01, gt=0)
     max_trials: int = Field(500, ge=1)
     initial_trials: int = Field(8, ge=5)
     seed: int = Field(0, ge=0)
@@ -231,7 +234,7 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _batch_fits(self):
-        if self.train.batch_tokens % self.model.seq_len:
+        if self.trainer == "gpt" and self.train.batch_tokens % self.model.seq_len:
             raise ValueError(
                 f"train.batch_tokens={self.train.batch_tokens} is not a multiple of model.seq_len={self.model.seq_len}"
             )

@@ -1,9 +1,9 @@
 """``run_sweep``: the whole experiment from a validated spec, as the CLI and tests call it.
 
-Order matters for "bad input writes nothing": the data is opened and every trial planned
-(both can reject the spec) before the results directory is created. Only then is Ray
-started, and only if some trial is left to train: a re-run of a finished sweep costs a
-store listing and a fit, not a cluster start.
+Order matters for "bad input writes nothing": the data (or world) is opened and every static
+trial planned (both can reject the spec) before the results directory is created. Ray is
+started only if something is left to do: a re-run of a finished static sweep costs a store
+listing and a fit, not a cluster start.
 """
 
 from __future__ import annotations
@@ -21,20 +21,21 @@ from orchestrator.driver import Driver, ProgressSink
 from orchestrator.errors import UserError
 from orchestrator.executor import Executor, RayExecutor
 from orchestrator.plan import TrialFactory, plan_trials
-from orchestrator.planner import StaticPlanner
+from orchestrator.planner import Planner, StaticPlanner
 from orchestrator.spec import SweepSpec
 from workers.flops import train_flops
 from workers.store import ResultStore
-from workers.train import TrialConfig
 
-__all__ = ["SweepOutcome", "prepare", "run_sweep", "finish"]
+__all__ = ["SweepOutcome", "run_sweep", "finish", "PLANNER_JOURNAL"]
 
 log = logging.getLogger(__name__)
+
+PLANNER_JOURNAL = "planner.journal"  # the adaptive planner's Optuna study, under the sweep dir
 
 
 @dataclass
 class SweepOutcome:
-    trials: list[TrialConfig]
+    n_trials: int
     trained: int
     skipped: int
     failed: int
@@ -43,26 +44,7 @@ class SweepOutcome:
     fit_error: str
     report: list[str]
     results: str
-
-
-def prepare(spec: SweepSpec, cache_dir: str = "") -> tuple[ResultStore, list[TrialConfig]]:
-    """Open the data, plan every trial and create the results directory (in that order)."""
-    trials = plan_trials(spec, TrialFactory(spec, cache_dir))
-    store = _open_for_writing(spec)
-    plan = {
-        "sweep": spec.name,
-        "target_compute": spec.fit.target_compute,
-        "trials": [
-            {"trial_id": t.trial_id, "name": t.name, "budget": t.budget, "n_params": t.n_params,
-             "tokens": t.tokens, "flops": train_flops(t.n_params, t.tokens)}
-            for t in trials
-        ],
-    }
-    store.write_text("plan.json", json.dumps(plan, indent=1))
-    # Content-addressed copy of every spec that ran here: nothing earlier is overwritten.
-    text = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
-    store.write_text(f"spec-{hashlib.sha256(text.encode()).hexdigest()[:8]}.yaml", text)
-    return store, trials
+    stop_reason: str = ""
 
 
 def _open_for_writing(spec: SweepSpec) -> ResultStore:
@@ -74,37 +56,76 @@ def _open_for_writing(spec: SweepSpec) -> ResultStore:
             raise UserError(f"results: cannot create {root!r} ({e.strerror}; expected a writable directory)") from None
         if not os.access(root, os.W_OK):
             raise UserError(f"results: {root!r} is not writable (expected a writable directory)")
+    elif spec.planner == "adaptive":
+        raise UserError(f"results: {root!r} is remote; the adaptive planner keeps its Optuna journal next to "
+                        "the results and needs a local or mounted directory")
     try:
         return ResultStore(root)
     except Exception as e:
         raise UserError(f"results: cannot open {root!r} ({e})") from None
 
 
+def _record_spec(spec: SweepSpec, store: ResultStore, trials: list) -> None:
+    plan = {
+        "sweep": spec.name,
+        "planner": spec.planner,
+        "target_compute": spec.fit.target_compute,
+        "trials": [
+            {"trial_id": t.trial_id, "name": t.name, "budget": t.budget, "n_params": t.n_params,
+             "tokens": t.tokens, "flops": train_flops(t.n_params, t.tokens)}
+            for t in trials
+        ],
+    }
+    store.write_text("plan.json", json.dumps(plan, indent=1))
+    # Content-addressed copy of every spec that ran here: nothing earlier is overwritten.
+    text = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    store.write_text(f"spec-{hashlib.sha256(text.encode()).hexdigest()[:8]}.yaml", text)
+
+
 def run_sweep(spec: SweepSpec, executor_factory=None, sink: ProgressSink | None = None,
               cache_dir: str = "", write_report: bool = True) -> SweepOutcome:
-    """Run every unfinished trial of ``spec``, then fit and (optionally) report.
+    """Run every unfinished trial of ``spec`` (or what the adaptive planner proposes), then fit
+    and (optionally) report.
 
-    ``executor_factory`` builds the executor once Ray is needed (default: a RayExecutor with
+    ``executor_factory`` builds the executor once there is work (default: a RayExecutor with
     the spec's resources; Ray must already be connected, see orchestrator.cluster.connect).
     """
-    store, trials = prepare(spec, cache_dir)
-    statuses = store.trial_statuses()
-    todo = [t for t in trials if not (t.trial_id in statuses and statuses[t.trial_id].is_finished())]
-    trained = failed = diverged = 0
-    if todo:  # start Ray only when something is left to train
+    factory = TrialFactory(spec, cache_dir)
+    static = plan_trials(spec, factory) if spec.planner == "static" else []
+    store = _open_for_writing(spec)
+    _record_spec(spec, store, static)
+
+    planner: Planner
+    if spec.planner == "adaptive":
+        from orchestrator.adaptive import AdaptivePlanner
+
+        planner = AdaptivePlanner(spec, factory, os.path.join(store.root, PLANNER_JOURNAL))
+    else:
+        statuses = store.trial_statuses()
+        todo = [t for t in static if not (t.trial_id in statuses and statuses[t.trial_id].is_finished())]
+        planner = StaticPlanner(todo)
+    trained = failed = diverged = skipped = 0
+    if not planner.finished():  # start Ray only when there is something to do
         r = spec.resources
         executor: Executor = (executor_factory or (lambda: RayExecutor(r.cpus, r.gpus, r.max_retries)))()
-        driver = Driver(StaticPlanner(todo), store, executor, sink)
+        driver = Driver(planner, store, executor, sink)
         driver.run()
-        trained, failed, diverged = driver.progress.done, driver.progress.failed, driver.progress.diverged
-    return finish(spec, store, trials, trained, len(trials) - len(todo), failed, diverged, write_report)
+        p = driver.progress
+        trained, failed, diverged, skipped = p.done, p.failed, p.diverged, p.skipped
+    if spec.planner == "static":
+        skipped = len(static) - trained
+    ids = {t.trial_id for t in static} if spec.planner == "static" else None
+    out = finish(spec, store, ids, write_report)
+    out.trained, out.skipped, out.failed, out.diverged = trained, skipped, failed, diverged
+    out.stop_reason = getattr(planner, "stopped", "")
+    return out
 
 
-def finish(spec: SweepSpec, store: ResultStore, trials, trained, skipped, failed, diverged,
-           write_report: bool = True) -> SweepOutcome:
+def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, write_report: bool = True) -> SweepOutcome:
+    """Fit (and report) the sweep's trials: ``trial_ids``, or every trial in the store."""
     table = store.read_table("trials").to_pandas()
-    planned = {t.trial_id for t in trials}
-    table = table[table["trial_id"].isin(planned)]
+    if trial_ids is not None:
+        table = table[table["trial_id"].isin(trial_ids)]
     fit, fit_error, report = None, "", []
     try:
         fit = analyse(table, spec.fit.target_compute)
@@ -114,4 +135,4 @@ def finish(spec: SweepSpec, store: ResultStore, trials, trained, skipped, failed
         from orchestrator.report import write_report as _write  # matplotlib import only when needed
 
         report = _write(store, table, fit, spec.name)
-    return SweepOutcome(trials, trained, skipped, failed, diverged, fit, fit_error, report, spec.sweep_dir)
+    return SweepOutcome(len(table), 0, 0, 0, 0, fit, fit_error, report, spec.sweep_dir)

@@ -9,7 +9,7 @@ from orchestrator.executor import Completion, InlineExecutor
 from orchestrator.planner import StaticPlanner
 from orchestrator.plan import TrialFactory, plan_trials
 from workers.store import ResultStore, TrialStatus
-from workers.train import TrialResult, trial_row
+from workers.trial import TrialResult, trial_row
 
 
 def fake_trainer(store: ResultStore, calls: list, fail=(), diverge=()):

@@ -8,7 +8,8 @@ import pytest
 from workers.arch import shape_for_params
 from workers.data import DataConfig
 from workers.store import ResultStore, TrialStatus
-from workers.train import TrainConfig, TrialConfig, lr_at, run_trial
+from workers.train import lr_at
+from workers.trial import TrainConfig, TrialConfig, run_trial
 
 
 def test_lr_schedule_warmup_then_cosine_to_ten_percent():

@@ -1,12 +1,28 @@
-"""scalesweep's worker side: the GPT, its data, its training loop and the result store.
+"""scalesweep's worker side: the GPT, its data, its training loop, simulated worlds and the
+result store.
 
-Workers never import the orchestrator; the result store is their only channel back.
+Workers never import the orchestrator; the result store is their only channel back. Names
+are imported lazily (PEP 562), so ``import workers.store`` or ``workers.world`` does not pull
+in torch (a second of import time, and thread pools that slow small BLAS calls in the driver).
 """
 
-from workers.arch import GPTShape, ShapeRule, param_count, shape_for_params
-from workers.flops import model_flops_per_token, tokens_for_budget, train_flops
-from workers.store import ResultStore, TrialStatus
-from workers.train import TrainConfig, TrialConfig, TrialResult, run_trial
+from importlib import import_module
 
-__all__ = ["GPTShape", "ResultStore", "ShapeRule", "TrainConfig", "TrialConfig", "TrialResult", "TrialStatus",
-           "model_flops_per_token", "param_count", "run_trial", "shape_for_params", "tokens_for_budget", "train_flops"]
+_EXPORTS = {
+    "GPTShape": "workers.arch", "ShapeRule": "workers.arch", "param_count": "workers.arch",
+    "shape_for_params": "workers.arch",
+    "model_flops_per_token": "workers.flops", "tokens_for_budget": "workers.flops", "train_flops": "workers.flops",
+    "ResultStore": "workers.store", "TrialStatus": "workers.store",
+    "TrainConfig": "workers.trial", "TrialConfig": "workers.trial", "TrialResult": "workers.trial",
+    "run_trial": "workers.trial",
+    "World": "workers.world", "WorldConfig": "workers.world", "NoiseConfig": "workers.world",
+    "compile_expression": "workers.expr",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'workers' has no attribute {name!r}")

@@ -13,7 +13,7 @@ import time
 from functools import lru_cache
 
 from workers.store import TrialStatus
-from workers.train import TrialConfig, trial_row
+from workers.trial import TrialConfig, trial_row
 from workers.world import World, WorldConfig
 
 __all__ = ["simulate"]

@@ -1,9 +1,7 @@
 """One trial: build the GPT for a shape, train it on exactly ``tokens`` tokens, evaluate, record.
 
-:func:`run_trial` is what a Ray task calls. It never raises for a problem of the trial itself:
-an exception in training is recorded as a FAILED row with its traceback, a NaN or infinite
-loss as a DIVERGED row, and both are returned like a completed one. Only the worker process
-dying (OOM kill, lost node) escapes, and the driver retries that.
+:func:`train` raises on errors in the trial; :func:`workers.trial.run_trial` records them as
+FAILED rows. A NaN or infinite loss stops training and is returned as a DIVERGED row.
 
 The loop follows nanoGPT's train.py: AdamW with decoupled weight decay on matrices only,
 gradient clipping at 1.0, linear warmup then cosine decay to ``min_lr_ratio`` of the peak
@@ -16,78 +14,16 @@ from __future__ import annotations
 
 import math
 import time
-import traceback
-from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
-from typing import TYPE_CHECKING
-
-from workers.arch import GPTShape
-from workers.data import DataConfig, load_corpus
+from workers.data import load_corpus
 from workers.flops import train_flops
 from workers.model import GPT
-from workers.store import ResultStore, TrialStatus
+from workers.store import TrialStatus
+from workers.trial import TrainConfig, TrialConfig, trial_row
 
-if TYPE_CHECKING:
-    from workers.world import WorldConfig
-
-__all__ = ["TrainConfig", "TrialConfig", "TrialResult", "run_trial", "lr_at", "trial_row"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    lr: float = 6e-3
-    min_lr_ratio: float = 0.1
-    warmup_fraction: float = 0.05
-    batch_tokens: int = 1024
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    eval_tokens: int = 65536
-    n_evals: int = 4  # evaluations during training, plus the final one
-    log_every: int = 10
-
-
-@dataclass(frozen=True)
-class TrialConfig:
-    """Everything a worker needs; the fields that change the result go into the trial id."""
-
-    trial_id: str
-    name: str
-    sweep: str
-    shape: GPTShape | None  # None for simulated trials, which have a parameter count only
-    tokens: int
-    seed: int
-    budget: float
-    train: TrainConfig
-    data: DataConfig | None
-    results: str
-    threads: int = 1
-    device: str = "auto"
-    world: "WorldConfig | None" = None  # set for trainer: simulated (workers.world)
-    sim_n_params: int = 0
-
-    @property
-    def n_params(self) -> int:
-        """Total parameters N: exact for a GPT shape, as planned for a simulated trial."""
-        return self.shape.n_params if self.shape is not None else self.sim_n_params
-
-    @property
-    def steps(self) -> int:
-        return self.tokens // self.train.batch_tokens
-
-
-@dataclass
-class TrialResult:
-    trial_id: str
-    status: TrialStatus
-    eval_loss: float
-    wall_s: float
-    error: str = ""
-    row: dict = field(default_factory=dict)
+__all__ = ["train", "lr_at", "evaluate"]
 
 
 def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
@@ -193,49 +129,3 @@ def train(cfg: TrialConfig) -> tuple[dict, list[dict]]:
     row = trial_row(cfg, n_params, status, eval_loss if status is TrialStatus.COMPLETED else float("nan"),
                      train_loss, time.perf_counter() - t0, "", trained)
     return row, steps
-
-
-def trial_row(cfg: TrialConfig, n_params: int, status: TrialStatus, eval_loss: float, train_loss: float,
-         wall_s: float, error: str, tokens: int | None = None) -> dict:
-    tokens = cfg.tokens if tokens is None else tokens
-    return {
-        "sweep": cfg.sweep,
-        "trial_id": cfg.trial_id,
-        "status": status.value,
-        "n_params": n_params,
-        "n_params_nonembed": cfg.shape.n_params_nonembed if cfg.shape else None,
-        "n_layer": cfg.shape.n_layer if cfg.shape else None,
-        "d_model": cfg.shape.d_model if cfg.shape else None,
-        "n_head": cfg.shape.n_head if cfg.shape else None,
-        "tokens": tokens,
-        "flops": train_flops(n_params, tokens),
-        "budget": cfg.budget,
-        "eval_loss": eval_loss,
-        "train_loss": train_loss,
-        "seed": cfg.seed,
-        "lr": cfg.train.lr,
-        "batch_tokens": cfg.train.batch_tokens,
-        "wall_s": wall_s,
-        "error": error,
-        "name": cfg.name,
-    }
-
-
-def run_trial(cfg: TrialConfig) -> TrialResult:
-    """Train one trial and commit its rows to the result store; see the module docstring."""
-    t0 = time.perf_counter()
-    store = ResultStore(cfg.results)
-    try:
-        if cfg.world is not None:
-            from workers.simulated import simulate  # no torch work for simulated worlds
-
-            row, steps = simulate(cfg)
-        else:
-            row, steps = train(cfg)
-    except Exception as e:  # recorded, not swallowed: the row carries the traceback
-        tb = traceback.format_exc()
-        row = trial_row(cfg, cfg.n_params, TrialStatus.FAILED, float("nan"), float("nan"),
-                   time.perf_counter() - t0, f"{type(e).__name__}: {e}\n{tb}")
-        steps = None
-    store.write_trial(row, steps)
-    return TrialResult(cfg.trial_id, TrialStatus(row["status"]), row["eval_loss"], row["wall_s"], row["error"], row)

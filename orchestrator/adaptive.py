@@ -1,0 +1,286 @@
+"""The adaptive planner: choose the next (N, D) that sharpen the frontier most per FLOP.
+
+Loop (driven by :class:`~orchestrator.driver.Driver` through ``ask``/``tell``):
+
+1. An initial space-filling design over the cheap end of the allowed region (a fit of five
+   parameters needs a handful of points before any design criterion means anything).
+2. Then, whenever slots free up: refit the law to everything finished, and pick a batch of
+   points that maximise :meth:`DesignModel.gains` per FLOP. Pending trials count as if
+   already run (their information does not depend on their result), so a batch spreads out.
+   Each pick is a small Optuna study over the region (QMC start, then TPE) seeded with the
+   best points of a vectorised coarse scan.
+3. Stop when the 80 % intervals of ln N_opt and ln L* at the target compute are narrower than
+   the spec asks, or the FLOP budget or trial cap is spent.
+
+Points are snapped to quarter-decade compute levels (keeping N), so finished points form
+IsoFLOP groups and Approach 2 can check Approach 3.
+
+Every proposal and result is also a trial of a persistent Optuna study (JournalStorage under
+the results directory; ask/tell with params log10_n and log10_d, value = held-out loss), so
+optuna-dashboard can open it and a restarted sweep resumes exactly: completed trials are
+reloaded as observations, and trials left RUNNING by a dead driver (the journal has no
+heartbeat) are marked FAIL and asked again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import optuna
+from threadpoolctl import threadpool_limits
+from optuna.distributions import FloatDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from orchestrator.design import Z80, DesignModel
+from orchestrator.fit import fit_approach3
+from orchestrator.plan import TrialFactory
+from orchestrator.spec import SweepSpec
+from workers.flops import train_flops
+from workers.store import TrialStatus
+from workers.trial import TrialConfig, TrialResult
+
+__all__ = ["AdaptivePlanner"]
+
+log = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+_LOG6 = math.log10(6.0)
+
+
+def snap_compute(log10_c: float) -> float:
+    """Quarter-decade compute levels, so adaptive points form IsoFLOP groups."""
+    return round(4 * log10_c) / 4
+
+
+class AdaptivePlanner:
+    """See the module docstring. ``storage_path`` is the Optuna journal file."""
+
+    def __init__(self, spec: SweepSpec, factory: TrialFactory, storage_path: str, inner_trials: int = 40):
+        self.cfg, self.factory = spec.adaptive, factory
+        self.target = spec.fit.target_compute
+        self.inner_trials = inner_trials
+        a = self.cfg
+        self.bounds_n = (math.log10(a.n_range[0]), math.log10(a.n_range[1]))
+        self.bounds_c = (math.log10(a.min_flops), math.log10(a.max_flops))
+        self.bounds_r = (math.log10(a.dn_range[0]), math.log10(a.dn_range[1]))
+        self.dist = {
+            "log10_n": FloatDistribution(*self.bounds_n),
+            "log10_d": FloatDistribution(self.bounds_n[0] + self.bounds_r[0], self.bounds_n[1] + self.bounds_r[1]),
+        }
+        self.rng = np.random.default_rng(a.seed)
+        storage = JournalStorage(JournalFileBackend(storage_path))
+        self.study = optuna.create_study(study_name=f"scalesweep-{spec.name}", storage=storage,
+                                         load_if_exists=True, direction="minimize")
+        self.obs: list[tuple[float, float, float]] = []  # log10 N, log10 D, loss
+        self.pending: dict[str, tuple[int, np.ndarray, float]] = {}  # trial_id -> (optuna number, x, flops)
+        self.requeue: list[tuple[float, float, float]] = []  # log10 N, log10 D, budget
+        self.spent = 0.0
+        self.n_told = 0
+        self.stopped = ""
+        self.theta: np.ndarray | None = None
+        self._resume()
+
+    # -- persistence --------------------------------------------------------------------------
+    def _resume(self) -> None:
+        for t in self.study.get_trials(deepcopy=False):
+            x = (t.params.get("log10_n"), t.params.get("log10_d"))
+            if t.state == TrialState.COMPLETE:
+                self.obs.append((x[0], x[1], float(t.value)))
+                self.spent += float(t.user_attrs.get("flops", 0.0))
+                self.n_told += 1
+            elif t.state == TrialState.FAIL:
+                self.spent += float(t.user_attrs.get("flops", 0.0))
+                self.n_told += 1
+            elif t.state in (TrialState.RUNNING, TrialState.WAITING):
+                # Left by a driver that died: fail it and ask the same point again.
+                if t.state == TrialState.WAITING:
+                    t = self.study.ask(self.dist)
+                    x = (t.params["log10_n"], t.params["log10_d"])
+                self.study.tell(t.number, state=TrialState.FAIL)
+                self.requeue.append((x[0], x[1], float(t.user_attrs.get("budget", 0.0))))
+        if self.obs or self.requeue:
+            log.info("adaptive planner resumed: %d finished, %d re-queued, %.3g FLOPs spent",
+                     len(self.obs), len(self.requeue), self.spent)
+
+    # -- planner protocol ---------------------------------------------------------------------
+    def expected(self) -> tuple[int, float]:
+        return self.cfg.max_trials, self.cfg.flop_budget
+
+    def finished(self) -> bool:
+        return bool(self.stopped) and not self.requeue
+
+    def ask(self, n: int) -> list[TrialConfig]:
+        # The fits and design algebra here are tiny: multi-threaded BLAS only adds contention
+        # (measured 8x slower on 2 cores when another process is busy).
+        with threadpool_limits(1, user_api="blas"):
+            return self._ask(n)
+
+    def _ask(self, n: int) -> list[TrialConfig]:
+        out: list[TrialConfig] = []
+        while self.requeue and len(out) < n:
+            out.append(self._register(*self.requeue.pop(0)))
+        if not self.stopped and len(out) < n and not self._check_stop():
+            out.extend(self._register(ln, ld, budget) for ln, ld, budget in self._propose(n - len(out)))
+        return [t for t in out if t is not None]
+
+    def tell(self, trial: TrialConfig, result: TrialResult | None) -> None:
+        with threadpool_limits(1, user_api="blas"):
+            self._tell(trial, result)
+
+    def _tell(self, trial: TrialConfig, result: TrialResult | None) -> None:
+        number, x, flops = self.pending.pop(trial.trial_id)
+        self.spent += flops
+        self.n_told += 1
+        if result is not None and result.status is TrialStatus.COMPLETED and math.isfinite(result.eval_loss):
+            self.study.tell(number, float(result.eval_loss))
+            self.obs.append((x[0], x[1], float(result.eval_loss)))
+        else:
+            status = result.status.value if result is not None else "lost"
+            self.study.set_trial_user_attr(number, "status", status)
+            self.study.tell(number, state=TrialState.FAIL)
+        if not self.pending:
+            self._check_stop()
+
+    # -- internals ----------------------------------------------------------------------------
+    def _register(self, ln: float, ld: float, budget: float) -> TrialConfig | None:
+        trial = self.factory.make(10**ln, 10**ld, budget, 0, "adaptive")
+        if trial.trial_id in self.pending:  # the same point twice in one batch: run it once
+            return None
+        x = np.array([math.log10(trial.n_params), math.log10(trial.tokens)])
+        self.study.enqueue_trial({"log10_n": float(x[0]), "log10_d": float(x[1])})
+        ot = self.study.ask(self.dist)
+        flops = train_flops(trial.n_params, trial.tokens)
+        for key, value in (("trial_id", trial.trial_id), ("flops", flops), ("budget", budget)):
+            ot.set_user_attr(key, value)
+        self.pending[trial.trial_id] = (ot.number, x, flops)
+        return trial
+
+    def _remaining(self) -> float:
+        committed = self.spent + sum(f for _, _, f in self.pending.values())
+        return self.cfg.flop_budget - committed
+
+    def _check_stop(self) -> bool:
+        if self.stopped:
+            return True
+        if self.n_told + len(self.pending) >= self.cfg.max_trials:
+            self.stopped = "trial cap reached"
+        elif self._remaining() < self.cfg.min_flops:
+            self.stopped = "FLOP budget spent"
+        elif not self.pending and len(self.obs) >= self.cfg.initial_trials:
+            model = self._model()
+            if model is not None:
+                sd = model.target_sd()
+                widths = 2 * Z80 * sd
+                if widths[0] <= self.cfg.target_width and widths[1] <= self.cfg.loss_width:
+                    self.stopped = f"80 % intervals narrow enough (ln N_opt {widths[0]:.3f}, ln L* {widths[1]:.4f})"
+        if self.stopped:
+            log.info("adaptive planner stops: %s", self.stopped)
+        return bool(self.stopped)
+
+    def _fit(self) -> np.ndarray | None:
+        if len(self.obs) < 5:
+            return None
+        o = np.array(self.obs)
+        n, d, loss = 10 ** o[:, 0], 10 ** o[:, 1], o[:, 2]
+        extra = [self.theta] if self.theta is not None else []
+        try:
+            fit = fit_approach3(n, d, loss, keep=4, alphas=np.linspace(0.05, 1.5, 16),
+                                betas=np.linspace(0.05, 1.5, 16), extra_starts=extra)
+        except (ValueError, np.linalg.LinAlgError) as e:  # degenerate early data
+            log.debug("fit failed: %s", e)
+            return self.theta
+        self.theta = fit.params.as_vector()
+        self._resid = fit.residuals
+        return self.theta
+
+    def _model(self) -> DesignModel | None:
+        theta = self._fit()
+        if theta is None:
+            return None
+        resid = getattr(self, "_resid", np.zeros(1))
+        # Robust residual scale (MAD), floored: few points understate it. Split as discrepancy
+        # (smooth) and i.i.d. noise; the length scale is a prior, not fitted (too few points).
+        scale = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), 2e-3)
+        x = np.array([[o[0], o[1]] for o in self.obs] + [p[1] for p in self.pending.values()]).reshape(-1, 2)
+        w = (1.0 / self.cfg.target_width**2, 1.0 / self.cfg.loss_width**2)
+        return DesignModel(theta, x, self.target, sigma=0.5 * scale, s_r=scale, ell=0.5, weights=w)
+
+    def _feasible(self, lc: np.ndarray, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(log10 N, log10 D, ok) from compute level and D/N ratio (both log10)."""
+        ln = 0.5 * (lc - _LOG6 - lr)
+        ld = ln + lr
+        ok = (ln >= self.bounds_n[0]) & (ln <= self.bounds_n[1])
+        return ln, ld, ok
+
+    def _initial(self, k: int) -> list[tuple[float, float, float]]:
+        """Space-filling points over the cheapest decade and a half of compute."""
+        lo_c, hi_c = self.bounds_c[0], min(self.bounds_c[1], self.bounds_c[0] + 1.5)
+        out = []
+        tries = 0
+        while len(out) < k and tries < 1000:
+            tries += 1
+            i = len(out)
+            lc = snap_compute(lo_c + (hi_c - lo_c) * ((i + self.rng.random()) / k))
+            lr = self.bounds_r[0] + (self.bounds_r[1] - self.bounds_r[0]) * self.rng.random()
+            ln, ld, ok = self._feasible(np.array([lc]), np.array([lr]))
+            if ok[0] and 10**lc <= self._remaining():
+                out.append((float(ln[0]), float(ld[0]), 10**lc))
+        return out
+
+    def _propose(self, n: int) -> list[tuple[float, float, float]]:
+        have = len(self.obs) + len(self.pending)
+        if have < self.cfg.initial_trials:
+            return self._initial(min(n, self.cfg.initial_trials - have))
+        model = self._model()
+        if model is None:  # results of the initial design not back yet
+            return []
+        picks = []
+        for _ in range(n):
+            best = self._best_point(model)
+            if best is None:
+                break
+            ln, ld, budget = best
+            picks.append(best)
+            model.add(np.array([ln, ld]))
+            if self._remaining() - sum(p[2] for p in picks) < self.cfg.min_flops:
+                break
+        return picks
+
+    def _score(self, model: DesignModel, lc: np.ndarray, lr: np.ndarray, remaining: float) -> tuple:
+        lc = np.round(4 * lc) / 4  # score what would be run: the snapped compute level
+        ln, ld, ok = self._feasible(lc, lr)
+        cost = 10**lc
+        ok &= (cost <= remaining) & (lc >= self.bounds_c[0] - 1e-9) & (lc <= self.bounds_c[1] + 1e-9)
+        gain = model.gains(np.stack([ln, ld], axis=1))
+        score = np.where(ok, gain / cost, 0.0)
+        return score, ln, ld, cost
+
+    def _best_point(self, model: DesignModel) -> tuple[float, float, float] | None:
+        remaining = self._remaining()
+        # Coarse vectorised scan of the region in (log10 C, log10 D/N) ...
+        lc, lr = np.meshgrid(np.linspace(*self.bounds_c, 33), np.linspace(*self.bounds_r, 25))
+        score, *_ = self._score(model, lc.ravel(), lr.ravel(), remaining)
+        if not (score > 0).any():
+            return None
+        # ... then Optuna refines from its best points (TPE over the same box).
+        inner = optuna.create_study(direction="maximize",
+                                    sampler=optuna.samplers.TPESampler(seed=int(self.rng.integers(2**31)),
+                                                                       n_startup_trials=8, multivariate=True))
+        for i in np.argsort(score)[::-1][:4]:
+            inner.enqueue_trial({"log10_c": float(lc.ravel()[i]), "log10_r": float(lr.ravel()[i])})
+
+        def objective(t: optuna.Trial) -> float:
+            s, *_ = self._score(model, np.array([t.suggest_float("log10_c", *self.bounds_c)]),
+                                np.array([t.suggest_float("log10_r", *self.bounds_r)]), remaining)
+            return float(s[0])
+
+        inner.optimize(objective, n_trials=self.inner_trials)
+        p = inner.best_params
+        s, ln, ld, cost = self._score(model, np.array([p["log10_c"]]), np.array([p["log10_r"]]), remaining)
+        if s[0] <= 0:
+            return None
+        return float(ln[0]), float(ld[0]), float(cost[0])

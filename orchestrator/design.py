@@ -1,0 +1,126 @@
+"""Optimal design for the frontier: how much would one more trial at (N, D) sharpen the targets?
+
+The planner's goal is the law's predictions at a target compute C_t (N_opt, D_opt, L*), not
+the lowest loss: the question per candidate is how much it shrinks the variance of those
+predictions, per FLOP it costs (sequential Bayesian optimal design, Chaloner & Verdinelli
+1995, section 2; cost-aware as in Li et al. 2026, "Spend Less, Fit Better").
+
+Model of an observation in log space: log y = f_theta(N, D) + delta(N, D) + noise, with
+f the Chinchilla log-sum-exp law in theta = (a, b, e, alpha, beta), noise i.i.d. with sd
+sigma, and delta a smooth model discrepancy: a Gaussian process in (log10 N, log10 D) with
+amplitude ``s_r`` and length scale ``ell`` decades. Real sweeps show 0.003-0.03 nats of
+smooth residual around a fitted law (shared/BENCHMARK.md); ignoring it, i.i.d. Fisher
+information would let cheap, far-away trials "explain" the large-compute frontier. With it,
+information is generalised least squares: I = J^T (s_r^2 K + sigma^2 I)^-1 J, so trials
+close to each other in log space share their discrepancy and add little, and the design is
+pushed to cover the region, towards the target.
+
+The information of a candidate given the current points (a Schur complement) and the
+resulting variance drop of each target (Sherman-Morrison) are closed forms, so thousands of
+candidates are scored in one vectorised pass, and pending trials count before their results
+arrive (information does not depend on y).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from orchestrator.fit import LawParams, compute_optimal
+
+__all__ = ["DesignModel", "Z80"]
+
+Z80 = 1.2815515655446004  # two-sided 80 % interval half-width in standard deviations
+# Weak prior precision on theta = (a, b, e, alpha, beta): keeps the information matrix
+# invertible with few points without pulling the estimate (sd 10 on logs, 1 on exponents).
+_PRIOR = np.diag([0.01, 0.01, 0.01, 1.0, 1.0])
+
+
+def log_law_jacobian(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
+    """d log L / d theta for each point (rows), theta = (a, b, e, alpha, beta)."""
+    a, b, e, alpha, beta = theta
+    t = np.stack([a - alpha * log_n, b - beta * log_d, np.full_like(log_n, e)])
+    w = np.exp(t - t.max(axis=0))
+    w /= w.sum(axis=0)
+    return np.stack([w[0], w[1], w[2], -w[0] * log_n, -w[1] * log_d], axis=1)
+
+
+def target_gradients(theta: np.ndarray, compute: float) -> np.ndarray:
+    """Rows: gradients of ln N_opt(C) and ln L*(C) in theta (central differences)."""
+    def g(v):
+        opt = compute_optimal(LawParams.from_vector(v), compute)
+        return np.array([math.log(opt["n_opt"]), math.log(opt["loss"])])
+
+    grads = np.zeros((2, 5))
+    for i in range(5):
+        h = 1e-5 * max(1.0, abs(theta[i]))
+        up, down = theta.copy(), theta.copy()
+        up[i] += h
+        down[i] -= h
+        grads[:, i] = (g(up) - g(down)) / (2 * h)
+    return grads
+
+
+@dataclass
+class DesignModel:
+    """GLS information of the points ``x`` (log10 N, log10 D) around the fit ``theta``."""
+
+    theta: np.ndarray
+    x: np.ndarray  # (n, 2) in log10 units
+    compute: float
+    sigma: float  # i.i.d. noise sd in log-loss units
+    s_r: float  # discrepancy amplitude in log-loss units
+    ell: float  # discrepancy length scale in decades
+    weights: tuple[float, float]  # 1 / width^2 for ln N_opt and ln L*
+
+    def __post_init__(self):
+        self.G = target_gradients(self.theta, self.compute)
+        self._refresh()
+
+    def _kern(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+        return self.s_r**2 * np.exp(-0.5 * d2 / self.ell**2)
+
+    def _jac(self, x: np.ndarray) -> np.ndarray:
+        ln10 = math.log(10.0)
+        return log_law_jacobian(self.theta, x[:, 0] * ln10, x[:, 1] * ln10)
+
+    def _refresh(self) -> None:
+        n = len(self.x)
+        if n:
+            sigma_mat = self._kern(self.x, self.x) + self.sigma**2 * np.eye(n)
+            self.s_inv = np.linalg.inv(sigma_mat)
+            self.J = self._jac(self.x)
+            info = self.J.T @ self.s_inv @ self.J + _PRIOR
+        else:
+            self.s_inv, self.J = np.zeros((0, 0)), np.zeros((0, 5))
+            info = _PRIOR.copy()
+        self.cov = np.linalg.inv(info)
+
+    def target_sd(self) -> np.ndarray:
+        """Standard deviations of ln N_opt(C_t) and ln L*(C_t)."""
+        return np.sqrt(np.maximum(np.einsum("ki,ij,kj->k", self.G, self.cov, self.G), 0.0))
+
+    def gains(self, cand: np.ndarray) -> np.ndarray:
+        """Weighted drop in target variance if each candidate (rows, log10 N/D) were added."""
+        j = self._jac(cand)
+        kappa = self.s_r**2 + self.sigma**2
+        if len(self.x):
+            k = self._kern(cand, self.x)
+            v = k @ self.s_inv
+            j_t = j - v @ self.J
+            s = kappa - (v * k).sum(axis=1)
+        else:
+            j_t, s = j, np.full(len(cand), kappa)
+        s = np.maximum(s, 1e-12)
+        jc = j_t @ self.cov
+        q = (jc * j_t).sum(axis=1)
+        u = jc @ self.G.T  # (m, 2): g_k^T Cov j~
+        w = np.asarray(self.weights)
+        return ((u**2) * w).sum(axis=1) / (s + q)
+
+    def add(self, point: np.ndarray) -> None:
+        self.x = np.vstack([self.x, np.asarray(point, float)[None, :]])
+        self._refresh()

@@ -1,0 +1,119 @@
+"""Is the law believable? Residual scale, an extrapolation check, outliers and flags.
+
+A scaling law is fitted to be extrapolated, so the honest test is to extrapolate it: refit
+without the largest budget and predict that budget's runs (the check Hoffmann et al. 2022 could
+not make and Besiroglu et al. 2024 argue for). Errors are reported in nats and in units of the
+residual scale, a robust (MAD-based) standard deviation of the in-sample residuals in nats,
+inflated by sqrt(n / (n - 5)) because 5 fitted parameters shrink in-sample residuals.
+
+The flags turn the diagnostics into plain sentences: Approaches 2 and 3 disagreeing beyond
+their bootstrap intervals, held-out runs more than 3 sigma off, IsoFLOP minima at the edge of
+their budget's sizes (the sizes do not bracket the optimum, so the vertex is extrapolated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from orchestrator.fit import InsufficientData, fit_approach3, predict_loss
+from orchestrator.isoflop import flops_str
+
+__all__ = ["Holdout", "residual_scale", "holdout_check", "outliers", "misspecification_flags", "Z_LIMIT"]
+
+Z_LIMIT = 3.0  # residuals beyond this many sigma are "unusually large"
+N_PARAMS = 5
+
+
+def residual_scale(resid) -> float:
+    """Robust standard deviation (1.4826 MAD) of residuals, corrected for 5 fitted parameters."""
+    r = np.asarray(resid, float)
+    mad = 1.4826 * np.median(np.abs(r - np.median(r)))
+    return float(max(mad * np.sqrt(len(r) / max(len(r) - N_PARAMS, 1)), 1e-12))
+
+
+@dataclass
+class Holdout:
+    """Refit without the largest budget; predictions for its runs (errors: predicted - observed)."""
+
+    threshold: float  # runs with compute >= this were held out
+    names: list[str]
+    errors: np.ndarray = field(repr=False)  # nats per token
+    sigma: float  # residual scale of the refit, nats
+
+    @property
+    def z(self) -> np.ndarray:
+        return self.errors / self.sigma
+
+    @property
+    def max_abs_z(self) -> float:
+        return float(np.max(np.abs(self.z)))
+
+    def to_json(self) -> dict:
+        return {"held_out_compute_at_least": self.threshold, "n_runs": len(self.errors),
+                "mean_error_nats": float(np.mean(self.errors)), "rms_error_nats": float(np.sqrt(np.mean(self.errors**2))),
+                "max_abs_error_nats": float(np.max(np.abs(self.errors))), "sigma_nats": self.sigma,
+                "max_abs_z": self.max_abs_z,
+                "runs": [{"name": n, "error_nats": float(e), "z": float(z)} for n, e, z in zip(self.names, self.errors, self.z)]}
+
+
+def held_out_mask(compute, budget, min_runs: int = 3) -> np.ndarray:
+    """The largest budget's runs and every run of larger compute; without budgets, the top
+    tenth of the runs by compute (at least ``min_runs``)."""
+    compute, budget = np.asarray(compute, float), np.asarray(budget, float)
+    if (budget > 0).any():
+        top = budget == budget.max()
+        return top | (compute > compute[top].min())
+    k = max(min_runs, int(np.ceil(0.1 * len(compute))))
+    return compute >= np.sort(compute)[-k] if len(compute) >= k else np.ones(len(compute), bool)
+
+
+def holdout_check(n, d, loss, compute, budget, names) -> Holdout:
+    """Extrapolation check; InsufficientData when fewer than 5 runs would remain to refit."""
+    n, d, loss, compute = (np.asarray(x, float) for x in (n, d, loss, compute))
+    out = held_out_mask(compute, budget)
+    if (~out).sum() < N_PARAMS + 1:
+        raise InsufficientData(f"the extrapolation check needs at least {N_PARAMS + 1} runs below the largest budget "
+                               f"to refit Approach 3; have {(~out).sum()}")
+    fit = fit_approach3(n[~out], d[~out], loss[~out])
+    resid = predict_loss(fit.params, n[~out], d[~out]) - loss[~out]
+    errors = predict_loss(fit.params, n[out], d[out]) - loss[out]
+    return Holdout(float(compute[out].min()), [str(x) for x in np.asarray(names)[out]], errors, residual_scale(resid))
+
+
+def outliers(resid_nats, names, observed) -> list[dict]:
+    """Runs whose residual (predicted - observed, nats) exceeds Z_LIMIT residual scales, worst first."""
+    r = np.asarray(resid_nats, float)
+    sigma = residual_scale(r)
+    z = r / sigma
+    idx = np.flatnonzero(np.abs(z) > Z_LIMIT)
+    idx = idx[np.argsort(-np.abs(z[idx]))]
+    return [{"name": str(names[i]), "observed": float(observed[i]), "predicted": float(observed[i] + r[i]),
+             "residual_nats": float(r[i]), "z": float(z[i])} for i in idx]
+
+
+def _disjoint(i1, i2, level: float = 0.95) -> bool:
+    (lo1, hi1), (lo2, hi2) = i1.bounds[level], i2.bounds[level]
+    return hi1 < lo2 or hi2 < lo1
+
+
+def misspecification_flags(intervals: dict, holdout: Holdout | None, minima) -> list[str]:
+    """Plain-sentence warnings; empty when nothing looks wrong (see the module docstring)."""
+    flags = []
+    for k in ("a", "b"):
+        i3, i2 = intervals.get(k), intervals.get(f"approach2.{k}")
+        if i3 is not None and i2 is not None and i2.n_draws and _disjoint(i3, i2):
+            lo3, hi3 = i3.bounds[0.95]
+            lo2, hi2 = i2.bounds[0.95]
+            flags.append(f"Approaches 2 and 3 disagree on {k}: {i2.estimate:.3f} [{lo2:.3f}, {hi2:.3f}] against "
+                         f"{i3.estimate:.3f} [{lo3:.3f}, {hi3:.3f}] (95 % intervals do not overlap)")
+    if holdout is not None and holdout.max_abs_z > Z_LIMIT:
+        bad = int((np.abs(holdout.z) > Z_LIMIT).sum())
+        flags.append(f"{bad} of {len(holdout.errors)} held-out runs (C >= {flops_str(holdout.threshold)}) are more than "
+                     f"{Z_LIMIT:g} sigma from the extrapolated law (worst {holdout.max_abs_z:.1f} sigma)")
+    edge = [m.budget for m in minima if m.at_edge]
+    if edge:
+        flags.append("IsoFLOP minimum at the edge of the swept sizes for budget(s) "
+                     + ", ".join(flops_str(c) for c in edge) + ": the sizes do not bracket the optimum")
+    return flags

@@ -1,0 +1,191 @@
+"""Approaches 1 and 2 of Hoffmann et al. (2022): compute-optimal sizes read off the runs.
+
+Approach 2 (their section 3.2): per compute budget, a parabola of loss in log N through the
+IsoFLOP points, and one in log D; the vertices are N_opt(C) and D_opt(C), and lines through
+(log C, log N_opt) and (log C, log D_opt) give N_opt = G C^a and D_opt = H C^b.
+
+Approach 1 (section 3.1) takes, at each compute, the run with the lowest loss: the lower
+envelope of loss over compute. With final losses only (no training curves) the envelope is
+read per budget (or per run, when there are no budgets): the best run of a budget is on the
+envelope when no smaller budget reached a lower loss. Power laws through the envelope runs
+give a second estimate of a and b, coarse (the grid of sizes quantises it) but assumption-free.
+
+Budgets come from the sweep (IsoFLOP trials carry theirs). Published runs often give only C,
+scattered around nominal budgets (the points extracted from Chinchilla's figures are, see
+Besiroglu et al. 2024), so ``infer_budgets`` groups runs whose C lie within a few per cent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from orchestrator.fit import InsufficientData
+
+__all__ = ["IsoFlopMinimum", "PowerLaw", "Approach1Fit", "Approach2Fit", "fit_approach1", "fit_approach2",
+           "fit_isoflop_parabolas", "infer_budgets", "parabola_vertex", "power_law", "MIN_SIZES"]
+
+MIN_SIZES = 3  # a parabola has 3 coefficients
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """y = G x^exponent."""
+
+    G: float
+    exponent: float
+
+    def __call__(self, x):
+        return self.G * np.asarray(x, float) ** self.exponent
+
+
+def power_law(x, y) -> PowerLaw:
+    """Least squares in log-log space."""
+    k, log_g = np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)
+    return PowerLaw(float(math.exp(log_g)), float(k))
+
+
+@dataclass(frozen=True)
+class IsoFlopMinimum:
+    budget: float
+    n_opt: float
+    d_opt: float
+    loss: float
+    at_edge: bool  # a vertex outside the swept sizes: the sizes do not bracket the optimum
+    n_sizes: int
+
+
+def parabola_vertex(x, y) -> tuple[float, float, bool]:
+    """(x, y) of the minimum of the least-squares parabola, and whether it is at an edge.
+
+    At the edge means the sizes do not bracket the optimum: the lowest loss is at the smallest
+    or largest size, or the vertex lies outside the swept range (it is clipped to it), or the
+    fit is concave (no minimum; the lowest point stands in).
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    k2, k1, k0 = np.polyfit(x, y, 2)
+    i = int(np.argmin(y))
+    if k2 <= 0:
+        return float(x[i]), float(y[i]), True
+    xv = -k1 / (2 * k2)
+    edge = not (x.min() < xv < x.max()) or x[i] in (x.min(), x.max())
+    xv = float(np.clip(xv, x.min(), x.max()))
+    return xv, float(k0 + k1 * xv + k2 * xv * xv), edge
+
+
+def fit_isoflop_parabolas(budget, n, d, loss) -> tuple[list[IsoFlopMinimum], dict[float, int]]:
+    """Vertices for every budget with at least MIN_SIZES sizes, and {budget: sizes} of the rest."""
+    budget, n, d, loss = (np.asarray(x, float) for x in (budget, n, d, loss))
+    out, skipped = [], {}
+    for c in np.unique(budget[budget > 0]):
+        sel = budget == c
+        sizes = len(np.unique(n[sel]))
+        if sizes < MIN_SIZES:
+            skipped[float(c)] = sizes
+            continue
+        xn, yn, edge_n = parabola_vertex(np.log(n[sel]), loss[sel])
+        xd, _, edge_d = parabola_vertex(np.log(d[sel]), loss[sel])
+        out.append(IsoFlopMinimum(float(c), math.exp(xn), math.exp(xd), yn, edge_n or edge_d, int(sel.sum())))
+    return out, skipped
+
+
+@dataclass
+class Approach2Fit:
+    minima: list[IsoFlopMinimum]
+    n_law: PowerLaw  # N_opt = G C^a
+    d_law: PowerLaw  # D_opt = H C^b
+    skipped: dict[float, int] = field(default_factory=dict)  # budgets with too few sizes
+
+    @property
+    def a(self) -> float:
+        return self.n_law.exponent
+
+    @property
+    def b(self) -> float:
+        return self.d_law.exponent
+
+
+def flops_str(c: float) -> str:
+    """1e17, 3e20, 5.76e23: FLOPs as people write them."""
+    return f"{c:.3g}".replace("e+", "e")
+
+
+def _budget_list(skipped: dict[float, int]) -> str:
+    return ", ".join(f"budget {flops_str(c)} has {k}" for c, k in sorted(skipped.items()))
+
+
+def fit_approach2(budget, n, d, loss) -> Approach2Fit:
+    """Approach 2; InsufficientData unless two budgets have MIN_SIZES sizes each."""
+    minima, skipped = fit_isoflop_parabolas(budget, n, d, loss)
+    if not minima and not skipped:
+        raise InsufficientData("Approach 2 needs IsoFLOP budgets (runs grouped by compute); the runs have none")
+    if not minima:
+        raise InsufficientData(f"Approach 2 needs at least {MIN_SIZES} sizes in a budget; {_budget_list(skipped)}")
+    if len(minima) < 2:
+        more = f" ({_budget_list(skipped)} sizes)" if skipped else ""
+        raise InsufficientData(f"Approach 2 needs at least 2 budgets with {MIN_SIZES} or more sizes to fit "
+                               f"N_opt = G C^a; only budget {flops_str(minima[0].budget)} has{more}")
+    c = [m.budget for m in minima]
+    return Approach2Fit(minima, power_law(c, [m.n_opt for m in minima]), power_law(c, [m.d_opt for m in minima]),
+                        skipped)
+
+
+@dataclass
+class Approach1Fit:
+    envelope: np.ndarray  # indices of the runs on the lower envelope, by increasing compute
+    n_law: PowerLaw
+    d_law: PowerLaw
+
+    @property
+    def a(self) -> float:
+        return self.n_law.exponent
+
+    @property
+    def b(self) -> float:
+        return self.d_law.exponent
+
+
+def lower_envelope(compute, loss, budget=None) -> np.ndarray:
+    """Indices of the runs on the lower envelope of loss over compute (see module docstring)."""
+    compute, loss = np.asarray(compute, float), np.asarray(loss, float)
+    key = compute if budget is None else np.where(np.asarray(budget, float) > 0, budget, compute)
+    best = {}
+    for i in np.argsort(loss, kind="stable"):
+        best.setdefault(float(key[i]), int(i))  # the lowest loss at each budget
+    out, lowest = [], math.inf
+    for k in sorted(best):
+        i = best[k]
+        if loss[i] < lowest:
+            out.append(i)
+            lowest = loss[i]
+    return np.array(out, int)
+
+
+def fit_approach1(compute, n, d, loss, budget=None, min_points: int = 3) -> Approach1Fit:
+    """Approach 1; InsufficientData unless ``min_points`` runs lie on the envelope."""
+    env = lower_envelope(compute, loss, budget)
+    if len(env) < min_points:
+        raise InsufficientData(f"Approach 1 needs at least {min_points} budgets on the lower envelope of loss "
+                               f"over compute (budgets whose best run beats every smaller budget); have {len(env)}")
+    c = np.asarray(compute, float)[env]
+    return Approach1Fit(env, power_law(c, np.asarray(n, float)[env]), power_law(c, np.asarray(d, float)[env]))
+
+
+def infer_budgets(compute, rel_gap: float = 0.03, min_runs: int = 5) -> np.ndarray:
+    """Nominal budgets for runs given only C: runs whose sorted C differ by less than
+    ``rel_gap`` are chained into one group; groups of at least ``min_runs`` get their geometric
+    mean C (3 significant digits) as budget, the rest 0 (no budget)."""
+    c = np.asarray(compute, float)
+    out = np.zeros_like(c)
+    if not len(c):
+        return out
+    order = np.argsort(c)
+    lc = np.log(c[order])
+    group = np.concatenate([[0], np.cumsum(np.diff(lc) > math.log1p(rel_gap))])
+    for k in np.unique(group):
+        members = order[group == k]
+        if len(members) >= min_runs:
+            out[members] = float(f"{math.exp(lc[group == k].mean()):.3g}")
+    return out

@@ -1,0 +1,125 @@
+"""Runs to fit, from a sweep's results directory or from any CSV/Parquet table of runs.
+
+``scalesweep fit`` fits published runs as readily as its own: a table needs a column for the
+parameter count N, one for the loss, and one for tokens D or training compute C (C = 6ND
+fills in the other). Columns are named by the user; an unknown name is a UserError listing
+the columns there are. The result is a trials-shaped table (the columns of
+workers.store.TRIALS_SCHEMA that the fit uses) so that ``analyse`` has one input format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.errors import UserError
+from workers.flops import tokens_for_budget, train_flops
+from workers.store import TrialStatus
+
+__all__ = ["Runs", "ColumnMap", "load_runs"]
+
+FILE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Source column for each quantity; None means "the default, if the table has it"."""
+
+    n: str | None = None
+    d: str | None = None
+    c: str | None = None
+    loss: str | None = None
+    budget: str | None = None
+    name: str | None = None
+
+
+DEFAULTS = ColumnMap(n="n_params", d="tokens", c="flops", loss="eval_loss", budget="budget", name="name")
+OPTION = {"n": "--n-col", "d": "--d-col", "c": "--c-col", "loss": "--loss-col", "budget": "--budget-col",
+          "name": "--name-col"}
+
+
+@dataclass
+class Runs:
+    table: pd.DataFrame  # n_params, tokens, flops, budget, eval_loss, status, name, error
+    source: str
+    target_compute: float | None  # the sweep's, when the source is a results directory
+
+
+def _read_file(path: str) -> pd.DataFrame:
+    try:
+        if path.lower().endswith(".csv"):
+            return pd.read_csv(path)
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: cannot read runs ({str(e).splitlines()[0]}; expected a CSV or Parquet file)") from None
+
+
+def _read_results(path: str) -> tuple[pd.DataFrame, float | None]:
+    from orchestrator.results import open_results
+
+    store = open_results(path)
+    target = None
+    try:
+        with store.fs.open_input_stream(f"{store.root}/plan.json") as f:
+            target = float(json.loads(f.read())["target_compute"])
+    except (FileNotFoundError, OSError, ValueError, KeyError):
+        pass
+    return store.read_table("trials").to_pandas(), target
+
+
+def _column(df: pd.DataFrame, key: str, cols: ColumnMap, source: str, required: bool) -> pd.Series | None:
+    named = getattr(cols, key)
+    name = named or getattr(DEFAULTS, key)
+    if name not in df.columns:
+        if named:
+            raise UserError(f"{OPTION[key]} {named!r}: no such column in {source} (columns: {', '.join(map(str, df.columns))})")
+        if required:
+            raise UserError(f"{source}: no column {name!r}; name the column with {OPTION[key]} "
+                            f"(columns: {', '.join(map(str, df.columns))})")
+        return None
+    col = df[name]
+    if key == "name":
+        return col.astype(str)
+    values = pd.to_numeric(col, errors="coerce").astype(float)
+    if len(col) and values.isna().all():
+        raise UserError(f"{OPTION[key]} {name!r} in {source} is not numeric (first value {col.iloc[0]!r})")
+    return values
+
+
+def load_runs(path: str, cols: ColumnMap = ColumnMap()) -> Runs:
+    """Read ``path`` (results directory or .csv/.parquet file) into a trials-shaped table."""
+    is_file = path.lower().endswith(FILE_SUFFIXES) or os.path.isfile(path)
+    if is_file and not os.path.exists(path) and "://" not in path:
+        raise UserError(f"{path}: file not found (expected a CSV or Parquet file of runs, or a results directory)")
+    df, target = (_read_file(path), None) if is_file else _read_results(path)
+    n = _column(df, "n", cols, path, required=True)
+    loss = _column(df, "loss", cols, path, required=True)
+    d = _column(df, "d", cols, path, required=False)
+    c = _column(df, "c", cols, path, required=False)
+    if d is None and c is None:
+        raise UserError(f"{path}: needs tokens D (--d-col) or training compute C (--c-col); found neither "
+                        f"{DEFAULTS.d!r} nor {DEFAULTS.c!r} (columns: {', '.join(map(str, df.columns))})")
+    # The project's one FLOPs formula (C = 6ND) fills in whichever of D and C is missing.
+    if d is None:
+        d = pd.Series([tokens_for_budget(cc, nn) if nn else np.nan for cc, nn in zip(c, n)], index=df.index)
+    if c is None:
+        c = pd.Series([train_flops(nn, dd) for nn, dd in zip(n, d)], index=df.index)
+    budget = _column(df, "budget", cols, path, required=False)
+    names = _column(df, "name", cols, path, required=False)
+    status = df["status"].astype(str) if "status" in df else None
+    if status is None or not set(status) <= {s.value for s in TrialStatus}:
+        status = pd.Series(TrialStatus.COMPLETED.value, index=df.index)  # a table of published runs: all finished
+    table = pd.DataFrame({
+        "name": names if names is not None else pd.Series(
+            [f"row {i} (N={nn:.3g}, C={cc:.3g})" for i, (nn, cc) in enumerate(zip(n, c))], index=df.index),
+        "status": status,
+        "n_params": n, "tokens": d, "flops": c,
+        "budget": budget.fillna(0.0) if budget is not None else 0.0,
+        "eval_loss": loss,
+        "error": df["error"] if "error" in df else None,
+    }).reset_index(drop=True)
+    return Runs(table, path, target)

@@ -1,0 +1,175 @@
+"""workers.world: the true law's frontier, and noise with the statistics BENCHMARK.md specifies."""
+
+import math
+
+import numpy as np
+import pytest
+
+from workers.expr import ExpressionError
+from workers.world import VISIBLE_LAWS, NoiseConfig, World, WorldConfig, observation_key
+
+T0 = VISIBLE_LAWS["T0"]
+T0_TEXT = "1.8172 + 482.01/N**0.3478 + 2085.43/D**0.3658"
+QUIET = NoiseConfig(tier="none", residual_amplitude=0.0, outlier_prob=0.0)
+
+
+def closed_form_optimum(law, compute):
+    """Chinchilla's closed form (Hoffmann et al. 2022, eq. 4): N_opt = G (C/6)^(beta/(alpha+beta))."""
+    e, a, b, alpha, beta = law
+    g = (alpha * a / (beta * b)) ** (1.0 / (alpha + beta))
+    n = g * (compute / 6.0) ** (beta / (alpha + beta))
+    d = compute / (6.0 * n)
+    return n, d, e + a / n**alpha + b / d**beta
+
+
+def test_t0_exponent_and_frontier_match_the_closed_form():
+    world = World(WorldConfig(law=T0))
+    assert world.exponent_a(1e20, 1e21) == pytest.approx(0.5126, abs=1e-4)
+    assert world.exponent_a(1e15, 1e19) == pytest.approx(0.3658 / (0.3478 + 0.3658), abs=1e-6)
+    for compute in (1e15, 1e19, 1e20, 1e21):
+        n, d, loss = closed_form_optimum(T0, compute)
+        opt = world.compute_optimal(compute)
+        assert opt["n_opt"] == pytest.approx(n, rel=1e-6)
+        assert opt["d_opt"] == pytest.approx(d, rel=1e-6)
+        assert opt["loss"] == pytest.approx(loss, rel=1e-12)
+        assert 6 * opt["n_opt"] * opt["d_opt"] == pytest.approx(compute, rel=1e-12)
+
+
+@pytest.mark.parametrize("name, a", [("T1", 0.4565), ("T2", 0.5)])
+def test_visible_worlds_exponents(name, a):
+    assert World(WorldConfig(law=VISIBLE_LAWS[name])).exponent_a(1e20, 1e21) == pytest.approx(a, abs=1e-4)
+
+
+def test_noise_free_world_returns_exactly_the_law():
+    world = World(WorldConfig(law=T0, noise=QUIET))
+    for key, (n, d) in enumerate([(1e6, 1e8), (3e7, 6e8), (2e9, 4e10)]):
+        assert world.observe(n, d, key) == float(world.true_loss(n, d))
+    assert world.true_loss(1e8, 1e10) == pytest.approx(T0[0] + T0[1] / 1e8 ** T0[3] + T0[2] / 1e10 ** T0[4])
+    assert np.all(world.residual(np.geomspace(1e6, 1e9, 5), 1e10) == 0.0)
+    assert np.all(world.seed_sigma(np.array([2.0, 5.0, 9.0])) == 0.0)
+
+
+def test_observe_is_deterministic_per_key_and_varies_across_keys_and_seeds():
+    config = WorldConfig(law=T0, seed=3)
+    a, b = World(config), World(WorldConfig(law=T0, seed=3))
+    assert a.observe(1e8, 2e9, 17) == a.observe(1e8, 2e9, 17) == b.observe(1e8, 2e9, 17)
+    values = {a.observe(1e8, 2e9, k) for k in range(50)}
+    assert len(values) == 50
+    assert World(WorldConfig(law=T0, seed=4)).observe(1e8, 2e9, 17) != a.observe(1e8, 2e9, 17)
+    with pytest.raises(ValueError, match="key"):
+        a.observe(1e8, 2e9, -1)
+
+
+def test_observation_key_is_stable_and_distinct():
+    assert observation_key("trial-abc") == observation_key("trial-abc")
+    assert observation_key("trial-abc") != observation_key("trial-abd")
+    assert 0 <= observation_key("x") < 2**64
+
+
+def test_seed_sigma_follows_the_tiers():
+    default = World(WorldConfig(law=T0))
+    hard = World(WorldConfig(law=T0, noise=NoiseConfig(tier="hard")))
+    np.testing.assert_allclose(default.seed_sigma([1.5, 2.0, 3.0, 7.0, 10.0]), [0.002, 0.002, 0.002, 0.05, 0.05])
+    np.testing.assert_allclose(hard.seed_sigma([2.0, 8.0]), [0.01, 0.10])
+    # log-linear in log L between L = 3 and 7: the geometric mean of the ends at L = sqrt(21)
+    assert default.seed_sigma(math.sqrt(21.0)) == pytest.approx(math.sqrt(0.002 * 0.05))
+    losses = np.linspace(3.0, 7.0, 41)
+    assert np.all(np.diff(default.seed_sigma(losses)) > 0)
+
+
+def test_empirical_seed_noise_at_low_loss():
+    world = World(WorldConfig(law=T0, noise=NoiseConfig(residual_amplitude=0.0, outlier_prob=0.0)))
+    n, d = 1e9, 1e11
+    true = float(world.true_loss(n, d))
+    assert 2.0 < true < 3.0
+    y = np.array([world.observe(n, d, k) for k in range(4000)])
+    assert y.std(ddof=1) == pytest.approx(0.002, rel=0.1)
+    assert abs(y.mean() - true) < 4 * 0.002 / math.sqrt(len(y))
+
+
+def test_residual_field_has_the_configured_sd_and_is_smooth():
+    grid = np.linspace(0.0, 20.0, 100)  # 0.2-decade steps, well under the 0.7 length scale
+    x, y = np.meshgrid(grid, grid)
+    rng = np.random.default_rng(0)
+    for seed in (0, 1, 2):
+        world = World(WorldConfig(law=T0, seed=seed, noise=NoiseConfig(residual_amplitude=0.02)))
+        field = world.residual(10**x, 10**y)
+        assert field.std() == pytest.approx(0.02, rel=0.3)
+        np.testing.assert_array_equal(field[:5], World(world.config).residual(10 ** x[:5], 10 ** y[:5]))  # fixed
+        # smooth: points 0.01 decades apart differ far less than points 3 decades apart
+        p = rng.uniform(5.0, 12.0, size=(500, 2))
+        near = p + 0.01 / math.sqrt(2)
+        far = p + 3.0
+        r = world.residual(10 ** p[:, 0], 10 ** p[:, 1])
+        d_near = np.abs(r - world.residual(10 ** near[:, 0], 10 ** near[:, 1])).mean()
+        d_far = np.abs(r - world.residual(10 ** far[:, 0], 10 ** far[:, 1])).mean()
+        assert d_near < 0.05 * d_far
+    other = World(WorldConfig(law=T0, seed=9, noise=NoiseConfig(residual_amplitude=0.02)))
+    assert not np.allclose(other.residual(10 ** x[:5], 10 ** y[:5]), field[:5])
+
+
+def test_outlier_rate_and_size():
+    noise = NoiseConfig(tier="none", residual_amplitude=0.0)
+    world = World(WorldConfig(law=T0, noise=noise))
+    n, d = 3e8, 6e9
+    jumps = np.array([world.observe(n, d, k) for k in range(5000)]) - float(world.true_loss(n, d))
+    hit = jumps > 1e-9
+    assert 0.014 < hit.mean() < 0.026
+    assert np.all((jumps[hit] >= 0.05) & (jumps[hit] <= 0.3))
+    assert np.all(np.abs(jumps[~hit]) < 1e-12)
+
+
+def test_expression_world_equals_the_law_world():
+    config = dict(seed=5, noise=NoiseConfig(residual_amplitude=0.02))
+    law, expr = World(WorldConfig(law=T0, **config)), World(WorldConfig(expression=T0_TEXT, **config))
+    n, d = np.meshgrid(np.geomspace(1e6, 3e9, 9), np.geomspace(1e7, 3e12, 9))
+    np.testing.assert_allclose(expr.true_loss(n, d), law.true_loss(n, d), rtol=1e-13)
+    for compute in (1e18, 1e21):
+        opt_law, opt_expr = law.compute_optimal(compute), expr.compute_optimal(compute)
+        for k in opt_law:
+            assert opt_expr[k] == pytest.approx(opt_law[k], rel=1e-6)
+    assert expr.exponent_a(1e20, 1e21) == pytest.approx(0.5126, abs=1e-4)
+    for key in range(20):
+        assert expr.observe(1e8, 2e9, key) == pytest.approx(law.observe(1e8, 2e9, key), rel=1e-13)
+
+
+def test_expression_world_of_another_form_has_an_interior_optimum():
+    # a systematic small-D penalty (untuned warmup) on top of T2
+    world = World(WorldConfig(expression="1.69 + 400/N**0.31 + 400/D**0.31 + 0.05*exp(-D/(20*N))"))
+    opt = world.compute_optimal(1e20)
+    for factor in (0.9, 1.1):
+        n = opt["n_opt"] * factor
+        assert float(world.true_loss(n, 1e20 / (6 * n))) > opt["loss"]
+
+
+def test_config_validation_and_hashing():
+    a = WorldConfig(law=[1.8172, 482.01, 2085.43, 0.3478, 0.3658])
+    assert a.law == T0 and isinstance(a.law, tuple)
+    assert a == WorldConfig(law=T0) and hash(a) == hash(WorldConfig(law=T0))
+    assert hash(WorldConfig(expression=T0_TEXT, seed=2)) != hash(a)
+    with pytest.raises(ValueError, match="exactly one"):
+        WorldConfig()
+    with pytest.raises(ValueError, match="exactly one"):
+        WorldConfig(law=T0, expression=T0_TEXT)
+    with pytest.raises(ValueError, match="five"):
+        WorldConfig(law=(1.0, 2.0, 3.0))
+    with pytest.raises(ValueError, match="A, B, alpha, beta > 0"):
+        WorldConfig(law=(1.8, 482.0, 2085.0, -0.3, 0.36))
+    with pytest.raises(ExpressionError, match="WorldConfig.expression"):
+        WorldConfig(expression="__import__('os')")
+    with pytest.raises(ValueError, match="seed"):
+        WorldConfig(law=T0, seed=-1)
+    with pytest.raises(ValueError, match="tier"):
+        NoiseConfig(tier="loud")
+    with pytest.raises(ValueError, match="outlier_prob"):
+        NoiseConfig(outlier_prob=1.5)
+    with pytest.raises(ValueError, match="outlier_low"):
+        NoiseConfig(outlier_low=0.4, outlier_high=0.3)
+
+
+def test_expression_world_must_be_a_positive_loss_where_it_is_used():
+    with pytest.raises(ExpressionError, match="not finite and positive"):
+        World(WorldConfig(expression="3 - N/1e8"))
+    no_d = World(WorldConfig(expression="1.7 + 400/N**0.3"))
+    with pytest.raises(ValueError, match="no interior minimum"):
+        no_d.compute_optimal(1e20)

@@ -1,0 +1,260 @@
+"""Simulated worlds: a true scaling law plus the noise real sweeps show, for benchmarking planners.
+
+A :class:`World` answers a trial at (N parameters, D tokens) without training anything, following the
+noise model of ``/work/shared/BENCHMARK.md``::
+
+    y = L(N, D) + residual(N, D) + seed_noise(L) + outlier
+
+- L is the true law: the Chinchilla form E + A / N**alpha + B / D**beta (Hoffmann et al. 2022, eq. 2),
+  or any arithmetic expression in N and D, parsed safely by :mod:`workers.expr` (never ``eval``), so a
+  planner that fits the Chinchilla form can meet a law of another form.
+- residual is a fixed smooth random field per world: real sweeps sit 0.003-0.03 nats around their fitted
+  law and most of that is not seed noise. It approximates a Gaussian process in (log10 N, log10 D) with an
+  RBF kernel of standard deviation ``residual_amplitude`` and length scale ``residual_length_scale``
+  decades, drawn as a sum of random Fourier features (Rahimi & Recht 2007, "Random Features for
+  Large-Scale Kernel Machines"): ``s * sqrt(2/M) * sum_m cos(w_m . x + b_m)``, w_m ~ N(0, I / l**2),
+  b_m ~ U(0, 2 pi). Over world seeds its covariance is exactly the RBF kernel; within one world its
+  spatial standard deviation over a wide domain is close to s.
+- seed noise is Gaussian with a sigma that grows with the loss: in the default tier 0.002 nats at
+  L <= 3 rising to 0.05 nats at L >= 7, the seed-repeat envelope Porian et al. 2024 ("Resolving
+  Discrepancies in Compute-Optimal Scaling of Language Models") report on RefinedWeb; the hard tier,
+  0.01 -> 0.10, is their OpenWebText2 envelope. Between L = 3 and 7, log sigma is linear in log L.
+  Sigma is taken at the point's mean loss L + residual.
+- outliers: with probability ``outlier_prob`` (2 %) a trial adds U(outlier_low, outlier_high) nats, a
+  run gone wrong; Besiroglu et al. 2024 ("Chinchilla Scaling: A replication attempt") find about 2 % of
+  Chinchilla's points were dropped as outliers.
+
+Contract: a world is a pure function of its :class:`WorldConfig`. ``true_loss`` and ``residual`` are
+vectorised and fixed by the config; ``observe(n, d, key)`` is deterministic in (world seed, key), so a
+retried trial reproduces its value, and different keys give independent noise (derive the key from the
+trial id with :func:`observation_key`). The noise streams depend only on (seed, key), not on the law, so
+two worlds with one seed see common random numbers. ``observe`` may return nan or inf where an expression
+law is undefined; that is a diverged trial, data for the caller. The world does not sleep:
+``duration_s`` is for the caller that emulates a trial's wall time. ``compute_optimal`` and
+``exponent_a`` describe the true law (noise-free), the ground truth a planner is scored against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from workers.expr import ExpressionError, check_finite_positive, compile_expression
+from workers.flops import tokens_for_budget
+
+__all__ = ["NoiseConfig", "WorldConfig", "World", "SEED_NOISE_TIERS", "VISIBLE_LAWS", "observation_key"]
+
+# tier -> (sigma at L <= 3, sigma at L >= 7) in nats (Porian et al. 2024; see the module docstring)
+SEED_NOISE_TIERS: dict[str, tuple[float, float]] = {"default": (0.002, 0.05), "hard": (0.01, 0.10),
+                                                    "none": (0.0, 0.0)}
+_SIGMA_LOSSES = (3.0, 7.0)  # sigma is flat below the first and above the second
+
+# The visible worlds of BENCHMARK.md as (E, A, B, alpha, beta); a planner must not be tuned to them.
+VISIBLE_LAWS: dict[str, tuple[float, float, float, float, float]] = {
+    "T0": (1.8172, 482.01, 2085.43, 0.3478, 0.3658),  # Epoch's refit of Chinchilla (Besiroglu et al. 2024)
+    "T1": (1.6934, 406.4, 410.7, 0.33917, 0.28491),  # Chinchilla paper, unrounded
+    "T2": (1.69, 400.0, 400.0, 0.31, 0.31),  # symmetric
+}
+
+N_SEARCH_BOUNDS = (1e2, 1e15)  # parameters; compute_optimal's bracket
+_SEARCH_POINTS = 521  # coarse scan over the bracket (0.025 decades apart) before the bounded refinement
+_N_FEATURES = 512  # random Fourier features: the field's sd is within ~sqrt(2/M) of the configured one
+_CHUNK = 4096  # points per block when evaluating the field, bounding memory at _CHUNK * _N_FEATURES
+# Where an expression law is checked to be finite and positive: the benchmark's design space with a margin
+# that reaches the targets' optima (N ~ 1e10 at C = 1e21).
+_PROBE_N, _PROBE_D = (1e6, 1e11), (1e6, 1e13)
+# Independent random streams of one world seed.
+_STREAM_RESIDUAL, _STREAM_OBSERVE = 0, 1
+
+
+def _nonneg(owner: str, name: str, value, *, positive: bool = False) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    if not math.isfinite(x) or x < 0 or (positive and x == 0):
+        raise ValueError(f"{owner}.{name}={value!r}: expected a finite number {'> 0' if positive else '>= 0'}")
+    return x
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """How a world's observations scatter around its true law (module docstring)."""
+
+    tier: str = "default"  # seed-noise tier: a key of SEED_NOISE_TIERS
+    residual_amplitude: float = 0.015  # nats, sd of the structured residual field
+    residual_length_scale: float = 0.7  # decades in (log10 N, log10 D)
+    outlier_prob: float = 0.02
+    outlier_low: float = 0.05  # nats
+    outlier_high: float = 0.3  # nats
+
+    def __post_init__(self):
+        if self.tier not in SEED_NOISE_TIERS:
+            raise ValueError(f"NoiseConfig.tier={self.tier!r}: expected one of {sorted(SEED_NOISE_TIERS)}")
+        values = {
+            "residual_amplitude": _nonneg("NoiseConfig", "residual_amplitude", self.residual_amplitude),
+            "residual_length_scale": _nonneg("NoiseConfig", "residual_length_scale", self.residual_length_scale,
+                                             positive=True),
+            "outlier_prob": _nonneg("NoiseConfig", "outlier_prob", self.outlier_prob),
+            "outlier_low": _nonneg("NoiseConfig", "outlier_low", self.outlier_low),
+            "outlier_high": _nonneg("NoiseConfig", "outlier_high", self.outlier_high),
+        }
+        if values["outlier_prob"] > 1:
+            raise ValueError(f"NoiseConfig.outlier_prob={self.outlier_prob!r}: expected a probability in [0, 1]")
+        if values["outlier_low"] > values["outlier_high"]:
+            raise ValueError(f"NoiseConfig.outlier_low={self.outlier_low!r} > outlier_high={self.outlier_high!r}: "
+                             "expected low <= high")
+        for name, value in values.items():  # normalised to float so equal configs hash and print alike
+            object.__setattr__(self, name, value)
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """One simulated world: a true law (exactly one of ``law`` and ``expression``), its noise and its seed.
+
+    Frozen and made of tuples, strings and floats, so it is hashable and can enter content-hashed trial ids.
+    """
+
+    law: tuple[float, float, float, float, float] | None = None  # (E, A, B, alpha, beta), Chinchilla form
+    expression: str | None = None  # a law in N and D, e.g. "1.69 + 400/N**0.31 + 400/D**0.31"
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    seed: int = 0
+    duration_s: float = 0.0  # per-trial sleep the caller may emulate; the world itself never sleeps
+
+    def __post_init__(self):
+        if (self.law is None) == (self.expression is None):
+            raise ValueError("WorldConfig: give exactly one of law=(E, A, B, alpha, beta) and expression='...', "
+                             f"got law={self.law!r}, expression={self.expression!r}")
+        if self.law is not None:
+            try:
+                law = tuple(float(x) for x in self.law)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"WorldConfig.law={self.law!r}: expected five numbers (E, A, B, alpha, beta)") from exc
+            if len(law) != 5 or not all(math.isfinite(x) for x in law) or law[0] < 0 or min(law[1:]) <= 0:
+                raise ValueError(f"WorldConfig.law={self.law!r}: expected five finite numbers (E, A, B, alpha, beta) "
+                                 "with E >= 0 and A, B, alpha, beta > 0")
+            object.__setattr__(self, "law", law)
+        else:
+            try:
+                compile_expression(self.expression)
+            except ExpressionError as exc:
+                raise ExpressionError(f"WorldConfig.expression: {exc}") from exc
+        if not isinstance(self.noise, NoiseConfig):
+            raise ValueError(f"WorldConfig.noise={self.noise!r}: expected a NoiseConfig")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+            raise ValueError(f"WorldConfig.seed={self.seed!r}: expected an integer >= 0")
+        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "duration_s", _nonneg("WorldConfig", "duration_s", self.duration_s))
+
+
+def observation_key(trial_id: str) -> int:
+    """A stable observation key for ``World.observe`` from a trial id (first 64 bits of its SHA-256)."""
+    return int.from_bytes(hashlib.sha256(str(trial_id).encode()).digest()[:8], "big")
+
+
+class World:
+    """A simulated world built from a :class:`WorldConfig`; its contract is in the module docstring."""
+
+    def __init__(self, config: WorldConfig):
+        if not isinstance(config, WorldConfig):
+            raise TypeError(f"World needs a WorldConfig, got {type(config).__name__}")
+        self.config = config
+        self._expression = compile_expression(config.expression) if config.expression is not None else None
+        rng = np.random.default_rng([config.seed, _STREAM_RESIDUAL])
+        self._omega = rng.standard_normal((_N_FEATURES, 2)) / config.noise.residual_length_scale
+        self._phase = rng.uniform(0.0, 2.0 * math.pi, _N_FEATURES)
+        if self._expression is not None:
+            n, d = np.meshgrid(np.geomspace(*_PROBE_N, 11), np.geomspace(*_PROBE_D, 15))
+            check_finite_positive(self.true_loss(n, d), n, d,
+                                  what=f"WorldConfig.expression={config.expression!r}")
+
+    def __repr__(self) -> str:
+        law = f"law={self.config.law}" if self.config.law is not None else f"expression={self.config.expression!r}"
+        return f"World({law}, tier={self.config.noise.tier!r}, seed={self.config.seed})"
+
+    def true_loss(self, n, d) -> np.ndarray:
+        """The noiseless law L(N, D), vectorised over anything numpy broadcasts."""
+        n = np.asarray(n, dtype=np.float64)
+        d = np.asarray(d, dtype=np.float64)
+        if self._expression is not None:
+            return self._expression(n, d)
+        e, a, b, alpha, beta = self.config.law
+        with np.errstate(divide="ignore", over="ignore"):
+            return e + a / n**alpha + b / d**beta
+
+    def residual(self, n, d) -> np.ndarray:
+        """The world's fixed smooth residual field at (N, D), in nats (module docstring)."""
+        x, y = np.broadcast_arrays(np.log10(np.asarray(n, dtype=np.float64)),
+                                   np.log10(np.asarray(d, dtype=np.float64)))
+        amplitude = self.config.noise.residual_amplitude
+        if amplitude == 0.0:
+            return np.zeros(x.shape)
+        points = np.stack([x.ravel(), y.ravel()], axis=1)
+        out = np.empty(len(points))
+        for start in range(0, len(points), _CHUNK):
+            block = points[start:start + _CHUNK]
+            out[start:start + _CHUNK] = np.cos(block @ self._omega.T + self._phase).sum(axis=1)
+        return (amplitude * math.sqrt(2.0 / _N_FEATURES) * out).reshape(x.shape)
+
+    def seed_sigma(self, loss) -> np.ndarray:
+        """Seed-noise sd at loss level ``loss``: flat below L = 3 and above L = 7, log-log linear between."""
+        loss = np.asarray(loss, dtype=np.float64)
+        low, high = SEED_NOISE_TIERS[self.config.noise.tier]
+        if high == 0.0:
+            return np.zeros(loss.shape)
+        l0, l1 = _SIGMA_LOSSES
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t = np.clip((np.log(loss) - math.log(l0)) / (math.log(l1) - math.log(l0)), 0.0, 1.0)
+        return np.exp(math.log(low) + t * (math.log(high) - math.log(low)))
+
+    def observe(self, n: float, d: float, key: int) -> float:
+        """One trial's final loss at (n, d); the same (world seed, key) always gives the same value."""
+        if isinstance(key, bool) or not isinstance(key, numbers.Integral) or key < 0:
+            raise ValueError(f"observe key={key!r}: expected an integer >= 0 (see observation_key)")
+        noise = self.config.noise
+        mean = float(self.true_loss(n, d) + self.residual(n, d))
+        rng = np.random.default_rng([self.config.seed, _STREAM_OBSERVE, int(key)])
+        # Draw all three numbers whatever the config, so changing outlier settings leaves seed noise alone.
+        z, u, jump = rng.standard_normal(), rng.random(), rng.uniform(noise.outlier_low, noise.outlier_high)
+        outlier = jump if u < noise.outlier_prob else 0.0
+        return float(mean + float(self.seed_sigma(mean)) * z + outlier)
+
+    def compute_optimal(self, compute: float) -> dict[str, float]:
+        """The true law's compute-optimal point at ``compute`` FLOPs: {"n_opt", "d_opt", "loss"}.
+
+        Minimises L(N, C / 6N) over log N numerically (so expression laws work too): a coarse scan over
+        N_SEARCH_BOUNDS finds the best basin, then a bounded Brent search refines it.
+        """
+        c = _nonneg("compute_optimal", "compute", compute, positive=True)
+
+        def loss_at(log10_n: np.ndarray) -> np.ndarray:
+            n = 10.0 ** np.asarray(log10_n, dtype=np.float64)
+            d = np.array([tokens_for_budget(c, x) for x in n.ravel()]).reshape(n.shape)
+            values = self.true_loss(n, d)
+            return np.where(np.isfinite(values), values, np.inf)
+
+        grid = np.linspace(math.log10(N_SEARCH_BOUNDS[0]), math.log10(N_SEARCH_BOUNDS[1]), _SEARCH_POINTS)
+        values = loss_at(grid)
+        i = int(np.argmin(values))
+        if not np.isfinite(values[i]) or i in (0, len(grid) - 1):
+            raise ValueError(f"compute_optimal({compute!r}): the loss has no interior minimum for N in "
+                             f"{N_SEARCH_BOUNDS} (best at N={10 ** grid[i]:.3g}, loss {values[i]!r}); "
+                             "the law may not depend on both N and D")
+        res = minimize_scalar(lambda x: float(loss_at(x)), bounds=(grid[i - 1], grid[i + 1]), method="bounded",
+                              options={"xatol": 1e-10})
+        n_opt = 10.0 ** float(res.x)
+        d_opt = tokens_for_budget(c, n_opt)
+        return {"n_opt": n_opt, "d_opt": d_opt, "loss": float(self.true_loss(n_opt, d_opt))}
+
+    def exponent_a(self, c1: float, c2: float) -> float:
+        """Local slope a = d log N_opt / d log C of the true law between computes c1 and c2 (N_opt ∝ C^a)."""
+        if float(c1) == float(c2):
+            raise ValueError(f"exponent_a: c1 and c2 must differ, got {c1!r} twice")
+        n1 = self.compute_optimal(c1)["n_opt"]
+        n2 = self.compute_optimal(c2)["n_opt"]
+        return math.log(n2 / n1) / math.log(float(c2) / float(c1))
