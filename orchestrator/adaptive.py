@@ -59,7 +59,7 @@ def snap_compute(log10_c: float) -> float:
 class AdaptivePlanner:
     """See the module docstring. ``storage_path`` is the Optuna journal file."""
 
-    def __init__(self, spec: SweepSpec, factory: TrialFactory, storage_path: str, inner_trials: int = 40):
+    def __init__(self, spec: SweepSpec, factory: TrialFactory, storage_path: str, inner_trials: int = 12):
         self.cfg, self.factory = spec.adaptive, factory
         self.target = spec.fit.target_compute
         self.inner_trials = inner_trials
@@ -77,17 +77,23 @@ class AdaptivePlanner:
                                          load_if_exists=True, direction="minimize")
         self.obs: list[tuple[float, float, float]] = []  # log10 N, log10 D, loss
         self.pending: dict[str, tuple[int, np.ndarray, float]] = {}  # trial_id -> (optuna number, x, flops)
-        self.requeue: list[tuple[float, float, float]] = []  # log10 N, log10 D, budget
+        self.requeue: list[tuple[float, float, float, int]] = []  # log10 N, log10 D, budget, seed
         self.spent = 0.0
         self.n_told = 0
+        self.known: set[str] = set()  # trial ids proposed so far (seeds distinguish replicates)
         self.stopped = ""
         self.theta: np.ndarray | None = None
         self._resume()
+        if self.n_told and not self.requeue:
+            with threadpool_limits(1, user_api="blas"):
+                self._check_stop()  # a finished sweep is known finished before Ray starts
 
     # -- persistence --------------------------------------------------------------------------
     def _resume(self) -> None:
         for t in self.study.get_trials(deepcopy=False):
             x = (t.params.get("log10_n"), t.params.get("log10_d"))
+            if "trial_id" in t.user_attrs:
+                self.known.add(t.user_attrs["trial_id"])
             if t.state == TrialState.COMPLETE:
                 self.obs.append((x[0], x[1], float(t.value)))
                 self.spent += float(t.user_attrs.get("flops", 0.0))
@@ -101,7 +107,7 @@ class AdaptivePlanner:
                     t = self.study.ask(self.dist)
                     x = (t.params["log10_n"], t.params["log10_d"])
                 self.study.tell(t.number, state=TrialState.FAIL)
-                self.requeue.append((x[0], x[1], float(t.user_attrs.get("budget", 0.0))))
+                self.requeue.append((x[0], x[1], float(t.user_attrs.get("budget", 0.0)), int(t.user_attrs.get("seed", 0))))
         if self.obs or self.requeue:
             log.info("adaptive planner resumed: %d finished, %d re-queued, %.3g FLOPs spent",
                      len(self.obs), len(self.requeue), self.spent)
@@ -122,7 +128,9 @@ class AdaptivePlanner:
     def _ask(self, n: int) -> list[TrialConfig]:
         out: list[TrialConfig] = []
         while self.requeue and len(out) < n:
-            out.append(self._register(*self.requeue.pop(0)))
+            ln, ld, budget, seed = self.requeue.pop(0)
+            out.append(self._register(ln, ld, budget, seed=seed))
+        n = min(n, self.cfg.max_trials - self.n_told - len(self.pending))  # pending includes `out`
         if not self.stopped and len(out) < n and not self._check_stop():
             out.extend(self._register(ln, ld, budget) for ln, ld, budget in self._propose(n - len(out)))
         return [t for t in out if t is not None]
@@ -146,15 +154,22 @@ class AdaptivePlanner:
             self._check_stop()
 
     # -- internals ----------------------------------------------------------------------------
-    def _register(self, ln: float, ld: float, budget: float) -> TrialConfig | None:
-        trial = self.factory.make(10**ln, 10**ld, budget, 0, "adaptive")
-        if trial.trial_id in self.pending:  # the same point twice in one batch: run it once
+    def _register(self, ln: float, ld: float, budget: float, seed: int | None = None) -> TrialConfig | None:
+        """A trial for the point; ``seed`` is given for a re-queued trial (same id as before)."""
+        # Proposing a point again means replicating it: a new seed, hence a new trial id and
+        # an independent observation (the same id would only return the stored result).
+        for s in ([seed] if seed is not None else range(1000)):
+            trial = self.factory.make(10**ln, 10**ld, budget, s, "adaptive")
+            if seed is not None or trial.trial_id not in self.known:
+                break
+        if trial.trial_id in self.pending:
             return None
+        self.known.add(trial.trial_id)
         x = np.array([math.log10(trial.n_params), math.log10(trial.tokens)])
         self.study.enqueue_trial({"log10_n": float(x[0]), "log10_d": float(x[1])})
         ot = self.study.ask(self.dist)
         flops = train_flops(trial.n_params, trial.tokens)
-        for key, value in (("trial_id", trial.trial_id), ("flops", flops), ("budget", budget)):
+        for key, value in (("trial_id", trial.trial_id), ("flops", flops), ("budget", budget), ("seed", trial.seed)):
             ot.set_user_attr(key, value)
         self.pending[trial.trial_id] = (ot.number, x, flops)
         return trial
@@ -262,14 +277,14 @@ class AdaptivePlanner:
     def _best_point(self, model: DesignModel) -> tuple[float, float, float] | None:
         remaining = self._remaining()
         # Coarse vectorised scan of the region in (log10 C, log10 D/N) ...
-        lc, lr = np.meshgrid(np.linspace(*self.bounds_c, 33), np.linspace(*self.bounds_r, 25))
+        lc, lr = np.meshgrid(np.linspace(*self.bounds_c, 49), np.linspace(*self.bounds_r, 31))
         score, *_ = self._score(model, lc.ravel(), lr.ravel(), remaining)
         if not (score > 0).any():
             return None
         # ... then Optuna refines from its best points (TPE over the same box).
         inner = optuna.create_study(direction="maximize",
                                     sampler=optuna.samplers.TPESampler(seed=int(self.rng.integers(2**31)),
-                                                                       n_startup_trials=8, multivariate=True))
+                                                                       n_startup_trials=4, multivariate=True))
         for i in np.argsort(score)[::-1][:4]:
             inner.enqueue_trial({"log10_c": float(lc.ravel()[i]), "log10_r": float(lr.ravel()[i])})
 

@@ -84,3 +84,26 @@ def test_bad_query_and_missing_results(finished_sweep, capsys, tmp_path):
     assert "no_such_column" in err and "\n" not in err.strip()
     assert main(["fit", str(tmp_path / "nowhere")]) == 2
     assert "results directory not found" in capsys.readouterr().err
+
+
+
+def test_simulated_adaptive_sweep_through_ray(ray_cluster, tmp_path, capsys):
+    """trainer: simulated + planner: adaptive through real Ray tasks; a re-run trains nothing."""
+    spec = {
+        "name": "sim", "trainer": "simulated", "planner": "adaptive", "results": str(tmp_path / "results"),
+        "world": {"law": {"E": 1.69, "A": 400, "B": 400, "alpha": 0.31, "beta": 0.31}, "seed": 1},
+        "adaptive": {"min_flops": 1e15, "max_flops": 1e17, "n_range": [1e6, 1e9], "flop_budget": 5e17,
+                     "max_trials": 24, "initial_trials": 6},
+        "fit": {"target_compute": 1e19},
+    }
+    path = tmp_path / "sim.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Adaptive planner stopped:" in out and "Fitted law" in out
+    trials = load_trials(str(tmp_path / "results" / "sim"))
+    assert 6 <= len(trials) <= 24 and (trials["status"] == "completed").all()
+    assert (6.0 * trials["n_params"] * trials["tokens"]).sum() <= 5e17 * 1.001
+    assert main(["run", str(path)]) == 0
+    assert "0 trained now" in capsys.readouterr().out
+    assert len(load_trials(str(tmp_path / "results" / "sim"))) == len(trials)

@@ -1,0 +1,132 @@
+"""Planner contract (every planner), and the adaptive planner's budget, region and resume."""
+
+import math
+import os
+
+import optuna
+import pytest
+
+from orchestrator.adaptive import AdaptivePlanner
+from orchestrator.driver import Driver
+from orchestrator.executor import InlineExecutor
+from orchestrator.plan import TrialFactory, plan_trials
+from orchestrator.planner import StaticPlanner
+from orchestrator.spec import parse_spec
+from workers.store import ResultStore
+from workers.trial import run_trial
+
+T0 = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+
+
+def sim_spec(root, planner="adaptive", **adaptive):
+    spec = {"name": "sim", "trainer": "simulated", "results": str(root), "fit": {"target_compute": 1e20},
+            "world": {"law": T0, "seed": 3, "noise": {"residual_amplitude": 0.01}}}
+    if planner == "adaptive":
+        spec["planner"] = "adaptive"
+        spec["adaptive"] = {"min_flops": 1e15, "max_flops": 1e18, "n_range": [1e6, 3e9], "dn_range": [1, 1000],
+                            "flop_budget": 3e18, "max_trials": 40, "initial_trials": 6, **adaptive}
+    else:
+        spec["sweep"] = {"kind": "isoflop", "budgets": [1e15, 1e16, 1e17], "model_sizes": [3e6, 1e7, 3e7]}
+    return parse_spec(spec)
+
+
+def make_planner(kind, root):
+    spec = sim_spec(root, kind)
+    factory = TrialFactory(spec)
+    os.makedirs(spec.sweep_dir, exist_ok=True)
+    if kind == "static":
+        return spec, StaticPlanner(plan_trials(spec, factory))
+    return spec, AdaptivePlanner(spec, factory, os.path.join(spec.sweep_dir, "planner.journal"))
+
+
+@pytest.mark.parametrize("kind", ["static", "adaptive"])
+def test_contract_every_asked_trial_is_told_once(kind, tmp_path):
+    spec, planner = make_planner(kind, tmp_path)
+    told = []
+    original = planner.tell
+
+    def tell(trial, result):
+        told.append(trial.trial_id)
+        original(trial, result)
+
+    planner.tell = tell
+    asked = []
+    while not planner.finished() or len(told) < len(asked):
+        batch = planner.ask(3)
+        assert len(batch) <= 3
+        asked.extend(t.trial_id for t in batch)
+        if not batch and len(told) == len(asked):
+            break
+        for t in batch:
+            planner.tell(t, run_trial(t))
+    assert sorted(told) == sorted(asked) and len(set(asked)) == len(asked)
+    assert planner.finished()
+    n, flops = planner.expected()
+    assert n >= 1 and flops > 0
+
+
+def run_adaptive(root, executor_slots=4, **adaptive):
+    spec = sim_spec(root, **adaptive)
+    os.makedirs(spec.sweep_dir, exist_ok=True)
+    store = ResultStore(spec.sweep_dir)
+    planner = AdaptivePlanner(spec, TrialFactory(spec), os.path.join(spec.sweep_dir, "planner.journal"))
+    Driver(planner, store, InlineExecutor(slots=executor_slots), poll_s=0).run()
+    return spec, planner, store.read_table("trials").to_pandas()
+
+
+def test_adaptive_stays_in_region_and_budget(tmp_path):
+    spec, planner, trials = run_adaptive(tmp_path)
+    a = spec.adaptive
+    flops = 6.0 * trials["n_params"] * trials["tokens"]
+    assert flops.sum() <= a.flop_budget * 1.001
+    assert (flops >= a.min_flops * 0.99).all() and (flops <= a.max_flops * 1.01).all()
+    assert trials["n_params"].between(a.n_range[0] * 0.99, a.n_range[1] * 1.01).all()
+    ratio = trials["tokens"] / trials["n_params"]
+    assert ratio.between(a.dn_range[0] * 0.98, a.dn_range[1] * 1.02).all()
+    assert planner.stopped
+    # points sit on quarter-decade compute levels, so IsoFLOP groups form
+    assert (abs(4 * trials["budget"].map(math.log10) - (4 * trials["budget"].map(math.log10)).round()) < 1e-9).all()
+
+
+def test_adaptive_learns_the_frontier(tmp_path):
+    from orchestrator.fit import compute_optimal, fit_approach3
+    from workers.world import World, WorldConfig
+
+    _, _, trials = run_adaptive(tmp_path, flop_budget=5e18, max_trials=60)
+    fit = fit_approach3(trials["n_params"], trials["tokens"], trials["eval_loss"])
+    truth = World(WorldConfig(law=tuple(T0.values()))).compute_optimal(1e20)
+    est = compute_optimal(fit.params, 1e20)
+    assert abs(math.log(est["n_opt"] / truth["n_opt"])) < 0.35
+    assert abs(est["loss"] / truth["loss"] - 1) < 0.02
+
+
+def test_every_proposal_is_an_optuna_trial(tmp_path):
+    spec, planner, trials = run_adaptive(tmp_path, max_trials=12)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(os.path.join(spec.sweep_dir, "planner.journal")))
+    study = optuna.load_study(study_name="scalesweep-sim", storage=storage)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert {t.user_attrs["trial_id"] for t in done} == set(trials["trial_id"])
+    for t in done:
+        row = trials[trials["trial_id"] == t.user_attrs["trial_id"]].iloc[0]
+        assert t.value == pytest.approx(row["eval_loss"])
+        assert 10 ** t.params["log10_n"] == pytest.approx(row["n_params"], rel=1e-9)
+
+
+def test_resume_fails_running_trials_and_asks_them_again(tmp_path):
+    spec = sim_spec(tmp_path)
+    os.makedirs(spec.sweep_dir, exist_ok=True)
+    journal = os.path.join(spec.sweep_dir, "planner.journal")
+    first = AdaptivePlanner(spec, TrialFactory(spec), journal)
+    batch = first.ask(4)
+    for t in batch[:2]:
+        first.tell(t, run_trial(t))
+    # the driver dies here: two trials are RUNNING in the journal
+    second = AdaptivePlanner(spec, TrialFactory(spec), journal)
+    assert len(second.obs) == 2 and len(second.requeue) == 2
+    again = second.ask(2)
+    assert {t.trial_id for t in again} == {t.trial_id for t in batch[2:]}
+    study = second.study
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.FAIL) == 2
+    assert states.count(optuna.trial.TrialState.RUNNING) == 2
