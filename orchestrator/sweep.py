@@ -20,6 +20,7 @@ from orchestrator.analysis import SweepFit, analyse
 from orchestrator.driver import Driver, ProgressSink
 from orchestrator.errors import UserError
 from orchestrator.executor import Executor, RayExecutor
+from orchestrator.lock import DriverLock
 from orchestrator.plan import TrialFactory, plan_trials
 from orchestrator.planner import Planner, StaticPlanner
 from orchestrator.spec import SweepSpec
@@ -93,6 +94,14 @@ def run_sweep(spec: SweepSpec, executor_factory=None, sink: ProgressSink | None 
     factory = TrialFactory(spec, cache_dir)
     static = plan_trials(spec, factory) if spec.planner == "static" else []
     store = _open_for_writing(spec)
+    if "://" in spec.sweep_dir:
+        log.warning("no driver lock on object storage: do not run two drivers on %s at once", spec.sweep_dir)
+        return _run(spec, store, factory, static, executor_factory, sink, write_report)
+    with DriverLock(spec.sweep_dir):
+        return _run(spec, store, factory, static, executor_factory, sink, write_report)
+
+
+def _run(spec, store, factory, static, executor_factory, sink, write_report) -> SweepOutcome:
     _record_spec(spec, store, static)
 
     planner: Planner

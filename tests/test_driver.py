@@ -2,6 +2,8 @@
 
 import math
 
+from conftest import ROOT
+
 import pytest
 
 from orchestrator.driver import Driver
@@ -78,3 +80,26 @@ def test_keeps_slots_busy(trials, tmp_path):
 
     Driver(StaticPlanner(trials), store, Watching(fake_trainer(store, []), slots=3), poll_s=0).run()
     assert seen[0] == 4  # slots + one queued
+
+
+def test_second_driver_on_one_sweep_is_refused_until_the_first_exits(tmp_path):
+    import subprocess
+    import sys
+
+    from orchestrator.errors import UserError
+    from orchestrator.lock import DriverLock
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, %r)\n"
+        "from orchestrator.lock import DriverLock\n"
+        "lock = DriverLock(%r).acquire(); print('locked', flush=True); time.sleep(60)") % (str(ROOT), str(tmp_path))],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UserError, match=rf"another scalesweep driver is running this sweep \(pid {holder.pid}"):
+            DriverLock(str(tmp_path)).acquire()
+    finally:
+        holder.kill()  # like kill -9: the kernel drops the lock with the process
+        holder.wait()
+    with DriverLock(str(tmp_path)):
+        pass

@@ -52,3 +52,25 @@ def test_empty_store(store):
 def test_status_finished():
     assert TrialStatus.COMPLETED.is_finished() and TrialStatus.DIVERGED.is_finished()
     assert not TrialStatus.FAILED.is_finished()
+
+
+def test_damaged_and_old_files_are_skipped_or_conformed(store, caplog):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store.write_trial(row("good"))
+    with store.fs.open_output_stream(f"{store.root}/trials/truncated.parquet") as f:
+        f.write(b"PAR1\x00\x01 not really parquet")
+    old = pa.table({"trial_id": ["old"], "status": ["completed"], "eval_loss": [2.5], "legacy_col": [1]})
+    with store.fs.open_output_stream(f"{store.root}/trials/old.parquet") as f:
+        pq.write_table(old, f)
+    foreign = pa.table({"x": [1]})
+    with store.fs.open_output_stream(f"{store.root}/trials/foreign.parquet") as f:
+        pq.write_table(foreign, f)
+    with caplog.at_level("WARNING"):
+        t = store.read_table("trials")
+    assert sorted(t.column("trial_id").to_pylist()) == ["good", "old"]
+    assert t.schema == TRIALS_SCHEMA and "legacy_col" not in t.column_names
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "truncated.parquet" in warned and "foreign.parquet" in warned and "re-run" in warned
+    assert store.trial_statuses() == {"good": TrialStatus.COMPLETED, "old": TrialStatus.COMPLETED}

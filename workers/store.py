@@ -19,6 +19,7 @@ Contract (tested for local and in-memory filesystems alike): ``write_trial`` the
 from __future__ import annotations
 
 import enum
+import logging
 import uuid
 
 import pyarrow as pa
@@ -26,6 +27,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 __all__ = ["TrialStatus", "TRIALS_SCHEMA", "STEPS_SCHEMA", "ResultStore"]
+
+log = logging.getLogger(__name__)
 
 
 class TrialStatus(str, enum.Enum):
@@ -112,12 +115,24 @@ class ResultStore:
         )
 
     def read_table(self, table: str) -> pa.Table:
-        """Every committed row of ``table`` ("trials" or "steps")."""
+        """Every committed row of ``table`` ("trials" or "steps") in the current schema.
+
+        A damaged file (truncated, not Parquet, missing key columns) is skipped with a warning
+        naming it: reading results must never crash on one bad file. Columns an older schema
+        lacks come back as nulls; columns this version does not know are dropped.
+        """
         schema = TRIALS_SCHEMA if table == "trials" else STEPS_SCHEMA
-        parts = [pq.read_table(p, filesystem=self.fs) for p in self.list_files(table)]
+        parts = []
+        for path in self.list_files(table):
+            try:
+                part = pq.read_table(path, filesystem=self.fs)
+                parts.append(_conform(part, schema))
+            except (pa.ArrowException, OSError, ValueError) as e:
+                log.warning("skipping damaged results file %s (%s); delete it and re-run the sweep to "
+                            "recompute that trial", path, str(e).splitlines()[0] if str(e) else type(e).__name__)
         if not parts:
             return schema.empty_table()
-        return pa.concat_tables(parts, promote_options="default")
+        return pa.concat_tables(parts)
 
     def trial_statuses(self) -> dict[str, TrialStatus]:
         """trial_id -> status of every committed trial row."""
@@ -133,6 +148,20 @@ class ResultStore:
         with self.fs.open_output_stream(tmp) as out:
             out.write(text.encode())
         self.fs.move(tmp, f"{self.root}/{name}")
+
+
+def _conform(part: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``part`` in ``schema``: missing columns as nulls, unknown ones dropped, types cast."""
+    key = "trial_id"
+    if key not in part.column_names:
+        raise ValueError(f"no {key} column (not a scalesweep {schema.names[0]!r} file?)")
+    cols = []
+    for f in schema:
+        if f.name in part.column_names:
+            cols.append(part.column(f.name).cast(f.type))
+        else:
+            cols.append(pa.nulls(part.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def _as_uri(root: str) -> str:
