@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 TRAINER_VERSION = "gpt-1"
 SIMULATOR_VERSION = "sim-1"
 
-# TrainConfig fields that only change how often metrics are recorded, not the result.
-_NOT_HASHED = {"n_evals", "log_every"}
+# TrainConfig fields that only change how often metrics and checkpoints are recorded, not
+# the result (a resumed trial ends exactly where an uninterrupted one does).
+_NOT_HASHED = {"n_evals", "log_every", "checkpoint_every_s"}
 
 
 def content_id(payload: dict) -> str:
@@ -71,6 +72,7 @@ def train_config(spec: SweepSpec) -> TrainConfig:
         eval_tokens=spec.data.eval_tokens if spec.data else 0,
         n_evals=t.n_evals,
         log_every=t.log_every,
+        checkpoint_every_s=t.checkpoint_every_s,
     )
 
 

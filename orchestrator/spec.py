@@ -97,6 +97,10 @@ class TrainSpec(_Strict):
     n_evals: int = Field(4, ge=0, le=1000)
     log_every: int = Field(10, ge=1)
     min_steps: int = Field(20, ge=1)
+    # Wall seconds between checkpoints of a running trial (0 disables), taken at the next
+    # log_every boundary; a trial retried after preemption resumes from its last one. Wall
+    # time rather than steps because what preemption costs is wall time. Not in the trial id.
+    checkpoint_every_s: float = Field(600.0, ge=0, allow_inf_nan=False)
 
 
 class ResourceSpec(_Strict):

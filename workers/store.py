@@ -5,6 +5,8 @@ it should keep and never trains a finished point again)::
 
     <root>/trials/<trial_id>.parquet   one row, schema TRIALS_SCHEMA, written last
     <root>/steps/<trial_id>.parquet    the trial's step rows, schema STEPS_SCHEMA
+    <root>/checkpoints/<trial_id>.pt   a running trial's training state (workers.train);
+                                       deleted once the trial's rows are committed
 
 A trial row is written after its step rows, so a trial row is the commit record: when it
 exists, everything about that trial does. Writes go to a temporary name in the same
@@ -14,6 +16,8 @@ atomic on POSIX filesystems; object stores publish a whole object at once).
 ``root`` is a local path or any URI pyarrow's filesystems understand (s3://, gs://, ...).
 Contract (tested for local and in-memory filesystems alike): ``write_trial`` then
 ``finished_ids`` includes the id; ``read_trials`` returns every committed row.
+``write_bytes`` / ``read_bytes`` / ``delete`` move opaque blobs (checkpoints) by a path
+relative to ``root``, with the same write-then-rename atomicity.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["TrialStatus", "TRIALS_SCHEMA", "STEPS_SCHEMA", "ResultStore"]
+__all__ = ["TrialStatus", "TRIALS_SCHEMA", "STEPS_SCHEMA", "ResultStore", "checkpoint_path"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,11 @@ STEPS_SCHEMA = pa.schema(
         ("wall_s", pa.float64()),
     ]
 )
+
+
+def checkpoint_path(trial_id: str) -> str:
+    """Where a trial's checkpoint lives, relative to the sweep's root."""
+    return f"checkpoints/{trial_id}.pt"
 
 
 class ResultStore:
@@ -148,6 +157,43 @@ class ResultStore:
         with self.fs.open_output_stream(tmp) as out:
             out.write(text.encode())
         self.fs.move(tmp, f"{self.root}/{name}")
+
+    def _abs(self, rel_path: str) -> str:
+        parts = rel_path.split("/")
+        if rel_path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"expected a relative path inside the sweep without '.', '..' or empty parts, got {rel_path!r}")
+        return f"{self.root}/{rel_path}"
+
+    def write_bytes(self, rel_path: str, data: bytes) -> None:
+        """Write ``data`` at ``root/rel_path`` atomically: a reader sees the old blob or the new, never half."""
+        path = self._abs(rel_path)
+        parent, _, name = path.rpartition("/")
+        self.fs.create_dir(parent, recursive=True)
+        tmp = f"{parent}/.tmp-{uuid.uuid4().hex[:8]}-{name}"
+        with self.fs.open_output_stream(tmp) as out:
+            out.write(data)
+        self.fs.move(tmp, path)
+
+    def read_bytes(self, rel_path: str) -> bytes | None:
+        """The blob at ``root/rel_path``, or None when there is none."""
+        path = self._abs(rel_path)
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        try:
+            with self.fs.open_input_stream(path) as f:
+                return f.read()
+        except FileNotFoundError:  # deleted between the check and the open
+            return None
+
+    def delete(self, rel_path: str) -> None:
+        """Remove the blob at ``root/rel_path``; nothing to do when it does not exist."""
+        path = self._abs(rel_path)
+        if self.fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return
+        try:
+            self.fs.delete_file(path)
+        except FileNotFoundError:  # deleted concurrently: the outcome is the same
+            pass
 
 
 def _conform(part: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -8,22 +8,43 @@ gradient clipping at 1.0, linear warmup then cosine decay to ``min_lr_ratio`` of
 over exactly the trial's steps (Hoffmann et al. 2022, section 3: the cosine cycle length
 must match the number of training tokens, or the loss is overestimated). Metrics stay off
 the hot path: the loss is summed on the device and read back only every ``log_every`` steps.
+
+Preemption: every ``checkpoint_every_s`` wall seconds, at the next log boundary (where the
+step rows and the loss accumulator agree), the model, optimiser, step rows and last losses
+go to ``<sweep>/checkpoints/<trial_id>.pt`` in the result store. A retried trial (Ray
+re-running a killed task, or a re-run sweep) restores that state and continues with the next
+step; batches depend only on (seed, step) (:mod:`workers.data`), so it ends with exactly the
+loss of an uninterrupted run. :func:`workers.trial.run_trial` deletes the checkpoint once the
+trial's rows are committed. Checkpoints are read with ``weights_only=True``: tensors and
+plain containers only, never arbitrary pickled objects from storage.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import math
 import time
+from typing import Callable
 
 import torch
 
 from workers.data import load_corpus
 from workers.flops import train_flops
 from workers.model import GPT
-from workers.store import TrialStatus
+from workers.store import ResultStore, TrialStatus, checkpoint_path
 from workers.trial import TrainConfig, TrialConfig, trial_row
 
-__all__ = ["train", "lr_at", "evaluate"]
+__all__ = ["train", "lr_at", "evaluate", "CHECKPOINT_VERSION"]
+
+log = logging.getLogger(__name__)
+
+# Bump when the checkpoint layout changes; a checkpoint of another version is ignored.
+CHECKPOINT_VERSION = 1
+
+# Called with the number of steps done after each log boundary (and after its checkpoint).
+# A no-op; tests replace it to interrupt a trial at a known step.
+_after_log_boundary: Callable[[int], None] = lambda steps_done: None
 
 
 def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
@@ -52,6 +73,59 @@ def _optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.opti
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
 
 
+def _build(cfg: TrialConfig, device: torch.device) -> tuple[GPT, torch.optim.AdamW]:
+    torch.manual_seed(cfg.seed)  # the only randomness: initial weights (no dropout)
+    model = GPT(cfg.shape).to(device)
+    return model, _optimizer(model, cfg.train, device)
+
+
+def _save_checkpoint(store: ResultStore, cfg: TrialConfig, steps_done: int, model: GPT,
+                     opt: torch.optim.Optimizer, steps: list[dict], train_loss: float, eval_loss: float,
+                     elapsed_s: float) -> None:
+    state = {
+        "version": CHECKPOINT_VERSION,
+        "trial_id": cfg.trial_id,
+        "total_steps": cfg.steps,
+        "step": steps_done,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "steps": steps,  # dicts of str/int/float/None: loadable with weights_only
+        "train_loss": train_loss,
+        "eval_loss": eval_loss,
+        "elapsed_s": elapsed_s,
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    try:
+        store.write_bytes(checkpoint_path(cfg.trial_id), buf.getvalue())
+    except OSError as e:  # the trial's result does not depend on it; only its preemption cover does
+        log.warning("trial %s: writing checkpoint %s/%s at step %d failed (%s); training on without it",
+                    cfg.trial_id, store.uri, checkpoint_path(cfg.trial_id), steps_done, e)
+
+
+def _load_checkpoint(store: ResultStore, cfg: TrialConfig, device: torch.device) -> dict | None:
+    """The trial's checkpoint if there is a usable one, else None (a bad one is warned about)."""
+    where = f"{store.uri}/{checkpoint_path(cfg.trial_id)}"
+    try:
+        data = store.read_bytes(checkpoint_path(cfg.trial_id))
+        if data is None:
+            return None
+        # weights_only: tensors and primitive containers only, so a file in storage cannot
+        # run code when loaded. map_location: a GPU checkpoint resumes on CPU and vice versa.
+        state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+        expected = (CHECKPOINT_VERSION, cfg.trial_id, cfg.steps)
+        found = (state.get("version"), state.get("trial_id"), state.get("total_steps"))
+        if found != expected:
+            raise ValueError(f"(version, trial_id, total_steps) = {found}, expected {expected}")
+        if not (isinstance(state["step"], int) and 0 < state["step"] < cfg.steps and isinstance(state["steps"], list)):
+            raise ValueError(f"step {state['step']!r} outside 1..{cfg.steps - 1}")
+    except Exception as e:  # any unreadable checkpoint means: start over, never crash
+        log.warning("trial %s: ignoring unusable checkpoint %s (%s: %s); training from step 0",
+                    cfg.trial_id, where, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        return None
+    return state
+
+
 @torch.no_grad()
 def evaluate(model: GPT, corpus, cfg: TrainConfig, batch_size: int, seq_len: int, device: torch.device) -> float:
     model.eval()
@@ -64,9 +138,13 @@ def evaluate(model: GPT, corpus, cfg: TrainConfig, batch_size: int, seq_len: int
     return total / count
 
 
-def train(cfg: TrialConfig) -> tuple[dict, list[dict]]:
-    """Train and evaluate; returns (trial row, step rows). Raises on errors in the trial."""
+def train(cfg: TrialConfig, store: ResultStore | None = None) -> tuple[dict, list[dict]]:
+    """Train and evaluate; returns (trial row, step rows). Raises on errors in the trial.
+
+    Resumes from, and writes, the trial's checkpoint in ``store`` (default: ``cfg.results``).
+    """
     t0 = time.perf_counter()
+    store = store if store is not None else ResultStore(cfg.results)
     torch.set_num_threads(max(1, int(cfg.threads)))
     device = _device(cfg.device)
     corpus = load_corpus(cfg.data)
@@ -76,17 +154,33 @@ def train(cfg: TrialConfig) -> tuple[dict, list[dict]]:
     seq_len = shape.seq_len
     batch_size = tc.batch_tokens // seq_len
     n_steps = cfg.steps
-    torch.manual_seed(cfg.seed)
-    model = GPT(shape).to(device)
+    model, opt = _build(cfg, device)
     n_params = model.num_params()
-    opt = _optimizer(model, tc, device)
     eval_at = {round(n_steps * (i + 1) / (tc.n_evals + 1)) - 1 for i in range(tc.n_evals)} | {n_steps - 1}
 
     steps: list[dict] = []
-    loss_sum = torch.zeros((), device=device)
-    window = 0
+    start = 0
     status, train_loss, eval_loss = TrialStatus.COMPLETED, float("nan"), float("nan")
-    for step in range(n_steps):
+    ckpt = _load_checkpoint(store, cfg, device)
+    if ckpt is not None:
+        try:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+        except Exception as e:  # e.g. a shape mismatch: the half-restored model is rebuilt
+            log.warning("trial %s: cannot restore checkpoint state (%s: %s); training from step 0",
+                        cfg.trial_id, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            model, opt = _build(cfg, device)
+        else:
+            start, steps = ckpt["step"], ckpt["steps"]
+            train_loss, eval_loss = ckpt["train_loss"], ckpt["eval_loss"]
+            t0 -= ckpt["elapsed_s"]  # wall_s counts the time trained before the interruption
+            log.info("resuming trial %s from step %d of %d", cfg.trial_id, start, n_steps)
+        del ckpt
+    saved_at = time.perf_counter()
+
+    loss_sum = torch.zeros((), device=device)
+    window = 0  # checkpoints are taken at log boundaries, so a resumed window starts empty
+    for step in range(start, n_steps):
         lr = lr_at(step, n_steps, tc)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -125,6 +219,12 @@ def train(cfg: TrialConfig) -> tuple[dict, list[dict]]:
                     steps.append(row)
                     break
             steps.append(row)
+            # One clock read per log boundary; none after the last step (the rows follow at once).
+            if tc.checkpoint_every_s > 0 and not last and time.perf_counter() - saved_at >= tc.checkpoint_every_s:
+                _save_checkpoint(store, cfg, step + 1, model, opt, steps, train_loss, eval_loss,
+                                 time.perf_counter() - t0)
+                saved_at = time.perf_counter()
+            _after_log_boundary(step + 1)
     trained = steps[-1]["tokens"] if steps else 0
     row = trial_row(cfg, n_params, status, eval_loss if status is TrialStatus.COMPLETED else float("nan"),
                      train_loss, time.perf_counter() - t0, "", trained)

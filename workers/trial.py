@@ -7,6 +7,7 @@ their rows with :func:`trial_row`, and :func:`run_trial` dispatches between them
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -15,12 +16,14 @@ from typing import TYPE_CHECKING
 from workers.arch import GPTShape
 from workers.data import DataConfig
 from workers.flops import train_flops
-from workers.store import ResultStore, TrialStatus
+from workers.store import ResultStore, TrialStatus, checkpoint_path
 
 if TYPE_CHECKING:
     from workers.world import WorldConfig
 
 __all__ = ["TrainConfig", "TrialConfig", "TrialResult", "trial_row", "run_trial"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class TrainConfig:
     eval_tokens: int = 65536
     n_evals: int = 4  # evaluations during training, plus the final one
     log_every: int = 10
+    # Wall seconds between checkpoints of a GPT trial (0: never). Saved at the first log
+    # boundary after the interval, so a retried trial resumes there (workers.train).
+    checkpoint_every_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -115,11 +121,20 @@ def run_trial(cfg: TrialConfig) -> TrialResult:
         else:
             from workers.train import train
 
-            row, steps = train(cfg)
+            row, steps = train(cfg, store)
     except Exception as e:  # recorded, not swallowed: the row carries the traceback
         tb = traceback.format_exc()
         row = trial_row(cfg, cfg.n_params, TrialStatus.FAILED, float("nan"), float("nan"),
                    time.perf_counter() - t0, f"{type(e).__name__}: {e}\n{tb}")
         steps = None
     store.write_trial(row, steps)
-    return TrialResult(cfg.trial_id, TrialStatus(row["status"]), row["eval_loss"], row["wall_s"], row["error"], row)
+    status = TrialStatus(row["status"])
+    # A finished trial is never trained again, so its checkpoint is garbage once the rows are
+    # committed. A FAILED one keeps it: the re-run that retries it resumes from there.
+    if cfg.world is None and status.is_finished():
+        try:
+            store.delete(checkpoint_path(cfg.trial_id))
+        except OSError as e:  # the result is committed; a stale checkpoint only costs storage
+            log.warning("trial %s committed, but deleting its checkpoint %s/%s failed (%s); delete it by hand",
+                        cfg.trial_id, store.uri, checkpoint_path(cfg.trial_id), e)
+    return TrialResult(cfg.trial_id, status, row["eval_loss"], row["wall_s"], row["error"], row)
