@@ -280,7 +280,7 @@ def format_fit(fit: SweepFit) -> str:
         lines.append(f"Extrapolation check: refit without the {j['n_runs']} runs at C >= {h.threshold:.3g}; predicted - "
                      f"observed loss: mean {j['mean_error_nats']:+.4f} nats, worst {j['max_abs_error_nats']:.4f} nats "
                      f"= {h.max_abs_z:.1f} sigma (residual scale {h.sigma:.4f} nats)")
-    lines.append("Flags: " + ("none (no sign of misspecification)" if not fit.flags else ""))
+    lines.append("Flags:" + ("" if fit.flags else " none (no sign of misspecification)"))
     lines.extend(f"  ! {f}" for f in fit.flags)
     if fit.outliers:
         lines.append(f"Runs with unusually large residuals (more than 3 residual scales; {len(fit.outliers)}):")

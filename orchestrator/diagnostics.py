@@ -20,7 +20,8 @@ import numpy as np
 from orchestrator.fit import InsufficientData, fit_approach3, predict_loss
 from orchestrator.isoflop import flops_str
 
-__all__ = ["Holdout", "residual_scale", "holdout_check", "outliers", "misspecification_flags", "Z_LIMIT"]
+__all__ = ["Holdout", "residual_scale", "held_out_mask", "holdout_check", "outliers", "misspecification_flags",
+           "Z_LIMIT"]
 
 Z_LIMIT = 3.0  # residuals beyond this many sigma are "unusually large"
 N_PARAMS = 5

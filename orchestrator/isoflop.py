@@ -25,7 +25,8 @@ import numpy as np
 from orchestrator.fit import InsufficientData
 
 __all__ = ["IsoFlopMinimum", "PowerLaw", "Approach1Fit", "Approach2Fit", "fit_approach1", "fit_approach2",
-           "fit_isoflop_parabolas", "infer_budgets", "parabola_vertex", "power_law", "MIN_SIZES"]
+           "fit_isoflop_parabolas", "flops_str", "infer_budgets", "lower_envelope", "parabola_vertex", "power_law",
+           "MIN_SIZES"]
 
 MIN_SIZES = 3  # a parabola has 3 coefficients
 

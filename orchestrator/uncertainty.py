@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from orchestrator.fit import (HUBER_DELTA, Approach3Fit, InsufficientData, LawParams, compute_optimal, fit_approach3,
                              lbfgs, optimal_allocation, predict_loss, refine)
@@ -151,10 +152,13 @@ def _refit_approach3(counts, n, d, loss, v_full, delta):
         V[j], f[j], conv[j] = V2[better], f2[better], conv2[better]
         switches += int(better.sum())
     todo = np.flatnonzero(~conv)
-    for i in todo:
-        res = lbfgs(V[i], log_n, log_d, log_l, delta, counts[i])
-        if res.fun <= f[i]:
-            V[i], f[i] = res.x, res.fun
+    # scipy's L-BFGS-B calls BLAS on tiny matrices; BLAS threads only wait on each other there,
+    # badly so when the cores are shared.
+    with threadpool_limits(1, user_api="blas"):
+        for i in todo:
+            res = lbfgs(V[i], log_n, log_d, log_l, delta, counts[i])
+            if res.fun <= f[i]:
+                V[i], f[i] = res.x, res.fun
     return V, switches, len(todo)
 
 

@@ -1,0 +1,183 @@
+"""``analyse`` and ``scalesweep fit``: exclusions, flags, the extrapolation check, any table of
+runs, and the Chinchilla reference refit (when ../shared/data is there)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from orchestrator.analysis import analyse, format_fit
+from orchestrator.cli import main
+from orchestrator.diagnostics import misspecification_flags, residual_scale
+from orchestrator.errors import UserError
+from orchestrator.fit import LawParams, predict_loss
+from orchestrator.uncertainty import Interval, synthetic_isoflop
+from workers.store import ResultStore
+
+LAW = LawParams(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37)
+BUDGETS = (1e18, 1e19, 1e20, 1e21)
+CHINCHILLA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "chinchilla_svg_extracted.csv"
+
+
+def trials(seed=0, noise=0.01, sizes=7, budgets=BUDGETS) -> pd.DataFrame:
+    n, d, loss, budget = synthetic_isoflop(LAW, budgets, sizes, noise, seed)
+    return pd.DataFrame({"name": [f"t{i}" for i in range(len(n))], "status": "completed", "n_params": n,
+                         "tokens": d, "flops": 6 * n * d, "budget": budget, "eval_loss": loss, "error": None})
+
+
+def test_failed_and_diverged_trials_are_left_out_and_counted():
+    t = trials()
+    t.loc[0, ["status", "error"]] = ["failed", "RuntimeError: CUDA out of memory\n  traceback..."]
+    t.loc[1, ["status", "eval_loss"]] = ["diverged", np.nan]
+    t.loc[2, "eval_loss"] = np.inf
+    fit = analyse(t, 1e23, n_boot=0)
+    assert fit.approach3.n_points == len(t) - 3
+    assert (fit.excluded["failed"], fit.excluded["diverged"], fit.excluded["non_finite_loss"]) == (1, 1, 1)
+    text = format_fit(fit)
+    assert "1 failed (the trial raised an error)" in text and "CUDA out of memory" in text
+    assert {r["reason"] for r in fit.to_json()["excluded_runs"]} == {"failed", "diverged", "non_finite_loss"}
+
+
+def test_too_few_completed_trials_is_a_user_error_saying_why():
+    t = trials().iloc[:6].copy()
+    t.loc[t.index[:2], "status"] = "failed"
+    with pytest.raises(UserError, match="needs at least 5 completed runs.*have 4.*2 failed"):
+        analyse(t, 1e23, n_boot=0)
+
+
+def test_intervals_for_every_quantity_in_text_and_json():
+    fit = analyse(trials(), 1e23, n_boot=200)
+    j = fit.to_json()
+    for k in ("E", "A", "B", "alpha", "beta", "a", "b", "n_opt", "d_opt", "loss_opt", "approach2.a", "approach2.b"):
+        assert j["intervals"][k]["80%"][0] <= j["intervals"][k]["80%"][1], k
+        assert len(j["intervals"][k]["95%"]) == 2
+    text = format_fit(fit)
+    assert "80 % interval" in text and "95 % interval" in text and "200 bootstrap resamples" in text
+    json.dumps(j, allow_nan=False)  # NaN has no JSON spelling
+
+
+def test_a_well_specified_law_raises_no_flags_and_passes_the_extrapolation_check():
+    fit = analyse(trials(noise=0.005, sizes=9), 1e23, n_boot=200)
+    assert fit.flags == []
+    assert fit.holdout is not None and fit.holdout.max_abs_z < 3
+    assert set(fit.holdout.names) == {f"t{i}" for i in range(27, 36)}  # the largest budget's runs
+
+
+def test_a_law_that_bends_at_large_compute_fails_the_extrapolation_check():
+    t = trials(noise=0.003, sizes=9, budgets=(1e18, 1e19, 1e20, 1e21, 1e22))
+    big = t["budget"] == 1e22
+    t.loc[big, "eval_loss"] += 0.08  # the largest budget is worse than the law extrapolates
+    fit = analyse(t, 1e23, n_boot=0)
+    assert fit.holdout.max_abs_z > 3
+    assert any("held-out runs" in f for f in fit.flags)
+    assert fit.holdout.errors.mean() < -0.05  # predicted - observed: the law was optimistic
+
+
+def test_an_unbracketed_budget_and_an_outlier_are_reported():
+    t = trials(noise=0.003)
+    low = (t["budget"] == 1e19) & (t["n_params"] < 1.2 * compute_n_opt(1e19))
+    t = t[~low].copy()  # budget 1e19 keeps only sizes above its optimum: its minimum is at the edge
+    t.loc[t.index[5], "eval_loss"] *= 1.08
+    fit = analyse(t, 1e23, n_boot=0)
+    assert [m.at_edge for m in fit.minima] == [False, True, False, False]
+    assert any("edge of the swept sizes for budget(s) 1e19" in f for f in fit.flags)
+    assert fit.outliers[0]["name"] == t["name"].iloc[5]
+    assert fit.outliers[0]["z"] < -3  # predicted - observed: the run is worse than the law
+
+
+def compute_n_opt(c):
+    from orchestrator.fit import compute_optimal
+
+    return compute_optimal(LAW, c)["n_opt"]
+
+
+def test_approaches_2_and_3_disagreeing_is_flagged():
+    iv = lambda est, lo, hi: Interval(est, {0.8: (lo, hi), 0.95: (lo, hi)}, 100)  # noqa: E731
+    flags = misspecification_flags({"a": iv(0.5, 0.48, 0.52), "approach2.a": iv(0.6, 0.55, 0.65)}, None, [])
+    assert len(flags) == 1 and "disagree on a" in flags[0]
+    assert misspecification_flags({"a": iv(0.5, 0.48, 0.52), "approach2.a": iv(0.53, 0.51, 0.55)}, None, []) == []
+
+
+def test_residual_scale_is_robust_to_one_outlier():
+    r = np.random.default_rng(0).normal(0, 0.01, 200)
+    assert residual_scale(r) == pytest.approx(0.01, rel=0.15)
+    r[0] = 10.0
+    assert residual_scale(r) == pytest.approx(0.01, rel=0.15)
+
+
+def test_form_the_data_cannot_support_is_named_not_fatal():
+    t = trials()
+    t = t[(t["budget"] == 1e21) | (t.index % 7 < 2)]  # three budgets with 2 sizes each
+    fit = analyse(t, 1e23, n_boot=0)
+    assert fit.approach2 is None
+    assert "only budget 1e21 has" in fit.unavailable["approach2"]
+    assert "Approach 2: not fitted" in format_fit(fit)
+
+
+def write_results(root: Path, t: pd.DataFrame) -> None:
+    store = ResultStore(str(root))
+    for i, r in t.reset_index(drop=True).iterrows():
+        store.write_trial({"sweep": "s", "trial_id": f"id{i}", "status": r["status"], "n_params": int(r["n_params"]),
+                           "tokens": int(r["tokens"]), "flops": float(r["flops"]), "budget": float(r["budget"]),
+                           "eval_loss": float(r["eval_loss"]), "name": r["name"], "error": r["error"] or ""})
+
+
+def test_cli_fits_a_results_directory(tmp_path, capsys):
+    t = trials()
+    t.loc[3, "status"] = "diverged"
+    write_results(tmp_path / "sweep", t)
+    assert main(["fit", str(tmp_path / "sweep"), "--compute", "1e22", "--bootstrap", "100", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_trials"] == len(t) - 1 and out["excluded"]["diverged"] == 1
+    assert out["target"]["compute"] == 1e22 and out["bootstrap"]["resamples"] == 100
+
+
+def test_cli_fits_a_csv_of_published_runs_with_named_columns(tmp_path, capsys):
+    t = trials()
+    path = tmp_path / "runs.csv"
+    pd.DataFrame({"Model Size": t["n_params"], "Training FLOP": t["flops"], "loss": t["eval_loss"]}).to_csv(path)
+    args = ["fit", str(path), "--n-col", "Model Size", "--c-col", "Training FLOP", "--loss-col", "loss"]
+    assert main(args + ["--bootstrap", "50"]) == 0
+    text = capsys.readouterr().out
+    assert "Fitted law (Approach 3, 28 runs" in text and "budgets inferred from C" in text
+    assert "10x the largest run" in text
+    t.assign(**{"Model Size": t["n_params"]}).to_parquet(tmp_path / "runs.parquet")
+    assert main(["fit", str(tmp_path / "runs.parquet"), "--n-col", "Model Size", "--bootstrap", "0"]) == 0
+
+
+def test_cli_unknown_column_is_one_line_on_stderr_and_status_2(tmp_path, capsys):
+    path = tmp_path / "runs.csv"
+    trials().to_csv(path, index=False)
+    assert main(["fit", str(path), "--n-col", "Model Sz"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "--n-col 'Model Sz': no such column" in err and "n_params" in err
+
+
+def test_cli_names_the_missing_token_or_compute_column(tmp_path, capsys):
+    path = tmp_path / "runs.csv"
+    trials()[["n_params", "eval_loss"]].to_csv(path, index=False)
+    assert main(["fit", str(path)]) == 2
+    assert "--d-col" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not CHINCHILLA.exists(), reason=f"reference data not found at {CHINCHILLA} (../shared/data)")
+def test_chinchilla_reference_refit_and_interval_for_a():
+    df = pd.read_csv(CHINCHILLA)
+    t = pd.DataFrame({"name": [f"row {i}" for i in range(len(df))], "status": "completed",
+                      "n_params": df["Model Size"], "flops": df["Training FLOP"],
+                      "tokens": df["Training FLOP"] / (6 * df["Model Size"]), "eval_loss": df["loss"]})
+    fit = analyse(t, 5.76e23, drop_highest=5)  # default: 1,000 resamples
+    p = fit.approach3.params
+    assert fit.approach3.n_points == 240 and fit.excluded["dropped_highest"] == 5
+    assert p.alpha == pytest.approx(0.3473, abs=0.003) and p.beta == pytest.approx(0.3672, abs=0.003)
+    assert p.E == pytest.approx(1.8172, abs=0.005)
+    assert p.A == pytest.approx(477.8, rel=0.05) and p.B == pytest.approx(2143, rel=0.05)
+    assert fit.approach3.objective <= 1.0185e-3
+    a80 = fit.intervals["a"]
+    assert a80.contains(0.51, 0.80) and 0.02 <= a80.width(0.80) <= 0.12
+    assert np.all(np.isfinite(predict_loss(p, t["n_params"], t["tokens"])))
