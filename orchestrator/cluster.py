@@ -29,6 +29,11 @@ def connect(address: str | None, auth_mode: str, num_cpus: int | None = None, da
         raise ValueError(f"auth mode {auth_mode!r} (expected one of {', '.join(AUTH_MODES)})")
     # Before importing ray: its native layer reads the mode once, at import.
     os.environ["RAY_AUTH_MODE"] = auth_mode
+    if not address:
+        # An embedded cluster is single-node: make Ray take the loopback address as the node IP,
+        # as it does on macOS and Windows, so its servers listen on 127.0.0.1 only (Ray binds its
+        # gRPC servers to the node IP; ray-project/ray#59852). Read by ray at import.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():

@@ -107,3 +107,18 @@ def test_simulated_adaptive_sweep_through_ray(ray_cluster, tmp_path, capsys):
     assert main(["run", str(path)]) == 0
     assert "0 trained now" in capsys.readouterr().out
     assert len(load_trials(str(tmp_path / "results" / "sim"))) == len(trials)
+
+
+def test_embedded_ray_listens_on_loopback_only(ray_cluster):
+    import re
+    import shutil
+    import subprocess
+
+    if not shutil.which("ss"):
+        pytest.skip("needs `ss` (iproute2) to list listening sockets")
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+    ray_lines = [ln for ln in out.splitlines() if re.search(r'"(gcs_server|raylet|ray::[^"]*)"', ln)]
+    assert ray_lines, "no Ray listener found"
+    for line in ray_lines:
+        local = line.split()[3]
+        assert local.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")), line
