@@ -56,6 +56,8 @@ class SweepFit:
     flags: list[str] = field(default_factory=list)
     excluded_runs: list[dict] = field(default_factory=list)
     budgets_inferred: bool = False
+    flops_spent: float = 0.0  # every run's compute, excluded ones included: it was spent
+    n_runs: int = 0  # every run, excluded ones included
 
     def frontier(self, computes) -> list[dict]:
         return [compute_optimal(self.approach3.params, float(c)) for c in computes]
@@ -68,7 +70,9 @@ class SweepFit:
             "a": p.a,
             "b": p.b,
             "objective": self.approach3.objective,
-            "n_trials": self.approach3.n_points,
+            "n_trials": self.n_runs,
+            "n_fitted": self.approach3.n_points,
+            "flops_spent": self.flops_spent,
             "excluded": self.excluded,
             "excluded_reasons": {k: EXCLUSION_REASONS[k] for k, v in self.excluded.items() if v},
             "excluded_runs": self.excluded_runs,
@@ -209,7 +213,14 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
         approach1=a1, unavailable=unavailable, bootstrap=boot, intervals=intervals, holdout=hold,
         outliers=outliers(resid, used["name"].to_numpy(), loss),
         flags=misspecification_flags(intervals, hold, minima), excluded_runs=excluded_runs,
-        budgets_inferred=inferred)
+        budgets_inferred=inferred, flops_spent=_total_flops(trials), n_runs=len(trials))
+
+
+def _total_flops(trials: pd.DataFrame) -> float:
+    if "flops" in trials:
+        return float(pd.to_numeric(trials["flops"], errors="coerce").fillna(0).sum())
+    n, d = (pd.to_numeric(trials[c], errors="coerce").fillna(0) for c in ("n_params", "tokens"))
+    return float((6.0 * n * d).sum())
 
 
 def si(x: float) -> str:

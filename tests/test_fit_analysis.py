@@ -132,7 +132,7 @@ def test_cli_fits_a_results_directory(tmp_path, capsys):
     write_results(tmp_path / "sweep", t)
     assert main(["fit", str(tmp_path / "sweep"), "--compute", "1e22", "--bootstrap", "100", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["n_trials"] == len(t) - 1 and out["excluded"]["diverged"] == 1
+    assert out["n_fitted"] == len(t) - 1 and out["n_trials"] == len(t) and out["excluded"]["diverged"] == 1
     assert out["target"]["compute"] == 1e22 and out["bootstrap"]["resamples"] == 100
 
 
