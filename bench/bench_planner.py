@@ -101,6 +101,8 @@ def run_one(args) -> dict:
     from orchestrator.plan import TrialFactory, plan_trials
     from orchestrator.planner import StaticPlanner
     from orchestrator.spec import parse_spec
+    from orchestrator.design import Z80
+    from orchestrator.discrepancy import discrepancy_sd, estimate_discrepancy
     from orchestrator.uncertainty import bootstrap
     from workers.store import ResultStore
     from workers.world import World
@@ -131,7 +133,9 @@ def run_one(args) -> dict:
         out["M1_a"] = abs(p.a - a_true)
         out["M1_b"] = abs(p.b - (1 - a_true))
         draws = boot.draws
+        disc = estimate_discrepancy(np.stack([np.log10(n), np.log10(d)], axis=1), fit.residuals, seed=seed)
         for c in TARGETS:
+            sd = discrepancy_sd(p.as_vector(), n, d, disc, c)
             tr = truth.compute_optimal(c)
             n_hat, d_hat, l_hat = optimal_allocation(p.E, p.A, p.B, p.alpha, p.beta, c)
             out[f"M2_{c:.0e}"] = abs(l_hat / tr["loss"] - 1)
@@ -139,10 +143,15 @@ def run_one(args) -> dict:
             out[f"M4_{c:.0e}"] = deadweight(truth, n_hat, c)
             with np.errstate(all="ignore"):
                 bn, _, bl = optimal_allocation(draws["E"], draws["A"], draws["B"], draws["alpha"], draws["beta"], c)
-            for key, x, true in (("n", bn, tr["n_opt"]), ("l", bl, tr["loss"])):
+            # The reported interval: bootstrap percentiles united with the residual-GP interval
+            # (orchestrator.analysis does the same for `scalesweep fit`).
+            for key, x, est, s, true in (("n", bn, n_hat, sd["n_opt"], tr["n_opt"]),
+                                          ("l", bl, l_hat, sd["loss_opt"], tr["loss"])):
                 x = x[np.isfinite(x)]
                 lo, hi = np.percentile(x, [10, 90]) if len(x) else (math.nan, math.nan)
+                lo, hi = min(lo, est * math.exp(-Z80 * s)), max(hi, est * math.exp(Z80 * s))
                 out[f"M6_{key}_{c:.0e}"] = bool(lo <= true <= hi)
+                out[f"W80_{key}_{c:.0e}"] = math.log(hi / lo)
     out["wall_s"] = time.perf_counter() - t0
     return out
 
@@ -161,7 +170,7 @@ def deadweight(truth, n_hat: float, c_t: float) -> float:
 
 
 def summarise(rows: list[dict]) -> dict:
-    keys = [k for k in rows[0] if k.startswith("M")]
+    keys = [k for k in rows[0] if k.startswith(("M", "W"))]
     out = {}
     for world in sorted({r["world"] for r in rows}):
         for fraction in sorted({r["fraction"] for r in rows}, key=lambda f: -1 if f is None else f):

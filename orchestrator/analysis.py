@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from orchestrator.discrepancy import Z as DISCREPANCY_Z
+from orchestrator.discrepancy import Discrepancy, discrepancy_sd, estimate_discrepancy
 from orchestrator.diagnostics import Holdout, holdout_check, misspecification_flags, outliers
 from orchestrator.fit import Approach3Fit, InsufficientData, compute_optimal, fit_approach3, predict_loss
 from orchestrator.isoflop import (Approach1Fit, Approach2Fit, IsoFlopMinimum, fit_approach1, fit_approach2,
@@ -28,6 +30,8 @@ from orchestrator.uncertainty import LEVELS, Bootstrap, Interval, bootstrap
 from workers.store import TrialStatus
 
 __all__ = ["SweepFit", "analyse", "format_fit", "usable", "EXCLUSION_REASONS"]
+
+MIN_RUNS_FOR_DISCREPANCY = 8  # fewer runs cannot separate a smooth residual from noise
 
 EXCLUSION_REASONS = {
     "failed": "the trial raised an error",
@@ -56,6 +60,7 @@ class SweepFit:
     flags: list[str] = field(default_factory=list)
     excluded_runs: list[dict] = field(default_factory=list)
     budgets_inferred: bool = False
+    discrepancy: Discrepancy | None = None  # residual GP used to widen the target intervals
     flops_spent: float = 0.0  # every run's compute, excluded ones included: it was spent
     n_runs: int = 0  # every run, excluded ones included
 
@@ -78,6 +83,9 @@ class SweepFit:
             "excluded_runs": self.excluded_runs,
             "target": self.target,
             "intervals": {k: v.to_json() for k, v in self.intervals.items()},
+            "discrepancy": None if self.discrepancy is None else {
+                "s_r": self.discrepancy.s_r, "ell_decades": self.discrepancy.ell, "sigma": self.discrepancy.sigma,
+                "widens": ["a", "b", "n_opt", "d_opt", "loss_opt"]},
             "bootstrap": None if self.bootstrap is None else {
                 "resamples": self.bootstrap.n_boot, "seed": self.bootstrap.seed, "method": "percentile",
                 "basin_switches": self.bootstrap.basin_switches, "polished": self.bootstrap.polished},
@@ -187,7 +195,7 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
     except InsufficientData as e:
         unavailable["approach1"] = str(e)
 
-    boot, intervals = None, {}
+    boot, intervals, disc = None, {}, None
     if n_boot > 0:
         extra = {}
         if a2:
@@ -199,6 +207,10 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
                          approach2_budgets=[m.budget for m in a2.minima] if a2 else (), approach1=a1 is not None,
                          estimates=extra)
         intervals = boot.intervals()
+        if len(used) >= MIN_RUNS_FOR_DISCREPANCY:
+            x = np.stack([np.log10(n), np.log10(d)], axis=1)
+            disc = estimate_discrepancy(x, a3.residuals, seed=seed)
+            intervals = _with_discrepancy(intervals, discrepancy_sd(a3.params.as_vector(), n, d, disc, target_compute))
 
     hold = None
     if extrapolation:
@@ -213,7 +225,26 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
         approach1=a1, unavailable=unavailable, bootstrap=boot, intervals=intervals, holdout=hold,
         outliers=outliers(resid, used["name"].to_numpy(), loss),
         flags=misspecification_flags(intervals, hold, minima), excluded_runs=excluded_runs,
-        budgets_inferred=inferred, flops_spent=_total_flops(trials), n_runs=len(trials))
+        budgets_inferred=inferred, flops_spent=_total_flops(trials), n_runs=len(trials), discrepancy=disc)
+
+
+def _with_discrepancy(intervals: dict[str, Interval], sd: dict[str, float]) -> dict[str, Interval]:
+    """Union of each bootstrap interval with its residual-GP interval (orchestrator.discrepancy)."""
+    out = dict(intervals)
+    for key, s in sd.items():
+        iv = intervals.get(key)
+        if iv is None or not iv.n_draws or not math.isfinite(s):
+            continue
+        bounds = {}
+        for lv, (lo, hi) in iv.bounds.items():
+            z = DISCREPANCY_Z[lv]
+            if key in ("a", "b"):
+                lo_d, hi_d = iv.estimate - z * s, iv.estimate + z * s
+            else:  # sd is of the log
+                lo_d, hi_d = iv.estimate * math.exp(-z * s), iv.estimate * math.exp(z * s)
+            bounds[lv] = (min(lo, lo_d), max(hi, hi_d))
+        out[key] = Interval(iv.estimate, bounds, iv.n_draws)
+    return out
 
 
 def _total_flops(trials: pd.DataFrame) -> float:
@@ -260,6 +291,10 @@ def format_fit(fit: SweepFit) -> str:
     if boot:
         lines.append(f"  {'':<22}{'estimate':>10}  {'80 % interval':<24}  {'95 % interval':<24}"
                      f"({boot.n_boot} bootstrap resamples of the runs, seed {boot.seed})")
+        if fit.discrepancy is not None:
+            dd = fit.discrepancy
+            lines.append(f"  (a, b and the targets' intervals also cover a smooth residual of {dd.s_r * 100:.2g} % "
+                         f"over {dd.ell:g} decades, plus {dd.sigma * 100:.2g} % noise, fitted to the residuals)")
     rows = [("E", "E", g4), ("A", "A", g4), ("B", "B", g4), ("alpha", "alpha", g4), ("beta", "beta", g4),
             ("a (N_opt ∝ C^a)", "a", f3), ("b (D_opt ∝ C^b)", "b", f3)]
     for label, key, fmt in rows:
