@@ -36,7 +36,6 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from orchestrator.design import Z80, DesignModel
-from orchestrator.discrepancy import estimate_discrepancy
 from orchestrator.fit import fit_approach3
 from orchestrator.plan import TrialFactory
 from orchestrator.spec import SweepSpec
@@ -64,8 +63,6 @@ class AdaptivePlanner:
         self.cfg, self.factory = spec.adaptive, factory
         self.target = spec.fit.target_compute
         self.inner_trials = inner_trials
-        self.overhead = spec.adaptive.trial_overhead_flops if spec.adaptive.trial_overhead_flops is not None \
-            else spec.adaptive.min_flops
         a = self.cfg
         self.bounds_n = (math.log10(a.n_range[0]), math.log10(a.n_range[1]))
         self.bounds_c = (math.log10(a.min_flops), math.log10(a.max_flops))
@@ -223,14 +220,9 @@ class AdaptivePlanner:
         # Robust residual scale (MAD), floored: few points understate it. Split as discrepancy
         # (smooth) and i.i.d. noise; the length scale is a prior, not fitted (too few points).
         scale = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), 2e-3)
-        s_r, sigma, ell = scale, 0.5 * scale, 0.5  # prior until there are enough runs to fit them
-        if len(self.obs) >= 20 and len(resid) == len(self.obs):
-            disc = estimate_discrepancy(np.array([[o[0], o[1]] for o in self.obs]), resid)
-            # Floors: a residual field the data cannot resolve yet still exists in real sweeps.
-            s_r, sigma, ell = max(disc.s_r, 0.25 * scale, 1e-3), max(disc.sigma, 1e-3), disc.ell
         x = np.array([[o[0], o[1]] for o in self.obs] + [p[1] for p in self.pending.values()]).reshape(-1, 2)
         w = (1.0 / self.cfg.target_width**2, 1.0 / self.cfg.loss_width**2)
-        return DesignModel(theta, x, self.target, sigma=sigma, s_r=s_r, ell=ell, weights=w)
+        return DesignModel(theta, x, self.target, sigma=0.5 * scale, s_r=scale, ell=0.5, weights=w)
 
     def _feasible(self, lc: np.ndarray, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(log10 N, log10 D, ok) from compute level and D/N ratio (both log10)."""
@@ -276,8 +268,8 @@ class AdaptivePlanner:
     def _score(self, model: DesignModel, lc: np.ndarray, lr: np.ndarray, remaining: float) -> tuple:
         lc = np.round(4 * lc) / 4  # score what would be run: the snapped compute level
         ln, ld, ok = self._feasible(lc, lr)
-        cost = 10**lc + self.overhead  # a trial's fixed costs (start-up, evaluation) count too
-        ok &= (10**lc <= remaining) & (lc >= self.bounds_c[0] - 1e-9) & (lc <= self.bounds_c[1] + 1e-9)
+        cost = 10**lc
+        ok &= (cost <= remaining) & (lc >= self.bounds_c[0] - 1e-9) & (lc <= self.bounds_c[1] + 1e-9)
         gain = model.gains(np.stack([ln, ld], axis=1))
         score = np.where(ok, gain / cost, 0.0)
         return score, ln, ld, cost
@@ -306,4 +298,4 @@ class AdaptivePlanner:
         s, ln, ld, cost = self._score(model, np.array([p["log10_c"]]), np.array([p["log10_r"]]), remaining)
         if s[0] <= 0:
             return None
-        return float(ln[0]), float(ld[0]), float(10 ** (np.round(4 * p["log10_c"]) / 4))
+        return float(ln[0]), float(ld[0]), float(cost[0])

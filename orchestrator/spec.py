@@ -185,10 +185,6 @@ class AdaptiveSpec(_Strict):
     target_width: float = Field(0.1, gt=0)
     loss_width: float = Field(0.01, gt=0)
     max_trials: int = Field(500, ge=1)
-    # Fixed cost of a trial in FLOP-equivalents (start-up, evaluation, scheduling), added to
-    # 6ND when comparing candidates per FLOP; default: min_flops, i.e. the cheapest trial
-    # costs twice its training compute. Stops the planner from buying many tiny trials.
-    trial_overhead_flops: float | None = Field(None, ge=0)
     initial_trials: int = Field(8, ge=5)
     seed: int = Field(0, ge=0)
 
