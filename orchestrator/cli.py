@@ -100,6 +100,62 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _jobs_address(args) -> str:
+    address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise UserError("--address: expected the cluster's dashboard URL, e.g. http://127.0.0.1:8265 "
+                        "(or set RAY_ADDRESS)")
+    # Ray's SDK sends the token itself once the mode says token (read at import).
+    os.environ["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE") or "token"
+    return address
+
+
+def cmd_submit(args) -> int:
+    from orchestrator.jobs import submit, wait_job
+    from orchestrator.spec import load_spec
+
+    load_spec(args.spec)  # a bad spec never reaches the cluster
+    address = _jobs_address(args)
+    job_id = submit(address, args.spec, args.results, pip=not args.no_pip)
+    print(f"Submitted job {job_id}")
+    print(f"Dashboard: {address.rstrip('/')}/#/jobs/{job_id}")
+    print(f"Follow: scalesweep logs {job_id} --address {address}   Stop: scalesweep stop {job_id} --address {address}")
+    if not args.wait:
+        return 0
+    status = wait_job(address, job_id, on_output=lambda text: print(text, end="", flush=True))
+    print(f"Job {job_id}: {status}")
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def cmd_jobs(args) -> int:
+    from orchestrator.jobs import list_jobs
+
+    for j in sorted(list_jobs(_jobs_address(args)), key=lambda j: j.start_time or 0):
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime((j.start_time or 0) / 1000))
+        print(f"{j.submission_id}  {j.status.value:<9}  {started}  {(j.metadata or {}).get('spec', '')}")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    from orchestrator.jobs import job_logs, wait_job
+
+    address = _jobs_address(args)
+    if args.follow:
+        status = wait_job(address, args.job_id, on_output=lambda text: print(text, end="", flush=True))
+        print(f"Job {args.job_id}: {status}")
+    else:
+        print(job_logs(address, args.job_id), end="")
+    return 0
+
+
+def cmd_stop(args) -> int:
+    from orchestrator.jobs import stop_job
+
+    stopped = stop_job(_jobs_address(args), args.job_id)
+    print(f"Job {args.job_id}: {'stop requested' if stopped else 'already finished'}")
+    return 0
+
+
 def cmd_status(args) -> int:
     from orchestrator.analysis import si
     from orchestrator.results import open_results
@@ -227,6 +283,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
     r.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard locally")
     r.set_defaults(fn=cmd_run)
+
+    sb = sub.add_parser("submit", help="submit a sweep to a Ray cluster as a Ray job")
+    sb.add_argument("spec", help="sweep spec inside this project, e.g. specs/quickstart.yaml")
+    sb.add_argument("--address", help="the cluster's dashboard URL, e.g. http://127.0.0.1:8265 (default: RAY_ADDRESS)")
+    sb.add_argument("--results", help="where the job writes results, e.g. s3://bucket/sweeps (default: the spec's)")
+    sb.add_argument("--no-pip", action="store_true",
+                    help="do not install the pinned requirements in the job (the cluster image has them)")
+    sb.add_argument("--wait", action="store_true", help="follow the job's log until it ends; exit 1 if it failed")
+    sb.set_defaults(fn=cmd_submit)
+    for name, fn, helptext in (("jobs", cmd_jobs, "list scalesweep jobs on a cluster"),
+                               ("logs", cmd_logs, "print (or --follow) a job's log"),
+                               ("stop", cmd_stop, "stop a running job")):
+        jp = sub.add_parser(name, help=helptext)
+        if name != "jobs":
+            jp.add_argument("job_id")
+        if name == "logs":
+            jp.add_argument("--follow", action="store_true", help="follow until the job ends")
+        jp.add_argument("--address", help="the cluster's dashboard URL (default: RAY_ADDRESS)")
+        jp.set_defaults(fn=fn)
 
     s = sub.add_parser("status", help="trial counts, FLOPs spent, best loss per budget")
     s.add_argument("results", help="sweep results directory, e.g. results/quickstart")

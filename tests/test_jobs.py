@@ -1,0 +1,107 @@
+"""`scalesweep submit` against a real Ray head started here as a child process (stopped by its
+process group, never `ray stop`), with token authentication: submit, follow to completion,
+read the results; the Jobs API commands around it."""
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ROOT
+from orchestrator import load_trials
+
+pytestmark = pytest.mark.ray
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def head():
+    ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
+    if not os.path.exists(ray_bin):
+        pytest.skip("the `ray` command is not installed")
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+    env.pop("RAY_ADDRESS", None)
+    tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
+    dash = _free_port()
+    proc = subprocess.Popen([ray_bin, "start", "--head", f"--port={_free_port()}", "--num-cpus=2", "--block",
+                             "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+                             f"--temp-dir={tmp}", "--disable-usage-stats"],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{url}/api/version", timeout=2)
+            except urllib.error.HTTPError:
+                break  # answering (401 without the token is fine: the API is up)
+            except OSError:
+                time.sleep(0.5)
+                continue
+            break
+        yield url, env
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cli(env, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], env=dict(env, PYTHONPATH=str(ROOT)),
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_dashboard_refuses_requests_without_the_token(head):
+    url, _ = head
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{url}/api/jobs/", timeout=5)
+    assert e.value.code in (401, 403)
+
+
+def test_submit_follow_and_read_results(head, tmp_path):
+    url, env = head
+    results = tmp_path / "results"
+    # --no-pip: this head runs in the environment that already has the pinned requirements;
+    # installing torch into a fresh virtualenv for the job would take minutes on 2 cores.
+    out = cli(env, "submit", "specs/simulated_grid.yaml", "--address", url, "--results", str(results),
+              "--no-pip", "--wait")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "Submitted job raysubmit_" in out.stdout and f"{url}/#/jobs/raysubmit_" in out.stdout
+    assert "Sweep sim-grid: 81 trials, 81 trained now" in out.stdout  # the job's own log, followed
+    trials = load_trials(str(results / "sim-grid"))
+    assert len(trials) == 81 and set(trials["status"]) == {"completed"}
+    job_id = out.stdout.split("Submitted job ")[1].split()[0]
+    listed = cli(env, "jobs", "--address", url)
+    assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
+    logs = cli(env, "logs", job_id, "--address", url)
+    assert "Fitted law" in logs.stdout
+    stop = cli(env, "stop", job_id, "--address", url)
+    assert stop.returncode == 0 and "already finished" in stop.stdout
+
+
+def test_bad_spec_never_reaches_the_cluster(head, tmp_path):
+    url, env = head
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsweep: {kind: nope}\n")
+    out = cli(env, "submit", str(bad), "--address", url)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "sweep" in out.stderr
+
+
+def test_wrong_token_is_a_one_line_error(head):
+    url, env = head
+    out = cli(dict(env, RAY_AUTH_TOKEN="wrong" * 8), "jobs", "--address", url, timeout=60)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
