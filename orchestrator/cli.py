@@ -60,6 +60,7 @@ class ConsoleSink:
 def cmd_run(args) -> int:
     from orchestrator.analysis import format_fit
     from orchestrator.cluster import connect
+    from orchestrator.metrics import FanOut
     from orchestrator.spec import load_spec
     from orchestrator.sweep import run_sweep
 
@@ -70,18 +71,22 @@ def cmd_run(args) -> int:
     auth = os.environ.get("RAY_AUTH_MODE") or "token"
     cache = os.environ.get("SCALESWEEP_CACHE", "")
 
+    sink = FanOut(ConsoleSink())
+
     def executor():
         from orchestrator.executor import RayExecutor
+        from orchestrator.metrics import RayMetricsSink
 
         t0 = time.monotonic()
         print(f"Starting {connect(address, auth, args.num_cpus, not args.no_dashboard)} "
               f"in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+        sink.sinks.append(RayMetricsSink(spec.name))  # Ray is up now: its metrics API works
         r = spec.resources
         return RayExecutor(r.cpus, r.gpus, r.max_retries)
 
     t0 = time.monotonic()
     try:
-        out = run_sweep(spec, executor_factory=executor, sink=ConsoleSink(), cache_dir=cache)
+        out = run_sweep(spec, executor_factory=executor, sink=sink, cache_dir=cache)
     except KeyboardInterrupt:
         print(f"\nInterrupted. Finished trials are saved; resume with: scalesweep run {args.spec}", file=sys.stderr)
         return 130

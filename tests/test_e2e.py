@@ -122,3 +122,25 @@ def test_embedded_ray_listens_on_loopback_only(ray_cluster):
     for line in ray_lines:
         local = line.split()[3]
         assert local.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")), line
+
+
+def test_driver_exports_sweep_metrics_to_prometheus(finished_sweep):
+    """The sweep's gauges reach the node's Prometheus endpoint (exported every ~10 s)."""
+    import time
+    import urllib.request
+
+    import ray
+
+    port = ray._private.worker._global_node.metrics_export_port
+    deadline, text = time.time() + 60, ""
+    while time.time() < deadline:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        if 'ray_scalesweep_trials_finished{' in text and 'sweep="e2e"' in text:
+            break
+        time.sleep(2)
+    # Ray prefixes application metrics with "ray_".
+    lines = [ln for ln in text.splitlines() if ln.startswith("ray_scalesweep_") and 'sweep="e2e"' in ln]
+    values = {ln.split("{")[0]: float(ln.rsplit(" ", 1)[1]) for ln in lines}
+    assert values.get("ray_scalesweep_trials_finished") == 6, lines
+    assert values.get("ray_scalesweep_flops_spent", 0) > 0 and values.get("ray_scalesweep_tokens_per_second", 0) > 0
+    assert 1.0 < values.get("ray_scalesweep_best_eval_loss", 0) < 5.6
