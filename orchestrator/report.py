@@ -2,7 +2,9 @@
 
 Plots follow the figures readers know from Hoffmann et al. (2022): IsoFLOP curves of loss
 against N per budget (their Figure 3, left), loss against compute with the compute-optimal
-frontier, and N_opt against C (Figure 3, centre). Axes carry units; N, D and C use log scales.
+frontier and its 80 % band, N_opt and D_opt against C for Approaches 2 and 3 (Figure 3,
+centre and right); then residuals with the flagged runs, the order in which points were run
+(the planner's choices), and FLOPs spent over time. Axes carry units; N, D and C use log scales.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from orchestrator.analysis import SweepFit, format_fit  # noqa: E402
-from orchestrator.fit import compute_optimal, predict_loss  # noqa: E402
+from orchestrator.fit import compute_optimal, optimal_allocation, predict_loss  # noqa: E402
 from workers.store import ResultStore  # noqa: E402
 
 __all__ = ["write_report"]
@@ -48,9 +50,12 @@ def _frontier(fit: SweepFit, ax) -> None:
     used = fit.used
     sc = ax.scatter(used["flops"], used["eval_loss"], c=np.log10(used["n_params"]), cmap="plasma", s=22, zorder=3)
     plt.colorbar(sc, ax=ax, label="log10 N")
-    c = np.geomspace(used["flops"].min() / 2, max(used["flops"].max() * 2, fit.target["compute"]), 100)
+    c = _compute_axis(fit)
     front = [compute_optimal(fit.approach3.params, x)["loss"] for x in c]
     ax.plot(c, front, color="black", lw=1.5, label="compute-optimal frontier (Approach 3)")
+    band = _band(fit, c, 2)
+    if band is not None:
+        ax.fill_between(c, band[0], band[1], color="gray", alpha=0.3, label="80 % bootstrap band")
     ax.scatter([fit.target["compute"]], [fit.target["loss"]], marker="x", color="red", s=80,
                label=f"target C = {fit.target['compute']:.2g}: L* = {fit.target['loss']:.3f}")
     ax.set_xscale("log")
@@ -60,26 +65,117 @@ def _frontier(fit: SweepFit, ax) -> None:
     ax.legend(fontsize=8)
 
 
-def _nopt(fit: SweepFit, ax) -> None:
+def _compute_axis(fit: SweepFit) -> np.ndarray:
     used = fit.used
-    c = np.geomspace(used["flops"].min() / 2, max(used["flops"].max() * 2, fit.target["compute"]), 100)
-    ax.plot(c, [compute_optimal(fit.approach3.params, x)["n_opt"] for x in c], color="black",
-            label=f"Approach 3: a = {fit.approach3.params.a:.3f}")
+    return np.geomspace(used["flops"].min() / 2, max(used["flops"].max() * 2, fit.target["compute"]), 100)
+
+
+def _band(fit: SweepFit, computes: np.ndarray, which: int):
+    """10th and 90th percentiles over the bootstrap draws of N_opt (0), D_opt (1) or L* (2)."""
+    b = fit.bootstrap
+    if b is None or "alpha" not in b.draws:
+        return None
+    d = b.draws
+    lo, hi = [], []
+    with np.errstate(all="ignore"):
+        for c in computes:
+            x = optimal_allocation(d["E"], d["A"], d["B"], d["alpha"], d["beta"], c)[which]
+            x = x[np.isfinite(x)]
+            if not len(x):
+                return None
+            lo.append(np.percentile(x, 10))
+            hi.append(np.percentile(x, 90))
+    return np.array(lo), np.array(hi)
+
+
+def _allocation(fit: SweepFit, ax, which: int) -> None:
+    """N_opt (which=0) or D_opt (which=1) against C: Approach 3 with its band, Approach 2."""
+    key, label = ("n_opt", "parameters N_opt") if which == 0 else ("d_opt", "tokens D_opt")
+    c = _compute_axis(fit)
+    a3 = fit.approach3.params
+    ax.plot(c, [compute_optimal(a3, x)[key] for x in c], color="black",
+            label=f"Approach 3: {'a' if which == 0 else 'b'} = {(a3.a if which == 0 else a3.b):.3f}")
+    band = _band(fit, c, which)
+    if band is not None:
+        ax.fill_between(c, band[0], band[1], color="gray", alpha=0.3, label="80 % bootstrap band")
     if fit.minima:
-        ax.scatter([m.budget for m in fit.minima], [m.n_opt for m in fit.minima], color="tab:blue", zorder=3,
+        ax.scatter([m.budget for m in fit.minima], [getattr(m, key) for m in fit.minima], color="tab:blue", zorder=3,
                    label="IsoFLOP minima (Approach 2)")
-    if fit.approach2_law:
-        g, a = fit.approach2_law
-        ax.plot(c, g * c**a, color="tab:blue", ls="--", label=f"Approach 2: a = {a:.3f}")
+    a2 = fit.approach2
+    if a2 is not None:
+        law = a2.n_law if which == 0 else a2.d_law
+        ax.plot(c, law(c), color="tab:blue", ls="--", label=f"Approach 2: {'a' if which == 0 else 'b'} = "
+                f"{(a2.a if which == 0 else a2.b):.3f}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("training compute C (FLOPs)")
-    ax.set_ylabel("compute-optimal parameters N_opt")
-    ax.set_title("Optimal model size against compute")
+    ax.set_ylabel(f"compute-optimal {label}")
+    ax.set_title(f"Optimal {'model size' if which == 0 else 'data'} against compute")
     ax.legend(fontsize=8)
 
 
-PLOTS = {"isoflop": _isoflop, "frontier": _frontier, "n_opt": _nopt}
+def _residuals(fit: SweepFit, ax) -> None:
+    used = fit.used
+    resid = used["eval_loss"].to_numpy(float) - predict_loss(fit.approach3.params, used["n_params"], used["tokens"])
+    ax.axhline(0, color="black", lw=0.8)
+    sc = ax.scatter(used["flops"], resid, c=np.log10(used["n_params"]), cmap="plasma", s=22, zorder=3)
+    plt.colorbar(sc, ax=ax, label="log10 N")
+    flagged = {o["name"] for o in fit.outliers}
+    mask = used["name"].isin(flagged).to_numpy()
+    if mask.any():
+        ax.scatter(used["flops"][mask], resid[mask], s=120, facecolors="none", edgecolors="red", zorder=4,
+                   label=f"flagged: |residual| > 3 sigma ({int(mask.sum())})")
+        ax.legend(fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training compute C (FLOPs)")
+    ax.set_ylabel("observed - fitted loss (nats/token)")
+    ax.set_title("Residuals of the Approach 3 fit")
+
+
+def _order(fit: SweepFit, ax) -> None:
+    used = fit.used
+    timed = "finished_at" in used and used["finished_at"].notna().all()
+    if timed:
+        used = used.sort_values("finished_at")
+        sc = ax.scatter(used["n_params"], used["tokens"], c=np.arange(len(used)), cmap="viridis", s=24, zorder=3)
+        plt.colorbar(sc, ax=ax, label="order finished (0 = first)")
+    else:  # results from before finish times were recorded
+        ax.scatter(used["n_params"], used["tokens"], color="tab:blue", s=24, zorder=3, label="runs (order not recorded)")
+    c = np.geomspace(used["flops"].min(), max(used["flops"].max(), fit.target["compute"]), 50)
+    ax.plot([compute_optimal(fit.approach3.params, x)["n_opt"] for x in c],
+            [compute_optimal(fit.approach3.params, x)["d_opt"] for x in c], color="black", lw=1,
+            label="fitted compute-optimal path")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("tokens D")
+    ax.set_title("Where and in which order points were run")
+    ax.legend(fontsize=8)
+
+
+def _flops_over_time(fit: SweepFit, ax) -> None:
+    used = fit.used
+    if "finished_at" not in used or used["finished_at"].isna().all():
+        ax.text(0.5, 0.5, "no finish times recorded", ha="center", transform=ax.transAxes)
+        return
+    t = used.dropna(subset=["finished_at"]).sort_values("finished_at")
+    minutes = (t["finished_at"] - t["finished_at"].min() + t["wall_s"].iloc[0]) / 60.0
+    ax.step(minutes, t["flops"].cumsum(), where="post", color="tab:blue")
+    ax.set_yscale("log")
+    ax.set_xlabel("wall time since the first trial finished (minutes)")
+    ax.set_ylabel("training FLOPs spent (cumulative)")
+    ax.set_title("FLOPs spent over time")
+
+
+PLOTS = {
+    "isoflop": _isoflop,
+    "frontier": _frontier,
+    "n_opt": lambda fit, ax: _allocation(fit, ax, 0),
+    "d_opt": lambda fit, ax: _allocation(fit, ax, 1),
+    "residuals": _residuals,
+    "order": _order,
+    "flops_over_time": _flops_over_time,
+}
 
 
 def write_report(store: ResultStore, trials: pd.DataFrame, fit: SweepFit, title: str) -> list[str]:

@@ -33,12 +33,14 @@ def test_sweep_trains_every_trial_and_fits(finished_sweep, capsys):
     trials = load_trials(str(results))
     assert len(trials) == 6 and set(trials["status"]) == {"completed"}
     assert (trials["flops"] == 6 * trials["n_params"] * trials["tokens"]).all()
+    assert trials["finished_at"].notna().all()
     assert trials["eval_loss"].between(1.0, 5.6).all()
     steps = load_steps(str(results))
     assert set(steps["trial_id"]) == set(trials["trial_id"])
     last = steps.sort_values("step").groupby("trial_id").tail(1).set_index("trial_id")
     assert (last.loc[trials["trial_id"], "tokens"].values == trials["tokens"].values).all()
-    for name in ("index.html", "isoflop.png", "frontier.png", "n_opt.png"):
+    for name in ("index.html", "isoflop.png", "frontier.png", "n_opt.png", "d_opt.png", "residuals.png", "order.png",
+                 "flops_over_time.png"):
         assert (results / "report" / name).stat().st_size > 1000
     html = (results / "report" / "index.html").read_text()
     assert "data:image/png;base64," in html  # self-contained

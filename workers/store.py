@@ -66,6 +66,7 @@ TRIALS_SCHEMA = pa.schema(
         ("wall_s", pa.float64()),
         ("error", pa.string()),
         ("name", pa.string()),
+        ("finished_at", pa.float64()),  # unix time the row was committed (order, FLOPs over time)
     ]
 )
 

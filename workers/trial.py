@@ -106,6 +106,7 @@ def trial_row(cfg: TrialConfig, n_params: int, status: TrialStatus, eval_loss: f
         "wall_s": wall_s,
         "error": error,
         "name": cfg.name,
+        "finished_at": time.time(),
     }
 
 
