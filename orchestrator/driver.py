@@ -30,6 +30,8 @@ __all__ = ["Driver", "SweepProgress", "ProgressSink"]
 
 log = logging.getLogger(__name__)
 
+EAGER_WINDOW = 10_000  # most trials a static sweep queues in Ray at once
+
 
 @dataclass
 class SweepProgress:
@@ -77,8 +79,12 @@ class Driver:
         return self.planner.finished() and self.executor.in_flight() == 0
 
     def _fill(self) -> None:
-        # A queue one slot deep beyond capacity means a freed worker never waits on the driver.
+        # A queue one slot deep beyond capacity means a freed worker never waits on the driver. A
+        # planner that knows every trial up front (``eager``) gets them all queued in Ray at once,
+        # so a cluster autoscaler sees the whole demand and scales out in one step.
         window = self.executor.slots() + 1
+        if getattr(self.planner, "eager", False):
+            window = max(window, EAGER_WINDOW)
         while self.executor.in_flight() < window:
             batch = self.planner.ask(window - self.executor.in_flight())
             if not batch:

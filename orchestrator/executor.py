@@ -98,9 +98,14 @@ class RayExecutor:
         if not self._refs:
             time.sleep(min(timeout, 0.1))
             return []
-        ready, _ = self._ray.wait(list(self._refs), num_returns=len(self._refs), timeout=timeout, fetch_local=True)
+        # Block until one result is ready, then take every other one already done: waiting for
+        # all of them (num_returns=len) would leave freed workers idle until the slowest ends.
+        ready, rest = self._ray.wait(list(self._refs), num_returns=1, timeout=timeout, fetch_local=True)
         if not ready:
             return []
+        if rest:
+            more, _ = self._ray.wait(rest, num_returns=len(rest), timeout=0, fetch_local=True)
+            ready += more
         done = []
         for ref in ready:
             trial = self._refs.pop(ref)

@@ -33,6 +33,8 @@ class Planner(Protocol):
 class StaticPlanner:
     """A fixed list of trials (grid or IsoFLOP), proposed in order."""
 
+    eager = True  # nothing to learn from results: the driver may queue every trial at once
+
     def __init__(self, trials: list[TrialConfig]):
         self._queue = list(trials)
         self._total = (len(trials), sum(train_flops(t.n_params, t.tokens) for t in trials))

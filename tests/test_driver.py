@@ -78,8 +78,14 @@ def test_keeps_slots_busy(trials, tmp_path):
             seen.append(self.in_flight())
             return super().wait(timeout)
 
-    Driver(StaticPlanner(trials), store, Watching(fake_trainer(store, []), slots=3), poll_s=0).run()
+    planner = StaticPlanner(trials)
+    planner.eager = False  # as an adaptive planner: keep slots busy, queue one more
+    Driver(planner, store, Watching(fake_trainer(store, []), slots=3), poll_s=0).run()
     assert seen[0] == 4  # slots + one queued
+    seen.clear()
+    Driver(StaticPlanner(trials), ResultStore(str(tmp_path / "t")), Watching(fake_trainer(store, []), slots=3),
+           poll_s=0).run()
+    assert seen[0] == len(trials)  # a static sweep queues everything: the autoscaler sees it all
 
 
 def test_second_driver_on_one_sweep_is_refused_until_the_first_exits(tmp_path):

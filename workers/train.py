@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import logging
+import contextlib
 import math
 import time
 from typing import Callable
@@ -126,12 +127,21 @@ def _load_checkpoint(store: ResultStore, cfg: TrialConfig, device: torch.device)
     return state
 
 
+def _autocast(device: torch.device):
+    """bf16 autocast on GPUs (matmuls in bf16, the loss in fp32: model.py casts logits); none on CPU,
+    where bf16 matmuls are slower and results must stay bit-reproducible."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 @torch.no_grad()
 def evaluate(model: GPT, corpus, cfg: TrainConfig, batch_size: int, seq_len: int, device: torch.device) -> float:
     model.eval()
     total, count = 0.0, 0
     for x, y in corpus.eval_batches(cfg.eval_tokens, batch_size, seq_len):
-        _, loss = model(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
+        with _autocast(device):
+            _, loss = model(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
         total += loss.item() * x.size
         count += x.size
     model.train()
@@ -185,7 +195,9 @@ def train(cfg: TrialConfig, store: ResultStore | None = None) -> tuple[dict, lis
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = corpus.batch(cfg.seed, step, batch_size, seq_len)
-        _, loss = model(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
+        with _autocast(device):
+            _, loss = model(torch.from_numpy(x).to(device, non_blocking=True),
+                            torch.from_numpy(y).to(device, non_blocking=True))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)

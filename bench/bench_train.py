@@ -1,0 +1,81 @@
+"""Training throughput: the worker's loop against a bare PyTorch loop, same model, same batches.
+
+Both train the same GPT shape from the same seed on the same (seed, step) batches with the
+same AdamW, gradient clipping and learning-rate schedule, one CPU thread (or the GPU). The
+worker's throughput is read from its own step rows between the first and the last log
+boundary before the final evaluation, so evaluation and the Parquet commit are excluded, as
+they are from the bare loop; everything else the worker does per step (metric accumulation,
+the log-boundary bookkeeping, checkpoint clock checks) is included. Goal: ratio >= 0.95.
+
+    python bench/bench_train.py [--params 160000] [--steps 400] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--params", type=float, default=160e3)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--batch-tokens", type=int, default=1024)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+
+    import torch
+
+    from workers.arch import shape_for_params
+    from workers.data import DataConfig, load_corpus
+    from workers.train import _autocast, _device, _optimizer, lr_at, train
+    from workers.model import GPT
+    from workers.trial import TrainConfig, TrialConfig
+
+    torch.set_num_threads(1)
+    data = DataConfig(builtin="python-stdlib")
+    corpus = load_corpus(data)
+    shape = shape_for_params(args.params, corpus.vocab_size, args.seq_len)
+    tc = TrainConfig(batch_tokens=args.batch_tokens, n_evals=0, log_every=10, checkpoint_every_s=0, eval_tokens=4096)
+    device = _device(args.device)
+    with tempfile.TemporaryDirectory() as root:
+        cfg = TrialConfig(trial_id="bench", name="bench", sweep="bench", shape=shape, tokens=args.steps * args.batch_tokens,
+                          seed=0, budget=0.0, train=tc, data=data, results=root, device=args.device)
+        _, rows = train(cfg)
+    first, last = rows[0], rows[-2]  # rows[-1] includes the final evaluation
+    worker_tps = (last["tokens"] - first["tokens"]) / (last["wall_s"] - first["wall_s"])
+
+    torch.manual_seed(0)
+    model = GPT(shape).to(device)
+    opt = _optimizer(model, tc, device)
+    batch = args.batch_tokens // args.seq_len
+    lo, hi = first["step"], last["step"]  # time the same steps
+    for step in range(hi):
+        if step == lo:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps, tc)
+        x, y = corpus.batch(0, step, batch, args.seq_len)
+        with _autocast(device):
+            _, loss = model(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    bare_tps = (hi - lo) * args.batch_tokens / (time.perf_counter() - t0)
+    print(f"shape {shape} ({shape.n_params} params), {args.batch_tokens}-token batches, device {device}")
+    print(f"worker {worker_tps:,.0f} tokens/s, bare loop {bare_tps:,.0f} tokens/s, ratio {worker_tps / bare_tps:.3f}")
+
+
+if __name__ == "__main__":
+    main()
