@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 __all__ = ["connect", "AUTH_MODES"]
 
@@ -28,6 +29,9 @@ def connect(address: str | None, auth_mode: str, num_cpus: int | None = None, da
     if auth_mode not in AUTH_MODES:
         raise ValueError(f"auth mode {auth_mode!r} (expected one of {', '.join(AUTH_MODES)})")
     # Before importing ray: its native layer reads the mode once, at import.
+    if "ray" in sys.modules and os.environ.get("RAY_AUTH_MODE", "disabled") != auth_mode:
+        log.warning("ray was imported before RAY_AUTH_MODE=%s was set; Ray may not use it "
+                    "(export RAY_AUTH_MODE before starting Python)", auth_mode)
     os.environ["RAY_AUTH_MODE"] = auth_mode
     if not address:
         # An embedded cluster is single-node: make Ray take the loopback address as the node IP,

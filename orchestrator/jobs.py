@@ -20,6 +20,7 @@ from orchestrator.errors import UserError
 __all__ = ["PROJECT_ROOT", "submit", "list_jobs", "job_logs", "stop_job", "wait_job", "requirements"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+AGENT_WAIT_S = 120.0  # how long to wait for a new head's job agent
 _EXCLUDES = ["results/", ".git/", "docs/", "bench/", "tests/", "*.egg-info/", "__pycache__/", ".pytest_cache/",
              "deploy/", "*.journal"]
 
@@ -54,8 +55,18 @@ def submit(address: str, spec_path: str, results: str | None = None, pip: bool =
     runtime_env: dict = {"working_dir": str(PROJECT_ROOT), "excludes": _EXCLUDES}
     if pip:
         runtime_env["pip"] = requirements()
-    return _client(address).submit_job(entrypoint=shlex.join(entry), runtime_env=runtime_env,
-                                       metadata={"tool": "scalesweep", "spec": str(rel)})
+    client = _client(address)
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return client.submit_job(entrypoint=shlex.join(entry), runtime_env=runtime_env,
+                                     metadata={"tool": "scalesweep", "spec": str(rel)})
+        except RuntimeError as e:
+            # A head that has just started answers before its job agent has registered.
+            if "No available agent" in str(e) and time.monotonic() < deadline:
+                time.sleep(2.0)
+                continue
+            raise UserError(f"--address {address}: the cluster refused the job ({str(e).splitlines()[0]})") from None
 
 
 def list_jobs(address: str) -> list:

@@ -49,13 +49,17 @@ def two_nodes(tmp_path):
     short_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     address = f"127.0.0.1:{port}"
     common = ["--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
+
+    def ports():  # fresh agent ports per node: the session's own Ray may hold the defaults
+        return [f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
+
     head = subprocess.Popen([_ray_bin(), "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                             f"--temp-dir={short_tmp}", *common], env=env, start_new_session=True,
+                             f"--temp-dir={short_tmp}", *common, *ports()], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker = None
     try:
         worker = subprocess.Popen([_ray_bin(), "start", f"--address={address}", "--num-cpus=2",
-                                   "--resources={\"doomed\": 2}", *common],
+                                   "--resources={\"doomed\": 2}", *common, *ports()],
                                   env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         probe = ("import ray, time\nray.init(address=%r)\nfor _ in range(120):\n"
                  "    if ray.cluster_resources().get('CPU', 0) >= 3: break\n    time.sleep(0.5)\n"

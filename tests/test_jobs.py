@@ -39,6 +39,8 @@ def head():
     dash = _free_port()
     proc = subprocess.Popen([ray_bin, "start", "--head", f"--port={_free_port()}", "--num-cpus=2", "--block",
                              "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+                             # fresh ports: the session's own Ray may hold the default agent ports
+                             f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}",
                              f"--temp-dir={tmp}", "--disable-usage-stats"],
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{dash}"
