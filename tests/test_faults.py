@@ -100,3 +100,26 @@ def test_driver_killed_then_resumed_loses_and_repeats_nothing(ray_cluster, tmp_p
     else:
         assert len(trials) <= 16
         assert "Adaptive planner stopped" in done.stdout
+
+
+def test_error_in_trial_is_not_retried_and_names_its_log(ray_cluster, tmp_path, cache_dir):
+    """An exception in the trial's own code: recorded FAILED with traceback and log file, once."""
+    from dataclasses import replace
+
+    from orchestrator.executor import RayExecutor
+    from orchestrator.plan import TrialFactory, plan_trials
+    from workers.data import DataConfig
+
+    spec = parse_spec(tiny_spec_dict(str(tmp_path / "results"), name="broken"))
+    trial = plan_trials(spec, TrialFactory(spec, cache_dir))[0]
+    broken = replace(trial, data=DataConfig(text=str(tmp_path / "vanished.txt"), cache_dir=cache_dir))
+    ex = RayExecutor(cpus=1, gpus=0, max_retries=3)
+    ex.submit(broken)
+    done = []
+    while not done:
+        done = ex.wait(timeout=5)
+    result = done[0].result
+    assert result is not None and result.status.value == "failed"
+    assert "DataError" in result.error and "Traceback" in result.error
+    log_line = next(line for line in result.error.splitlines() if line.startswith("log: "))
+    assert os.path.exists(log_line[5:])

@@ -126,7 +126,7 @@ def run_trial(cfg: TrialConfig) -> TrialResult:
     except Exception as e:  # recorded, not swallowed: the row carries the traceback
         tb = traceback.format_exc()
         row = trial_row(cfg, cfg.n_params, TrialStatus.FAILED, float("nan"), float("nan"),
-                   time.perf_counter() - t0, f"{type(e).__name__}: {e}\n{tb}")
+                        time.perf_counter() - t0, f"{type(e).__name__}: {e}\n{_log_location()}{tb}")
         steps = None
     store.write_trial(row, steps)
     status = TrialStatus(row["status"])
@@ -139,3 +139,22 @@ def run_trial(cfg: TrialConfig) -> TrialResult:
             log.warning("trial %s committed, but deleting its checkpoint %s/%s failed (%s); delete it by hand",
                         cfg.trial_id, store.uri, checkpoint_path(cfg.trial_id), e)
     return TrialResult(cfg.trial_id, status, row["eval_loss"], row["wall_s"], row["error"], row)
+
+
+def _log_location() -> str:
+    """'log: <path>' of this Ray worker's stderr file (submitit-style), or '' outside Ray."""
+    import glob
+    import os
+    import sys
+
+    ray = sys.modules.get("ray")
+    node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None) if ray else None
+    try:
+        logs = node.get_logs_dir_path() if node is not None else None
+    except Exception:  # the log location is a convenience; never fail a trial's record over it
+        logs = None
+    if not logs:
+        return ""
+    files = sorted(glob.glob(os.path.join(logs, f"worker-*-{os.getpid()}.err")))
+    return f"log: {files[-1] if files else logs}\n"
+
