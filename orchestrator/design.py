@@ -47,20 +47,25 @@ def log_law_jacobian(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) ->
     return np.stack([w[0], w[1], w[2], -w[0] * log_n, -w[1] * log_d], axis=1)
 
 
-def target_gradients(theta: np.ndarray, compute: float) -> np.ndarray:
-    """Rows: gradients of ln N_opt(C) and ln L*(C) in theta (central differences)."""
-    def g(v):
-        opt = compute_optimal(LawParams.from_vector(v), compute)
-        return np.array([math.log(opt["n_opt"]), math.log(opt["loss"])])
-
-    grads = np.zeros((2, 5))
-    for i in range(5):
+def jacobian_fd(fn, theta: np.ndarray) -> np.ndarray:
+    """Central-difference Jacobian of the vector function ``fn`` at ``theta`` (rows: outputs)."""
+    cols = []
+    for i in range(len(theta)):
         h = 1e-5 * max(1.0, abs(theta[i]))
         up, down = theta.copy(), theta.copy()
         up[i] += h
         down[i] -= h
-        grads[:, i] = (g(up) - g(down)) / (2 * h)
-    return grads
+        cols.append((np.asarray(fn(up)) - np.asarray(fn(down))) / (2 * h))
+    return np.stack(cols, axis=1)
+
+
+def target_gradients(theta: np.ndarray, compute: float) -> np.ndarray:
+    """Rows: gradients of ln N_opt(C) and ln L*(C) in theta."""
+    def g(v):
+        opt = compute_optimal(LawParams.from_vector(v), compute)
+        return np.array([math.log(opt["n_opt"]), math.log(opt["loss"])])
+
+    return jacobian_fd(g, theta)
 
 
 @dataclass

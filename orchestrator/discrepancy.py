@@ -85,7 +85,7 @@ def _targets(v: np.ndarray, compute: float) -> np.ndarray:
 
 def discrepancy_sd(theta: np.ndarray, n, d, disc: Discrepancy, compute: float) -> dict[str, float]:
     """Standard deviations of a, b (absolute) and ln N_opt, ln D_opt, ln L* at ``compute``."""
-    from orchestrator.design import log_law_jacobian
+    from orchestrator.design import jacobian_fd, log_law_jacobian
 
     ln_n, ln_d = np.log(np.asarray(n, float)), np.log(np.asarray(d, float))
     j = log_law_jacobian(theta, ln_n, ln_d)
@@ -93,12 +93,6 @@ def discrepancy_sd(theta: np.ndarray, n, d, disc: Discrepancy, compute: float) -
     info = j.T @ j + 1e-9 * np.eye(5)
     b = np.linalg.solve(info, j.T)
     cov = b @ disc.covariance(x) @ b.T
-    grads = np.zeros((5, 5))
-    for i in range(5):
-        h = 1e-5 * max(1.0, abs(theta[i]))
-        up, down = theta.copy(), theta.copy()
-        up[i] += h
-        down[i] -= h
-        grads[:, i] = (_targets(up, compute) - _targets(down, compute)) / (2 * h)
+    grads = jacobian_fd(lambda v: _targets(v, compute), theta)
     sd = np.sqrt(np.maximum(np.einsum("ki,ij,kj->k", grads, cov, grads), 0.0))
     return dict(zip(("a", "b", "n_opt", "d_opt", "loss_opt"), (float(s) for s in sd)))
