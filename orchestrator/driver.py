@@ -136,6 +136,7 @@ class Driver:
         if c.result is not None and c.result.status.is_finished():
             self.finished[c.trial.trial_id] = c.result.row
         p.done += 1
+        p.running = self.executor.in_flight()
         p.flops_done += train_flops(c.trial.n_params, c.trial.tokens)
         self.results.append(c)
         if self.sink:
