@@ -62,8 +62,10 @@ def _driver_cmd(spec_path, address):
     return [sys.executable, "-m", "orchestrator.cli", "run", str(spec_path), "--address", address], env
 
 
-@pytest.mark.parametrize("planner", ["static", "adaptive"])
-def test_driver_killed_then_resumed_loses_and_repeats_nothing(ray_cluster, tmp_path, planner):
+@pytest.mark.parametrize("planner,sig", [("static", signal.SIGKILL), ("adaptive", signal.SIGKILL),
+                                         ("static", signal.SIGINT)], ids=["static-kill9", "adaptive-kill9", "static-ctrlc"])
+def test_driver_killed_then_resumed_loses_and_repeats_nothing(ray_cluster, tmp_path, planner, sig):
+    """kill -9 leaves no goodbye; Ctrl-C (SIGINT) stops with exit 130 and prints the resume command."""
     import ray
 
     spec = {
@@ -81,12 +83,15 @@ def test_driver_killed_then_resumed_loses_and_repeats_nothing(ray_cluster, tmp_p
     path.write_text(yaml.safe_dump(spec))
     sweep_dir = tmp_path / "results" / spec["name"]
     cmd, env = _driver_cmd(path, ray.get_runtime_context().gcs_address)
-    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((sweep_dir / "trials").glob("*.parquet")) if (sweep_dir / "trials").exists() else []) < 4:
         time.sleep(0.1)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
+    driver.send_signal(sig)
+    _, err = driver.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert driver.returncode == 130, err[-2000:]
+        assert f"resume with: scalesweep run {path}" in err and "Traceback" not in err
     before = {p.name: p.stat().st_mtime_ns for p in (sweep_dir / "trials").glob("*.parquet")}
     assert 4 <= len(before)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
