@@ -3,13 +3,20 @@
 Public API (import from here)::
 
     from orchestrator import load_spec, run_sweep, load_trials, load_steps, query, analyse
+
+Names are imported lazily (PEP 562, as in ``workers``): ``scalesweep query`` should not pay
+for scipy and the fitting engine (half a second of a sub-second command).
 """
 
-from orchestrator.analysis import SweepFit, analyse
-from orchestrator.errors import UserError
-from orchestrator.results import load_steps, load_trials, query
-from orchestrator.spec import SweepSpec, load_spec, parse_spec
-from orchestrator.sweep import run_sweep
+from workers.lazy import lazy_getattr
 
-__all__ = ["SweepSpec", "SweepFit", "UserError", "analyse", "load_spec", "load_steps", "load_trials",
-           "parse_spec", "query", "run_sweep"]
+_EXPORTS = {
+    "SweepFit": "orchestrator.analysis", "analyse": "orchestrator.analysis", "UserError": "orchestrator.errors",
+    "load_steps": "orchestrator.results", "load_trials": "orchestrator.results", "query": "orchestrator.results",
+    "SweepSpec": "orchestrator.spec", "load_spec": "orchestrator.spec", "parse_spec": "orchestrator.spec",
+    "run_sweep": "orchestrator.sweep",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_getattr('orchestrator', _EXPORTS)

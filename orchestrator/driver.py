@@ -10,6 +10,12 @@ already holds as finished (completed or diverged) is never trained again: its st
 is told to the planner at once. A trial whose process died on every retry comes back
 without a result; the driver then commits a FAILED row itself, so every trial that was run
 ends with exactly one row.
+
+Large sweeps: every COMPACT_EVERY results, a background thread merges the per-trial files of
+settled trials (finished before this run, or recorded in it: nothing rewrites those files
+now) into one Parquet part (``ResultStore.compact``), so a 10,000-trial sweep leaves a few
+files to query rather than 20,000. Memory stays flat: the driver keeps ids and counters, and
+the finished rows it needs to answer for skipped trials.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,6 +38,7 @@ __all__ = ["Driver", "SweepProgress", "ProgressSink"]
 log = logging.getLogger(__name__)
 
 EAGER_WINDOW = 10_000  # most trials a static sweep queues in Ray at once
+COMPACT_EVERY = 1_000  # results between merges of settled trials' files
 
 
 @dataclass
@@ -73,7 +81,10 @@ class Driver:
         self.finished = {r["trial_id"]: r for r in rows if TrialStatus(r["status"]).is_finished()}
         n, flops = planner.expected()
         self.progress = SweepProgress(total=n, total_flops=flops)
-        self.results: list[Completion] = []
+        self._settled = set(self.finished)  # ids whose files nothing in this run will rewrite
+        self._since_compact = 0
+        self._compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compact")
+        self._compacting: Future | None = None
 
     def done(self) -> bool:
         return self.planner.finished() and self.executor.in_flight() == 0
@@ -112,12 +123,30 @@ class Driver:
             self.sink.update(self.progress, None)
         return completions
 
-    def run(self) -> list[Completion]:
+    def run(self) -> SweepProgress:
         if self.sink:
             self.sink.update(self.progress, None)
-        while not self.done():
-            self.step()
-        return self.results
+        try:
+            while not self.done():
+                self.step()
+        finally:
+            if self._compacting is not None:
+                self._compacting.result()  # let a merge finish (or fail loudly), never half-done
+            self._compactor.shutdown()
+        return self.progress
+
+    def _maybe_compact(self) -> None:
+        if self._since_compact < COMPACT_EVERY or (self._compacting is not None and not self._compacting.done()):
+            return
+        if self._compacting is not None:
+            self._compacting.result()
+        settled, self._since_compact = frozenset(self._settled), 0
+
+        def merge():
+            for table in ("steps", "trials"):
+                self.store.compact(table, only=settled)
+
+        self._compacting = self._compactor.submit(merge)
 
     def _record(self, c: Completion) -> None:
         p = self.progress
@@ -138,6 +167,8 @@ class Driver:
         p.done += 1
         p.running = self.executor.in_flight()
         p.flops_done += train_flops(c.trial.n_params, c.trial.tokens)
-        self.results.append(c)
+        self._settled.add(c.trial.trial_id)
+        self._since_compact += 1
+        self._maybe_compact()
         if self.sink:
             self.sink.update(p, c)

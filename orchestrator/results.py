@@ -7,6 +7,8 @@ storage share one code path. In SQL the tables are named ``trials`` and ``steps`
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 import pandas as pd
 
@@ -43,8 +45,9 @@ def query(path: str, sql: str) -> pd.DataFrame:
     """Run ``sql`` over the tables ``trials`` and ``steps``; UserError on a bad query."""
     store = open_results(path)
     con = duckdb.connect()
-    con.register("trials", store.read_table("trials"))
-    con.register("steps", store.read_table("steps"))
+    for table in ("trials", "steps"):  # read only what the query names: steps can be millions of rows
+        if re.search(rf"\b{table}\b", sql, re.IGNORECASE):
+            con.register(table, store.read_table(table))
     try:
         return con.execute(sql).df()
     except duckdb.Error as e:

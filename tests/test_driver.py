@@ -55,6 +55,25 @@ def test_rerun_skips_finished_and_retries_failed(trials, tmp_path):
     assert store.trial_statuses()[bad] is TrialStatus.COMPLETED
 
 
+def test_settled_trials_are_merged_while_the_sweep_runs(trials, tmp_path, monkeypatch):
+    """Every COMPACT_EVERY results the driver merges settled files; a failed trial from an
+    earlier run is retried and its new row supersedes the merged one."""
+    import orchestrator.driver
+
+    monkeypatch.setattr(orchestrator.driver, "COMPACT_EVERY", 2)
+    store, calls = ResultStore(str(tmp_path / "s")), []
+    bad = trials[0].trial_id
+    Driver(StaticPlanner(trials), store, InlineExecutor(fake_trainer(store, calls, fail={bad})), poll_s=0).run()
+    store.compact("trials")  # the failed row now sits in a part file
+    calls.clear()
+    Driver(StaticPlanner(trials), store, InlineExecutor(fake_trainer(store, calls)), poll_s=0).run()
+    assert calls == [bad]
+    assert any(f.rpartition("/")[2].startswith("part-") for f in store.list_files("trials"))
+    ids = store.read_table("trials")["trial_id"].to_pylist()
+    assert sorted(ids) == sorted(t.trial_id for t in trials)
+    assert store.trial_statuses()[bad] is TrialStatus.COMPLETED
+
+
 def test_lost_worker_is_recorded_by_the_driver(trials, tmp_path):
     store = ResultStore(str(tmp_path / "s"))
 

@@ -130,3 +130,21 @@ def test_resume_fails_running_trials_and_asks_them_again(tmp_path):
     states = [t.state for t in study.trials]
     assert states.count(optuna.trial.TrialState.FAIL) == 2
     assert states.count(optuna.trial.TrialState.RUNNING) == 2
+
+
+def test_a_large_sweep_is_compacted_at_the_end_and_a_rerun_trains_nothing(tmp_path, monkeypatch):
+    """Past COMPACT_MIN_FILES per-trial files the driver merges them; resumption still sees every id."""
+    import workers.store
+    from orchestrator.executor import InlineExecutor
+    from orchestrator.results import load_trials
+    from orchestrator.sweep import run_sweep
+
+    monkeypatch.setattr(workers.store, "COMPACT_MIN_FILES", 4)
+    spec = sim_spec(tmp_path, "static")
+    out = run_sweep(spec, executor_factory=lambda: InlineExecutor(run_trial), write_report=False)
+    assert out.trained == 9
+    store = ResultStore(spec.sweep_dir)
+    assert [f.rpartition("/")[2][:5] for f in store.list_files("trials")] == ["part-"]
+    assert load_trials(spec.sweep_dir)["trial_id"].is_unique and len(load_trials(spec.sweep_dir)) == 9
+    again = run_sweep(spec, executor_factory=lambda: InlineExecutor(run_trial), write_report=False)
+    assert again.trained == 0 and again.skipped == 9 and again.fit is not None

@@ -74,3 +74,53 @@ def test_damaged_and_old_files_are_skipped_or_conformed(store, caplog):
     warned = " ".join(r.getMessage() for r in caplog.records)
     assert "truncated.parquet" in warned and "foreign.parquet" in warned and "re-run" in warned
     assert store.trial_statuses() == {"good": TrialStatus.COMPLETED, "old": TrialStatus.COMPLETED}
+
+
+def _steps(tid, n):
+    return [{f.name: None for f in STEPS_SCHEMA} | {"trial_id": tid, "step": i} for i in range(n)]
+
+
+def test_compact_merges_every_file_into_one_part_and_loses_nothing(store):
+    for i in range(5):
+        store.write_trial(row(f"t{i}", loss=2.0 + i), _steps(f"t{i}", 3))
+    before = store.read_table("trials").sort_by("trial_id")
+    assert store.compact("trials") == 5 and store.compact("steps") == 5
+    assert [f.rpartition("/")[2][:5] for f in store.list_files("trials")] == ["part-"]
+    assert store.read_table("trials").sort_by("trial_id").equals(before)
+    assert store.read_table("steps").num_rows == 15
+    assert store.compact("trials") == 0  # one file: nothing to merge
+
+
+def test_a_later_per_trial_file_supersedes_the_compacted_row(store):
+    """A failed trial retried after compaction: its new row wins, and no id appears twice."""
+    store.write_trial(row("a", "failed"), _steps("a", 2))
+    store.write_trial(row("b"), _steps("b", 2))
+    store.compact("trials"), store.compact("steps")
+    store.write_trial(row("a", "completed"), _steps("a", 4))
+    assert store.trial_statuses() == {"a": TrialStatus.COMPLETED, "b": TrialStatus.COMPLETED}
+    steps = store.read_table("steps").to_pydict()
+    assert sorted(zip(steps["trial_id"], steps["step"])) == [("a", i) for i in range(4)] + [("b", 0), ("b", 1)]
+    store.compact("trials")  # merging again keeps the newer row
+    assert store.trial_statuses() == {"a": TrialStatus.COMPLETED, "b": TrialStatus.COMPLETED}
+
+
+def test_crash_between_writing_a_part_and_deleting_its_sources_duplicates_nothing(store):
+    store.write_trial(row("a"))
+    store.write_trial(row("b"))
+    store.compact("trials")
+    store.write_trial(row("a"))  # as if a crash had left a merged source behind
+    store.write_trial(row("c"))
+    store.compact("trials")
+    assert len(store.list_files("trials")) == 1
+    assert sorted(store.read_table("trials")["trial_id"].to_pylist()) == ["a", "b", "c"]
+
+
+def test_compact_leaves_damaged_files_in_place(store, caplog):
+    store.write_trial(row("a"))
+    store.write_trial(row("b"))
+    bad = f"{store.root}/trials/zz-damaged.parquet"
+    with store.fs.open_output_stream(bad) as f:
+        f.write(b"PAR1 not really")
+    assert store.compact("trials") == 2
+    assert bad in store.list_files("trials") and "zz-damaged" in caplog.text
+    assert sorted(store.read_table("trials")["trial_id"].to_pylist()) == ["a", "b"]

@@ -6,7 +6,7 @@ are imported lazily (PEP 562), so ``import workers.store`` or ``workers.world`` 
 in torch (a second of import time, and thread pools that slow small BLAS calls in the driver).
 """
 
-from importlib import import_module
+from workers.lazy import lazy_getattr
 
 _EXPORTS = {
     "GPTShape": "workers.arch", "ShapeRule": "workers.arch", "param_count": "workers.arch",
@@ -21,8 +21,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'workers' has no attribute {name!r}")
+__getattr__ = lazy_getattr('workers', _EXPORTS)

@@ -7,6 +7,15 @@ it should keep and never trains a finished point again)::
     <root>/steps/<trial_id>.parquet    the trial's step rows, schema STEPS_SCHEMA
     <root>/checkpoints/<trial_id>.pt   a running trial's training state (workers.train);
                                        deleted once the trial's rows are committed
+    <root>/<table>/part-<ns>-<u>.parquet  many trials' rows, merged by ``compact``
+
+One file per trial keeps commits independent (no two workers ever write one file), but a
+10,000-trial sweep then has 20,000 small files, and reading them dominates every query.
+``compact`` merges a table's files into one part file between sweeps (the driver calls it at
+the end of a large sweep, when no trial is running). Precedence makes it crash-safe and keeps
+re-runs right: a per-trial file wins over any part holding the same trial id (it was written
+later: a retried failed trial, or a crash between writing a part and deleting what it
+merged), and a newer part wins over an older one.
 
 A trial row is written after its step rows, so a trial row is the commit record: when it
 exists, everything about that trial does. Writes go to a temporary name in the same
@@ -24,15 +33,21 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 import uuid
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 __all__ = ["TrialStatus", "TRIALS_SCHEMA", "STEPS_SCHEMA", "ResultStore", "checkpoint_path"]
 
 log = logging.getLogger(__name__)
+
+PART_PREFIX = "part-"
+COMPACT_MIN_FILES = 256  # per-trial files in a table before the driver merges them
 
 
 class TrialStatus(str, enum.Enum):
@@ -131,18 +146,78 @@ class ResultStore:
         naming it: reading results must never crash on one bad file. Columns an older schema
         lacks come back as nulls; columns this version does not know are dropped.
         """
+        return self._read(table, self.list_files(table))[0]
+
+    def _read(self, table: str, files: list[str]) -> tuple[pa.Table, list[str]]:
+        """(rows of ``files`` after precedence, the files that could be read)."""
         schema = TRIALS_SCHEMA if table == "trials" else STEPS_SCHEMA
-        parts = []
-        for path in self.list_files(table):
+        parts = sorted(filter(_is_part, files), reverse=True)
+        singles = [f for f in files if not _is_part(f)]
+        head, ok = self._read_files(singles, schema)
+        out, seen = [head], pc.unique(head["trial_id"])
+        for path in parts:  # newest first: rows of trials seen in a newer file are superseded
+            t, good = self._read_files([path], schema)
+            ok += good
+            if len(seen):
+                t = t.filter(pc.invert(pc.is_in(t["trial_id"], value_set=seen)))
+            out.append(t)
+            seen = pc.unique(pa.concat_arrays([seen, pc.unique(t["trial_id"])]))
+        return pa.concat_tables(out), ok
+
+    def _read_files(self, files: list[str], schema: pa.Schema) -> tuple[pa.Table, list[str]]:
+        if not files:
+            return schema.empty_table(), []
+        # Fast path: one multi-threaded scan (10,000 files in ~1 s rather than ~10 s one by one);
+        # missing columns of an older schema come back as nulls, unknown ones are dropped.
+        try:
+            t = pads.dataset(files, schema=schema, format="parquet", filesystem=self.fs).to_table()
+            if t["trial_id"].null_count == 0:
+                return t, list(files)
+        except (pa.ArrowException, OSError, ValueError):
+            pass
+        parts, ok = [], []  # something is damaged: file by file, to name it and keep the rest
+        for path in files:
             try:
-                part = pq.read_table(path, filesystem=self.fs)
-                parts.append(_conform(part, schema))
+                parts.append(_conform(pq.read_table(path, filesystem=self.fs), schema))
+                ok.append(path)
             except (pa.ArrowException, OSError, ValueError) as e:
                 log.warning("skipping damaged results file %s (%s); delete it and re-run the sweep to "
                             "recompute that trial", path, str(e).splitlines()[0] if str(e) else type(e).__name__)
-        if not parts:
-            return schema.empty_table()
-        return pa.concat_tables(parts)
+        return (pa.concat_tables(parts) if parts else schema.empty_table()), ok
+
+    def compact(self, table: str, only: set[str] | None = None) -> int:
+        """Merge ``table``'s files into one new part file; returns how many files were merged.
+
+        ``only=None`` merges every file (parts included). With ``only``, just the per-trial
+        files of those trial ids are merged, into a part of their own: what a running driver
+        does for trials it knows are settled. A file may be merged only while nothing can
+        rewrite it (a trial committing mid-merge would be deleted with what was merged).
+        Damaged files are left where they are, and still skipped with a warning.
+        """
+        files = self.list_files(table)
+        if only is not None:
+            files = [f for f in files if not _is_part(f) and f.rpartition("/")[2][: -len(".parquet")] in only]
+        if len(files) < 2:
+            return 0
+        data, ok = self._read(table, files)
+        self._write(table, f"{PART_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}", data)
+        for path in ok:  # the new part is written: what it merged can go
+            try:
+                self.fs.delete_file(path)
+            except FileNotFoundError:
+                pass
+        return len(ok)
+
+    def compact_if_large(self) -> int:
+        """Merge each table into one file once it has COMPACT_MIN_FILES per-trial files or
+        several parts (the end of a large sweep, when no trial runs); returns files merged."""
+        n = 0
+        for table in ("steps", "trials"):  # trials last: a crash in between leaves steps merged, trials not
+            files = self.list_files(table)
+            parts = sum(map(_is_part, files))
+            if len(files) - parts >= COMPACT_MIN_FILES or parts > 1:
+                n += self.compact(table)
+        return n
 
     def trial_statuses(self) -> dict[str, TrialStatus]:
         """trial_id -> status of every committed trial row."""
@@ -195,6 +270,10 @@ class ResultStore:
             self.fs.delete_file(path)
         except FileNotFoundError:  # deleted concurrently: the outcome is the same
             pass
+
+
+def _is_part(path: str) -> bool:
+    return path.rpartition("/")[2].startswith(PART_PREFIX)
 
 
 def _conform(part: pa.Table, schema: pa.Schema) -> pa.Table:
