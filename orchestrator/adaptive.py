@@ -12,6 +12,12 @@ Loop (driven by :class:`~orchestrator.driver.Driver` through ``ask``/``tell``):
 3. Stop when the 80 % intervals of ln N_opt and ln L* at the target compute are narrower than
    the spec asks, or the FLOP budget or trial cap is spent.
 
+At scale (more than EXACT_MAX trials) the exact GLS model, an n x n inverse, gives way to the
+inducing-point :class:`~orchestrator.design.SparseDesignModel`, kept between proposals (new
+picks are rank-one updates) and rebuilt around a warm-started refit of the law each time the
+finished trials grow by REBUILD_GROWTH: a proposal then costs the same at 10,000 trials as at
+300 (bench/bench_scale.py).
+
 Points are snapped to quarter-decade compute levels (keeping N), so finished points form
 IsoFLOP groups and Approach 2 can check Approach 3.
 
@@ -35,7 +41,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from orchestrator.design import Z80, DesignModel
+from orchestrator.design import Z80, DesignModel, SparseDesignModel
 from orchestrator.fit import fit_approach3
 from orchestrator.plan import TrialFactory
 from orchestrator.spec import SweepSpec
@@ -49,6 +55,8 @@ log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 _LOG6 = math.log10(6.0)
+EXACT_MAX = 300  # points up to which the exact GLS design model is used (O(n^3) per build)
+REBUILD_GROWTH = 1.1  # the sparse model is rebuilt once the finished trials grow by this factor
 
 
 def snap_compute(log10_c: float) -> float:
@@ -83,6 +91,8 @@ class AdaptivePlanner:
         self.known: set[str] = set()  # trial ids proposed so far (seeds distinguish replicates)
         self.stopped = ""
         self.theta: np.ndarray | None = None
+        self._sparse: SparseDesignModel | None = None
+        self._sparse_obs = 0  # finished trials when the sparse model was built
         self._resume()
         if self.n_told and not self.requeue:
             with threadpool_limits(1, user_api="blas"):
@@ -202,9 +212,12 @@ class AdaptivePlanner:
         o = np.array(self.obs)
         n, d, loss = 10 ** o[:, 0], 10 ** o[:, 1], o[:, 2]
         extra = [self.theta] if self.theta is not None else []
+        # Past EXACT_MAX points the optimum moves little between refits: start from the last one.
+        grid = np.linspace(0.05, 1.5, 16) if self.theta is None or len(o) <= EXACT_MAX else self.theta[3:4]
+        grid_b = np.linspace(0.05, 1.5, 16) if self.theta is None or len(o) <= EXACT_MAX else self.theta[4:5]
         try:
-            fit = fit_approach3(n, d, loss, keep=4, alphas=np.linspace(0.05, 1.5, 16),
-                                betas=np.linspace(0.05, 1.5, 16), extra_starts=extra)
+            fit = fit_approach3(n, d, loss, keep=4 if len(grid) > 1 else 1, alphas=grid, betas=grid_b,
+                                extra_starts=extra)
         except (ValueError, np.linalg.LinAlgError) as e:  # degenerate early data
             log.debug("fit failed: %s", e)
             return self.theta
@@ -212,7 +225,11 @@ class AdaptivePlanner:
         self._resid = fit.residuals
         return self.theta
 
-    def _model(self) -> DesignModel | None:
+    def _model(self) -> DesignModel | SparseDesignModel | None:
+        sparse = len(self.obs) + len(self.pending) > EXACT_MAX
+        if sparse and self._sparse is not None and len(self.obs) < REBUILD_GROWTH * self._sparse_obs:
+            return self._sparse  # holds every point since its build: picks were added to it
+        x = np.array([[o[0], o[1]] for o in self.obs] + [p[1] for p in self.pending.values()]).reshape(-1, 2)
         theta = self._fit()
         if theta is None:
             return None
@@ -220,9 +237,12 @@ class AdaptivePlanner:
         # Robust residual scale (MAD), floored: few points understate it. Split as discrepancy
         # (smooth) and i.i.d. noise; the length scale is a prior, not fitted (too few points).
         scale = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), 2e-3)
-        x = np.array([[o[0], o[1]] for o in self.obs] + [p[1] for p in self.pending.values()]).reshape(-1, 2)
         w = (1.0 / self.cfg.target_width**2, 1.0 / self.cfg.loss_width**2)
-        return DesignModel(theta, x, self.target, sigma=0.5 * scale, s_r=scale, ell=0.5, weights=w)
+        kind = SparseDesignModel if sparse else DesignModel
+        model = kind(theta, x, self.target, sigma=0.5 * scale, s_r=scale, ell=0.5, weights=w)
+        if sparse:
+            self._sparse, self._sparse_obs = model, len(self.obs)
+        return model
 
     def _feasible(self, lc: np.ndarray, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(log10 N, log10 D, ok) from compute level and D/N ratio (both log10)."""

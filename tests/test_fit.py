@@ -191,3 +191,11 @@ def test_80_percent_intervals_cover_the_truth_about_80_percent_of_the_time():
     assert 0.70 <= np.mean(list(r80.values())) <= 0.90, r80
     assert min(r80.values()) >= 0.5, r80  # no quantity's interval is systematically too narrow
     assert np.mean(list(r95.values())) > np.mean(list(r80.values())), r95
+
+
+def test_discrepancy_sandwich_in_blocks_equals_the_dense_product():
+    from orchestrator.discrepancy import Discrepancy
+
+    rng = np.random.default_rng(0)
+    disc, x, b = Discrepancy(s_r=0.01, ell=0.5, sigma=0.003), rng.normal(size=(700, 2)), rng.normal(size=(5, 700))
+    np.testing.assert_allclose(disc.sandwich(x, b, block=128), b @ disc.covariance(x) @ b.T, rtol=1e-10)

@@ -88,10 +88,14 @@ def test_adaptive_stays_in_region_and_budget(tmp_path):
     assert (abs(4 * trials["budget"].map(math.log10) - (4 * trials["budget"].map(math.log10)).round()) < 1e-9).all()
 
 
-def test_adaptive_learns_the_frontier(tmp_path):
+@pytest.mark.parametrize("exact_max", [300, 12], ids=["exact-design", "sparse-design"])
+def test_adaptive_learns_the_frontier(tmp_path, monkeypatch, exact_max):
+    """Also with the inducing-point design model and its periodic rebuilds (past EXACT_MAX)."""
+    import orchestrator.adaptive
     from orchestrator.fit import compute_optimal, fit_approach3
     from workers.world import World, WorldConfig
 
+    monkeypatch.setattr(orchestrator.adaptive, "EXACT_MAX", exact_max)
     _, _, trials = run_adaptive(tmp_path, flop_budget=5e18, max_trials=60)
     fit = fit_approach3(trials["n_params"], trials["tokens"], trials["eval_loss"])
     truth = World(WorldConfig(law=tuple(T0.values()))).compute_optimal(1e20)

@@ -1,0 +1,174 @@
+"""Driver scale: 10,000 simulated trials, the driver's memory, the planner's proposal time,
+and status / fit / report / query on the results.
+
+Two parts, each optional:
+
+``--planner``: the adaptive planner's proposal time at N finished trials. An Optuna journal
+is filled with N finished trials of the T0 world (as a long sweep would leave it), the planner
+resumes from it, then proposes and is told results 2 at a time (2 worker slots), 600 rounds (past a rebuild);
+the time of each ``ask`` is recorded (refit, design model, acquisition search, Optuna
+bookkeeping: everything between a free slot and the next trial).
+
+``--sweep``: ``scalesweep run`` of a static simulated sweep of ``--trials`` trials on a fresh
+local Ray, sampling the driver process's resident memory every 0.5 s (peak and its course
+over the sweep: flat means it does not grow with trials done), then ``scalesweep status``,
+``fit``, ``report`` and a ``query`` on its results, each timed as a user runs it.
+
+    python bench/bench_scale.py --planner 10000 --sweep --trials 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+T0 = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+
+
+def planner_spec(root: str, max_trials: int) -> dict:
+    return {"name": "scale-planner", "trainer": "simulated", "planner": "adaptive", "results": root,
+            "world": {"law": T0}, "fit": {"target_compute": 1e20},
+            "adaptive": {"min_flops": 1e15, "max_flops": 1e18, "n_range": [1e6, 3e9], "dn_range": [1, 1000],
+                         "flop_budget": 1e30, "max_trials": max_trials, "initial_trials": 8,
+                         "target_width": 1e-6, "loss_width": 1e-9}}
+
+
+def bench_planner(n_finished: int, rounds: int = 600) -> None:
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from orchestrator.adaptive import AdaptivePlanner, snap_compute
+    from orchestrator.plan import TrialFactory
+    from orchestrator.spec import parse_spec
+    from workers.store import TrialStatus
+    from workers.trial import TrialResult
+    from workers.world import World, WorldConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = parse_spec(planner_spec(tmp, n_finished + 10 * rounds))
+        os.makedirs(spec.sweep_dir)
+        journal = os.path.join(spec.sweep_dir, "planner.journal")
+        world = World(WorldConfig(law=tuple(T0.values())))
+        rng = np.random.default_rng(0)
+        lc = np.array([snap_compute(v) for v in rng.uniform(15, 18, n_finished)])
+        lr = rng.uniform(0, 3, n_finished)
+        ln = 0.5 * (lc - math.log10(6) - lr)
+        ld = ln + lr
+        dist = {"log10_n": FloatDistribution(5, 10), "log10_d": FloatDistribution(5, 13)}
+        t0 = time.perf_counter()
+        study = optuna.create_study(study_name=f"scalesweep-{spec.name}",
+                                    storage=JournalStorage(JournalFileBackend(journal)), direction="minimize")
+        study.add_trials([optuna.trial.create_trial(
+            params={"log10_n": float(a), "log10_d": float(b)}, distributions=dist,
+            value=float(world.observe(10**a, 10**b, i)), user_attrs={"flops": 6 * 10 ** (a + b), "trial_id": f"{i:x}"})
+            for i, (a, b) in enumerate(zip(ln, ld))])
+        fill = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        planner = AdaptivePlanner(spec, TrialFactory(spec), journal)
+        resume = time.perf_counter() - t0
+        assert len(planner.obs) == n_finished, (len(planner.obs), n_finished)
+        times, key = [], 10**9
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            batch = planner.ask(2)
+            times.append((time.perf_counter() - t0) / max(1, len(batch)))
+            for trial in batch:
+                key += 1
+                planner.tell(trial, TrialResult(trial.trial_id, TrialStatus.COMPLETED,
+                                                float(world.observe(trial.n_params, trial.tokens, key)), 0.0))
+        t = np.array(times) * 1e3
+        print(f"planner at {n_finished} finished trials (journal filled in {fill:.1f}s, resumed in {resume:.1f}s): "
+              f"proposal time per trial median {np.median(t):.1f} ms, p90 {np.percentile(t, 90):.1f} ms, "
+              f"p99 {np.percentile(t, 99):.1f} ms, "
+              f"max {t.max():.0f} ms over {rounds} asks of 2 (the max includes the periodic refit and rebuild)")
+
+
+def sweep_spec(n_trials: int, root: str) -> dict:
+    from bench_sim_scale import spec
+
+    return spec(n_trials, root)
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def timed(cmd: list[str]) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"{' '.join(cmd)} failed: {out.stderr[-2000:]}")
+    return time.perf_counter() - t0, out.stdout
+
+
+def bench_sweep(n_trials: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "scale.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump(sweep_spec(n_trials, os.path.join(tmp, "results")), f)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", path, "--no-dashboard"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        samples = []
+        while proc.poll() is None:
+            samples.append((time.perf_counter() - t0, rss_mb(proc.pid)))
+            time.sleep(0.5)
+        out, err = proc.communicate()
+        wall = time.perf_counter() - t0
+        if proc.returncode:
+            sys.exit(err[-2000:])
+        start = next((line for line in err.splitlines() if line.startswith("Starting")), "")
+        ray_s = float(start.rsplit(" in ", 1)[1].rstrip("s")) if " in " in start else 0.0
+        summary = next((line for line in out.splitlines() if line.startswith("Sweep")), "")
+        rss = np.array([s[1] for s in samples if s[1] > 0])
+        quarters = [float(np.max(part)) for part in np.array_split(rss, 4)] if len(rss) >= 4 else []
+        print(summary)
+        print(f"sweep of {n_trials} trials: {wall:.1f}s in all, {wall - ray_s:.1f}s without Ray start-up "
+              f"({ray_s:.1f}s); driver RSS peak {rss.max():.0f} MB, peak per quarter of the run "
+              f"{' / '.join(f'{q:.0f}' for q in quarters)} MB")
+        results = os.path.join(tmp, "results", "scale")
+        files = sum(len(os.listdir(os.path.join(results, t))) for t in ("trials",) if os.path.isdir(os.path.join(results, t)))
+        print(f"files in trials/ after the sweep: {files}")
+        cli = [sys.executable, "-m", "orchestrator.cli"]
+        for name, args in (("status", ["status", results]), ("fit", ["fit", results]),
+                           ("report", ["report", results]),
+                           ("query", ["query", results, "SELECT budget, min(eval_loss) FROM trials GROUP BY budget"])):
+            s, _ = timed(cli + args)
+            print(f"scalesweep {name:6s} on {n_trials} trials: {s:.2f}s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--planner", type=int, nargs="*", default=None, help="finished-trial counts to time proposals at")
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--trials", type=int, default=10_000)
+    args = ap.parse_args()
+    print(f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    for n in args.planner or []:
+        bench_planner(n)
+    if args.sweep:
+        bench_sweep(args.trials)
+
+
+if __name__ == "__main__":
+    main()
