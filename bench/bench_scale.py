@@ -127,14 +127,17 @@ def bench_sweep(n_trials: int) -> None:
         with open(path, "w") as f:
             yaml.safe_dump(sweep_spec(n_trials, os.path.join(tmp, "results")), f)
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", path, "--no-dashboard"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        samples = []
-        while proc.poll() is None:
-            samples.append((time.perf_counter() - t0, rss_mb(proc.pid)))
-            time.sleep(0.5)
-        out, err = proc.communicate()
-        wall = time.perf_counter() - t0
+        with open(os.path.join(tmp, "out"), "w+") as fo, open(os.path.join(tmp, "err"), "w+") as fe:
+            # Files, not pipes: a driver printing a line per trial would fill a pipe and block.
+            proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", path, "--no-dashboard"],
+                                    stdout=fo, stderr=fe, text=True)
+            samples = []
+            while proc.poll() is None:
+                samples.append((time.perf_counter() - t0, rss_mb(proc.pid)))
+                time.sleep(0.5)
+            wall = time.perf_counter() - t0
+            fo.seek(0), fe.seek(0)
+            out, err = fo.read(), fe.read()
         if proc.returncode:
             sys.exit(err[-2000:])
         start = next((line for line in err.splitlines() if line.startswith("Starting")), "")

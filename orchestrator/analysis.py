@@ -158,13 +158,19 @@ def _excluded_text(excluded: dict[str, int]) -> str:
     return ", ".join(f"{v} {k.replace('_', ' ')} ({EXCLUSION_REASONS[k]})" for k, v in excluded.items() if v) or "none"
 
 
+FIT_STAGES = ("Approach 3 global fit", "Approaches 1 and 2", "bootstrap refits", "residual GP",
+              "extrapolation check")
+
+
 def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, seed: int = 0,
-            drop_highest: int = 0, extrapolation: bool = True) -> SweepFit:
+            drop_highest: int = 0, extrapolation: bool = True, progress=None) -> SweepFit:
     """Fit every form the runs support; bootstrap ``n_boot`` resamples (0: no intervals).
 
     Raises InsufficientData (a UserError) when Approach 3 cannot be fitted; the other forms
     and the extrapolation check record what they lack in ``SweepFit.unavailable`` instead.
+    ``progress(stage)`` is called as each of FIT_STAGES starts (the CLI's progress bar).
     """
+    stage = progress or (lambda name: None)
     used, excluded, excluded_runs = usable(trials, drop_highest)
     if len(used) < 5:
         raise InsufficientData(f"fit: Approach 3 needs at least 5 completed runs to fit its 5 parameters; "
@@ -182,7 +188,9 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
     used["budget"] = budget
     unavailable: dict[str, str] = {}
 
+    stage(FIT_STAGES[0])
     a3 = fit_approach3(n, d, loss)
+    stage(FIT_STAGES[1])
     a2 = a1 = None
     try:
         a2 = fit_approach2(budget, n, d, loss)
@@ -196,6 +204,7 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
         unavailable["approach1"] = str(e)
 
     boot, intervals, disc = None, {}, None
+    stage(f"{FIT_STAGES[2]} ({n_boot} resamples)")
     if n_boot > 0:
         extra = {}
         if a2:
@@ -207,12 +216,14 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
                          approach2_budgets=[m.budget for m in a2.minima] if a2 else (), approach1=a1 is not None,
                          estimates=extra)
         intervals = boot.intervals()
+        stage(FIT_STAGES[3])
         if len(used) >= MIN_RUNS_FOR_DISCREPANCY:
             x = np.stack([np.log10(n), np.log10(d)], axis=1)
             disc = estimate_discrepancy(x, a3.residuals, seed=seed)
             intervals = _with_discrepancy(intervals, discrepancy_sd(a3.params.as_vector(), n, d, disc, target_compute))
 
     hold = None
+    stage(FIT_STAGES[4])
     if extrapolation:
         try:
             hold = holdout_check(n, d, loss, compute, budget, used["name"].to_numpy())

@@ -25,6 +25,42 @@ def _fmt_s(s: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+class FitBar:
+    """A progress bar over the fit's stages (a 10,000-run fit takes seconds), on a terminal
+    only, so piped and --json output stay clean. Pass the instance as ``analyse``'s
+    ``progress``; the bar starts at the first stage (after any sweep bar has finished)."""
+
+    def __init__(self):
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.bar = self.task = None
+
+    def __call__(self, stage: str) -> None:
+        if not self.console.is_terminal:
+            return
+        if self.bar is None:
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            from orchestrator.analysis import FIT_STAGES
+
+            self.bar = Progress(SpinnerColumn(), TextColumn("fit: {task.description}"), BarColumn(),
+                                TimeElapsedColumn(), console=self.console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(stage, total=len(FIT_STAGES))
+        else:
+            self.bar.advance(self.task)
+        self.bar.update(self.task, description=stage, refresh=True)
+
+    def __enter__(self) -> "FitBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
 class ConsoleSink:
     """Progress for the terminal: a rich bar on a TTY, one line per finished trial otherwise."""
 
@@ -86,7 +122,8 @@ def cmd_run(args) -> int:
 
     t0 = time.monotonic()
     try:
-        out = run_sweep(spec, executor_factory=executor, sink=sink, cache_dir=cache)
+        with FitBar() as fit_bar:
+            out = run_sweep(spec, executor_factory=executor, sink=sink, cache_dir=cache, fit_progress=fit_bar)
     except KeyboardInterrupt:
         print(f"\nInterrupted. Finished trials are saved; resume with: scalesweep run {args.spec}", file=sys.stderr)
         return 130
@@ -233,7 +270,9 @@ def cmd_fit(args) -> int:
         finite = runs.table["flops"][runs.table["flops"] > 0]
         target = float(10 * finite.max()) if len(finite) else 1e15
         why = f"Target compute {target:.3g} FLOPs (10x the largest run; set it with --compute)"
-    fit = analyse(runs.table, target, n_boot=args.bootstrap, seed=args.seed, drop_highest=args.drop_highest)
+    with FitBar() as progress:
+        fit = analyse(runs.table, target, n_boot=args.bootstrap, seed=args.seed, drop_highest=args.drop_highest,
+                      progress=progress)
     if args.json:
         print(json.dumps(fit.to_json(), indent=1, default=float))
     else:
@@ -250,7 +289,8 @@ def cmd_report(args) -> int:
 
     store = open_results(args.results)
     trials = store.read_table("trials").to_pandas()
-    fit = analyse(trials, _target(args, store))
+    with FitBar() as progress:
+        fit = analyse(trials, _target(args, store), progress=progress)
     for path in write_report(store, trials, fit, os.path.basename(args.results.rstrip("/"))):
         print(path)
     return 0

@@ -84,24 +84,25 @@ def _record_spec(spec: SweepSpec, store: ResultStore, trials: list) -> None:
 
 
 def run_sweep(spec: SweepSpec, executor_factory=None, sink: ProgressSink | None = None,
-              cache_dir: str = "", write_report: bool = True) -> SweepOutcome:
+              cache_dir: str = "", write_report: bool = True, fit_progress=None) -> SweepOutcome:
     """Run every unfinished trial of ``spec`` (or what the adaptive planner proposes), then fit
     and (optionally) report.
 
     ``executor_factory`` builds the executor once there is work (default: a RayExecutor with
     the spec's resources; Ray must already be connected, see orchestrator.cluster.connect).
+    ``fit_progress`` is the end-of-sweep fit's stage callback (``analyse``'s ``progress``).
     """
     factory = TrialFactory(spec, cache_dir)
     static = plan_trials(spec, factory) if spec.planner == "static" else []
     store = _open_for_writing(spec)
     if "://" in spec.sweep_dir:
         log.warning("no driver lock on object storage: do not run two drivers on %s at once", spec.sweep_dir)
-        return _run(spec, store, factory, static, executor_factory, sink, write_report)
+        return _run(spec, store, factory, static, executor_factory, sink, write_report, fit_progress)
     with DriverLock(spec.sweep_dir):
-        return _run(spec, store, factory, static, executor_factory, sink, write_report)
+        return _run(spec, store, factory, static, executor_factory, sink, write_report, fit_progress)
 
 
-def _run(spec, store, factory, static, executor_factory, sink, write_report) -> SweepOutcome:
+def _run(spec, store, factory, static, executor_factory, sink, write_report, fit_progress) -> SweepOutcome:
     _record_spec(spec, store, static)
 
     planner: Planner
@@ -125,20 +126,21 @@ def _run(spec, store, factory, static, executor_factory, sink, write_report) -> 
     if spec.planner == "static":
         skipped = len(static) - trained
     ids = {t.trial_id for t in static} if spec.planner == "static" else None
-    out = finish(spec, store, ids, write_report)
+    out = finish(spec, store, ids, write_report, fit_progress)
     out.trained, out.skipped, out.failed, out.diverged = trained, skipped, failed, diverged
     out.stop_reason = getattr(planner, "stopped", "")
     return out
 
 
-def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, write_report: bool = True) -> SweepOutcome:
+def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, write_report: bool = True,
+           fit_progress=None) -> SweepOutcome:
     """Fit (and report) the sweep's trials: ``trial_ids``, or every trial in the store."""
     table = store.read_table("trials").to_pandas()
     if trial_ids is not None:
         table = table[table["trial_id"].isin(trial_ids)]
     fit, fit_error, report = None, "", []
     try:
-        fit = analyse(table, spec.fit.target_compute)
+        fit = analyse(table, spec.fit.target_compute, progress=fit_progress)
     except UserError as e:
         fit_error = str(e)
     if fit is not None and write_report:

@@ -181,3 +181,24 @@ def test_chinchilla_reference_refit_and_interval_for_a():
     a80 = fit.intervals["a"]
     assert a80.contains(0.51, 0.80) and 0.02 <= a80.width(0.80) <= 0.12
     assert np.all(np.isfinite(predict_loss(p, t["n_params"], t["tokens"])))
+
+
+def test_fit_reports_each_stage_and_the_terminal_bar_shows_them():
+    import io
+
+    from rich.console import Console
+
+    from orchestrator.analysis import FIT_STAGES
+    from orchestrator.cli import FitBar
+
+    seen = []
+    analyse(trials(), 1e22, n_boot=50, progress=seen.append)
+    assert [s.split(" (")[0] for s in seen] == list(FIT_STAGES)
+    out = io.StringIO()
+    with FitBar() as bar:
+        bar.console = Console(file=out, force_terminal=True, width=120)
+        analyse(trials(), 1e22, n_boot=50, progress=bar)
+    assert "fit: bootstrap refits (50 resamples)" in out.getvalue()
+    piped = FitBar()  # not a terminal (pytest captures stderr): no bar, no output
+    piped("Approach 3 global fit")
+    assert piped.bar is None
