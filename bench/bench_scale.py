@@ -113,6 +113,17 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def trials_done(err_path: str) -> int:
+    """Trials done per the last '[k/N] ...' line the driver printed (non-terminal output)."""
+    with open(err_path, "rb") as f:
+        f.seek(max(0, os.path.getsize(err_path) - 4096))
+        lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.startswith("[")]
+    try:
+        return int(lines[-1][1:].split("/", 1)[0]) if lines else 0
+    except ValueError:
+        return 0
+
+
 def timed(cmd: list[str]) -> tuple[float, str]:
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -131,9 +142,9 @@ def bench_sweep(n_trials: int) -> None:
             # Files, not pipes: a driver printing a line per trial would fill a pipe and block.
             proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", path, "--no-dashboard"],
                                     stdout=fo, stderr=fe, text=True)
-            samples = []
+            samples = []  # (seconds, RSS MB, trials done so far per the driver's last progress line)
             while proc.poll() is None:
-                samples.append((time.perf_counter() - t0, rss_mb(proc.pid)))
+                samples.append((time.perf_counter() - t0, rss_mb(proc.pid), trials_done(fe.name)))
                 time.sleep(0.5)
             wall = time.perf_counter() - t0
             fo.seek(0), fe.seek(0)
@@ -143,12 +154,15 @@ def bench_sweep(n_trials: int) -> None:
         start = next((line for line in err.splitlines() if line.startswith("Starting")), "")
         ray_s = float(start.rsplit(" in ", 1)[1].rstrip("s")) if " in " in start else 0.0
         summary = next((line for line in out.splitlines() if line.startswith("Sweep")), "")
-        rss = np.array([s[1] for s in samples if s[1] > 0])
-        quarters = [float(np.max(part)) for part in np.array_split(rss, 4)] if len(rss) >= 4 else []
+        samples = [s for s in samples if s[1] > 0]
+        total = max(s[2] for s in samples)
+        at = {f: next((s[1] for s in samples if s[2] >= f * total), 0.0) for f in (0.1, 0.25, 0.5, 0.75, 1.0)}
+        training = max(s[1] for s in samples if s[2] < total)
         print(summary)
         print(f"sweep of {n_trials} trials: {wall:.1f}s in all, {wall - ray_s:.1f}s without Ray start-up "
-              f"({ray_s:.1f}s); driver RSS peak {rss.max():.0f} MB, peak per quarter of the run "
-              f"{' / '.join(f'{q:.0f}' for q in quarters)} MB")
+              f"({ray_s:.1f}s); driver RSS with 10/25/50/75/100 % of trials done: "
+              f"{' / '.join(f'{v:.0f}' for v in at.values())} MB; peak while trials ran {training:.0f} MB, "
+              f"peak overall (the end-of-sweep fit and report) {max(s[1] for s in samples):.0f} MB")
         results = os.path.join(tmp, "results", "scale")
         files = sum(len(os.listdir(os.path.join(results, t))) for t in ("trials",) if os.path.isdir(os.path.join(results, t)))
         print(f"files in trials/ after the sweep: {files}")

@@ -49,7 +49,7 @@ class Discrepancy:
         cov[np.arange(len(first)), np.asarray(first)] += self.sigma**2  # the block's part of the diagonal
         return cov
 
-    def sandwich(self, x: np.ndarray, b: np.ndarray, block: int = 1024) -> np.ndarray:
+    def sandwich(self, x: np.ndarray, b: np.ndarray, block: int = 256) -> np.ndarray:
         """b Sigma b^T for b of shape (k, n), a block of rows at a time: memory O(block n), not
         O(n^2) (10,000 trials would need 800 MB for Sigma alone)."""
         def part(start: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from conftest import ROOT
-from orchestrator import load_trials
+from orchestrator import load_steps, load_trials
 
 pytestmark = pytest.mark.ray
 
@@ -75,17 +75,21 @@ def test_dashboard_refuses_requests_without_the_token(head):
 
 
 def test_submit_follow_and_read_results(head, tmp_path):
+    """The quickstart as a Ray job: real training on the head's 2 CPUs, about 3-4 minutes."""
     url, env = head
     results = tmp_path / "results"
     # --no-pip: this head runs in the environment that already has the pinned requirements;
     # installing torch into a fresh virtualenv for the job would take minutes on 2 cores.
-    out = cli(env, "submit", "specs/simulated_grid.yaml", "--address", url, "--results", str(results),
-              "--no-pip", "--wait")
+    out = cli(env, "submit", "specs/quickstart.yaml", "--address", url, "--results", str(results),
+              "--no-pip", "--wait", timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "Submitted job raysubmit_" in out.stdout and f"{url}/#/jobs/raysubmit_" in out.stdout
-    assert "Sweep sim-grid: 81 trials, 81 trained now" in out.stdout  # the job's own log, followed
-    trials = load_trials(str(results / "sim-grid"))
-    assert len(trials) == 81 and set(trials["status"]) == {"completed"}
+    assert "Sweep quickstart: 13 trials, 13 trained now" in out.stdout  # the job's own log, followed
+    trials = load_trials(str(results / "quickstart"))
+    assert len(trials) == 13 and set(trials["status"]) == {"completed"}
+    steps = load_steps(str(results / "quickstart"))
+    assert set(steps["trial_id"]) == set(trials["trial_id"]) and steps["eval_loss"].notna().any()
+    assert (results / "quickstart" / "report" / "index.html").exists()
     job_id = out.stdout.split("Submitted job ")[1].split()[0]
     listed = cli(env, "jobs", "--address", url)
     assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
