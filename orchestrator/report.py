@@ -180,7 +180,6 @@ PLOTS = {
 
 def write_report(store: ResultStore, trials: pd.DataFrame, fit: SweepFit, title: str) -> list[str]:
     """Write ``report/<plot>.png`` and ``report/index.html`` under the sweep; returns their paths."""
-    store.fs.create_dir(f"{store.root}/report", recursive=True)
     images, written = {}, []
     for name, draw in PLOTS.items():
         fig, ax = plt.subplots(figsize=(7, 4.8), dpi=110)
@@ -191,7 +190,7 @@ def write_report(store: ResultStore, trials: pd.DataFrame, fit: SweepFit, title:
         plt.close(fig)
         images[name] = buf.getvalue()
         path = f"report/{name}.png"
-        _write_bytes(store, path, images[name])
+        store.write_bytes(path, images[name])
         written.append(f"{store.root}/{path}")
     cols = ["name", "status", "n_params", "tokens", "flops", "budget", "eval_loss", "train_loss", "wall_s"]
     table = trials[[c for c in cols if c in trials]].sort_values(["budget", "n_params"]).to_html(
@@ -209,13 +208,7 @@ pre{{background:#f6f6f6;padding:1em}}</style></head><body>
 {figs}
 <h2>Trials</h2>{table}
 </body></html>"""
-    _write_bytes(store, "report/index.html", page.encode())
+    store.write_bytes("report/index.html", page.encode())
     written.append(f"{store.root}/report/index.html")
     return written
 
-
-def _write_bytes(store: ResultStore, rel: str, data: bytes) -> None:
-    tmp = f"{store.root}/{rel}.tmp"
-    with store.fs.open_output_stream(tmp) as out:
-        out.write(data)
-    store.fs.move(tmp, f"{store.root}/{rel}")

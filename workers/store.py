@@ -113,7 +113,7 @@ class ResultStore:
         if filesystem is not None:
             self.fs, self.root = filesystem, self.uri.rstrip("/")
         else:
-            self.fs, self.root = pafs.FileSystem.from_uri(_as_uri(self.uri))
+            self.fs, self.root = _filesystem(self.uri)
 
     def _path(self, table: str, trial_id: str) -> str:
         return f"{self.root}/{table}/{trial_id}.parquet"
@@ -288,6 +288,25 @@ def _conform(part: pa.Table, schema: pa.Schema) -> pa.Table:
         else:
             cols.append(pa.nulls(part.num_rows, f.type))
     return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's filesystem for ``uri`` (local paths, s3://, gs://, hdfs://), else fsspec's
+    behind pyarrow's adapter (memory://, az://, ...: whatever fsspec has installed), so every
+    store goes through the same pyarrow calls."""
+    try:
+        return pafs.FileSystem.from_uri(_as_uri(uri))
+    except pa.ArrowInvalid:
+        if "://" not in uri:
+            raise
+        import fsspec  # a dependency of torch, so always present
+
+        try:
+            fs = fsspec.filesystem(uri.split("://", 1)[0])
+        except (ImportError, ValueError):
+            raise ValueError(f"unknown filesystem scheme in {uri!r} (expected a local path, s3://, gs:// "
+                             "or a scheme fsspec knows)") from None
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), fs._strip_protocol(uri).rstrip("/")
 
 
 def _as_uri(root: str) -> str:
