@@ -36,7 +36,7 @@ SIMULATOR_VERSION = "sim-1"
 
 # TrainConfig fields that only change how often metrics and checkpoints are recorded, not
 # the result (a resumed trial ends exactly where an uninterrupted one does).
-_NOT_HASHED = {"n_evals", "log_every", "checkpoint_every_s"}
+_NOT_HASHED = {"n_evals", "log_every", "checkpoint_every_s", "compile"}
 
 
 def content_id(payload: dict) -> str:
@@ -73,6 +73,7 @@ def train_config(spec: SweepSpec) -> TrainConfig:
         n_evals=t.n_evals,
         log_every=t.log_every,
         checkpoint_every_s=t.checkpoint_every_s,
+        compile=t.compile,
     )
 
 

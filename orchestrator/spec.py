@@ -101,6 +101,9 @@ class TrainSpec(_Strict):
     # log_every boundary; a trial retried after preemption resumes from its last one. Wall
     # time rather than steps because what preemption costs is wall time. Not in the trial id.
     checkpoint_every_s: float = Field(600.0, ge=0, allow_inf_nan=False)
+    # torch.compile the model for training (worth it on GPUs for trials of minutes or more; the
+    # first steps pay the compilation). Changes results only at float rounding: not in the id.
+    compile: bool = False
 
 
 class ResourceSpec(_Strict):

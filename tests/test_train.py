@@ -67,3 +67,14 @@ def test_error_in_trial_is_recorded_with_traceback(tmp_path, cache_dir):
     assert r.status is TrialStatus.FAILED
     row = pq.read_table(tmp_path / "res" / "trials" / "bad.parquet").to_pylist()[0]
     assert "DataError" in row["error"] and "Traceback" in row["error"]
+
+
+def test_compiled_training_matches_eager(tmp_path, cache_dir):
+    """train.compile: torch.compile (inductor) trains the same model to the same loss."""
+    from dataclasses import replace
+
+    eager = trial(tmp_path / "a", cache_dir)
+    compiled = replace(eager, train=replace(eager.train, compile=True), results=str(tmp_path / "b"))
+    r_eager, r_compiled = run_trial(eager), run_trial(compiled)
+    assert r_compiled.status is TrialStatus.COMPLETED, r_compiled.error
+    assert r_compiled.eval_loss == pytest.approx(r_eager.eval_loss, abs=2e-3)

@@ -187,6 +187,9 @@ def train(cfg: TrialConfig, store: ResultStore | None = None) -> tuple[dict, lis
             log.info("resuming trial %s from step %d of %d", cfg.trial_id, start, n_steps)
         del ckpt
     saved_at = time.perf_counter()
+    # The compiled module shares the model's parameters; checkpoints and evaluation use the
+    # plain one (its state_dict keys, and no recompilation for the evaluation batch shape).
+    forward = torch.compile(model) if tc.compile else model
 
     loss_sum = torch.zeros((), device=device)
     window = 0  # checkpoints are taken at log boundaries, so a resumed window starts empty
@@ -196,8 +199,8 @@ def train(cfg: TrialConfig, store: ResultStore | None = None) -> tuple[dict, lis
             group["lr"] = lr
         x, y = corpus.batch(cfg.seed, step, batch_size, seq_len)
         with _autocast(device):
-            _, loss = model(torch.from_numpy(x).to(device, non_blocking=True),
-                            torch.from_numpy(y).to(device, non_blocking=True))
+            _, loss = forward(torch.from_numpy(x).to(device, non_blocking=True),
+                              torch.from_numpy(y).to(device, non_blocking=True))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)

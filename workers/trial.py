@@ -42,6 +42,7 @@ class TrainConfig:
     # Wall seconds between checkpoints of a GPT trial (0: never). Saved at the first log
     # boundary after the interval, so a retried trial resumes there (workers.train).
     checkpoint_every_s: float = 600.0
+    compile: bool = False  # torch.compile the training forward (workers.train)
 
 
 @dataclass(frozen=True)
