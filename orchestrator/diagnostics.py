@@ -27,6 +27,9 @@ Z_LIMIT = 3.0  # residuals beyond this many sigma are "unusually large"
 N_PARAMS = 5
 
 
+LOCAL_MIN_RUNS = 200  # runs needed before residual scales are taken locally (outliers)
+
+
 def residual_scale(resid) -> float:
     """Robust standard deviation (1.4826 MAD) of residuals, corrected for 5 fitted parameters."""
     r = np.asarray(resid, float)
@@ -84,14 +87,34 @@ def holdout_check(n, d, loss, compute, budget, names) -> Holdout:
 
 
 def outliers(resid_nats, names, observed) -> list[dict]:
-    """Runs whose residual (predicted - observed, nats) exceeds Z_LIMIT residual scales, worst first."""
+    """Runs whose residual (predicted - observed, nats) exceeds Z_LIMIT residual scales, worst first.
+
+    The scale is local to each run's loss level (:func:`local_scale`): seed noise grows with
+    the loss, so one global scale would flag half the small, high-loss runs of a large sweep
+    and none of the large ones.
+    """
     r = np.asarray(resid_nats, float)
-    sigma = residual_scale(r)
-    z = r / sigma
+    z = r / local_scale(r, np.asarray(observed, float))
     idx = np.flatnonzero(np.abs(z) > Z_LIMIT)
     idx = idx[np.argsort(-np.abs(z[idx]))]
-    return [{"name": str(names[i]), "observed": float(observed[i]), "predicted": float(observed[i] + r[i]),
-             "residual_nats": float(r[i]), "z": float(z[i])} for i in idx]
+    return [{"name": str(names[i]), "row": int(i), "observed": float(observed[i]),
+             "predicted": float(observed[i] + r[i]), "residual_nats": float(r[i]), "z": float(z[i])} for i in idx]
+
+
+def local_scale(resid, level) -> np.ndarray:
+    """Per run, the robust scale (1.4826 MAD) of the residuals of the runs nearest in ``level``
+    (a window of max(50, n/20) runs); the global :func:`residual_scale` below LOCAL_MIN_RUNS."""
+    r, n = np.asarray(resid, float), len(resid)
+    if n < LOCAL_MIN_RUNS:
+        return np.full(n, residual_scale(r))
+    k = max(50, n // 20)
+    order = np.argsort(level, kind="stable")
+    win = np.lib.stride_tricks.sliding_window_view(r[order], k)  # (n - k + 1, k)
+    med = np.median(win, axis=1)
+    mad = 1.4826 * np.median(np.abs(win - med[:, None]), axis=1)
+    out = np.empty(n)
+    out[order] = np.maximum(mad[np.clip(np.arange(n) - k // 2, 0, n - k)], 1e-12)
+    return out
 
 
 def _disjoint(i1, i2, level: float = 0.95) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 
 import matplotlib
 
@@ -27,23 +28,37 @@ from workers.store import ResultStore  # noqa: E402
 __all__ = ["write_report"]
 
 
+MAX_LEGEND_BUDGETS = 10  # more budgets than this get a colour bar instead of a legend entry each
+MAX_CURVES = 12  # fitted curves drawn at most (every k-th budget past that): 60 curves are a smear
+
+
 def _isoflop(fit: SweepFit, ax) -> None:
     used, p = fit.used, fit.approach3.params
     budgets = sorted(b for b in used["budget"].unique() if b > 0)
     cmap = plt.get_cmap("viridis")
+    many = len(budgets) > MAX_LEGEND_BUDGETS
+    every = max(1, -(-len(budgets) // MAX_CURVES))
+    norm = plt.Normalize(math.log10(budgets[0]), math.log10(budgets[-1])) if budgets else None
     for i, c in enumerate(budgets):
-        color = cmap(i / max(1, len(budgets) - 1))
+        color = cmap(norm(math.log10(c)) if norm and len(budgets) > 1 else 0.0)
         pts = used[used["budget"] == c]
-        ax.scatter(pts["n_params"], pts["eval_loss"], color=color, zorder=3, label=f"C = {c:.2g} FLOPs")
-        n = np.geomspace(pts["n_params"].min() / 1.5, pts["n_params"].max() * 1.5, 100)
-        ax.plot(n, predict_loss(p, n, c / (6 * n)), color=color, lw=1.2)
+        ax.scatter(pts["n_params"], pts["eval_loss"], color=color, zorder=3, s=8 if many else 30,
+                   label=None if many else f"C = {c:.2g} FLOPs")
+        if i % every == 0 or i == len(budgets) - 1:
+            n = np.geomspace(pts["n_params"].min() / 1.5, pts["n_params"].max() * 1.5, 100)
+            ax.plot(n, predict_loss(p, n, c / (6 * n)), color=color, lw=1.2)
     for m in fit.minima:
-        ax.scatter([m.n_opt], [m.loss], marker="*", s=160, color="black" if not m.at_edge else "red", zorder=4)
+        ax.scatter([m.n_opt], [m.loss], marker="*", s=60 if many else 160, color="black" if not m.at_edge else "red",
+                   zorder=4)
     ax.set_xscale("log")
     ax.set_xlabel("parameters N")
     ax.set_ylabel("held-out loss (nats/token)")
-    ax.set_title("IsoFLOP curves (lines: Approach 3 fit; stars: parabola minima)")
-    ax.legend(fontsize=8)
+    shown = f", every {every}th budget's" if every > 1 else ""
+    ax.set_title(f"IsoFLOP curves (lines: Approach 3 fit{shown}; stars: parabola minima)", fontsize=10)
+    if many:
+        plt.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="log10 C (FLOPs per trial)")
+    elif budgets:
+        ax.legend(fontsize=8)
 
 
 def _frontier(fit: SweepFit, ax) -> None:
@@ -120,11 +135,11 @@ def _residuals(fit: SweepFit, ax) -> None:
     ax.axhline(0, color="black", lw=0.8)
     sc = ax.scatter(used["flops"], resid, c=np.log10(used["n_params"]), cmap="plasma", s=22, zorder=3)
     plt.colorbar(sc, ax=ax, label="log10 N")
-    flagged = {o["name"] for o in fit.outliers}
-    mask = used["name"].isin(flagged).to_numpy()
+    mask = np.zeros(len(used), bool)
+    mask[[o["row"] for o in fit.outliers]] = True  # rows of fit.used: names need not be unique
     if mask.any():
         ax.scatter(used["flops"][mask], resid[mask], s=120, facecolors="none", edgecolors="red", zorder=4,
-                   label=f"flagged: |residual| > 3 sigma ({int(mask.sum())})")
+                   label=f"flagged: |residual| > 3 local sigma ({int(mask.sum())})")
         ax.legend(fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("training compute C (FLOPs)")

@@ -202,3 +202,17 @@ def test_fit_reports_each_stage_and_the_terminal_bar_shows_them():
     piped = FitBar()  # not a terminal (pytest captures stderr): no bar, no output
     piped("Approach 3 global fit")
     assert piped.bar is None
+
+
+def test_outliers_are_judged_against_the_noise_at_their_loss_level():
+    """Seed noise grows with the loss: a large sweep flags its planted outliers, not its noisy end."""
+    from orchestrator.diagnostics import outliers
+
+    rng = np.random.default_rng(0)
+    level = np.linspace(2.0, 8.0, 2000)
+    resid = rng.normal(0, 0.002 + 0.01 * (level - 2.0))  # 0.002 nats at L = 2, 0.062 at L = 8
+    planted = [100, 700]
+    resid[planted] += 0.05  # > 10 local sigma, < 1 sigma at the high-loss end
+    flagged = outliers(resid, np.arange(2000).astype(str), level)
+    names = {int(f["name"]) for f in flagged}
+    assert set(planted) <= names and len(names) < 40  # ~0.3 % of Gaussian noise exceeds 3 sigma
