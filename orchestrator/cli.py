@@ -245,14 +245,16 @@ def cmd_query(args) -> int:
     return 0
 
 
-def _target(args, store) -> float:
+def _target(args, runs) -> tuple[float, str]:
+    """(target compute, a line saying where it came from when it is not the user's or the sweep's)."""
     if args.compute is not None:
-        return args.compute
-    try:
-        with store.fs.open_input_stream(f"{store.root}/plan.json") as f:
-            return float(json.loads(f.read())["target_compute"])
-    except (FileNotFoundError, OSError, ValueError, KeyError):
-        return 1e15
+        return args.compute, ""
+    if runs.target_compute is not None:
+        return runs.target_compute, ""
+    # A table of runs names no target: extrapolate one decade past its largest run.
+    finite = runs.table["flops"][runs.table["flops"] > 0]
+    target = float(10 * finite.max()) if len(finite) else 1e15
+    return target, f"Target compute {target:.3g} FLOPs (10x the largest run; set it with --compute)"
 
 
 def cmd_fit(args) -> int:
@@ -262,14 +264,7 @@ def cmd_fit(args) -> int:
     cols = ColumnMap(n=args.n_col, d=args.d_col, c=args.c_col, loss=args.loss_col, budget=args.budget_col,
                      name=args.name_col)
     runs = load_runs(args.results, cols)
-    target, why = args.compute, ""
-    if target is None and runs.target_compute is not None:
-        target = runs.target_compute
-    elif target is None:
-        # A table of runs names no target: extrapolate one decade past its largest run.
-        finite = runs.table["flops"][runs.table["flops"] > 0]
-        target = float(10 * finite.max()) if len(finite) else 1e15
-        why = f"Target compute {target:.3g} FLOPs (10x the largest run; set it with --compute)"
+    target, why = _target(args, runs)
     with FitBar() as progress:
         fit = analyse(runs.table, target, n_boot=args.bootstrap, seed=args.seed, drop_highest=args.drop_highest,
                       progress=progress)
@@ -286,11 +281,15 @@ def cmd_report(args) -> int:
     from orchestrator.analysis import analyse
     from orchestrator.report import write_report
     from orchestrator.results import open_results
+    from orchestrator.runs import Runs, plan_target
 
     store = open_results(args.results)
     trials = store.read_table("trials").to_pandas()
+    target, why = _target(args, Runs(trials, args.results, plan_target(store)))
+    if why:
+        print(why, file=sys.stderr)
     with FitBar() as progress:
-        fit = analyse(trials, _target(args, store), progress=progress)
+        fit = analyse(trials, target, progress=progress)
     for path in write_report(store, trials, fit, os.path.basename(args.results.rstrip("/"))):
         print(path)
     return 0

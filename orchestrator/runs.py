@@ -58,17 +58,20 @@ def _read_file(path: str) -> pd.DataFrame:
         raise UserError(f"{path}: cannot read runs ({str(e).splitlines()[0]}; expected a CSV or Parquet file)") from None
 
 
+def plan_target(store) -> float | None:
+    """The target compute the sweep was run for (its plan.json), None when unknown."""
+    try:
+        with store.fs.open_input_stream(f"{store.root}/plan.json") as f:
+            return float(json.loads(f.read())["target_compute"])
+    except (FileNotFoundError, OSError, ValueError, KeyError):
+        return None
+
+
 def _read_results(path: str) -> tuple[pd.DataFrame, float | None]:
     from orchestrator.results import open_results
 
     store = open_results(path)
-    target = None
-    try:
-        with store.fs.open_input_stream(f"{store.root}/plan.json") as f:
-            target = float(json.loads(f.read())["target_compute"])
-    except (FileNotFoundError, OSError, ValueError, KeyError):
-        pass
-    return store.read_table("trials").to_pandas(), target
+    return store.read_table("trials").to_pandas(), plan_target(store)
 
 
 def _column(df: pd.DataFrame, key: str, cols: ColumnMap, source: str, required: bool) -> pd.Series | None:
