@@ -7,8 +7,10 @@ residual scale, a robust (MAD-based) standard deviation of the in-sample residua
 inflated by sqrt(n / (n - 5)) because 5 fitted parameters shrink in-sample residuals.
 
 The flags turn the diagnostics into plain sentences: Approaches 2 and 3 disagreeing beyond
-their bootstrap intervals, held-out runs more than 3 sigma off, IsoFLOP minima at the edge of
-their budget's sizes (the sizes do not bracket the optimum, so the vertex is extrapolated).
+their bootstrap intervals, more than 5 % of the held-out runs (at least one) more than 3 sigma
+off, IsoFLOP minima at the edge of their budget's sizes (the sizes do not bracket the optimum,
+so the vertex is extrapolated). Outliers are judged against the residual scale at their own
+loss level, since seed noise grows with the loss.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ Z_LIMIT = 3.0  # residuals beyond this many sigma are "unusually large"
 N_PARAMS = 5
 
 
+HOLDOUT_MISS_SHARE = 0.05  # held-out runs beyond Z_LIMIT that make the extrapolation a flag
 LOCAL_MIN_RUNS = 200  # runs needed before residual scales are taken locally (outliers)
 
 
@@ -132,8 +135,10 @@ def misspecification_flags(intervals: dict, holdout: Holdout | None, minima) -> 
             lo2, hi2 = i2.bounds[0.95]
             flags.append(f"Approaches 2 and 3 disagree on {k}: {i2.estimate:.3f} [{lo2:.3f}, {hi2:.3f}] against "
                          f"{i3.estimate:.3f} [{lo3:.3f}, {hi3:.3f}] (95 % intervals do not overlap)")
-    if holdout is not None and holdout.max_abs_z > Z_LIMIT:
-        bad = int((np.abs(holdout.z) > Z_LIMIT).sum())
+    bad = int((np.abs(holdout.z) > Z_LIMIT).sum()) if holdout is not None else 0
+    # Isolated outliers are listed as such; the law is suspect when more than a few percent of
+    # the held-out runs miss (2 % outliers are common in real sweeps: shared/BENCHMARK.md).
+    if bad and bad > HOLDOUT_MISS_SHARE * len(holdout.errors):
         flags.append(f"{bad} of {len(holdout.errors)} held-out runs (C >= {flops_str(holdout.threshold)}) are more than "
                      f"{Z_LIMIT:g} sigma from the extrapolated law (worst {holdout.max_abs_z:.1f} sigma)")
     edge = [m.budget for m in minima if m.at_edge]

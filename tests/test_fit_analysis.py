@@ -216,3 +216,18 @@ def test_outliers_are_judged_against_the_noise_at_their_loss_level():
     flagged = outliers(resid, np.arange(2000).astype(str), level)
     names = {int(f["name"]) for f in flagged}
     assert set(planted) <= names and len(names) < 40  # ~0.3 % of Gaussian noise exceeds 3 sigma
+
+
+def test_one_outlier_among_many_held_out_runs_is_not_a_misspecification_flag():
+    from orchestrator.diagnostics import Holdout
+
+    z_one = np.zeros(100)
+    z_one[3] = 30.0  # one wild run: an outlier, listed as such
+    quiet = Holdout(1e21, [f"r{i}" for i in range(100)], z_one * 0.01, 0.01)
+    assert misspecification_flags({}, quiet, []) == []
+    z_many = np.zeros(100)
+    z_many[:10] = 5.0  # a tenth of the held-out runs off: the law does not extrapolate
+    bent = Holdout(1e21, [f"r{i}" for i in range(100)], z_many * 0.01, 0.01)
+    assert "10 of 100 held-out runs" in misspecification_flags({}, bent, [])[0]
+    few = Holdout(1e21, ["a", "b", "c"], np.array([0.0, 0.05, 0.0]), 0.01)
+    assert misspecification_flags({}, few, [])  # in a small held-out set one miss is enough
