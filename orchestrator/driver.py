@@ -20,6 +20,7 @@ the finished rows it needs to answer for skipped trials.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import time
@@ -64,6 +65,17 @@ class SweepProgress:
 
 class ProgressSink(Protocol):
     def update(self, progress: SweepProgress, completion: Completion | None) -> None: ...
+
+
+def _release_freed_memory() -> None:
+    """Give glibc's free pages back to the OS after a merge. The merge thread allocates in an
+    arena of its own, and glibc keeps what it frees there: measured over trials 1,000-4,000 of
+    a simulated sweep on Ray, the driver's RSS grew 143 MB with merges, 49 MB without them and
+    47 MB with merges and this trim."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        pass
 
 
 def _stored_result(row: dict) -> TrialResult:
@@ -145,6 +157,7 @@ class Driver:
         def merge():
             for table in ("steps", "trials"):
                 self.store.compact(table, only=settled)
+            _release_freed_memory()
 
         self._compacting = self._compactor.submit(merge)
 
