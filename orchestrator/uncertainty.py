@@ -242,15 +242,36 @@ def _refit_approach2(counts, budget, n, d, loss, budgets, target_compute):
 
 
 def _refit_approach1(counts, compute, n, d, loss, budget):
-    out = np.full((len(counts), 2), np.nan)
-    for i, row in enumerate(counts):
-        sel = row > 0
-        try:
-            f1 = fit_approach1(compute[sel], n[sel], d[sel], loss[sel], budget[sel])
-        except InsufficientData:  # fewer than 3 envelope points in this resample
-            continue
-        out[i] = f1.a, f1.b
-    return {"approach1.a": out[:, 0], "approach1.b": out[:, 1]}
+    """Approach 1's exponents for every resample at once (equal to ``fit_approach1`` per row).
+
+    Per budget the best run of a resample is its lowest-loss run present (count > 0); a budget
+    is on the envelope when that beats every smaller budget's best; the power laws are then
+    log-log least squares over each row's envelope (NaN below 3 points, as InsufficientData)."""
+    key = np.where(budget > 0, budget, compute)
+    keys = np.unique(key)  # ascending: the envelope is built from the smallest budget up
+    k = len(counts)
+    best_loss = np.full((k, len(keys)), np.inf)
+    best_run = np.zeros((k, len(keys)), int)
+    for g, kv in enumerate(keys):
+        members = np.flatnonzero(key == kv)
+        members = members[np.argsort(loss[members], kind="stable")]
+        present = counts[:, members] > 0
+        first = present.argmax(axis=1)
+        has = present[np.arange(k), first]
+        best_run[:, g] = members[first]
+        best_loss[:, g] = np.where(has, loss[members[first]], np.inf)
+    prev_min = np.minimum.accumulate(np.hstack([np.full((k, 1), np.inf), best_loss[:, :-1]]), axis=1)
+    on = np.isfinite(best_loss) & (best_loss < prev_min)
+    x = np.log(compute[best_run])
+    w = on.astype(float)
+    sw = w.sum(axis=1)
+    out = {}
+    for name, y in (("approach1.a", np.log(n[best_run])), ("approach1.b", np.log(d[best_run]))):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mx, my = (w * x).sum(axis=1) / sw, (w * y).sum(axis=1) / sw
+            slope = (w * (x - mx[:, None]) * (y - my[:, None])).sum(axis=1) / (w * (x - mx[:, None]) ** 2).sum(axis=1)
+        out[name] = np.where(sw >= 3, slope, np.nan)
+    return out
 
 
 def resample_counts(n_runs: int, n_boot: int, seed: int) -> np.ndarray:

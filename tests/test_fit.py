@@ -199,3 +199,21 @@ def test_discrepancy_sandwich_in_blocks_equals_the_dense_product():
     rng = np.random.default_rng(0)
     disc, x, b = Discrepancy(s_r=0.01, ell=0.5, sigma=0.003), rng.normal(size=(700, 2)), rng.normal(size=(5, 700))
     np.testing.assert_allclose(disc.sandwich(x, b, block=128), b @ disc.covariance(x) @ b.T, rtol=1e-10)
+
+
+def test_vectorised_approach1_bootstrap_equals_one_fit_per_resample():
+    from orchestrator.uncertainty import _refit_approach1
+
+    n, d, loss, budget = synthetic_isoflop(LawParams(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37),
+                                           (1e18, 1e19, 1e20, 1e21), 5, 0.02, seed=3)
+    compute = 6 * n * d
+    counts = resample_counts(len(n), 300, seed=1)
+    fast = _refit_approach1(counts, compute, n, d, loss, budget)
+    for i, row in enumerate(counts):
+        sel = row > 0
+        try:
+            f1 = fit_approach1(compute[sel], n[sel], d[sel], loss[sel], budget[sel])
+            expected = (f1.a, f1.b)
+        except InsufficientData:
+            expected = (np.nan, np.nan)
+        np.testing.assert_allclose([fast["approach1.a"][i], fast["approach1.b"][i]], expected, rtol=1e-9)
