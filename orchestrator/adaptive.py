@@ -213,11 +213,11 @@ class AdaptivePlanner:
         n, d, loss = 10 ** o[:, 0], 10 ** o[:, 1], o[:, 2]
         extra = [self.theta] if self.theta is not None else []
         # Past EXACT_MAX points the optimum moves little between refits: start from the last one.
-        grid = np.linspace(0.05, 1.5, 16) if self.theta is None or len(o) <= EXACT_MAX else self.theta[3:4]
-        grid_b = np.linspace(0.05, 1.5, 16) if self.theta is None or len(o) <= EXACT_MAX else self.theta[4:5]
+        warm = self.theta is not None and len(o) > EXACT_MAX
+        grid = np.linspace(0.05, 1.5, 16)
         try:
-            fit = fit_approach3(n, d, loss, keep=4 if len(grid) > 1 else 1, alphas=grid, betas=grid_b,
-                                extra_starts=extra)
+            fit = fit_approach3(n, d, loss, keep=1 if warm else 4, alphas=self.theta[3:4] if warm else grid,
+                                betas=self.theta[4:5] if warm else grid, extra_starts=extra)
         except (ValueError, np.linalg.LinAlgError) as e:  # degenerate early data
             log.debug("fit failed: %s", e)
             return self.theta

@@ -14,8 +14,8 @@ ends with exactly one row.
 Large sweeps: every COMPACT_EVERY results, a background thread merges the per-trial files of
 settled trials (finished before this run, or recorded in it: nothing rewrites those files
 now) into one Parquet part (``ResultStore.compact``), so a 10,000-trial sweep leaves a few
-files to query rather than 20,000. Memory stays flat: the driver keeps ids and counters, and
-the finished rows it needs to answer for skipped trials.
+files to query rather than 20,000. Memory: the driver keeps ids, counters and the finished
+rows it needs to answer for skipped trials (figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations
