@@ -83,7 +83,10 @@ def test_driver_killed_then_resumed_loses_and_repeats_nothing(ray_cluster, tmp_p
     path.write_text(yaml.safe_dump(spec))
     sweep_dir = tmp_path / "results" / spec["name"]
     cmd, env = _driver_cmd(path, ray.get_runtime_context().gcs_address)
-    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A test run started in the background of a non-interactive shell inherits SIGINT ignored,
+    # and Python keeps an ignored SIGINT: give the driver the default, as a terminal would.
+    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and len(list((sweep_dir / "trials").glob("*.parquet")) if (sweep_dir / "trials").exists() else []) < 4:
         time.sleep(0.1)
