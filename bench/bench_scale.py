@@ -5,16 +5,17 @@ Two parts, each optional:
 
 ``--planner``: the adaptive planner's proposal time at N finished trials. An Optuna journal
 is filled with N finished trials of the T0 world (as a long sweep would leave it), the planner
-resumes from it, then proposes and is told results 2 at a time (2 worker slots), 600 rounds (past a rebuild);
-the time of each ``ask`` is recorded (refit, design model, acquisition search, Optuna
-bookkeeping: everything between a free slot and the next trial).
+resumes from it, then proposes and is told results 2 at a time (2 worker slots) for 600
+rounds, past one rebuild of its design model; the time of each ``ask`` is recorded (refit,
+design model, acquisition search, Optuna bookkeeping: everything between a free slot and the
+next trial).
 
 ``--sweep``: ``scalesweep run`` of a static simulated sweep of ``--trials`` trials on a fresh
-local Ray, sampling the driver process's resident memory every 0.5 s (peak and its course
-over the sweep: flat means it does not grow with trials done), then ``scalesweep status``,
+local Ray, sampling the driver process's resident memory every 0.5 s against the trials done
+(flat means it does not grow with them), then ``scalesweep status``,
 ``fit``, ``report`` and a ``query`` on its results, each timed as a user runs it.
 
-    python bench/bench_scale.py --planner 10000 --sweep --trials 10000
+    python bench/bench_scale.py --planner 300 10000 --sweep --trials 10000
 """
 
 from __future__ import annotations
