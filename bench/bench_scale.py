@@ -24,7 +24,6 @@ import argparse
 import math
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile

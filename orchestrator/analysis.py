@@ -46,7 +46,6 @@ EXCLUSION_REASONS = {
 class SweepFit:
     approach3: Approach3Fit
     minima: list[IsoFlopMinimum]
-    approach2_law: tuple[float, float] | None  # (G, a) of N_opt = G C^a, when >= 2 budgets
     target: dict
     excluded: dict[str, int]
     used: pd.DataFrame = field(repr=False)
@@ -231,7 +230,7 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
             unavailable["extrapolation"] = str(e)
     resid = predict_loss(a3.params, n, d) - loss
     return SweepFit(
-        approach3=a3, minima=minima, approach2_law=(a2.n_law.G, a2.a) if a2 else None,
+        approach3=a3, minima=minima,
         target=compute_optimal(a3.params, target_compute), excluded=excluded, used=used, approach2=a2,
         approach1=a1, unavailable=unavailable, bootstrap=boot, intervals=intervals, holdout=hold,
         outliers=outliers(resid, used["name"].to_numpy(), loss),

@@ -36,7 +36,7 @@ import numpy as np
 
 from orchestrator.fit import LawParams, compute_optimal
 
-__all__ = ["DesignModel", "SparseDesignModel", "Z80"]
+__all__ = ["DesignModel", "SparseDesignModel", "Z80", "jacobian_fd", "log_law_jacobian", "squared_exponential"]
 
 Z80 = 1.2815515655446004  # two-sided 80 % interval half-width in standard deviations
 # Weak prior precision on theta = (a, b, e, alpha, beta): keeps the information matrix
@@ -91,7 +91,7 @@ class DesignModel:
         self._refresh()
 
     def _kern(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return _se(a, b, self.s_r, self.ell)
+        return squared_exponential(a, b, self.s_r, self.ell)
 
     def _jac(self, x: np.ndarray) -> np.ndarray:
         ln10 = math.log(10.0)
@@ -155,7 +155,7 @@ class SparseDesignModel:
         axes = [np.arange(lo[i], hi[i] + 1e-9, 0.8 * ell) for i in range(2)]
         self.z = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 2)
         m = len(self.z)
-        kzz = _se(self.z, self.z, s_r, ell) + 1e-6 * s_r**2 * np.eye(m)
+        kzz = squared_exponential(self.z, self.z, s_r, ell) + 1e-6 * s_r**2 * np.eye(m)
         self._kzz_inv = np.linalg.inv(kzz)
         precision = np.zeros((5 + m, 5 + m))
         precision[:5, :5] = _PRIOR
@@ -169,7 +169,7 @@ class SparseDesignModel:
     def _features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ln10 = math.log(10.0)
         j = log_law_jacobian(self.theta, x[:, 0] * ln10, x[:, 1] * ln10)
-        kxz = _se(x, self.z, self.s_r, self.ell)
+        kxz = squared_exponential(x, self.z, self.s_r, self.ell)
         phi = kxz @ self._kzz_inv
         lam = self.sigma**2 + np.maximum(self.s_r**2 - (phi * kxz).sum(axis=1), 0.0)
         return np.hstack([j, phi]), lam
@@ -190,6 +190,7 @@ class SparseDesignModel:
         self.cov -= np.outer(ch, ch) / (lam[0] + h[0] @ ch)
 
 
-def _se(a: np.ndarray, b: np.ndarray, s_r: float, ell: float) -> np.ndarray:
+def squared_exponential(a: np.ndarray, b: np.ndarray, s_r: float, ell: float) -> np.ndarray:
+    """s_r^2 exp(-|a - b|^2 / (2 ell^2)) between the rows of ``a`` and ``b`` (log10 N, log10 D)."""
     d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
     return s_r**2 * np.exp(-0.5 * d2 / ell**2)

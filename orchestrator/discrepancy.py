@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from orchestrator.design import jacobian_fd, log_law_jacobian, squared_exponential
 from orchestrator.fit import LawParams, optimal_allocation
 
 __all__ = ["Discrepancy", "estimate_discrepancy", "discrepancy_sd", "Z"]
@@ -43,8 +44,7 @@ class Discrepancy:
 
     def covariance(self, x: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
         """Covariance of the residuals at ``x`` (the given rows of it against all of ``x``)."""
-        d2 = ((x[rows, None, :] - x[None, :, :]) ** 2).sum(-1)
-        cov = self.s_r**2 * np.exp(-0.5 * d2 / self.ell**2)
+        cov = squared_exponential(x[rows], x, self.s_r, self.ell)
         first = range(len(x))[rows]
         cov[np.arange(len(first)), np.asarray(first)] += self.sigma**2  # the block's part of the diagonal
         return cov
@@ -104,8 +104,6 @@ def _targets(v: np.ndarray, compute: float) -> np.ndarray:
 
 def discrepancy_sd(theta: np.ndarray, n, d, disc: Discrepancy, compute: float) -> dict[str, float]:
     """Standard deviations of a, b (absolute) and ln N_opt, ln D_opt, ln L* at ``compute``."""
-    from orchestrator.design import jacobian_fd, log_law_jacobian
-
     ln_n, ln_d = np.log(np.asarray(n, float)), np.log(np.asarray(d, float))
     j = log_law_jacobian(theta, ln_n, ln_d)
     x = np.stack([ln_n, ln_d], axis=1) / math.log(10.0)

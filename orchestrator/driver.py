@@ -12,9 +12,9 @@ without a result; the driver then commits a FAILED row itself, so every trial th
 ends with exactly one row.
 
 Large sweeps: every COMPACT_EVERY results, a background thread merges the per-trial files of
-settled trials (finished before this run, or recorded in it: nothing rewrites those files
-now) into one Parquet part (``ResultStore.compact``), so a 10,000-trial sweep leaves a few
-files to query rather than 20,000. Memory: the driver keeps ids, counters and the finished
+the trials recorded since the last merge (nothing in this run rewrites those files) into one
+Parquet part (``ResultStore.compact``); the sweep merges everything else at its end
+(``orchestrator.sweep``), so a 10,000-trial sweep leaves a few files to query, not 20,000. Memory: the driver keeps ids, counters and the finished
 rows it needs to answer for skipped trials (figures in docs/benchmarks.md).
 """
 
@@ -32,7 +32,7 @@ from orchestrator.executor import Completion, Executor
 from orchestrator.planner import Planner
 from workers.flops import train_flops
 from workers.store import ResultStore, TrialStatus
-from workers.trial import TrialConfig, TrialResult, trial_row
+from workers.trial import TrialResult, trial_row
 
 __all__ = ["Driver", "SweepProgress", "ProgressSink"]
 
@@ -93,8 +93,7 @@ class Driver:
         self.finished = {r["trial_id"]: r for r in rows if TrialStatus(r["status"]).is_finished()}
         n, flops = planner.expected()
         self.progress = SweepProgress(total=n, total_flops=flops)
-        self._settled = set(self.finished)  # ids whose files nothing in this run will rewrite
-        self._since_compact = 0
+        self._unmerged: list[str] = []  # recorded since the last merge: nothing in this run rewrites their files
         self._compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compact")
         self._compacting: Future | None = None
 
@@ -148,15 +147,15 @@ class Driver:
         return self.progress
 
     def _maybe_compact(self) -> None:
-        if self._since_compact < COMPACT_EVERY or (self._compacting is not None and not self._compacting.done()):
+        if len(self._unmerged) < COMPACT_EVERY or (self._compacting is not None and not self._compacting.done()):
             return
         if self._compacting is not None:
             self._compacting.result()
-        settled, self._since_compact = frozenset(self._settled), 0
+        ids, self._unmerged = frozenset(self._unmerged), []
 
         def merge():
             for table in ("steps", "trials"):
-                self.store.compact(table, only=settled)
+                self.store.compact(table, only=ids)
             _release_freed_memory()
 
         self._compacting = self._compactor.submit(merge)
@@ -180,8 +179,7 @@ class Driver:
         p.done += 1
         p.running = self.executor.in_flight()
         p.flops_done += train_flops(c.trial.n_params, c.trial.tokens)
-        self._settled.add(c.trial.trial_id)
-        self._since_compact += 1
+        self._unmerged.append(c.trial.trial_id)
         self._maybe_compact()
         if self.sink:
             self.sink.update(p, c)

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from orchestrator.fit import (HUBER_DELTA, Approach3Fit, InsufficientData, LawParams, compute_optimal, fit_approach3,
+from orchestrator.fit import (HUBER_DELTA, Approach3Fit, LawParams, compute_optimal, fit_approach3,
                              lbfgs, one_step, optimal_allocation, predict_loss, refine)
-from orchestrator.isoflop import MIN_SIZES, fit_approach1
+from orchestrator.isoflop import MIN_SIZES
 
 __all__ = ["Interval", "Bootstrap", "bootstrap", "resample_counts", "synthetic_isoflop", "coverage", "LEVELS"]
 
@@ -44,8 +44,8 @@ LEVELS = (0.80, 0.95)
 CHECK_GRID = np.linspace(0.05, 2.5, 16)  # exponents for the variable-projection check
 BASIN = 0.15  # exponents closer than this are one basin (as in fit._varpro_candidates)
 SSE_RATIO = 2.0  # a basin this much worse on the surrogate is not worth a refit
-# A refit has converged when a step gains less than this relatively: parameters then agree
-# with a 1e-12 refit to ~1e-8 (measured on 10,000 runs), at half the iterations.
+# A refit has converged when a step gains less than this relatively: a's bootstrap quantiles
+# then agree with a 1e-12 refit to ~1e-8 (200 resamples of 10,000 runs: 1.9 s against 3.5 s).
 BOOT_RTOL = 1e-10
 CHUNK_ELEMENTS = 400_000  # resamples x runs per block of bootstrap refits (orchestrator.uncertainty._refine_in_chunks)
 
@@ -163,8 +163,8 @@ def _refine_in_chunks(V0, log_n, log_d, log_l, counts, delta):
 
 def _refit_approach3(counts, n, d, loss, v_full, delta):
     log_n, log_d, log_l = np.log(n), np.log(d), np.log(loss)
-    # Each refit starts from its one-step estimate, a few LM iterations from its optimum (rather
-    # than ~30 from the full-data fit): 5x fewer passes over resamples x runs.
+    # Each refit starts from its one-step estimate, nearer its optimum than the full-data fit
+    # is: with BOOT_RTOL, 1.9 s instead of 3.4 s for 200 resamples of 10,000 runs.
     start = one_step(v_full, log_n, log_d, log_l, counts, delta)
     V, f, conv = _refine_in_chunks(start, log_n, log_d, log_l, counts, delta)
     switches = 0

@@ -2,7 +2,6 @@
 and nothing is written."""
 
 import os
-from pathlib import Path
 
 import pytest
 import yaml

@@ -12,8 +12,8 @@ it should keep and never trains a finished point again)::
 One file per trial keeps commits independent (no two workers ever write one file), but a
 10,000-trial sweep then has 20,000 small files, and reading them dominates every query.
 ``compact`` merges files into part files while nothing can rewrite them: the driver merges
-settled trials every 1,000 results and everything at the end of a large sweep, when no trial
-runs (orchestrator.driver, orchestrator.sweep). Precedence makes it crash-safe and keeps
+the trials it recorded every 1,000 results, and everything at the end of a large sweep, when
+no trial runs (orchestrator.driver, orchestrator.sweep). Precedence makes it crash-safe and keeps
 re-runs right: a per-trial file wins over any part holding the same trial id (it was written
 later: a retried failed trial, or a crash between writing a part and deleting what it
 merged), and a newer part wins over an older one.
@@ -300,14 +300,14 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     except pa.ArrowInvalid:
         if "://" not in uri:
             raise
-        import fsspec  # a dependency of torch, so always present
+        from fsspec.core import url_to_fs  # fsspec is a dependency of torch, so always present
 
         try:
-            fs = fsspec.filesystem(uri.split("://", 1)[0])
+            fs, path = url_to_fs(uri)
         except (ImportError, ValueError):
             raise ValueError(f"unknown filesystem scheme in {uri!r} (expected a local path, s3://, gs:// "
                              "or a scheme fsspec knows)") from None
-        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), fs._strip_protocol(uri).rstrip("/")
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path.rstrip("/")
 
 
 def _as_uri(root: str) -> str:
