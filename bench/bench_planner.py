@@ -133,9 +133,10 @@ def run_one(args) -> dict:
         out["M1_a"] = abs(p.a - a_true)
         out["M1_b"] = abs(p.b - (1 - a_true))
         draws = boot.draws
-        disc = estimate_discrepancy(np.stack([np.log10(n), np.log10(d)], axis=1), fit.residuals, seed=seed)
+        disc = estimate_discrepancy(p.as_vector(), np.stack([np.log10(n), np.log10(d)], axis=1), loss, fit.residuals,
+                                    seed=seed)
         for c in TARGETS:
-            sd = discrepancy_sd(p.as_vector(), n, d, disc, c)
+            sd = discrepancy_sd(p.as_vector(), n, d, loss, disc, c)
             tr = truth.compute_optimal(c)
             n_hat, d_hat, l_hat = optimal_allocation(p.E, p.A, p.B, p.alpha, p.beta, c)
             out[f"M2_{c:.0e}"] = abs(l_hat / tr["loss"] - 1)

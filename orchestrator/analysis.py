@@ -83,7 +83,9 @@ class SweepFit:
             "target": self.target,
             "intervals": {k: v.to_json() for k, v in self.intervals.items()},
             "discrepancy": None if self.discrepancy is None else {
-                "s_r": self.discrepancy.s_r, "ell_decades": self.discrepancy.ell, "sigma": self.discrepancy.sigma,
+                "s_r_nats": self.discrepancy.s_r, "ell_decades": self.discrepancy.ell,
+                "noise_sd_nats": self.discrepancy.sigma, "noise_at_loss": self.discrepancy.level,
+                "noise_exponent": self.discrepancy.q, "method": "REML",
                 "widens": ["a", "b", "n_opt", "d_opt", "loss_opt"]},
             "bootstrap": None if self.bootstrap is None else {
                 "resamples": self.bootstrap.n_boot, "seed": self.bootstrap.seed, "method": "percentile",
@@ -218,8 +220,9 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
         stage(FIT_STAGES[3])
         if len(used) >= MIN_RUNS_FOR_DISCREPANCY:
             x = np.stack([np.log10(n), np.log10(d)], axis=1)
-            disc = estimate_discrepancy(x, a3.residuals, seed=seed)
-            intervals = _with_discrepancy(intervals, discrepancy_sd(a3.params.as_vector(), n, d, disc, target_compute))
+            theta = a3.params.as_vector()
+            disc = estimate_discrepancy(theta, x, loss, a3.residuals, seed=seed)
+            intervals = _with_discrepancy(intervals, discrepancy_sd(theta, n, d, loss, disc, target_compute))
 
     hold = None
     stage(FIT_STAGES[4])
@@ -303,8 +306,9 @@ def format_fit(fit: SweepFit) -> str:
                      f"({boot.n_boot} bootstrap resamples of the runs, seed {boot.seed})")
         if fit.discrepancy is not None:
             dd = fit.discrepancy
-            lines.append(f"  (a, b and the targets' intervals also cover a smooth residual of {dd.s_r * 100:.2g} % "
-                         f"over {dd.ell:g} decades, plus {dd.sigma * 100:.2g} % noise, fitted to the residuals)")
+            lines.append(f"  (a, b and the targets' intervals also cover a smooth residual of {dd.s_r:.2g} nats over "
+                         f"{dd.ell:g} decades, plus noise of {dd.sigma:.2g} nats at loss {dd.level:.3g} growing as "
+                         f"L^{dd.q:g}, fitted to the residuals by REML)")
     rows = [("E", "E", g4), ("A", "A", g4), ("B", "B", g4), ("alpha", "alpha", g4), ("beta", "beta", g4),
             ("a (N_opt ∝ C^a)", "a", f3), ("b (D_opt ∝ C^b)", "b", f3)]
     for label, key, fmt in rows:

@@ -197,8 +197,9 @@ def test_discrepancy_sandwich_in_blocks_equals_the_dense_product():
     from orchestrator.discrepancy import Discrepancy
 
     rng = np.random.default_rng(0)
-    disc, x, b = Discrepancy(s_r=0.01, ell=0.5, sigma=0.003), rng.normal(size=(700, 2)), rng.normal(size=(5, 700))
-    np.testing.assert_allclose(disc.sandwich(x, b, block=128), b @ disc.covariance(x) @ b.T, rtol=1e-10)
+    disc = Discrepancy(s_r=0.02, ell=0.5, sigma=0.003, q=3.0, level=2.5)
+    x, b, loss = rng.normal(size=(700, 2)), rng.normal(size=(5, 700)), rng.uniform(2, 6, 700)
+    np.testing.assert_allclose(disc.sandwich(x, loss, b, block=128), b @ disc.covariance(x, loss) @ b.T, rtol=1e-10)
 
 
 def test_vectorised_approach1_bootstrap_equals_one_fit_per_resample():
