@@ -218,3 +218,33 @@ def test_vectorised_approach1_bootstrap_equals_one_fit_per_resample():
         except InsufficientData:
             expected = (np.nan, np.nan)
         np.testing.assert_allclose([fast["approach1.a"][i], fast["approach1.b"][i]], expected, rtol=1e-9)
+
+
+def _field_runs(amplitude: float, seed: int):
+    """IsoFLOP runs of a simulated world (orchestrator-independent): T0's law, seed noise, and a
+    smooth residual field of ``amplitude`` nats over 0.5 decades; no outliers."""
+    from workers.world import World, WorldConfig, NoiseConfig
+
+    world = World(WorldConfig(law=(1.8172, 482.01, 2085.43, 0.3478, 0.3658), seed=seed, noise=NoiseConfig(
+        residual_amplitude=amplitude, residual_length_scale=0.5, outlier_prob=0.0)))
+    n, d, _, _ = synthetic_isoflop(LAW, [10 ** (17 + 0.5 * i) for i in range(7)], 9, 0.0, seed)
+    loss = np.array([world.observe(a, b, key=i) for i, (a, b) in enumerate(zip(n, d))])
+    return n, d, loss
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reml_finds_a_planted_residual_field_and_widens_the_intervals_for_it(seed):
+    from orchestrator.discrepancy import discrepancy_sd, estimate_discrepancy
+
+    sds = {}
+    for amplitude in (0.0, 0.02):
+        n, d, loss = _field_runs(amplitude, seed)
+        fit = fit_approach3(n, d, loss)
+        theta, x = fit.params.as_vector(), np.stack([np.log10(n), np.log10(d)], axis=1)
+        disc = estimate_discrepancy(theta, x, loss, fit.residuals)
+        if amplitude:
+            assert 0.007 <= disc.s_r <= 0.04, disc  # the planted 0.02 nats, within the spread of one field
+        else:
+            assert disc.s_r < 0.004, disc  # seed noise alone (0.002 nats) is no field
+        sds[amplitude] = discrepancy_sd(theta, n, d, loss, disc, 1e22)
+    assert sds[0.02]["n_opt"] > 2 * sds[0.0]["n_opt"] and sds[0.02]["loss_opt"] > 2 * sds[0.0]["loss_opt"]

@@ -231,3 +231,21 @@ def test_one_outlier_among_many_held_out_runs_is_not_a_misspecification_flag():
     assert "10 of 100 held-out runs" in misspecification_flags({}, bent, [])[0]
     few = Holdout(1e21, ["a", "b", "c"], np.array([0.0, 0.05, 0.0]), 0.01)
     assert misspecification_flags({}, few, [])  # in a small held-out set one miss is enough
+
+
+def test_a_law_of_another_form_is_flagged_by_its_smooth_residual():
+    # The truth has an N-D interaction term the fitted form lacks; the runs carry seed noise only.
+    from workers.world import NoiseConfig, World, WorldConfig
+
+    world = World(WorldConfig(expression="1.69 + 400 / N**0.34 + 410 / D**0.28 + 3000 / (N**0.3 * D**0.15)",
+                              noise=NoiseConfig(residual_amplitude=0.0, outlier_prob=0.0)))
+    t = trials(budgets=(1e16, 1e17, 1e18, 1e19), sizes=9)
+    t["eval_loss"] = [world.observe(n, d, key=i) for i, (n, d) in enumerate(zip(t["n_params"], t["tokens"]))]
+    fit = analyse(t, 1e21, n_boot=100)
+    assert fit.discrepancy.s_r > 0.04
+    assert any("smooth residual" in f for f in fit.flags), fit.flags
+    # the same runs from the law's own form: no such flag
+    right = World(WorldConfig(law=(1.69, 400.0, 410.0, 0.34, 0.28), noise=NoiseConfig(residual_amplitude=0.02,
+                                                                                       outlier_prob=0.0)))
+    t["eval_loss"] = [right.observe(n, d, key=i) for i, (n, d) in enumerate(zip(t["n_params"], t["tokens"]))]
+    assert not any("smooth residual" in f for f in analyse(t, 1e21, n_boot=100).flags)
