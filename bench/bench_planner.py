@@ -102,7 +102,7 @@ def run_one(args) -> dict:
     from orchestrator.planner import StaticPlanner
     from orchestrator.spec import parse_spec
     from orchestrator.design import Z80
-    from orchestrator.discrepancy import discrepancy_sd, estimate_discrepancy
+    from orchestrator.discrepancy import discrepancy_sd, estimate_discrepancy, widen
     from orchestrator.uncertainty import bootstrap
     from workers.store import ResultStore
     from workers.world import World
@@ -144,13 +144,13 @@ def run_one(args) -> dict:
             out[f"M4_{c:.0e}"] = deadweight(truth, n_hat, c)
             with np.errstate(all="ignore"):
                 bn, _, bl = optimal_allocation(draws["E"], draws["A"], draws["B"], draws["alpha"], draws["beta"], c)
-            # The reported interval: bootstrap percentiles united with the residual-GP interval
+            # The reported interval: bootstrap percentiles widened by the residual field's
             # (orchestrator.analysis does the same for `scalesweep fit`).
             for key, x, est, s, true in (("n", bn, n_hat, sd["n_opt"], tr["n_opt"]),
                                           ("l", bl, l_hat, sd["loss_opt"], tr["loss"])):
                 x = x[np.isfinite(x)]
                 lo, hi = np.percentile(x, [10, 90]) if len(x) else (math.nan, math.nan)
-                lo, hi = min(lo, est * math.exp(-Z80 * s)), max(hi, est * math.exp(Z80 * s))
+                lo, hi = widen(est, lo, hi, Z80 * s, log=True)
                 out[f"M6_{key}_{c:.0e}"] = bool(lo <= true <= hi)
                 out[f"W80_{key}_{c:.0e}"] = math.log(hi / lo)
     out["wall_s"] = time.perf_counter() - t0

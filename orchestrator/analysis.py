@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.discrepancy import Z as DISCREPANCY_Z
-from orchestrator.discrepancy import Discrepancy, discrepancy_sd, estimate_discrepancy
+from orchestrator.discrepancy import Discrepancy, discrepancy_sd, estimate_discrepancy, widen
 from orchestrator.diagnostics import Holdout, holdout_check, misspecification_flags, outliers
 from orchestrator.fit import Approach3Fit, InsufficientData, compute_optimal, fit_approach3, predict_loss
 from orchestrator.isoflop import (Approach1Fit, Approach2Fit, IsoFlopMinimum, fit_approach1, fit_approach2,
@@ -242,20 +242,14 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
 
 
 def _with_discrepancy(intervals: dict[str, Interval], sd: dict[str, float]) -> dict[str, Interval]:
-    """Union of each bootstrap interval with its residual-GP interval (orchestrator.discrepancy)."""
+    """Each bootstrap interval widened by the residual field's (orchestrator.discrepancy)."""
     out = dict(intervals)
     for key, s in sd.items():
         iv = intervals.get(key)
         if iv is None or not iv.n_draws or not math.isfinite(s):
             continue
-        bounds = {}
-        for lv, (lo, hi) in iv.bounds.items():
-            z = DISCREPANCY_Z[lv]
-            if key in ("a", "b"):
-                lo_d, hi_d = iv.estimate - z * s, iv.estimate + z * s
-            else:  # sd is of the log
-                lo_d, hi_d = iv.estimate * math.exp(-z * s), iv.estimate * math.exp(z * s)
-            bounds[lv] = (min(lo, lo_d), max(hi, hi_d))
+        bounds = {lv: widen(iv.estimate, lo, hi, DISCREPANCY_Z[lv] * s, log=key not in ("a", "b"))  # sd of the log
+                  for lv, (lo, hi) in iv.bounds.items()}
         out[key] = Interval(iv.estimate, bounds, iv.n_draws)
     return out
 
