@@ -10,8 +10,8 @@ The flags turn the diagnostics into plain sentences: Approaches 2 and 3 disagree
 their bootstrap intervals, more than 5 % of the held-out runs (at least one) more than 3 sigma
 off, IsoFLOP minima at the edge of their budget's sizes (the sizes do not bracket the optimum,
 so the vertex is extrapolated), and a smooth residual around the law larger than real sweeps
-show (RESIDUAL_FIELD_LIMIT; orchestrator.discrepancy estimates it). Outliers are judged against the residual scale at their own
-loss level, since seed noise grows with the loss.
+show (RESIDUAL_FIELD_LIMIT; orchestrator.discrepancy estimates it). Outliers are judged
+against the residual scale at their own loss level, since seed noise grows with the loss.
 """
 
 from __future__ import annotations
