@@ -152,3 +152,14 @@ def test_a_large_sweep_is_compacted_at_the_end_and_a_rerun_trains_nothing(tmp_pa
     assert load_trials(spec.sweep_dir)["trial_id"].is_unique and len(load_trials(spec.sweep_dir)) == 9
     again = run_sweep(spec, executor_factory=lambda: InlineExecutor(run_trial), write_report=False)
     assert again.trained == 0 and again.skipped == 9 and again.fit is not None
+
+
+def test_adaptive_prices_trials_by_both_budgets_so_cheap_trials_do_not_eat_the_cap(tmp_path):
+    # Priced by FLOPs alone, the cheapest trials look 1,000 times better value than the largest
+    # and the trial cap runs out on them; priced by their share of both budgets, the FLOP budget
+    # is what binds, and part of it goes to the largest allowed trials.
+    _, planner, trials = run_adaptive(tmp_path, flop_budget=3e18, max_trials=150)
+    flops = 6.0 * trials["n_params"] * trials["tokens"]
+    assert planner.stopped == "FLOP budget spent"
+    assert len(trials) < 150
+    assert flops[flops >= 1e17].sum() > 0.5 * flops.sum()
