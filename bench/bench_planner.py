@@ -194,10 +194,11 @@ def plot(summary: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), dpi=110)
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2), dpi=110)
     for world, marker in zip(WORLDS, "osd"):
-        for ax, metric, label in zip(axes, ("M1_a", "M3_1e+21", "M4_1e+21"),
-                                     ("|a_hat - a| (p90)", "|ln N_opt error| at 1e21 (p90)", "deadweight at 1e21 (p90)")):
+        for ax, metric, label in zip(axes, ("M1_a", "M2_1e+21", "M3_1e+21", "M4_1e+21"),
+                                     ("|a_hat - a| (p90)", "L* relative error at 1e21 (p90)",
+                                      "|ln N_opt error| at 1e21 (p90)", "deadweight at 1e21 (p90)")):
             pts = [(v["flops_median"], v[metric]["p90"]) for k, v in summary.items() if k.startswith(world + " adaptive")]
             grid = summary.get(f"{world} grid")
             if pts:

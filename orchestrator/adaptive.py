@@ -296,7 +296,7 @@ class AdaptivePlanner:
         # by FLOPs alone, a 1e15 trial is 10,000 times cheaper than a 1e19 one, and the planner
         # spent 400 of 400 trials, 250 of them at 1e15, with no trial at 1e19 and a fit dominated
         # by the cheap runs' share of the residual field; priced by both, it spends the FLOP
-        # budget on 50-250 trials and the 90th-percentile L* error at 1e21 fell from 0.030 to
+        # budget on 60-200 trials (medians) and the 90th-percentile L* error at 1e21 fell from 0.030 to
         # 0.023 in T0 (bench/bench_planner.py, 50 seeds).
         price = cost / self.cfg.flop_budget + 1.0 / self.cfg.max_trials
         score = np.where(ok, gain / price, 0.0)
