@@ -17,11 +17,12 @@ the law's five linearised directions projected out; Patterson & Thompson 1971, R
 Williams 2006, section 2.7), profiled over the total variance on a grid of the correlated
 share, the length scale and q. Plain maximum likelihood on the residuals misses most of the
 field, since the fit has already absorbed the part of it that looks like the law: on
-simulated sweeps with a 0.02-nat field it found none at all in most of them, and the 80 %
-intervals of N_opt covered the truth 40-60 % of the time (REML: 63-77 %, bench/bench_planner.py).
-Length scales are capped at half a decade: longer fields are largely indistinguishable from
-the law itself, and letting REML attribute them to a field makes Chinchilla's exponent a
-interval 0.29 wide, against 0.05 from the bootstrap and 0.04 reported by Besiroglu et al.
+simulated sweeps with a 0.02-nat field it found none at all in most of them (REML: about
+two thirds of it), and the adaptive planner's 80 % intervals of N_opt covered the truth 54-74 %
+of the time (now 60-72 %; bench/bench_planner.py, docs/benchmarks.md). Length scales are
+capped at half a decade: longer fields are hard to tell from the law's own curvature, and
+letting REML attribute them to a field makes Chinchilla's exponent a interval 0.29 wide,
+against 0.05 from the bootstrap and a = 0.513 +- 0.020 in Besiroglu et al.
 
 The field's share of the fit's sampling covariance is the sandwich
 (J^T J)^-1 J^T Sigma_f J (J^T J)^-1 of the (nearly least-squares) estimator, Sigma_f the
@@ -29,8 +30,8 @@ field's covariance in log units (nats divided by the loss), and the delta method
 to a, b, N_opt, D_opt and L*. The bootstrap over runs already sees the independent noise (and
 the robust fit's inefficiency under it) but not the field, which biases every resample alike:
 the two are independent, so the reported interval widens each side of the bootstrap interval
-by the field's, in quadrature (``widen``). On simulated sweeps this covered N_opt and L* at
-1e20 63-87 % of the time where the union of the two intervals covered 63-80 %.
+by the field's, in quadrature (``widen``). On 30 adaptive sweeps per world this covered N_opt
+and L* at 1e20 63-87 % of the time where the union of the two intervals covered 63-80 %.
 """
 
 from __future__ import annotations
