@@ -237,7 +237,8 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
         target=compute_optimal(a3.params, target_compute), excluded=excluded, used=used, approach2=a2,
         approach1=a1, unavailable=unavailable, bootstrap=boot, intervals=intervals, holdout=hold,
         outliers=outliers(resid, used["name"].to_numpy(), loss),
-        flags=misspecification_flags(intervals, hold, minima, disc.s_r if disc else None), excluded_runs=excluded_runs,
+        flags=misspecification_flags(intervals, hold, minima, disc.s_r if disc else None, disc.sigma if disc else 0.0),
+        excluded_runs=excluded_runs,
         budgets_inferred=inferred, flops_spent=_total_flops(trials), n_runs=len(trials), discrepancy=disc)
 
 

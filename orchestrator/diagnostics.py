@@ -131,11 +131,14 @@ def _disjoint(i1, i2, level: float = 0.95) -> bool:
     return hi1 < lo2 or hi2 < lo1
 
 
-def misspecification_flags(intervals: dict, holdout: Holdout | None, minima, field_sd: float | None = None) -> list[str]:
+def misspecification_flags(intervals: dict, holdout: Holdout | None, minima, field_sd: float | None = None,
+                           noise_sd: float = 0.0) -> list[str]:
     """Plain-sentence warnings; empty when nothing looks wrong (see the module docstring).
-    ``field_sd`` is the sd of the smooth residual around the law, in nats, where estimated."""
+    ``field_sd`` is the sd of the smooth residual around the law, in nats, where estimated, and
+    ``noise_sd`` that of the independent noise beside it: a field weaker than the noise is too
+    poorly determined to call the law wrong (noisy sweeps put it at 0.02-0.046 nats)."""
     flags = []
-    if field_sd is not None and field_sd > RESIDUAL_FIELD_LIMIT:
+    if field_sd is not None and field_sd > max(RESIDUAL_FIELD_LIMIT, noise_sd):
         flags.append(f"the runs sit on a smooth residual of {field_sd:.3f} nats around the fitted law (more than "
                      f"{RESIDUAL_FIELD_LIMIT:g} nats; well-specified sweeps show 0.003-0.03): the law's form may not "
                      "fit them, and predictions beyond them may be off by more than their intervals say")

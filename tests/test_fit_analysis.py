@@ -249,3 +249,9 @@ def test_a_law_of_another_form_is_flagged_by_its_smooth_residual():
                                                                                        outlier_prob=0.0)))
     t["eval_loss"] = [right.observe(n, d, key=i) for i, (n, d) in enumerate(zip(t["n_params"], t["tokens"]))]
     assert not any("smooth residual" in f for f in analyse(t, 1e21, n_boot=100).flags)
+
+
+def test_a_field_weaker_than_the_noise_beside_it_is_no_flag():
+    assert misspecification_flags({}, None, [], field_sd=0.045, noise_sd=0.01)  # clear of both
+    assert misspecification_flags({}, None, [], field_sd=0.045, noise_sd=0.07) == []  # poorly determined
+    assert misspecification_flags({}, None, [], field_sd=0.03, noise_sd=0.0) == []  # what real sweeps show
