@@ -19,7 +19,7 @@ share, the length scale and q. Plain maximum likelihood on the residuals misses 
 field, since the fit has already absorbed the part of it that looks like the law: on
 simulated sweeps with a 0.02-nat field it found none at all in most of them (REML: about
 two thirds of it), and the adaptive planner's 80 % intervals of N_opt covered the truth 54-74 %
-of the time (now 60-72 %; bench/bench_planner.py, docs/benchmarks.md). Length scales are
+of the time (now 62-72 %; bench/bench_planner.py, docs/benchmarks.md). Length scales are
 capped at half a decade: longer fields are hard to tell from the law's own curvature, and
 letting REML attribute them to a field makes Chinchilla's exponent a interval 0.29 wide,
 against 0.05 from the bootstrap and a = 0.513 +- 0.020 in Besiroglu et al.
