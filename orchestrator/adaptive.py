@@ -143,7 +143,11 @@ class AdaptivePlanner:
             out.append(self._register(ln, ld, budget, seed=seed))
         n = min(n, self.cfg.max_trials - self.n_told - len(self.pending))  # pending includes `out`
         if not self.stopped and len(out) < n and not self._check_stop():
-            out.extend(self._register(ln, ld, budget) for ln, ld, budget in self._propose(n - len(out)))
+            picks = self._propose(n - len(out))
+            new = [self._register(ln, ld, budget) for ln, ld, budget in picks]
+            if picks and not any(new) and not self.pending:  # what is left fits no trial once rounded
+                self.stopped = "FLOP budget spent"
+            out.extend(new)
         return [t for t in out if t is not None]
 
     def tell(self, trial: TrialConfig, result: TrialResult | None) -> None:
@@ -175,11 +179,15 @@ class AdaptivePlanner:
                 break
         if trial.trial_id in self.pending:
             return None
+        flops = train_flops(trial.n_params, trial.tokens)
+        if seed is None and flops > self._remaining():
+            # Proposals are priced at their compute level; the trial's shape and whole batches
+            # can cost a little more (0.6 % over a 5e17 budget seen in a test), past the budget.
+            return None
         self.known.add(trial.trial_id)
         x = np.array([math.log10(trial.n_params), math.log10(trial.tokens)])
         self.study.enqueue_trial({"log10_n": float(x[0]), "log10_d": float(x[1])})
         ot = self.study.ask(self.dist)
-        flops = train_flops(trial.n_params, trial.tokens)
         for key, value in (("trial_id", trial.trial_id), ("flops", flops), ("budget", budget), ("seed", trial.seed)):
             ot.set_user_attr(key, value)
         self.pending[trial.trial_id] = (ot.number, x, flops)
