@@ -6,8 +6,8 @@ Loop (driven by :class:`~orchestrator.driver.Driver` through ``ask``/``tell``):
    parameters needs a handful of points before any design criterion means anything).
 2. Then, whenever slots free up: refit the law to everything finished, and pick a batch of
    points that maximise :meth:`DesignModel.gains` per unit of price, a trial's price being
-   its share of the FLOP budget plus its share of the trial cap (``_score``). Pending trials count as if
-   already run (their information does not depend on their result), so a batch spreads out.
+   its share of the FLOP budget plus its share of the trial cap (``_score``). Pending trials
+   count as if already run (their information does not depend on their result), so a batch spreads out.
    Each pick is a small Optuna study over the region (QMC start, then TPE) seeded with the
    best points of a vectorised coarse scan.
 3. Stop when the 80 % intervals of ln N_opt and ln L* at the target compute are narrower than
@@ -304,8 +304,8 @@ class AdaptivePlanner:
         # by FLOPs alone, a 1e15 trial is 10,000 times cheaper than a 1e19 one, and the planner
         # spent 400 of 400 trials, 250 of them at 1e15, with no trial at 1e19 and a fit dominated
         # by the cheap runs' share of the residual field; priced by both, it spends the FLOP
-        # budget on 60-200 trials (medians) and the 90th-percentile L* error at 1e21 fell from 0.030 to
-        # 0.023 in T0 (bench/bench_planner.py, 50 seeds).
+        # budget on 60-200 trials (medians) and the 90th-percentile L* error at 1e21 fell from
+        # 0.030 to 0.023 in T0 (bench/bench_planner.py, 50 seeds).
         price = cost / self.cfg.flop_budget + 1.0 / self.cfg.max_trials
         score = np.where(ok, gain / price, 0.0)
         return score, ln, ld, cost
