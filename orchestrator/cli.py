@@ -267,7 +267,7 @@ def cmd_fit(args) -> int:
     target, why = _target(args, runs)
     with FitBar() as progress:
         fit = analyse(runs.table, target, n_boot=args.bootstrap, seed=args.seed, drop_highest=args.drop_highest,
-                      progress=progress)
+                      isoflop=runs.isoflop, progress=progress)
     if args.json:
         print(json.dumps(fit.to_json(), indent=1, default=float))
     else:
@@ -281,15 +281,16 @@ def cmd_report(args) -> int:
     from orchestrator.analysis import analyse
     from orchestrator.report import write_report
     from orchestrator.results import open_results
-    from orchestrator.runs import Runs, plan_target
+    from orchestrator.runs import results_runs
 
     store = open_results(args.results)
-    trials = store.read_table("trials").to_pandas()
-    target, why = _target(args, Runs(trials, args.results, plan_target(store)))
+    runs = results_runs(store, args.results)
+    trials = runs.table
+    target, why = _target(args, runs)
     if why:
         print(why, file=sys.stderr)
     with FitBar() as progress:
-        fit = analyse(trials, target, progress=progress)
+        fit = analyse(trials, target, isoflop=runs.isoflop, progress=progress)
     for path in write_report(store, trials, fit, os.path.basename(args.results.rstrip("/"))):
         print(path)
     return 0

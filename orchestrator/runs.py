@@ -47,6 +47,14 @@ class Runs:
     table: pd.DataFrame  # n_params, tokens, flops, budget, eval_loss, status, name, error
     source: str
     target_compute: float | None  # the sweep's, when the source is a results directory
+    planner: str | None = None  # the sweep's planner ("static", "adaptive"), when known
+
+    @property
+    def isoflop(self) -> bool:
+        """Whether the runs can be taken as IsoFLOP sets (orchestrator.analysis.analyse): every
+        source but an adaptive sweep, whose points per compute level are not chosen to bracket
+        a minimum."""
+        return self.planner != "adaptive"
 
 
 def _read_file(path: str) -> pd.DataFrame:
@@ -58,20 +66,30 @@ def _read_file(path: str) -> pd.DataFrame:
         raise UserError(f"{path}: cannot read runs ({str(e).splitlines()[0]}; expected a CSV or Parquet file)") from None
 
 
+def plan_record(store) -> dict:
+    """The sweep's plan.json (orchestrator.sweep writes it): {} when there is none."""
+    try:
+        with store.fs.open_input_stream(f"{store.root}/plan.json") as f:
+            plan = json.loads(f.read())
+        return plan if isinstance(plan, dict) else {}
+    except (FileNotFoundError, OSError, ValueError):
+        return {}
+
+
 def plan_target(store) -> float | None:
     """The target compute the sweep was run for (its plan.json), None when unknown."""
     try:
-        with store.fs.open_input_stream(f"{store.root}/plan.json") as f:
-            return float(json.loads(f.read())["target_compute"])
-    except (FileNotFoundError, OSError, ValueError, KeyError):
+        return float(plan_record(store)["target_compute"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 
-def _read_results(path: str) -> tuple[pd.DataFrame, float | None]:
-    from orchestrator.results import open_results
-
-    store = open_results(path)
-    return store.read_table("trials").to_pandas(), plan_target(store)
+def results_runs(store, source: str) -> Runs:
+    """A results directory's trials, with the target and planner its plan.json names."""
+    plan = plan_record(store)
+    planner = plan.get("planner")
+    return Runs(store.read_table("trials").to_pandas(), source, plan_target(store),
+                planner if isinstance(planner, str) else None)
 
 
 def _column(df: pd.DataFrame, key: str, cols: ColumnMap, source: str, required: bool) -> pd.Series | None:
@@ -98,7 +116,13 @@ def load_runs(path: str, cols: ColumnMap = ColumnMap()) -> Runs:
     is_file = path.lower().endswith(FILE_SUFFIXES) or os.path.isfile(path)
     if is_file and not os.path.exists(path) and "://" not in path:
         raise UserError(f"{path}: file not found (expected a CSV or Parquet file of runs, or a results directory)")
-    df, target = (_read_file(path), None) if is_file else _read_results(path)
+    if is_file:
+        df, target, planner = _read_file(path), None, None
+    else:
+        from orchestrator.results import open_results
+
+        found = results_runs(open_results(path), path)
+        df, target, planner = found.table, found.target_compute, found.planner
     n = _column(df, "n", cols, path, required=True)
     loss = _column(df, "loss", cols, path, required=True)
     d = _column(df, "d", cols, path, required=False)
@@ -125,4 +149,4 @@ def load_runs(path: str, cols: ColumnMap = ColumnMap()) -> Runs:
         "eval_loss": loss,
         "error": df["error"] if "error" in df else None,
     }).reset_index(drop=True)
-    return Runs(table, path, target)
+    return Runs(table, path, target, planner)

@@ -140,7 +140,7 @@ def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, writ
         table = table[table["trial_id"].isin(trial_ids)]
     fit, fit_error, report = None, "", []
     try:
-        fit = analyse(table, spec.fit.target_compute, progress=fit_progress)
+        fit = analyse(table, spec.fit.target_compute, isoflop=spec.planner != "adaptive", progress=fit_progress)
     except UserError as e:
         fit_error = str(e)
     if fit is not None and write_report:

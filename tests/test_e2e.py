@@ -108,6 +108,10 @@ def test_simulated_adaptive_sweep_through_ray(ray_cluster, tmp_path, capsys):
     assert (6.0 * trials["n_params"] * trials["tokens"]).sum() <= 5e17 * 1.001
     assert main(["run", str(path)]) == 0
     assert "0 trained now" in capsys.readouterr().out
+    # `fit` knows the runs came from an adaptive design (plan.json): no IsoFLOP-edge flags
+    assert main(["fit", str(tmp_path / "results" / "sim"), "--json", "--bootstrap", "50"]) == 0
+    fitted = json.loads(capsys.readouterr().out)
+    assert not any("IsoFLOP" in f or "Approaches 2 and 3" in f for f in fitted["flags"])
     assert len(load_trials(str(tmp_path / "results" / "sim"))) == len(trials)
 
 

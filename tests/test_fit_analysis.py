@@ -87,6 +87,18 @@ def test_an_unbracketed_budget_and_an_outlier_are_reported():
     assert any("edge of the swept sizes for budget(s) 1e19" in f for f in fit.flags)
     assert fit.outliers[0]["name"] == t["name"].iloc[5]
     assert fit.outliers[0]["z"] < -3  # predicted - observed: the run is worse than the law
+    assert fit.notes == []
+
+
+def test_an_adaptive_design_turns_approach_2_flags_into_notes():
+    """An adaptive sweep's points per compute level do not bracket a minimum by design."""
+    t = trials(noise=0.003)
+    t = t[~((t["budget"] == 1e19) & (t["n_params"] < 1.2 * compute_n_opt(1e19)))].copy()
+    fit = analyse(t, 1e23, n_boot=0, isoflop=False)
+    assert not any("edge of the swept sizes" in f for f in fit.flags)
+    assert any("edge of the swept sizes for budget(s) 1e19" in f for f in fit.notes)
+    assert "adaptive design" in fit.notes[-1] and fit.to_json()["notes"] == fit.notes
+    assert "Notes:" in format_fit(fit)
 
 
 def compute_n_opt(c):
