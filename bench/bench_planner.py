@@ -102,7 +102,7 @@ def run_one(args) -> dict:
     from orchestrator.planner import StaticPlanner
     from orchestrator.spec import parse_spec
     from orchestrator.design import Z80
-    from orchestrator.discrepancy import discrepancy_sd, estimate_discrepancy, widen
+    from orchestrator.discrepancy import discrepancy_sd, estimate_discrepancies, widen
     from orchestrator.uncertainty import bootstrap
     from workers.store import ResultStore
     from workers.world import World
@@ -133,8 +133,9 @@ def run_one(args) -> dict:
         out["M1_a"] = abs(p.a - a_true)
         out["M1_b"] = abs(p.b - (1 - a_true))
         draws = boot.draws
-        disc = estimate_discrepancy(p.as_vector(), np.stack([np.log10(n), np.log10(d)], axis=1), loss, fit.residuals,
-                                    seed=seed)
+        # the targets' residual model, as `scalesweep fit` uses for N_opt and L* (orchestrator.analysis)
+        disc = estimate_discrepancies(p.as_vector(), np.stack([np.log10(n), np.log10(d)], axis=1), loss,
+                                      fit.residuals, seed=seed)[1]
         for c in TARGETS:
             sd = discrepancy_sd(p.as_vector(), n, d, loss, disc, c)
             tr = truth.compute_optimal(c)

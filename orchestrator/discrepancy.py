@@ -18,11 +18,17 @@ Williams 2006, section 2.7), profiled over the total variance on a grid of the c
 share, the length scale and q. Plain maximum likelihood on the residuals misses most of the
 field, since the fit has already absorbed the part of it that looks like the law: on
 simulated sweeps with a 0.02-nat field it found none at all in most of them (REML: about
-two thirds of it), and the adaptive planner's 80 % intervals of N_opt covered the truth 54-74 %
-of the time (now 62-72 %; bench/bench_planner.py, docs/benchmarks.md). Length scales are
-capped at half a decade: longer fields are hard to tell from the law's own curvature, and
-letting REML attribute them to a field makes Chinchilla's exponent a interval 0.29 wide,
-against 0.05 from the bootstrap and a = 0.513 +- 0.020 in Besiroglu et al.
+two thirds of it).
+
+Two models come from one pass over the grid. Fields longer than half a decade are hard to
+tell from the law's own curvature inside the data, so for a and b (and the misspecification
+flag) the length scale is capped at LOCAL_ELL: letting REML pick a 1-decade field makes
+Chinchilla's exponent a interval 0.132 wide instead of 0.115 (a = 0.513 +- 0.020 in
+Besiroglu et al.). N_opt, D_opt and L* at the target are extrapolations, which exactly such a
+long field moves most, so theirs may take any length scale of the grid. On adaptive sweeps of
+simulated worlds with a 0.02-nat, 0.7-decade field (shared/BENCHMARK.md) the capped model's
+80 % intervals covered N_opt at 1e20 55-69 % of the time, the uncapped one's 73-88 %
+(docs/benchmarks.md); with a short field both models are the same.
 
 The field's share of the fit's sampling covariance is the sandwich
 (J^T J)^-1 J^T Sigma_f J (J^T J)^-1 of the (nearly least-squares) estimator, Sigma_f the
@@ -49,10 +55,12 @@ from threadpoolctl import threadpool_limits
 from orchestrator.design import jacobian_fd, log_law_jacobian, squared_exponential
 from orchestrator.fit import LawParams, optimal_allocation
 
-__all__ = ["Discrepancy", "estimate_discrepancy", "discrepancy_sd", "widen", "Z"]
+__all__ = ["Discrepancy", "estimate_discrepancy", "estimate_discrepancies", "discrepancy_sd", "widen", "Z",
+           "LOCAL_ELL"]
 
 Z = {0.80: 1.2815515655446004, 0.95: 1.959963984540054}
-_ELLS = (0.25, 0.5)  # decades; see the module docstring for the cap
+_ELLS = (0.25, 0.5, 1.0)  # decades
+LOCAL_ELL = 0.5  # the cap for a, b and the misspecification flag (module docstring)
 _QS = (0.0, 1.0, 2.0, 3.0, 4.0)  # noise sd grows as L^q (seed noise: q ~ 2.7-3.8 in shared/BENCHMARK.md)
 # Share of the residual variance (at the median loss) that is correlated. It stops at 0.9: with
 # replicated points and noise that shrinks as L^q, the likelihood has a spurious spike at the
@@ -101,9 +109,17 @@ def _inliers(resid: np.ndarray) -> np.ndarray:
 
 
 def estimate_discrepancy(theta: np.ndarray, x: np.ndarray, loss: np.ndarray, resid: np.ndarray,
-                         seed: int = 0) -> Discrepancy:
-    """REML hyperparameters of the residual model; ``x`` is (n, 2) log10 N and log10 D, ``loss``
-    the observed losses and ``resid`` the fit's log residuals (log predicted - log observed)."""
+                         seed: int = 0, max_ell: float = LOCAL_ELL) -> Discrepancy:
+    """REML hyperparameters of the residual model with length scales up to ``max_ell``; ``x`` is
+    (n, 2) log10 N and log10 D, ``loss`` the observed losses and ``resid`` the fit's log
+    residuals (log predicted - log observed)."""
+    return estimate_discrepancies(theta, x, loss, resid, seed, caps=(max_ell,))[0]
+
+
+def estimate_discrepancies(theta: np.ndarray, x: np.ndarray, loss: np.ndarray, resid: np.ndarray,
+                           seed: int = 0, caps=(LOCAL_ELL, max(_ELLS))) -> list[Discrepancy]:
+    """:func:`estimate_discrepancy` for each length-scale cap in ``caps``, from one pass over
+    the grid."""
     keep = _inliers(resid)  # outliers would pass for noise and hide the field
     x, loss, resid = x[keep], loss[keep], resid[keep]
     if len(resid) > _MAX_POINTS:
@@ -116,14 +132,15 @@ def estimate_discrepancy(theta: np.ndarray, x: np.ndarray, loss: np.ndarray, res
     level = float(np.median(loss))
     d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
     m = n - j.shape[1]
-    best = (-math.inf, 0.5, 0.0, 0.0, float(np.var(e)))
     if m < 3:  # too few runs to tell a field from noise
-        return Discrepancy(s_r=0.0, ell=0.5, sigma=math.sqrt(best[4]), level=level)
-    # 150 factorisations of at most 300 x 300: BLAS threads only wait on each other here (0.2 s
+        return [Discrepancy(s_r=0.0, ell=min(LOCAL_ELL, cap), sigma=float(np.std(e)), level=level) for cap in caps]
+    best = {cap: (-math.inf, min(LOCAL_ELL, cap), 0.0, 0.0, float(np.var(e))) for cap in caps}
+    ells = [ell for ell in _ELLS if ell <= max(caps)]
+    # 225 factorisations of at most 300 x 300: BLAS threads only wait on each other here (0.3 s
     # on one thread; 3-6 s with two threads on two busy cores).
-    kernels = {ell: np.exp(-0.5 * d2 / ell**2) for ell in _ELLS}
+    kernels = {ell: np.exp(-0.5 * d2 / ell**2) for ell in ells}
     with threadpool_limits(1, user_api="blas"):
-        for ell, q, share in itertools.product(_ELLS, _QS, _SHARES):
+        for ell, q, share in itertools.product(ells, _QS, _SHARES):
             a = share * kernels[ell] + np.diag((1 - share) * (loss / level) ** (2 * q) + 1e-9)
             try:
                 c = np.linalg.cholesky(a)
@@ -135,10 +152,14 @@ def estimate_discrepancy(theta: np.ndarray, x: np.ndarray, loss: np.ndarray, res
             v = float(res @ res) / m  # profiled total variance
             ll = (-0.5 * m * math.log(max(v, 1e-300)) - float(np.log(np.diag(c)).sum())
                   - float(np.log(np.abs(np.diag(rj)) + 1e-300).sum()))
-            if ll > best[0]:
-                best = (ll, ell, q, share, v)
-    _, ell, q, share, v = best
-    return Discrepancy(s_r=math.sqrt(share * v), ell=ell, sigma=math.sqrt((1 - share) * v), q=q, level=level)
+            for cap in caps:
+                if ell <= cap and ll > best[cap][0]:
+                    best[cap] = (ll, ell, q, share, v)
+    out = []
+    for cap in caps:
+        _, ell, q, share, v = best[cap]
+        out.append(Discrepancy(s_r=math.sqrt(share * v), ell=ell, sigma=math.sqrt((1 - share) * v), q=q, level=level))
+    return out
 
 
 def _targets(v: np.ndarray, compute: float) -> np.ndarray:

@@ -220,13 +220,13 @@ def test_vectorised_approach1_bootstrap_equals_one_fit_per_resample():
         np.testing.assert_allclose([fast["approach1.a"][i], fast["approach1.b"][i]], expected, rtol=1e-9)
 
 
-def _field_runs(amplitude: float, seed: int):
+def _field_runs(amplitude: float, seed: int, length_scale: float = 0.5):
     """IsoFLOP runs of a simulated world (orchestrator-independent): T0's law, seed noise, and a
-    smooth residual field of ``amplitude`` nats over 0.5 decades; no outliers."""
+    smooth residual field of ``amplitude`` nats over ``length_scale`` decades; no outliers."""
     from workers.world import World, WorldConfig, NoiseConfig
 
     world = World(WorldConfig(law=(1.8172, 482.01, 2085.43, 0.3478, 0.3658), seed=seed, noise=NoiseConfig(
-        residual_amplitude=amplitude, residual_length_scale=0.5, outlier_prob=0.0)))
+        residual_amplitude=amplitude, residual_length_scale=length_scale, outlier_prob=0.0)))
     n, d, _, _ = synthetic_isoflop(LAW, [10 ** (17 + 0.5 * i) for i in range(7)], 9, 0.0, seed)
     loss = np.array([world.observe(a, b, key=i) for i, (a, b) in enumerate(zip(n, d))])
     return n, d, loss
@@ -248,3 +248,23 @@ def test_reml_finds_a_planted_residual_field_and_widens_the_intervals_for_it(see
             assert disc.s_r < 0.004, disc  # seed noise alone (0.002 nats) is no field
         sds[amplitude] = discrepancy_sd(theta, n, d, loss, disc, 1e22)
     assert sds[0.02]["n_opt"] > 2 * sds[0.0]["n_opt"] and sds[0.02]["loss_opt"] > 2 * sds[0.0]["loss_opt"]
+
+
+def test_the_targets_residual_model_allows_a_longer_field_than_the_local_one():
+    """One REML pass, two caps: a and b keep fields of at most LOCAL_ELL, the extrapolated
+    targets take a longer one where REML prefers it, and then get wider intervals."""
+    from orchestrator.discrepancy import LOCAL_ELL, discrepancy_sd, estimate_discrepancies
+
+    found = {}
+    for length_scale in (0.5, 1.0):
+        n, d, loss = _field_runs(0.02, 0, length_scale)
+        fit = fit_approach3(n, d, loss)
+        theta, x = fit.params.as_vector(), np.stack([np.log10(n), np.log10(d)], axis=1)
+        local, targets = estimate_discrepancies(theta, x, loss, fit.residuals)
+        found[length_scale] = (local, targets, discrepancy_sd(theta, n, d, loss, local, 1e22),
+                               discrepancy_sd(theta, n, d, loss, targets, 1e22))
+    local, targets, _, _ = found[0.5]
+    assert local == targets  # a short field: one model for everything
+    local, targets, sd_local, sd_targets = found[1.0]
+    assert local.ell <= LOCAL_ELL < targets.ell and targets.s_r > local.s_r
+    assert sd_targets["n_opt"] > 1.2 * sd_local["n_opt"] and sd_targets["loss_opt"] > 1.2 * sd_local["loss_opt"]

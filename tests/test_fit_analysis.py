@@ -256,6 +256,10 @@ def test_a_law_of_another_form_is_flagged_by_its_smooth_residual():
     fit = analyse(t, 1e21, n_boot=100)
     assert fit.discrepancy.s_r > 0.04
     assert any("smooth residual" in f for f in fit.flags), fit.flags
+    # the targets' intervals cover the residual model fitted for them, a and b's the local one
+    disc = fit.to_json()["discrepancy"]
+    assert disc["s_r_nats"] == fit.discrepancy.s_r and disc["targets"]["s_r_nats"] == fit.discrepancy_targets.s_r
+    assert fit.discrepancy_targets.ell >= fit.discrepancy.ell
     # the same runs from the law's own form: no such flag
     right = World(WorldConfig(law=(1.69, 400.0, 410.0, 0.34, 0.28), noise=NoiseConfig(residual_amplitude=0.02,
                                                                                        outlier_prob=0.0)))
