@@ -238,8 +238,8 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
             # are, the targets extrapolate past them, where a field longer than half a decade
             # (hard to tell from the law's own curvature in the data) moves them most
             # (orchestrator.discrepancy). Chinchilla's a interval stays 0.115 wide (0.132 with
-            # the long model), and the adaptive planner's N_opt intervals cover 73-88 % of the
-            # time instead of 55-69 % (docs/benchmarks.md).
+            # the long model), and the adaptive planner's N_opt intervals cover 76-80 % of the
+            # time instead of 61-75 % (docs/benchmarks.md).
             disc, disc_t = estimate_discrepancies(theta, x, loss, a3.residuals, seed=seed)
             sd_local = discrepancy_sd(theta, n, d, loss, disc, target_compute)
             sd_targets = discrepancy_sd(theta, n, d, loss, disc_t, target_compute)
