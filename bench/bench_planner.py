@@ -217,7 +217,7 @@ def plot(summary: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.2), dpi=110)
-    for world, marker in zip(WORLDS, "osd"):
+    for world, marker in zip(sorted({k.split()[0] for k in summary}), "osd^v<>ph*"):
         for ax, metric, label in zip(axes, ("M1_a", "M2_1e+21", "M3_1e+21", "M4_1e+21"),
                                      ("|a_hat - a| (p90)", "L* relative error at 1e21 (p90)",
                                       "|ln N_opt error| at 1e21 (p90)", "deadweight at 1e21 (p90)")):
@@ -241,6 +241,8 @@ def plot(summary: dict, path: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worlds", default="T0,T1,T2")
+    ap.add_argument("--world", action="append", default=[], metavar="NAME=E,A,B,ALPHA,BETA",
+                    help="another Chinchilla-form world to add (repeatable); list it in --worlds too")
     ap.add_argument("--seeds", type=int, default=50)
     ap.add_argument("--fractions", default="0.01,0.03,0.1,0.3")
     ap.add_argument("--boot", type=int, default=200, help="bootstrap resamples per fit (intervals for M6)")
@@ -256,6 +258,15 @@ def main() -> None:
             json.dump(saved, f, indent=1)
         plot(saved["summary"], args.summarise.replace(".json", ".png"))
         return
+    for extra in args.world:
+        name, _, values = extra.partition("=")
+        law = tuple(float(v) for v in values.split(","))
+        if not name or len(law) != 5:
+            ap.error(f"--world {extra!r}: expected NAME=E,A,B,ALPHA,BETA")
+        WORLDS[name] = law
+    unknown = set(args.worlds.split(",")) - set(WORLDS)
+    if unknown:
+        ap.error(f"--worlds: unknown {sorted(unknown)}; known: {sorted(WORLDS)} (add others with --world)")
     fractions = [None] + [float(f) for f in args.fractions.split(",")]
     jobs = [(w, s, f, args.boot) for w in args.worlds.split(",") for s in range(args.seeds) for f in fractions]
     t0 = time.time()
