@@ -260,7 +260,10 @@ def main() -> None:
         return
     for extra in args.world:
         name, _, values = extra.partition("=")
-        law = tuple(float(v) for v in values.split(","))
+        try:
+            law = tuple(float(v) for v in values.split(","))
+        except ValueError:
+            law = ()
         if not name or len(law) != 5:
             ap.error(f"--world {extra!r}: expected NAME=E,A,B,ALPHA,BETA")
         WORLDS[name] = law
