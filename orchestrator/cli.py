@@ -201,15 +201,11 @@ def cmd_stop(args) -> int:
 def cmd_status(args) -> int:
     from orchestrator.analysis import si
     from orchestrator.results import open_results
+    from orchestrator.runs import plan_record
 
     store = open_results(args.results)
     trials = store.read_table("trials").to_pandas()
-    planned = None
-    try:
-        with store.fs.open_input_stream(f"{store.root}/plan.json") as f:
-            planned = json.loads(f.read())["trials"]
-    except (FileNotFoundError, OSError, ValueError, KeyError):
-        pass
+    planned = plan_record(store).get("trials")
     counts = trials["status"].value_counts().to_dict()
     done_ids = set(trials.loc[trials["status"].isin(["completed", "diverged"]), "trial_id"])
     total = len(planned) if planned is not None else len(trials)
