@@ -22,7 +22,7 @@ import pandas as pd
 
 from orchestrator.discrepancy import Z as DISCREPANCY_Z
 from orchestrator.discrepancy import Discrepancy, discrepancy_sd, estimate_discrepancies, widen
-from orchestrator.diagnostics import Holdout, holdout_check, misspecification_flags, outliers
+from orchestrator.diagnostics import Holdout, approach2_flags, holdout_check, law_flags, outliers
 from orchestrator.fit import Approach3Fit, InsufficientData, compute_optimal, fit_approach3, predict_loss
 from orchestrator.isoflop import (Approach1Fit, Approach2Fit, IsoFlopMinimum, fit_approach1, fit_approach2,
                                   fit_isoflop_parabolas, infer_budgets)
@@ -242,7 +242,7 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
             # time instead of 61-75 % (docs/benchmarks.md).
             disc, disc_t = estimate_discrepancies(theta, x, loss, a3.residuals, seed=seed)
             sd_local = discrepancy_sd(theta, n, d, loss, disc, target_compute)
-            sd_targets = discrepancy_sd(theta, n, d, loss, disc_t, target_compute)
+            sd_targets = sd_local if disc_t == disc else discrepancy_sd(theta, n, d, loss, disc_t, target_compute)
             sd = {k: (sd_local if k in ("a", "b") else sd_targets)[k] for k in sd_local}
             intervals = _with_discrepancy(intervals, sd)
 
@@ -254,16 +254,13 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
         except InsufficientData as e:
             unavailable["extrapolation"] = str(e)
     resid = predict_loss(a3.params, n, d) - loss
-    field_sd, noise_sd = (disc.s_r, disc.sigma) if disc else (None, 0.0)
+    flags = law_flags(hold, disc.s_r, disc.sigma) if disc else law_flags(hold)
+    notes = approach2_flags(intervals, minima)
     if isoflop:
-        flags, notes = misspecification_flags(intervals, hold, minima, field_sd, noise_sd), []
-    else:
-        own = {k: v for k, v in intervals.items() if not k.startswith("approach")}
-        flags = misspecification_flags(own, hold, [], field_sd, noise_sd)
-        notes = [f for f in misspecification_flags(intervals, None, minima) if f not in flags]
-        if notes:
-            notes.append("(the runs come from an adaptive design, not IsoFLOP sets, so these are not taken as signs "
-                         "of a misspecified law)")
+        flags, notes = flags + notes, []
+    elif notes:
+        notes.append("(the runs come from an adaptive design, not IsoFLOP sets, so these are not taken as signs "
+                     "of a misspecified law)")
     return SweepFit(
         approach3=a3, minima=minima,
         target=compute_optimal(a3.params, target_compute), excluded=excluded, used=used, approach2=a2,

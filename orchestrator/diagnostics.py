@@ -24,7 +24,7 @@ from orchestrator.fit import InsufficientData, fit_approach3, predict_loss
 from orchestrator.isoflop import flops_str
 
 __all__ = ["Holdout", "residual_scale", "held_out_mask", "holdout_check", "outliers", "misspecification_flags",
-           "Z_LIMIT"]
+           "law_flags", "approach2_flags", "Z_LIMIT"]
 
 Z_LIMIT = 3.0  # residuals beyond this many sigma are "unusually large"
 N_PARAMS = 5
@@ -133,7 +133,13 @@ def _disjoint(i1, i2, level: float = 0.95) -> bool:
 
 def misspecification_flags(intervals: dict, holdout: Holdout | None, minima, field_sd: float | None = None,
                            noise_sd: float = 0.0) -> list[str]:
-    """Plain-sentence warnings; empty when nothing looks wrong (see the module docstring).
+    """Plain-sentence warnings; empty when nothing looks wrong (see the module docstring):
+    :func:`law_flags` and :func:`approach2_flags` together."""
+    return law_flags(holdout, field_sd, noise_sd) + approach2_flags(intervals, minima)
+
+
+def law_flags(holdout: Holdout | None, field_sd: float | None = None, noise_sd: float = 0.0) -> list[str]:
+    """The flags that hold for any design: the smooth residual and the extrapolation check.
     ``field_sd`` is the sd of the smooth residual around the law, in nats, where estimated, and
     ``noise_sd`` that of the independent noise beside it: a field weaker than the noise is too
     poorly determined to call the law wrong (noisy sweeps put it at 0.02-0.046 nats)."""
@@ -142,6 +148,19 @@ def misspecification_flags(intervals: dict, holdout: Holdout | None, minima, fie
         flags.append(f"the runs sit on a smooth residual of {field_sd:.3f} nats around the fitted law (more than "
                      f"{RESIDUAL_FIELD_LIMIT:g} nats; well-specified sweeps show 0.003-0.03): the law's form may not "
                      "fit them, and predictions beyond them may be off by more than their intervals say")
+    bad = int((np.abs(holdout.z) > Z_LIMIT).sum()) if holdout is not None else 0
+    # Isolated outliers are listed as such; the law is suspect when more than a few percent of
+    # the held-out runs miss (2 % outliers are common in real sweeps: shared/BENCHMARK.md).
+    if bad and bad > HOLDOUT_MISS_SHARE * len(holdout.errors):
+        flags.append(f"{bad} of {len(holdout.errors)} held-out runs (C >= {flops_str(holdout.threshold)}) are more than "
+                     f"{Z_LIMIT:g} sigma from the extrapolated law (worst {holdout.max_abs_z:.1f} sigma)")
+    return flags
+
+
+def approach2_flags(intervals: dict, minima) -> list[str]:
+    """The flags that read the runs as IsoFLOP sets: Approaches 2 and 3 disagreeing, and
+    minima at the edge of their budget's sizes."""
+    flags = []
     for k in ("a", "b"):
         i3, i2 = intervals.get(k), intervals.get(f"approach2.{k}")
         if i3 is not None and i2 is not None and i2.n_draws and _disjoint(i3, i2):
@@ -149,12 +168,6 @@ def misspecification_flags(intervals: dict, holdout: Holdout | None, minima, fie
             lo2, hi2 = i2.bounds[0.95]
             flags.append(f"Approaches 2 and 3 disagree on {k}: {i2.estimate:.3f} [{lo2:.3f}, {hi2:.3f}] against "
                          f"{i3.estimate:.3f} [{lo3:.3f}, {hi3:.3f}] (95 % intervals do not overlap)")
-    bad = int((np.abs(holdout.z) > Z_LIMIT).sum()) if holdout is not None else 0
-    # Isolated outliers are listed as such; the law is suspect when more than a few percent of
-    # the held-out runs miss (2 % outliers are common in real sweeps: shared/BENCHMARK.md).
-    if bad and bad > HOLDOUT_MISS_SHARE * len(holdout.errors):
-        flags.append(f"{bad} of {len(holdout.errors)} held-out runs (C >= {flops_str(holdout.threshold)}) are more than "
-                     f"{Z_LIMIT:g} sigma from the extrapolated law (worst {holdout.max_abs_z:.1f} sigma)")
     edge = [m.budget for m in minima if m.at_edge]
     if edge:
         flags.append("IsoFLOP minimum at the edge of the swept sizes for budget(s) "

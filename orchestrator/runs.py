@@ -76,21 +76,15 @@ def plan_record(store) -> dict:
         return {}
 
 
-def plan_target(store, plan: dict | None = None) -> float | None:
-    """The target compute the sweep was run for (its plan.json, or ``plan`` read from it),
-    None when unknown."""
-    try:
-        return float((plan_record(store) if plan is None else plan)["target_compute"])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 def results_runs(store, source: str) -> Runs:
     """A results directory's trials, with the target and planner its plan.json names."""
     plan = plan_record(store)
+    try:
+        target = float(plan["target_compute"])
+    except (KeyError, TypeError, ValueError):
+        target = None
     planner = plan.get("planner")
-    return Runs(store.read_table("trials").to_pandas(), source, plan_target(store, plan),
-                planner if isinstance(planner, str) else None)
+    return Runs(store.read_table("trials").to_pandas(), source, target, planner if isinstance(planner, str) else None)
 
 
 def _column(df: pd.DataFrame, key: str, cols: ColumnMap, source: str, required: bool) -> pd.Series | None:
