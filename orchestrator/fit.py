@@ -40,6 +40,10 @@ __all__ = ["LawParams", "Approach3Fit", "InsufficientData", "fit_approach3", "re
 
 HUBER_DELTA = 1e-3
 EXPONENT_BOUNDS = (0.0, 5.0)  # alpha, beta; as in the grid of Hoffmann et al. and Besiroglu et al.
+# log E, log A, log B never go below this: exp(-30) ~ 1e-13 is zero for any loss. Unbounded,
+# a fit in which E is not identified (the data favour E -> 0) walked log E to -800, where
+# exp underflows to 0.0 and the next log of it failed (an adaptive sweep, new world, 2026-11-30).
+LOG_COEF_MIN = -30.0
 
 
 class InsufficientData(UserError, ValueError):
@@ -153,6 +157,7 @@ def one_step(v, log_n, log_d, log_l, weights: np.ndarray, delta: float = HUBER_D
     step = np.linalg.solve(H + 1e-12 * np.eye(5), -g[:, :, None])[:, :, 0]
     out = v[None, :] + step
     out[:, 3:] = np.clip(out[:, 3:], *EXPONENT_BOUNDS)
+    out[:, :3] = np.maximum(out[:, :3], LOG_COEF_MIN)
     bad = ~np.isfinite(out).all(axis=1)
     out[bad] = v
     return out
@@ -207,7 +212,7 @@ def _varpro_candidates(n, d, loss, w, alphas, betas, keep: int) -> list[np.ndarr
 
 def lbfgs(x0, log_n, log_d, log_l, delta: float = HUBER_DELTA, weights=None):
     """One bounded L-BFGS run on the Huber objective (scipy's OptimizeResult)."""
-    bounds = [(None, None)] * 3 + [EXPONENT_BOUNDS] * 2
+    bounds = [(LOG_COEF_MIN, None)] * 3 + [EXPONENT_BOUNDS] * 2
     return minimize(huber_objective, x0, args=(log_n, log_d, log_l, delta, weights), jac=True, method="L-BFGS-B",
                     bounds=bounds, options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12})
 
@@ -259,6 +264,7 @@ def refine(V0: np.ndarray, log_n, log_d, log_l, weights: np.ndarray, delta: floa
                                -g[idx][:, :, None])[:, :, 0]
         Vn = V[idx] + step
         Vn[:, 3:] = np.clip(Vn[:, 3:], *EXPONENT_BOUNDS)
+        Vn[:, :3] = np.maximum(Vn[:, :3], LOG_COEF_MIN)
         fn, gn, Hn = huber_terms(Vn, log_n, log_d, log_l, weights[idx], delta, order=2)
         ok = fn < f[idx]
         done = (ok & (f[idx] - fn <= rtol * f[idx])) | (lam[idx] > 1e12)

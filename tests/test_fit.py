@@ -56,6 +56,21 @@ def test_global_fit_recovers_a_noiseless_law():
     assert p.E == pytest.approx(LAW.E, rel=5e-3)
 
 
+@pytest.mark.parametrize("seed", [13, 15, 20])
+def test_a_law_without_an_irreducible_loss_fits_with_e_at_its_floor(seed):
+    # E -> 0 is the optimum here: unbounded, the fit walked log E past exp's underflow to
+    # E = 0.0 for these seeds, and the planner's next log(E) raised.
+    rng = np.random.default_rng(seed)
+    n = 10 ** rng.uniform(6, 9, 30)
+    d = n * 10 ** rng.uniform(0, 3, 30)
+    loss = (400 / n**0.3 + 400 / d**0.3) * np.exp(rng.normal(0, 0.01, 30))
+    p = fit_approach3(n, d, loss).params
+    v = p.as_vector()
+    assert np.isfinite(v).all() and 0 < p.E < 1e-3
+    assert abs(p.alpha - 0.3) < 0.02 and abs(p.beta - 0.3) < 0.02
+    assert np.isfinite(bootstrap(n, d, loss, fit_approach3(n, d, loss), 1e21, n_boot=50, seed=0).draws["E"]).all()
+
+
 def test_too_few_runs_for_approach3_names_the_count():
     n, d, loss, _ = runs()
     with pytest.raises(InsufficientData, match="at least 5 runs.*have 4"):
