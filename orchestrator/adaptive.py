@@ -43,7 +43,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from orchestrator.design import Z80, DesignModel, SparseDesignModel
-from orchestrator.fit import fit_approach3
+from orchestrator.fit import LawParams, fit_approach3, no_optimum
 from orchestrator.plan import TrialFactory
 from orchestrator.spec import SweepSpec
 from workers.flops import train_flops
@@ -147,6 +147,8 @@ class AdaptivePlanner:
             new = [self._register(ln, ld, budget) for ln, ld, budget in picks]
             if picks and not any(new) and not self.pending:  # what is left fits no trial once rounded
                 self.stopped = "FLOP budget spent"
+            elif not picks and not out and not self.pending:  # else the driver would ask forever
+                self.stopped = "no allowed trial adds information"
             out.extend(new)
         return [t for t in out if t is not None]
 
@@ -247,6 +249,8 @@ class AdaptivePlanner:
         # (smooth) and i.i.d. noise; the length scale is a prior, not fitted (too few points).
         scale = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), 2e-3)
         w = (1.0 / self.cfg.target_width**2, 1.0 / self.cfg.loss_width**2)
+        if no_optimum(LawParams.from_vector(theta)):
+            return None  # nothing to sharpen yet: _propose explores the region instead
         kind = SparseDesignModel if sparse else DesignModel
         model = kind(theta, x, self.target, sigma=0.5 * scale, s_r=scale, ell=0.5, weights=w)
         if sparse:
@@ -260,9 +264,9 @@ class AdaptivePlanner:
         ok = (ln >= self.bounds_n[0]) & (ln <= self.bounds_n[1])
         return ln, ld, ok
 
-    def _initial(self, k: int) -> list[tuple[float, float, float]]:
-        """Space-filling points over the cheapest decade and a half of compute."""
-        lo_c, hi_c = self.bounds_c[0], min(self.bounds_c[1], self.bounds_c[0] + 1.5)
+    def _initial(self, k: int, span: float = 1.5) -> list[tuple[float, float, float]]:
+        """Space-filling points over the cheapest ``span`` decades of compute."""
+        lo_c, hi_c = self.bounds_c[0], min(self.bounds_c[1], self.bounds_c[0] + span)
         out = []
         tries = 0
         while len(out) < k and tries < 1000:
@@ -280,8 +284,11 @@ class AdaptivePlanner:
         if have < self.cfg.initial_trials:
             return self._initial(min(n, self.cfg.initial_trials - have))
         model = self._model()
-        if model is None:  # results of the initial design not back yet
-            return []
+        if model is None:
+            # Results of the initial design not back yet, or the law fitted so far has no
+            # compute-optimal allocation (the loss does not fall with N or D): then there is no
+            # target to sharpen, and the planner spreads trials over the whole region instead.
+            return [] if self.pending else self._initial(n, span=self.bounds_c[1] - self.bounds_c[0])
         picks = []
         for _ in range(n):
             best = self._best_point(model)

@@ -23,7 +23,8 @@ import pandas as pd
 from orchestrator.discrepancy import Z as DISCREPANCY_Z
 from orchestrator.discrepancy import Discrepancy, discrepancy_sd, estimate_discrepancies, widen
 from orchestrator.diagnostics import Holdout, approach2_flags, holdout_check, law_flags, outliers
-from orchestrator.fit import Approach3Fit, InsufficientData, compute_optimal, fit_approach3, predict_loss
+from orchestrator.fit import (Approach3Fit, InsufficientData, compute_optimal, fit_approach3, no_optimum,
+                             predict_loss)
 from orchestrator.isoflop import (Approach1Fit, Approach2Fit, IsoFlopMinimum, fit_approach1, fit_approach2,
                                   fit_isoflop_parabolas, infer_budgets)
 from orchestrator.uncertainty import LEVELS, Bootstrap, Interval, bootstrap
@@ -255,6 +256,8 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
             unavailable["extrapolation"] = str(e)
     resid = predict_loss(a3.params, n, d) - loss
     flags = law_flags(hold, disc.s_r, disc.sigma) if disc else law_flags(hold)
+    if no_optimum(a3.params):
+        flags.insert(0, no_optimum(a3.params))
     notes = approach2_flags(intervals, minima)
     if isoflop:
         flags, notes = flags + notes, []

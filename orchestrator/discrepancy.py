@@ -167,7 +167,8 @@ def estimate_discrepancies(theta: np.ndarray, x: np.ndarray, loss: np.ndarray, r
 def _targets(v: np.ndarray, compute: float) -> np.ndarray:
     p = LawParams.from_vector(v)
     n_opt, d_opt, l_opt = optimal_allocation(p.E, p.A, p.B, p.alpha, p.beta, compute)
-    return np.array([p.a, p.b, math.log(n_opt), math.log(d_opt), math.log(l_opt)])
+    with np.errstate(all="ignore"):  # a law without an optimum (alpha or A at 0): NaN sds
+        return np.array([p.a, p.b, *np.log([n_opt, d_opt, l_opt])])
 
 
 def discrepancy_sd(theta: np.ndarray, n, d, loss, disc: Discrepancy, compute: float) -> dict[str, float]:
@@ -188,6 +189,8 @@ def widen(estimate: float, lo: float, hi: float, half: float, log: bool) -> tupl
     """The bootstrap interval [lo, hi] of ``estimate`` widened on each side by a field interval
     of half-width ``half`` (in log units when ``log``), the two added in quadrature."""
     if log:
+        if not (estimate > 0 and lo > 0 and math.isfinite(estimate)):
+            return lo, hi  # no optimum to widen around (a degenerate law): left as the bootstrap's
         below, above = math.log(estimate / lo), math.log(hi / estimate)
         return (estimate * math.exp(-math.hypot(max(below, 0.0), half)),
                 estimate * math.exp(math.hypot(max(above, 0.0), half)))

@@ -96,6 +96,19 @@ def optimal_allocation(E, A, B, alpha, beta, compute):
     return n_opt, d_opt, E + A / n_opt**alpha + B / d_opt**beta
 
 
+def no_optimum(p: LawParams) -> str:
+    """Why the law has no compute-optimal allocation, or "" when it has one.
+
+    With alpha or A (beta or B) at zero the loss does not fall with N (D): spending all of the
+    compute on the other is optimal, and N_opt, D_opt come out as 0, infinite or absurd."""
+    for name, exp, coef, coef_name in (("N", p.alpha, p.A, "A"), ("D", p.beta, p.B, "B")):
+        if exp < 0.01 or math.log(max(coef, 1e-300)) <= LOG_COEF_MIN + 1:
+            return (f"the fitted loss does not fall with {name} ({'alpha' if name == 'N' else 'beta'} = {exp:.3g}, "
+                    f"{coef_name} = {coef:.3g}): there is no compute-optimal allocation, and N_opt, D_opt and L* "
+                    "mean nothing")
+    return ""
+
+
 def compute_optimal(p: LawParams, compute: float) -> dict:
     """N_opt, D_opt and the loss there for a compute budget C (FLOPs, C = 6ND)."""
     n_opt, d_opt, loss = optimal_allocation(p.E, p.A, p.B, p.alpha, p.beta, compute)

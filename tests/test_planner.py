@@ -18,9 +18,9 @@ from workers.trial import run_trial
 T0 = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
 
 
-def sim_spec(root, planner="adaptive", **adaptive):
+def sim_spec(root, planner="adaptive", world=None, **adaptive):
     spec = {"name": "sim", "trainer": "simulated", "results": str(root), "fit": {"target_compute": 1e20},
-            "world": {"law": T0, "seed": 3, "noise": {"residual_amplitude": 0.01}}}
+            "world": world or {"law": T0, "seed": 3, "noise": {"residual_amplitude": 0.01}}}
     if planner == "adaptive":
         spec["planner"] = "adaptive"
         spec["adaptive"] = {"min_flops": 1e15, "max_flops": 1e18, "n_range": [1e6, 3e9], "dn_range": [1, 1000],
@@ -65,8 +65,8 @@ def test_contract_every_asked_trial_is_told_once(kind, tmp_path):
     assert n >= 1 and flops > 0
 
 
-def run_adaptive(root, executor_slots=4, **adaptive):
-    spec = sim_spec(root, **adaptive)
+def run_adaptive(root, executor_slots=4, world=None, **adaptive):
+    spec = sim_spec(root, world=world, **adaptive)
     os.makedirs(spec.sweep_dir, exist_ok=True)
     store = ResultStore(spec.sweep_dir)
     planner = AdaptivePlanner(spec, TrialFactory(spec), os.path.join(spec.sweep_dir, "planner.journal"))
@@ -86,6 +86,20 @@ def test_adaptive_stays_in_region_and_budget(tmp_path):
     assert planner.stopped
     # points sit on quarter-decade compute levels, so IsoFLOP groups form
     assert (abs(4 * trials["budget"].map(math.log10) - (4 * trials["budget"].map(math.log10)).round()) < 1e-9).all()
+
+
+def test_a_loss_that_depends_on_neither_n_nor_d_is_explored_and_flagged(tmp_path):
+    """No compute-optimal allocation to sharpen: the planner spreads trials over the region and
+    stops on its budget (it used to return no proposal with nothing pending, and the driver
+    asked forever), and the fit says the law has no optimum (it used to raise on log 0)."""
+    from orchestrator.analysis import analyse
+
+    spec, planner, trials = run_adaptive(tmp_path, world={"expression": "3.0", "seed": 1}, max_trials=30)
+    assert planner.stopped in ("FLOP budget spent", "trial cap reached")
+    assert len(trials) > spec.adaptive.initial_trials
+    assert (trials["budget"] > 10 ** 16.5).any()  # past the initial design's decade and a half
+    fit = analyse(trials, 1e20, n_boot=50, isoflop=False)
+    assert "there is no compute-optimal allocation" in fit.flags[0]
 
 
 @pytest.mark.parametrize("exact_max", [300, 12], ids=["exact-design", "sparse-design"])
