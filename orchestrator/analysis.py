@@ -264,15 +264,32 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
     elif notes:
         notes.append("(the runs come from an adaptive design, not IsoFLOP sets, so these are not taken as signs "
                      "of a misspecified law)")
+    target = compute_optimal(a3.params, target_compute)
+    notes[:0] = _allocation_outside_runs(target, d / n)
     return SweepFit(
         approach3=a3, minima=minima,
-        target=compute_optimal(a3.params, target_compute), excluded=excluded, used=used, approach2=a2,
+        target=target, excluded=excluded, used=used, approach2=a2,
         approach1=a1, unavailable=unavailable, bootstrap=boot, intervals=intervals, holdout=hold,
         outliers=outliers(resid, used["name"].to_numpy(), loss),
         flags=flags, notes=notes,
         excluded_runs=excluded_runs,
         budgets_inferred=inferred, flops_spent=_total_flops(trials), n_runs=len(trials), discrepancy=disc,
         discrepancy_targets=disc_t)
+
+
+def _allocation_outside_runs(target: dict, ratio: np.ndarray, margin: float = 3.0) -> list[str]:
+    """A note when the optimum's tokens per parameter at the target lie more than ``margin``
+    times outside those of the runs: N_opt and D_opt then extrapolate the law's shape (how loss
+    trades N against D), not only its scale. Not a flag: a right-form law extrapolates fine
+    (world A1 of docs/benchmarks.md wants 13,500 tokens per parameter at 1e20 against the
+    runs' 1-1,000, and its N_opt is off by 0.09 at p90), but nothing in the runs checks it."""
+    r = target["d_opt"] / target["n_opt"] if target["n_opt"] > 0 else math.nan
+    lo, hi = float(ratio.min()), float(ratio.max())
+    if not math.isfinite(r) or lo / margin <= r <= hi * margin:
+        return []
+    return [f"at the target the fitted optimum trains {r:.3g} tokens per parameter, outside the runs' "
+            f"{lo:.3g}-{hi:.3g}: N_opt and D_opt there extrapolate how the law trades N against D, not only "
+            "its scale"]
 
 
 def _with_discrepancy(intervals: dict[str, Interval], sd: dict[str, float]) -> dict[str, Interval]:

@@ -101,6 +101,20 @@ def test_an_adaptive_design_turns_approach_2_flags_into_notes():
     assert "Notes:" in format_fit(fit)
 
 
+@pytest.mark.parametrize("law, noted", [(LAW, False), (LawParams(E=1.7, A=1500.0, B=900.0, alpha=0.45, beta=0.25), True)],
+                         ids=["optimum-inside", "optimum-at-13500-tokens-per-parameter"])
+def test_an_optimum_outside_the_runs_tokens_per_parameter_is_noted(law, noted):
+    rng = np.random.default_rng(0)
+    n = 10 ** rng.uniform(6, 8.5, 60)
+    d = n * 10 ** rng.uniform(0, 3, 60)  # 1-1,000 tokens per parameter
+    loss = predict_loss(law, n, d) * np.exp(rng.normal(0, 0.002, 60))
+    t = pd.DataFrame({"name": [f"t{i}" for i in range(60)], "status": "completed", "n_params": n, "tokens": d,
+                      "eval_loss": loss})
+    fit = analyse(t, 1e20, n_boot=0, isoflop=False)
+    notes = [x for x in fit.notes if "tokens per parameter, outside the runs'" in x]
+    assert bool(notes) == noted and not any("tokens per parameter" in f for f in fit.flags)
+
+
 def compute_n_opt(c):
     from orchestrator.fit import compute_optimal
 
