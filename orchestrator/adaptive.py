@@ -11,7 +11,11 @@ Loop (driven by :class:`~orchestrator.driver.Driver` through ``ask``/``tell``):
    Each pick is a small Optuna study over the region (QMC start, then TPE) seeded with the
    best points of a vectorised coarse scan.
 3. Stop when the 80 % intervals of ln N_opt and ln L* at the target compute are narrower than
-   the spec asks, or the FLOP budget or trial cap is spent.
+   the spec asks, or the FLOP budget or trial cap is spent, or no allowed trial is left to propose.
+
+While the law fitted so far has no compute-optimal allocation (fit.no_optimum: the loss does
+not fall with N, or with D) there is no target to sharpen, and step 2 spreads trials over the
+whole allowed region instead, as the initial design does over its cheap end.
 
 At scale (more than EXACT_MAX trials) the exact GLS model, an n x n inverse, gives way to the
 inducing-point :class:`~orchestrator.design.SparseDesignModel`, kept between proposals (new
