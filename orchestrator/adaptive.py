@@ -248,13 +248,13 @@ class AdaptivePlanner:
         theta = self._fit()
         if theta is None:
             return None
+        if no_optimum(LawParams.from_vector(theta)):
+            return None  # nothing to sharpen yet: _propose explores the region instead
         resid = getattr(self, "_resid", np.zeros(1))
         # Robust residual scale (MAD), floored: few points understate it. Split as discrepancy
         # (smooth) and i.i.d. noise; the length scale is a prior, not fitted (too few points).
         scale = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), 2e-3)
         w = (1.0 / self.cfg.target_width**2, 1.0 / self.cfg.loss_width**2)
-        if no_optimum(LawParams.from_vector(theta)):
-            return None  # nothing to sharpen yet: _propose explores the region instead
         kind = SparseDesignModel if sparse else DesignModel
         model = kind(theta, x, self.target, sigma=0.5 * scale, s_r=scale, ell=0.5, weights=w)
         if sparse:

@@ -256,8 +256,7 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
             unavailable["extrapolation"] = str(e)
     resid = predict_loss(a3.params, n, d) - loss
     flags = law_flags(hold, disc.s_r, disc.sigma) if disc else law_flags(hold)
-    if no_optimum(a3.params):
-        flags.insert(0, no_optimum(a3.params))
+    flags[:0] = [reason] if (reason := no_optimum(a3.params)) else []
     notes = approach2_flags(intervals, minima)
     if isoflop:
         flags, notes = flags + notes, []

@@ -69,7 +69,7 @@ def target_gradients(theta: np.ndarray, compute: float) -> np.ndarray:
     """Rows: gradients of ln N_opt(C) and ln L*(C) in theta."""
     def g(v):
         opt = compute_optimal(LawParams.from_vector(v), compute)
-        with np.errstate(all="ignore"):  # no optimum (alpha or A at 0): NaN (the planner then explores: AdaptivePlanner._model)
+        with np.errstate(all="ignore"):  # a law without an optimum: NaN (AdaptivePlanner._model skips it)
             return np.log([opt["n_opt"], opt["loss"]])
 
     return jacobian_fd(g, theta)

@@ -101,11 +101,10 @@ def no_optimum(p: LawParams) -> str:
 
     With alpha or A (beta or B) at zero the loss does not fall with N (D): spending all of the
     compute on the other is optimal, and N_opt, D_opt come out as 0, infinite or absurd."""
-    for name, exp, coef, coef_name in (("N", p.alpha, p.A, "A"), ("D", p.beta, p.B, "B")):
-        if exp < 0.01 or math.log(max(coef, 1e-300)) <= LOG_COEF_MIN + 1:
-            return (f"the fitted loss does not fall with {name} ({'alpha' if name == 'N' else 'beta'} = {exp:.3g}, "
-                    f"{coef_name} = {coef:.3g}): there is no compute-optimal allocation, and N_opt, D_opt and L* "
-                    "mean nothing")
+    for var, power, power_name, coef, coef_name in (("N", p.alpha, "alpha", p.A, "A"), ("D", p.beta, "beta", p.B, "B")):
+        if power < 0.01 or math.log(max(coef, 1e-300)) <= LOG_COEF_MIN + 1:
+            return (f"the fitted loss does not fall with {var} ({power_name} = {power:.3g}, {coef_name} = {coef:.3g}): "
+                    "there is no compute-optimal allocation, and N_opt and D_opt mean nothing")
     return ""
 
 
