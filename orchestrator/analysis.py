@@ -256,7 +256,9 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
             unavailable["extrapolation"] = str(e)
     resid = predict_loss(a3.params, n, d) - loss
     flags = law_flags(hold, disc.s_r, disc.sigma) if disc else law_flags(hold)
-    flags[:0] = [reason] if (reason := no_optimum(a3.params)) else []
+    reason = no_optimum(a3.params)
+    if reason:
+        flags.insert(0, reason)
     notes = approach2_flags(intervals, minima)
     if isoflop:
         flags, notes = flags + notes, []

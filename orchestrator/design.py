@@ -69,7 +69,7 @@ def target_gradients(theta: np.ndarray, compute: float) -> np.ndarray:
     """Rows: gradients of ln N_opt(C) and ln L*(C) in theta."""
     def g(v):
         opt = compute_optimal(LawParams.from_vector(v), compute)
-        with np.errstate(all="ignore"):  # a law without an optimum: NaN (AdaptivePlanner._model skips it)
+        with np.errstate(all="ignore"):  # a law without an optimum: NaN, and no point scores (the planner checks no_optimum first)
             return np.log([opt["n_opt"], opt["loss"]])
 
     return jacobian_fd(g, theta)

@@ -23,8 +23,8 @@ import numpy as np
 from orchestrator.fit import InsufficientData, fit_approach3, predict_loss
 from orchestrator.isoflop import flops_str
 
-__all__ = ["Holdout", "residual_scale", "held_out_mask", "holdout_check", "outliers", "misspecification_flags",
-           "law_flags", "approach2_flags", "Z_LIMIT"]
+__all__ = ["Holdout", "residual_scale", "held_out_mask", "holdout_check", "outliers", "law_flags", "approach2_flags",
+           "Z_LIMIT"]
 
 Z_LIMIT = 3.0  # residuals beyond this many sigma are "unusually large"
 N_PARAMS = 5
@@ -129,13 +129,6 @@ def local_scale(resid, level) -> np.ndarray:
 def _disjoint(i1, i2, level: float = 0.95) -> bool:
     (lo1, hi1), (lo2, hi2) = i1.bounds[level], i2.bounds[level]
     return hi1 < lo2 or hi2 < lo1
-
-
-def misspecification_flags(intervals: dict, holdout: Holdout | None, minima, field_sd: float | None = None,
-                           noise_sd: float = 0.0) -> list[str]:
-    """Plain-sentence warnings; empty when nothing looks wrong (see the module docstring):
-    :func:`law_flags` and :func:`approach2_flags` together."""
-    return law_flags(holdout, field_sd, noise_sd) + approach2_flags(intervals, minima)
 
 
 def law_flags(holdout: Holdout | None, field_sd: float | None = None, noise_sd: float = 0.0) -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.analysis import analyse, format_fit
 from orchestrator.cli import main
-from orchestrator.diagnostics import misspecification_flags, residual_scale
+from orchestrator.diagnostics import approach2_flags, law_flags, residual_scale
 from orchestrator.errors import UserError
 from orchestrator.fit import LawParams, predict_loss
 from orchestrator.uncertainty import Interval, synthetic_isoflop
@@ -123,9 +123,9 @@ def compute_n_opt(c):
 
 def test_approaches_2_and_3_disagreeing_is_flagged():
     iv = lambda est, lo, hi: Interval(est, {0.8: (lo, hi), 0.95: (lo, hi)}, 100)  # noqa: E731
-    flags = misspecification_flags({"a": iv(0.5, 0.48, 0.52), "approach2.a": iv(0.6, 0.55, 0.65)}, None, [])
+    flags = approach2_flags({"a": iv(0.5, 0.48, 0.52), "approach2.a": iv(0.6, 0.55, 0.65)}, [])
     assert len(flags) == 1 and "disagree on a" in flags[0]
-    assert misspecification_flags({"a": iv(0.5, 0.48, 0.52), "approach2.a": iv(0.53, 0.51, 0.55)}, None, []) == []
+    assert approach2_flags({"a": iv(0.5, 0.48, 0.52), "approach2.a": iv(0.53, 0.51, 0.55)}, []) == []
 
 
 def test_residual_scale_is_robust_to_one_outlier():
@@ -250,13 +250,13 @@ def test_one_outlier_among_many_held_out_runs_is_not_a_misspecification_flag():
     z_one = np.zeros(100)
     z_one[3] = 30.0  # one wild run: an outlier, listed as such
     quiet = Holdout(1e21, [f"r{i}" for i in range(100)], z_one * 0.01, 0.01)
-    assert misspecification_flags({}, quiet, []) == []
+    assert law_flags(quiet) == []
     z_many = np.zeros(100)
     z_many[:10] = 5.0  # a tenth of the held-out runs off: the law does not extrapolate
     bent = Holdout(1e21, [f"r{i}" for i in range(100)], z_many * 0.01, 0.01)
-    assert "10 of 100 held-out runs" in misspecification_flags({}, bent, [])[0]
+    assert "10 of 100 held-out runs" in law_flags(bent)[0]
     few = Holdout(1e21, ["a", "b", "c"], np.array([0.0, 0.05, 0.0]), 0.01)
-    assert misspecification_flags({}, few, [])  # in a small held-out set one miss is enough
+    assert law_flags(few)  # in a small held-out set one miss is enough
 
 
 def test_a_law_of_another_form_is_flagged_by_its_smooth_residual():
@@ -282,6 +282,6 @@ def test_a_law_of_another_form_is_flagged_by_its_smooth_residual():
 
 
 def test_a_field_weaker_than_the_noise_beside_it_is_no_flag():
-    assert misspecification_flags({}, None, [], field_sd=0.045, noise_sd=0.01)  # clear of both
-    assert misspecification_flags({}, None, [], field_sd=0.045, noise_sd=0.07) == []  # poorly determined
-    assert misspecification_flags({}, None, [], field_sd=0.03, noise_sd=0.0) == []  # what real sweeps show
+    assert law_flags(None, field_sd=0.045, noise_sd=0.01)  # clear of both
+    assert law_flags(None, field_sd=0.045, noise_sd=0.07) == []  # poorly determined
+    assert law_flags(None, field_sd=0.03, noise_sd=0.0) == []  # what real sweeps show
