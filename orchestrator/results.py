@@ -3,6 +3,14 @@
 ``RESULTS`` is a sweep directory (``results/<sweep>``) or a URI pyarrow understands. Files are
 read through pyarrow's filesystems and handed to DuckDB as Arrow tables, so local and object
 storage share one code path. In SQL the tables are named ``trials`` and ``steps``.
+
+SQL is user input, and a query command is what people put behind a notebook or a dashboard:
+``query`` runs one read statement on a connection that can see the two tables and nothing
+else. DuckDB's default connection reads and writes any file (``read_text('~/.ray/auth_token')``,
+``COPY ... TO``), attaches databases, installs extensions and can undo its own settings, so
+each statement's type is checked by DuckDB's own parser and the connection is opened with
+file access, extension loading and spilling off, then locked
+(https://duckdb.org/docs/stable/operations_manual/securing_duckdb/overview).
 """
 
 from __future__ import annotations
@@ -41,15 +49,55 @@ def load_steps(path: str) -> pd.DataFrame:
     return open_results(path).read_table("steps").to_pandas()
 
 
-def query(path: str, sql: str) -> pd.DataFrame:
-    """Run ``sql`` over the tables ``trials`` and ``steps``; UserError on a bad query."""
-    store = open_results(path)
-    con = duckdb.connect()
-    for table in ("trials", "steps"):  # read only what the query names: steps can be millions of rows
-        if re.search(rf"\b{table}\b", sql, re.IGNORECASE):
-            con.register(table, store.read_table(table))
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def read_statement(sql: str) -> str:
+    """``sql`` if it is exactly one SELECT (WITH, FROM-first, VALUES, DESCRIBE, SUMMARIZE and
+    SHOW parse as SELECT); UserError naming what is not allowed otherwise. EXPLAIN is refused
+    too: EXPLAIN ANALYZE runs the statement it wraps, whatever it is."""
     try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        raise UserError(f"query: {_first_line(e)}") from None
+    if len(statements) != 1:
+        raise UserError(f"query: expected one SQL statement, got {len(statements)}")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        name = kind.name if kind != duckdb.StatementType.MULTI else "MULTI (e.g. PIVOT, which creates types)"
+        raise UserError(f"query: {name} statements are not allowed (read-only: one SELECT over trials and steps)")
+    return sql
+
+
+def read_only_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that reads only the Arrow tables registered on it: no files, no
+    extensions, no spilling to disk, no Python-variable scans, and settings locked."""
+    con = duckdb.connect(":memory:", config={
+        "temp_directory": "",  # no spill files: a query writes nothing
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_community_extensions": False,
+        "python_enable_replacements": False,  # `from secret` must not find a caller's DataFrame
+    })
+    # Set after the rest: with external access off, DuckDB refuses to change temp_directory.
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def query(path: str, sql: str) -> pd.DataFrame:
+    """Run one read-only ``sql`` statement over the tables ``trials`` and ``steps``; UserError
+    on a bad query or one that is not a plain read."""
+    read_statement(sql)
+    store = open_results(path)
+    con = read_only_connection()
+    try:
+        for table in ("trials", "steps"):  # read only what the query names: steps can be millions of rows
+            if re.search(rf"\b{table}\b", sql, re.IGNORECASE):
+                con.register(table, store.read_table(table))
         return con.execute(sql).df()
     except duckdb.Error as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(f"query: {first}") from None
+        raise UserError(f"query: {_first_line(e)}") from None
+    finally:
+        con.close()
