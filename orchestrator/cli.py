@@ -1,7 +1,8 @@
 """``scalesweep``: the command line. The only module that reads argv and environment variables.
 
 Exit status: 0 on success, 2 on bad input (one line on stderr, no traceback), 130 on Ctrl-C
-(with the command that resumes).
+and 143 on SIGTERM (what Kubernetes sends a RayJob's driver pod and ``ray job stop`` sends),
+both with the command that resumes, 141 when the reader of a pipe goes away (``| head``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import argparse
 import json
 import logging
 import os
+import shlex
+import signal
 import sys
 import time
 
@@ -74,7 +77,7 @@ class ConsoleSink:
     def update(self, p, completion) -> None:
         from orchestrator.analysis import si
 
-        desc = (f"trials {p.done}/{p.total} ({p.running} in flight, {p.failed} failed, {p.diverged} diverged) "
+        desc = (f"trials {p.done}/{p.total} ({p.running} running, {p.queued} queued, {p.failed} failed, {p.diverged} diverged) "
                 f"FLOPs {si(p.flops_done)}/{si(p.total_flops)} left ~{_fmt_s(p.seconds_left)}")
         if self.console.is_terminal:
             if self.bar is None:
@@ -91,6 +94,31 @@ class ConsoleSink:
             r = completion.result
             what = f"{r.status.value} loss={r.eval_loss:.4f}" if r else f"lost: {completion.error}"
             print(f"[{p.done}/{p.total}] {completion.trial.name}: {what} ({desc})", file=sys.stderr, flush=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the driver is so that it stops as on Ctrl-C: finished trials are
+    already committed, and the resume skips them."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _on_sigterm_stop() -> None:
+    # Ray's core worker installs a C++ failure handler for SIGTERM in the driver at ray.init
+    # (it prints a stack dump and dies), so this is installed again once Ray is up.
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+_ARGV: list[str] = []  # main()'s arguments, for the resume hint
+
+
+def _command_line() -> str:
+    """The command as the user gave it, to resume with: every option they passed included."""
+    argv0 = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "scalesweep"
+    prog = ["python", "-m", "orchestrator.cli"] if argv0 in ("cli.py", "__main__.py", "-m", "-c") else [argv0]
+    return shlex.join(prog + list(_ARGV))
 
 
 def cmd_run(args) -> int:
@@ -116,17 +144,20 @@ def cmd_run(args) -> int:
         t0 = time.monotonic()
         print(f"Starting {connect(address, auth, args.num_cpus, not args.no_dashboard)} "
               f"in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+        _on_sigterm_stop()
         sink.sinks.append(RayMetricsSink(spec.name))  # Ray is up now: its metrics API works
         r = spec.resources
         return RayExecutor(r.cpus, r.gpus, r.max_retries)
 
     t0 = time.monotonic()
+    _on_sigterm_stop()
     try:
         with FitBar() as fit_bar:
             out = run_sweep(spec, executor_factory=executor, sink=sink, cache_dir=cache, fit_progress=fit_bar)
-    except KeyboardInterrupt:
-        print(f"\nInterrupted. Finished trials are saved; resume with: scalesweep run {args.spec}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what, code = ("Terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("Interrupted", 130)
+        print(f"\n{what}. Finished trials are saved; resume with: {_command_line()}", file=sys.stderr)
+        return code
     print(f"Sweep {spec.name}: {out.n_trials} trials, {out.trained} trained now, {out.skipped} already finished, "
           f"{out.failed} failed, {out.diverged} diverged ({time.monotonic() - t0:.0f}s)")
     if out.stop_reason:
@@ -385,14 +416,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _ARGV[:] = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except UserError as e:
         print(f"scalesweep: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`scalesweep query ... | head`): stop quietly, as Unix tools do.
+        # stdout goes to /dev/null so that the interpreter's last flush does not raise again
+        # (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -50,7 +50,11 @@ class SweepProgress:
     done: int = 0
     failed: int = 0
     diverged: int = 0
+    # In flight = running + queued. Ray does not tell a driver which of its tasks have started
+    # without the state API (a dashboard round trip per poll), so "running" is the in-flight
+    # trials up to the slots the cluster's resources offer (Executor.slots), the rest queued.
     running: int = 0
+    queued: int = 0
     flops_done: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
@@ -96,6 +100,12 @@ class Driver:
         self._unmerged: list[str] = []  # recorded since the last merge: nothing in this run rewrites their files
         self._compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compact")
         self._compacting: Future | None = None
+        self._slots = 1
+
+    def _count_in_flight(self) -> None:
+        n = self.executor.in_flight()
+        self.progress.running = min(n, self._slots)
+        self.progress.queued = n - self.progress.running
 
     def done(self) -> bool:
         return self.planner.finished() and self.executor.in_flight() == 0
@@ -104,7 +114,8 @@ class Driver:
         # A queue one slot deep beyond capacity means a freed worker never waits on the driver. A
         # planner that knows every trial up front (``eager``) gets them all queued in Ray at once,
         # so a cluster autoscaler sees the whole demand and scales out in one step.
-        window = self.executor.slots() + 1
+        self._slots = self.executor.slots()
+        window = self._slots + 1
         if getattr(self.planner, "eager", False):
             window = max(window, EAGER_WINDOW)
         while self.executor.in_flight() < window:
@@ -129,7 +140,7 @@ class Driver:
         for c in completions:
             self._record(c)
             self.planner.tell(c.trial, c.result)
-        self.progress.running = self.executor.in_flight()
+        self._count_in_flight()
         if self.sink:
             self.sink.update(self.progress, None)
         return completions
@@ -177,7 +188,7 @@ class Driver:
         if c.result is not None and c.result.status.is_finished():
             self.finished[c.trial.trial_id] = c.result.row
         p.done += 1
-        p.running = self.executor.in_flight()
+        self._count_in_flight()
         p.flops_done += train_flops(c.trial.n_params, c.trial.tokens)
         self._unmerged.append(c.trial.trial_id)
         self._maybe_compact()

@@ -1,7 +1,7 @@
 """Sweep metrics through Ray's metrics API, for the Ray dashboard and Prometheus/Grafana.
 
 The driver's progress becomes gauges tagged with the sweep name (``scalesweep_*``): trials
-pending, running, finished, failed and diverged; FLOPs spent and budgeted; best held-out loss
+pending (not yet submitted), queued in Ray, running, finished, failed and diverged; FLOPs spent and budgeted; best held-out loss
 so far; training throughput in tokens per second (tokens of finished trials over the time
 their workers spent). Ray exports them from the node's metrics agent in Prometheus format
 (docs/observability.md says where to find them). Metrics are a side channel: a failure to
@@ -18,8 +18,9 @@ __all__ = ["RayMetricsSink", "FanOut"]
 log = logging.getLogger(__name__)
 
 GAUGES = {
-    "trials_pending": "trials planned but not yet started",
-    "trials_running": "trials submitted to Ray and not yet finished",
+    "trials_pending": "trials planned but not yet submitted to Ray",
+    "trials_running": "trials in flight, up to the trial slots the cluster's resources offer",
+    "trials_queued": "trials submitted to Ray and waiting for resources",
     "trials_finished": "trials finished in this run (any status)",
     "trials_failed": "trials that raised or lost their worker on every retry",
     "trials_diverged": "trials whose loss became NaN or infinite",
@@ -51,8 +52,9 @@ class RayMetricsSink:
             self.tokens += completion.trial.tokens
             self.worker_s += max(r.wall_s, 0.0)
         values = {
-            "trials_pending": max(0, p.total - p.done - p.running),
+            "trials_pending": max(0, p.total - p.done - p.running - p.queued),
             "trials_running": p.running,
+            "trials_queued": p.queued,
             "trials_finished": p.done,
             "trials_failed": p.failed,
             "trials_diverged": p.diverged,

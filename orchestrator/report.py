@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from orchestrator.analysis import SweepFit, format_fit  # noqa: E402
+from orchestrator.errors import UserError  # noqa: E402
 from orchestrator.fit import compute_optimal, optimal_allocation, predict_loss  # noqa: E402
 from workers.store import ResultStore  # noqa: E402
 
@@ -194,8 +195,10 @@ PLOTS = {
 
 
 def write_report(store: ResultStore, trials: pd.DataFrame, fit: SweepFit, title: str) -> list[str]:
-    """Write ``report/<plot>.png`` and ``report/index.html`` under the sweep; returns their paths."""
-    images, written = {}, []
+    """Write ``report/<plot>.png`` and ``report/index.html`` under the sweep; returns their paths.
+    UserError, naming the directory, when the sweep's results cannot be written to (nothing
+    there is changed: every file is drawn first and written atomically)."""
+    images = {}
     for name, draw in PLOTS.items():
         fig, ax = plt.subplots(figsize=(7, 4.8), dpi=110)
         draw(fit, ax)
@@ -204,9 +207,6 @@ def write_report(store: ResultStore, trials: pd.DataFrame, fit: SweepFit, title:
         fig.savefig(buf, format="png")
         plt.close(fig)
         images[name] = buf.getvalue()
-        path = f"report/{name}.png"
-        store.write_bytes(path, images[name])
-        written.append(f"{store.root}/{path}")
     cols = ["name", "status", "n_params", "tokens", "flops", "budget", "eval_loss", "train_loss", "wall_s"]
     table = trials[[c for c in cols if c in trials]].sort_values(["budget", "n_params"]).to_html(
         index=False, float_format=lambda x: f"{x:.4g}", border=0)
@@ -223,7 +223,13 @@ pre{{background:#f6f6f6;padding:1em}}</style></head><body>
 {figs}
 <h2>Trials</h2>{table}
 </body></html>"""
-    store.write_bytes("report/index.html", page.encode())
-    written.append(f"{store.root}/report/index.html")
-    return written
+    files = {f"report/{name}.png": data for name, data in images.items()} | {"report/index.html": page.encode()}
+    try:
+        for path, data in files.items():
+            store.write_bytes(path, data)
+    except OSError as e:  # a read-only mount, permissions, a full disk, refused credentials
+        reason = e.strerror or str(e).splitlines()[0]
+        raise UserError(f"{store.root}/report: cannot write the report ({reason}; expected a writable "
+                        "results directory)") from None
+    return [f"{store.root}/{path}" for path in files]
 

@@ -128,3 +128,20 @@ def test_second_driver_on_one_sweep_is_refused_until_the_first_exits(tmp_path):
         holder.wait()
     with DriverLock(str(tmp_path)):
         pass
+
+
+def test_running_and_queued_are_counted_apart(trials, tmp_path):
+    """A static sweep queues every trial in Ray at once; only the cluster's slots run. The
+    gauge once counted all of them as running (72 "running" on a 2-CPU cluster)."""
+    store, calls, seen = ResultStore(str(tmp_path / "s")), [], []
+
+    class Sink:
+        def update(self, p, completion):
+            seen.append((p.running, p.queued))
+
+    d = Driver(StaticPlanner(trials), store, InlineExecutor(fake_trainer(store, calls), slots=2), Sink(), poll_s=0)
+    d.step()
+    n = len(trials) - 1  # all submitted, one finished
+    assert seen[-1] == (2, n - 2)
+    d.run()
+    assert seen[-1] == (0, 0) and all(r <= 2 for r, _ in seen)

@@ -102,3 +102,17 @@ def test_cli_rejects_in_one_line_and_writes_nothing(results, tmp_path, capsys):
     assert main(["query", path, "selec 1"]) == 2
     assert "syntax error" in capsys.readouterr().err.lower()
     assert len(query(path, "select * from trials")) == 3  # the results are untouched
+
+
+def test_a_closed_pipe_ends_quietly(results):
+    """`scalesweep query ... | head` once ended in a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    path, _ = results
+    p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "query", path, "select * from range(300000)",
+                          "--format", "csv"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline().strip() == b"range"
+    p.stdout.close()  # what head does after its first line
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 141 and err == ""

@@ -72,8 +72,21 @@ def test_damaged_and_old_files_are_skipped_or_conformed(store, caplog):
     assert sorted(t.column("trial_id").to_pylist()) == ["good", "old"]
     assert t.schema == TRIALS_SCHEMA and "legacy_col" not in t.column_names
     warned = " ".join(r.getMessage() for r in caplog.records)
-    assert "truncated.parquet" in warned and "foreign.parquet" in warned and "re-run" in warned
+    assert "truncated.parquet" in warned and "foreign.parquet" in warned and "trains again" in warned
     assert store.trial_statuses() == {"good": TrialStatus.COMPLETED, "old": TrialStatus.COMPLETED}
+
+
+def test_a_damaged_steps_file_says_what_a_re_run_does(store, caplog):
+    """A re-run retrains only trials without a row: the warning once told users to re-run to
+    recompute a trial whose steps file was damaged, and the re-run recomputed nothing."""
+    store.write_trial(row("a"), _steps("a", 3))
+    with store.fs.open_output_stream(f"{store.root}/steps/a.parquet") as f:
+        f.write(b"PAR1 damaged")
+    with caplog.at_level("WARNING"):
+        assert store.read_table("steps").num_rows == 0
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "final result in trials/ is unaffected" in warned and "delete trials/a.parquet and steps/a.parquet" in warned
+    assert store.trial_statuses() == {"a": TrialStatus.COMPLETED}  # why a plain re-run trains nothing
 
 
 def _steps(tid, n):

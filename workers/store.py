@@ -105,6 +105,20 @@ def checkpoint_path(trial_id: str) -> str:
     return f"checkpoints/{trial_id}.pt"
 
 
+def _damaged_consequence(path: str) -> str:
+    """What skipping a damaged file means, and how to get its rows back: a re-run retrains only
+    trials that have no row in trials/, so a damaged steps file alone recomputes nothing."""
+    folder, _, name = path.rpartition("/")
+    if folder.endswith("trials"):
+        return ("its trials are left out of `trials`; the next `scalesweep run` of a grid or IsoFLOP sweep "
+                "trains again those that have no other row")
+    if _is_part(path):
+        return "its per-step rows are left out of `steps` (the trials' final results in trials/ are unaffected)"
+    tid = name[: -len(".parquet")]
+    return (f"its per-step rows are left out of `steps` (the trial's final result in trials/ is unaffected; "
+            f"to recompute its steps, delete trials/{tid}.parquet and steps/{tid}.parquet and re-run the sweep)")
+
+
 class ResultStore:
     """Reads and writes one sweep's Parquet files under ``root`` (a path or URI)."""
 
@@ -182,8 +196,8 @@ class ResultStore:
                 parts.append(_conform(pq.read_table(path, filesystem=self.fs), schema))
                 ok.append(path)
             except (pa.ArrowException, OSError, ValueError) as e:
-                log.warning("skipping damaged results file %s (%s); delete it and re-run the sweep to "
-                            "recompute that trial", path, str(e).splitlines()[0] if str(e) else type(e).__name__)
+                log.warning("skipping damaged results file %s (%s); %s", path,
+                            str(e).splitlines()[0] if str(e) else type(e).__name__, _damaged_consequence(path))
         return (pa.concat_tables(parts) if parts else schema.empty_table()), ok
 
     def compact(self, table: str, only: set[str] | None = None) -> int:
