@@ -121,16 +121,22 @@ def _command_line() -> str:
     return shlex.join(prog + list(_ARGV))
 
 
+def _with_results(spec, args):
+    """The spec with the command line's --results and --results-shared, which override its own."""
+    update = {"results": args.results} if args.results else {}
+    if args.results_shared:
+        update["results_shared"] = True
+    return spec.model_copy(update=update) if update else spec
+
+
 def cmd_run(args) -> int:
     from orchestrator.analysis import format_fit
-    from orchestrator.cluster import connect
+    from orchestrator.cluster import check_results_reach_every_node, connect
     from orchestrator.metrics import FanOut
     from orchestrator.spec import load_spec
     from orchestrator.sweep import run_sweep
 
-    spec = load_spec(args.spec)
-    if args.results:
-        spec = spec.model_copy(update={"results": args.results})
+    spec = _with_results(load_spec(args.spec), args)
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     auth = os.environ.get("RAY_AUTH_MODE") or "token"
     cache = os.environ.get("SCALESWEEP_CACHE", "")
@@ -145,6 +151,8 @@ def cmd_run(args) -> int:
         print(f"Starting {connect(address, auth, args.num_cpus, not args.no_dashboard)} "
               f"in {time.monotonic() - t0:.1f}s", file=sys.stderr)
         _on_sigterm_stop()
+        if address:
+            check_results_reach_every_node(spec.results, spec.results_shared, address)
         sink.sinks.append(RayMetricsSink(spec.name))  # Ray is up now: its metrics API works
         r = spec.resources
         return RayExecutor(r.cpus, r.gpus, r.max_retries)
@@ -169,7 +177,8 @@ def cmd_run(args) -> int:
     for path in out.report:
         if path.endswith(".html"):
             print(f"Report: {path}")
-    print(f"Results: {out.results}  (scalesweep status|query|fit|report {out.results})")
+    where = out.results if "://" in out.results else os.path.abspath(out.results)
+    print(f"Results: {where}  (scalesweep status|query|fit|report {where})")
     return 0
 
 
@@ -184,13 +193,16 @@ def _jobs_address(args) -> str:
 
 
 def cmd_submit(args) -> int:
-    from orchestrator.jobs import submit, wait_job
+    from orchestrator.jobs import check_submitted_results, submit, wait_job
     from orchestrator.spec import load_spec
 
-    load_spec(args.spec)  # a bad spec never reaches the cluster
+    spec = _with_results(load_spec(args.spec), args)  # a bad spec never reaches the cluster
+    check_submitted_results(spec.results, spec.results_shared)
     address = _jobs_address(args)
-    job_id = submit(address, args.spec, args.results, pip=not args.no_pip)
+    job_id = submit(address, args.spec, args.results, pip=not args.no_pip,
+                    extra_args=["--results-shared"] if args.results_shared else None)
     print(f"Submitted job {job_id}")
+    print(f"Results (written by the job): {spec.sweep_dir}")
     print(f"Dashboard: {address.rstrip('/')}/#/jobs/{job_id}")
     print(f"Follow: scalesweep logs {job_id} --address {address}   Stop: scalesweep stop {job_id} --address {address}")
     if not args.wait:
@@ -343,6 +355,10 @@ def _non_negative_int(s: str) -> int:
     return v
 
 
+SHARED_HELP = ("the results directory is mounted at the same path on every node (NFS, a Kubernetes volume); "
+               "overrides the spec's results_shared")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scalesweep", description="Scaling-law sweeps on Ray: train, fit, report.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -352,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("spec", help="sweep spec, e.g. specs/quickstart.yaml")
     r.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else start a local Ray)")
     r.add_argument("--results", help="override the spec's results location")
+    r.add_argument("--results-shared", action="store_true", help=SHARED_HELP)
     r.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
     r.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard locally")
     r.set_defaults(fn=cmd_run)
@@ -360,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("spec", help="sweep spec inside this project, e.g. specs/quickstart.yaml")
     sb.add_argument("--address", help="the cluster's dashboard URL, e.g. http://127.0.0.1:8265 (default: RAY_ADDRESS)")
     sb.add_argument("--results", help="where the job writes results, e.g. s3://bucket/sweeps (default: the spec's)")
+    sb.add_argument("--results-shared", action="store_true", help=SHARED_HELP)
     sb.add_argument("--no-pip", action="store_true",
                     help="do not install the pinned requirements in the job (the cluster image has them)")
     sb.add_argument("--wait", action="store_true", help="follow the job's log until it ends; exit 1 if it failed")

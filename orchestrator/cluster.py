@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-__all__ = ["connect", "AUTH_MODES"]
+__all__ = ["connect", "AUTH_MODES", "unshared_results", "check_results_reach_every_node"]
 
 log = logging.getLogger(__name__)
 AUTH_MODES = ("token", "disabled")
@@ -50,3 +50,39 @@ def connect(address: str | None, auth_mode: str, num_cpus: int | None = None, da
     url = getattr(ctx, "dashboard_url", "") or ""
     where = f"; dashboard http://{url}" if url and dashboard else ""
     return f"local Ray with {int(ray.cluster_resources().get('CPU', 0))} CPUs (auth: {auth_mode}{where})"
+
+
+OBJECT_STORAGE_HINT = ("expected object storage every node reaches, such as s3://bucket/sweeps, or a directory "
+                       "mounted at the same path on every node, declared with results_shared: true in the spec "
+                       "or --results-shared")
+
+
+def unshared_results(results: str, shared: bool) -> str:
+    """Why trials on other nodes (or a submitted job's driver) would not write where the user
+    reads ``results``; empty when they would."""
+    scheme = results.split("://", 1)[0].lower() if "://" in results else ""
+    if scheme == "memory":
+        return f"results: {results!r} lives in one process's memory ({OBJECT_STORAGE_HINT})"
+    if scheme not in ("", "file") or shared:
+        return ""
+    return (f"results: {results!r} is a directory on one machine's disk, and trials on other nodes would "
+            f"write to their own ({OBJECT_STORAGE_HINT})")
+
+
+def check_results_reach_every_node(results: str, shared: bool, address: str) -> None:
+    """For a driver that joined the cluster at ``address`` (Ray connected): UserError unless
+    every node writes where the driver reads. Through Ray Client (ray://) the driver is on
+    another machine than every node; on a single node, a warning, as an autoscaler may add more."""
+    import ray
+
+    from orchestrator.errors import UserError
+
+    problem = unshared_results(results, shared)
+    if not problem:
+        return
+    if address.startswith("ray://"):
+        raise UserError(f"{problem}; through Ray Client ({address}) no node shares this machine's disk")
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    if nodes > 1:
+        raise UserError(f"{problem}; this cluster has {nodes} nodes")
+    log.warning("%s; fine while this cluster has one node", problem)

@@ -10,14 +10,16 @@ RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token; the CLI sets the mode 
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 import tomllib
 from pathlib import Path
 
+from orchestrator.cluster import OBJECT_STORAGE_HINT, unshared_results
 from orchestrator.errors import UserError
 
-__all__ = ["PROJECT_ROOT", "submit", "list_jobs", "job_logs", "stop_job", "wait_job", "requirements"]
+__all__ = ["PROJECT_ROOT", "check_submitted_results", "submit", "list_jobs", "job_logs", "stop_job", "wait_job", "requirements"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 AGENT_WAIT_S = 120.0  # how long to wait for a new head's job agent
@@ -38,6 +40,21 @@ def _client(address: str):
         return JobSubmissionClient(address)
     except Exception as e:  # unreachable head, refused token, bad URL
         raise UserError(f"--address {address}: cannot reach the Ray Jobs API ({str(e).splitlines()[0]})") from None
+
+
+def check_submitted_results(results: str, shared: bool) -> None:
+    """UserError unless a job's driver and every worker write where the user will read.
+
+    A relative path is resolved in the job's working directory, Ray's unpacked copy of the
+    project under the head's temporary runtime-resources folder, deleted with the Ray session;
+    a plain directory is on one node's disk (orchestrator.cluster.unshared_results)."""
+    if "://" not in results and not os.path.isabs(results):
+        raise UserError(f"results: {results!r} is a relative path, and a submitted job would write it inside "
+                        f"Ray's temporary copy of the project on the head, deleted with the Ray session "
+                        f"({OBJECT_STORAGE_HINT}; --results overrides the spec's)")
+    problem = unshared_results(results, shared)
+    if problem:
+        raise UserError(problem)
 
 
 def submit(address: str, spec_path: str, results: str | None = None, pip: bool = True,

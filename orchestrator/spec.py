@@ -213,6 +213,9 @@ class SweepSpec(_Strict):
     train: TrainSpec = TrainSpec()
     resources: ResourceSpec = ResourceSpec()
     results: str = "results"
+    # True: ``results`` is a directory mounted at the same path on every node (NFS, a Kubernetes
+    # volume), so a submitted job or a multi-node cluster may write there (orchestrator.cluster).
+    results_shared: bool = False
     fit: FitSpec = FitSpec()
 
     @field_validator("name")

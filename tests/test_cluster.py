@@ -79,6 +79,7 @@ def test_worker_node_lost_mid_sweep(two_nodes, tmp_path):
     address, env, worker = two_nodes
     spec = {
         "name": "node-loss", "trainer": "simulated", "results": str(tmp_path / "results"),
+        "results_shared": True,  # both nodes run on this machine: they share its disk, as a mounted volume
         "world": {"law": {"E": 1.69, "A": 400, "B": 400, "alpha": 0.31, "beta": 0.31}, "duration_s": 1.0},
         "sweep": {"kind": "isoflop", "budgets": [1e15, 1e16, 1e17], "model_sizes": [1e6, 3e6, 1e7, 3e7]},
         "resources": {"cpus": 1, "max_retries": 3},

@@ -80,10 +80,13 @@ def test_submit_follow_and_read_results(head, tmp_path):
     results = tmp_path / "results"
     # --no-pip: this head runs in the environment that already has the pinned requirements;
     # installing torch into a fresh virtualenv for the job would take minutes on 2 cores.
+    # --results-shared: this one-node cluster shares the test's disk, as a mounted volume would.
     out = cli(env, "submit", "specs/quickstart.yaml", "--address", url, "--results", str(results),
-              "--no-pip", "--wait", timeout=900)
+              "--results-shared", "--no-pip", "--wait", timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "Submitted job raysubmit_" in out.stdout and f"{url}/#/jobs/raysubmit_" in out.stdout
+    assert f"Results (written by the job): {results}/quickstart" in out.stdout
+    assert f"Results: {results}/quickstart" in out.stdout  # the job's own last line says the same
     assert "Sweep quickstart: 13 trials, 13 trained now" in out.stdout  # the job's own log, followed
     trials = load_trials(str(results / "quickstart"))
     assert len(trials) == 13 and set(trials["status"]) == {"completed"}
@@ -97,6 +100,39 @@ def test_submit_follow_and_read_results(head, tmp_path):
     assert "Fitted law" in logs.stdout
     stop = cli(env, "stop", job_id, "--address", url)
     assert stop.returncode == 0 and "already finished" in stop.stdout
+
+
+@pytest.mark.parametrize("results, expected", [
+    (None, "'results' is a relative path"),  # the quickstart's: it would land in Ray's temporary copy
+    ("results", "is a relative path"),
+    ("/data/sweeps", "is a directory on one machine's disk"),
+    ("memory://bucket/sweeps", "lives in one process's memory"),
+])
+def test_results_a_job_would_lose_are_refused_before_submitting(results, expected):
+    env = dict(os.environ, RAY_AUTH_MODE="token")
+    args = ["submit", "specs/quickstart.yaml", "--address", "http://127.0.0.1:9"] + (["--results", results] if results else [])
+    out = cli(env, *args, timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and expected in out.stderr, out.stderr
+    assert "s3://" in out.stderr and "results_shared" in out.stderr  # what to do instead
+
+
+def test_a_driver_joining_a_cluster_checks_where_its_nodes_write(monkeypatch, caplog):
+    import ray
+
+    from orchestrator.cluster import check_results_reach_every_node
+    from orchestrator.errors import UserError
+
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}] * 3 + [{"Alive": False}])
+    with pytest.raises(UserError, match="this cluster has 3 nodes"):
+        check_results_reach_every_node("/data/sweeps", False, "10.0.0.1:6379")
+    with pytest.raises(UserError, match="through Ray Client"):
+        check_results_reach_every_node("results", False, "ray://head:10001")
+    check_results_reach_every_node("/mnt/nfs/sweeps", True, "10.0.0.1:6379")
+    check_results_reach_every_node("s3://bucket/sweeps", False, "ray://head:10001")
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}])
+    with caplog.at_level("WARNING"):
+        check_results_reach_every_node("/data/sweeps", False, "10.0.0.1:6379")
+    assert "fine while this cluster has one node" in caplog.text
 
 
 def test_bad_spec_never_reaches_the_cluster(head, tmp_path):
