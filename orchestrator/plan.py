@@ -90,7 +90,7 @@ def world_config(spec: SweepSpec):
 
 
 def _si(x: float) -> str:
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if x >= scale:
             return f"{x / scale:.3g}{unit}"
     return f"{x:.3g}"
