@@ -96,6 +96,7 @@ class ConsoleSink:
 def cmd_run(args) -> int:
     from orchestrator.analysis import format_fit
     from orchestrator.cluster import connect
+    from orchestrator.estimate import cluster_capacity, local_capacity
     from orchestrator.metrics import FanOut
     from orchestrator.spec import load_spec
     from orchestrator.sweep import run_sweep
@@ -120,10 +121,14 @@ def cmd_run(args) -> int:
         r = spec.resources
         return RayExecutor(r.cpus, r.gpus, r.max_retries)
 
+    # Before Ray starts, the estimate knows this node only when the sweep runs on it.
+    capacity = cluster_capacity(spec) if address else local_capacity(spec, args.num_cpus)
     t0 = time.monotonic()
     try:
         with FitBar() as fit_bar:
-            out = run_sweep(spec, executor_factory=executor, sink=sink, cache_dir=cache, fit_progress=fit_bar)
+            out = run_sweep(spec, executor_factory=executor, sink=sink, cache_dir=cache, fit_progress=fit_bar,
+                            capacity=capacity, allow_long=args.allow_long,
+                            announce=lambda line: print(line, file=sys.stderr, flush=True))
     except KeyboardInterrupt:
         print(f"\nInterrupted. Finished trials are saved; resume with: scalesweep run {args.spec}", file=sys.stderr)
         return 130
@@ -153,12 +158,17 @@ def _jobs_address(args) -> str:
 
 
 def cmd_submit(args) -> int:
+    from orchestrator.estimate import check_submission
     from orchestrator.jobs import submit, wait_job
     from orchestrator.spec import load_spec
 
-    load_spec(args.spec)  # a bad spec never reaches the cluster
+    spec = load_spec(args.spec)  # a bad spec never reaches the cluster ...
+    # ... nor an absurd one: the estimate's FLOPs/time check, and memory only against a stated
+    # resources.memory_gb (the cluster's nodes are unknown from here; orchestrator.estimate).
+    print(check_submission(spec, os.environ.get("SCALESWEEP_CACHE", ""), args.allow_long), file=sys.stderr)
     address = _jobs_address(args)
-    job_id = submit(address, args.spec, args.results, pip=not args.no_pip)
+    job_id = submit(address, args.spec, args.results, pip=not args.no_pip,
+                    extra_args=["--allow-long"] if args.allow_long else None)
     print(f"Submitted job {job_id}")
     print(f"Dashboard: {address.rstrip('/')}/#/jobs/{job_id}")
     print(f"Follow: scalesweep logs {job_id} --address {address}   Stop: scalesweep stop {job_id} --address {address}")
@@ -323,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--results", help="override the spec's results location")
     r.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
     r.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard locally")
+    r.add_argument("--allow-long", action="store_true",
+                   help="run even if the estimated time is beyond the spec's resources.max_hours")
     r.set_defaults(fn=cmd_run)
 
     sb = sub.add_parser("submit", help="submit a sweep to a Ray cluster as a Ray job")
@@ -332,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--no-pip", action="store_true",
                     help="do not install the pinned requirements in the job (the cluster image has them)")
     sb.add_argument("--wait", action="store_true", help="follow the job's log until it ends; exit 1 if it failed")
+    sb.add_argument("--allow-long", action="store_true",
+                    help="submit (and run) even if the estimated time is beyond resources.max_hours")
     sb.set_defaults(fn=cmd_submit)
     for name, fn, helptext in (("jobs", cmd_jobs, "list scalesweep jobs on a cluster"),
                                ("logs", cmd_logs, "print (or --follow) a job's log"),

@@ -110,6 +110,18 @@ class ResourceSpec(_Strict):
     cpus: float = Field(1, gt=0)
     gpus: float = Field(0, ge=0)
     max_retries: int = Field(2, ge=0, le=100)
+    # The pre-run estimate (orchestrator.estimate) refuses a sweep whose estimated wall time is
+    # beyond this; null means no limit (as does `scalesweep run --allow-long`). A day, because
+    # a sweep longer than that is rarely meant on a first run and is cheap to allow on purpose.
+    max_hours: PositiveFloat | None = 24.0
+    # Training FLOPs per second one trial sustains, counted as C = 6 N D (workers.flops). Unset:
+    # the estimate's per-device default (orchestrator.estimate), a rough figure; state the one
+    # you measured for estimates worth trusting.
+    flops_per_s: PositiveFloat | None = None
+    # Memory one trial may use, in GB, checked against every trial's estimate before the sweep
+    # starts. Unset: this node's memory (CPU) or the GPU's memory x gpus, on a local run; on a
+    # cluster (--address, submit) nothing is known before it runs, so nothing is checked.
+    memory_gb: PositiveFloat | None = None
 
     @field_validator("gpus")
     @classmethod
