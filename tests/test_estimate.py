@@ -239,3 +239,20 @@ def test_estimate_printed_at_the_start_of_a_run(ray_cluster, tmp_path, capsys):
     err = capsys.readouterr().err
     first = err.splitlines()[0]
     assert first.startswith("Estimate: 6 simulated trials") and "world.duration_s = 0 s per trial" in first, err
+
+
+def test_gpu_share_of_memory_and_workers(tmp_path, monkeypatch):
+    """No GPU here: the probe is faked. A quarter GPU gets a quarter of its memory and throughput."""
+    from orchestrator import estimate
+
+    monkeypatch.setattr(estimate, "_gpus", lambda: (1, 80e9))
+    spec = parse_spec(tiny_spec_dict(str(tmp_path), resources={"cpus": 1, "gpus": 0.25}))
+    cap = local_capacity(spec, num_cpus=16)
+    assert cap.workers == 4 and cap.memory == 20e9 and "0.25 of the GPU's 80 GB" in cap.memory_source
+    assert cap.flops_per_s == estimate.GPU_FLOPS * 0.25
+    two = parse_spec(tiny_spec_dict(str(tmp_path), resources={"gpus": 2}))
+    with pytest.raises(UserError, match="resources.gpus=2: torch sees 1 GPU on this machine"):
+        check(_estimate(two, local_capacity(two, num_cpus=16)), two)
+    monkeypatch.setattr(estimate, "_gpus", lambda: (1, None))  # no nvidia-smi: say so, check nothing
+    cap = local_capacity(spec, num_cpus=16)
+    assert cap.memory is None and "unknown" in cap.memory_source
