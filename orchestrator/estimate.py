@@ -15,7 +15,8 @@ Three parts, each as simple as it can be and still be right to a small factor:
   (:data:`CPU_FLOPS_PER_THREAD`, :data:`GPU_FLOPS`), counted as C = 6 N D like every budget.
 - **Wall time**: trials run ``workers`` at a time, so the sweep takes about
   max(total / (workers x rate), largest / rate), the makespan bound that a
-  largest-first order (plan_trials) comes close to. Workers are counted as Ray will: the
+  largest-first order (plan_trials) comes within 4/3 of (Graham 1969, "Bounds on
+  multiprocessing timing anomalies"). Workers are counted as Ray will: the
   CPUs (and GPUs) of the local node divided by one trial's ``resources.cpus`` (and
   ``resources.gpus``). On a cluster not yet joined (``--address``, ``scalesweep submit``) the
   count is unknown, and only the largest trial's own time is held against the limit: that
@@ -43,12 +44,13 @@ from workers.flops import tokens_for_budget, train_flops
 __all__ = ["CPU_FLOPS_PER_THREAD", "GPU_FLOPS", "Capacity", "TrialMemory", "SweepEstimate", "trial_memory",
            "local_capacity", "cluster_capacity", "estimate_sweep", "check", "check_submission"]
 
-# Default throughput of one CPU thread, in C = 6 N D FLOPs per second. Measured with
-# workers/train.py's loop (AdamW, batch 1024 x seq 128, byte vocabulary, 1 thread) on this
-# project's 2-core CI machine while it was shared: 4e9 at 9k parameters, 1.1e10 at 46k, 1.6e10 at
-# 220k, 2e10 at 1M, 3.4e10 at 5M (tiny models are overhead-bound). The quickstart's trials
-# are 9k-220k parameters and its FLOPs sit mostly in the 35k-220k ones.
-CPU_FLOPS_PER_THREAD = 1.5e10
+# Default throughput of one CPU thread, in C = 6 N D FLOPs per second of a trial's wall time
+# (evaluations included). Calibrated on the quickstart (13 trials, 9k-220k parameters, 1.18e13
+# FLOPs, 2 workers of 1 thread): 263 s on an idle 2-core machine (README) is 2.2e10 per
+# worker; the same run on that machine shared with two other jobs took 1256 s (4.9e9). A
+# single-thread loop of workers/train.py measured 4e9 at 9k parameters, 1.6e10 at 220k and
+# 3.4e10 at 5M (tiny models are overhead-bound), so larger CPU trials are estimated long.
+CPU_FLOPS_PER_THREAD = 2e10
 # Default for one whole GPU: 3e13 is ~10 % of an A100's dense bf16 peak (312 TFLOP/s), the
 # utilisation a 10-100M-parameter GPT with 8k-token batches and no torch.compile can expect.
 # Not measured here (no GPU); a trial with gpus: 0.25 is assumed to get a quarter of it.
