@@ -132,6 +132,7 @@ def _with_results(spec, args):
 def cmd_run(args) -> int:
     from orchestrator.analysis import format_fit
     from orchestrator.cluster import check_results_reach_every_node, connect
+    from orchestrator.estimate import cluster_capacity, local_capacity
     from orchestrator.metrics import FanOut
     from orchestrator.spec import load_spec
     from orchestrator.sweep import run_sweep
@@ -157,11 +158,15 @@ def cmd_run(args) -> int:
         r = spec.resources
         return RayExecutor(r.cpus, r.gpus, r.max_retries)
 
+    # Before Ray starts, the estimate knows this node only when the sweep runs on it.
+    capacity = cluster_capacity(spec) if address else local_capacity(spec, args.num_cpus)
     t0 = time.monotonic()
     _on_sigterm_stop()
     try:
         with FitBar() as fit_bar:
-            out = run_sweep(spec, executor_factory=executor, sink=sink, cache_dir=cache, fit_progress=fit_bar)
+            out = run_sweep(spec, executor_factory=executor, sink=sink, cache_dir=cache, fit_progress=fit_bar,
+                            capacity=capacity, allow_long=args.allow_long,
+                            announce=lambda line: print(line, file=sys.stderr, flush=True))
     except KeyboardInterrupt as e:
         what, code = ("Terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("Interrupted", 130)
         print(f"\n{what}. Finished trials are saved; resume with: {_command_line()}", file=sys.stderr)
@@ -193,14 +198,18 @@ def _jobs_address(args) -> str:
 
 
 def cmd_submit(args) -> int:
+    from orchestrator.estimate import check_submission
     from orchestrator.jobs import check_submitted_results, submit, wait_job
     from orchestrator.spec import load_spec
 
-    spec = _with_results(load_spec(args.spec), args)  # a bad spec never reaches the cluster
-    check_submitted_results(spec.results, spec.results_shared)
+    spec = _with_results(load_spec(args.spec), args)  # a bad spec never reaches the cluster ...
+    # ... nor an absurd one: the estimate's FLOPs/time check, and memory only against a stated
+    # resources.memory_gb (the cluster's nodes are unknown from here; orchestrator.estimate) ...
+    print(check_submission(spec, os.environ.get("SCALESWEEP_CACHE", ""), args.allow_long), file=sys.stderr)
+    check_submitted_results(spec.results, spec.results_shared)  # ... nor one whose results it would lose
     address = _jobs_address(args)
-    job_id = submit(address, args.spec, args.results, pip=not args.no_pip,
-                    extra_args=["--results-shared"] if args.results_shared else None)
+    extra = (["--results-shared"] if args.results_shared else []) + (["--allow-long"] if args.allow_long else [])
+    job_id = submit(address, args.spec, args.results, pip=not args.no_pip, extra_args=extra)
     print(f"Submitted job {job_id}")
     print(f"Results (written by the job): {spec.sweep_dir}")
     print(f"Dashboard: {address.rstrip('/')}/#/jobs/{job_id}")
@@ -371,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--results-shared", action="store_true", help=SHARED_HELP)
     r.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
     r.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard locally")
+    r.add_argument("--allow-long", action="store_true",
+                   help="run even if the estimated time is beyond the spec's resources.max_hours")
     r.set_defaults(fn=cmd_run)
 
     sb = sub.add_parser("submit", help="submit a sweep to a Ray cluster as a Ray job")
@@ -381,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--no-pip", action="store_true",
                     help="do not install the pinned requirements in the job (the cluster image has them)")
     sb.add_argument("--wait", action="store_true", help="follow the job's log until it ends; exit 1 if it failed")
+    sb.add_argument("--allow-long", action="store_true",
+                    help="submit (and run) even if the estimated time is beyond resources.max_hours")
     sb.set_defaults(fn=cmd_submit)
     for name, fn, helptext in (("jobs", cmd_jobs, "list scalesweep jobs on a cluster"),
                                ("logs", cmd_logs, "print (or --follow) a job's log"),

@@ -90,7 +90,7 @@ def world_config(spec: SweepSpec):
 
 
 def _si(x: float) -> str:
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if x >= scale:
             return f"{x / scale:.3g}{unit}"
     return f"{x:.3g}"
@@ -105,10 +105,13 @@ def trial_name(n_params: int, tokens: int, budget: float, seed: int) -> str:
 class TrialFactory:
     """Makes trials for one spec: opens its data (or world) once, then hashes points into trials.
 
-    Raises UserError if the data cannot be used, before anything is written.
+    Raises UserError if the data cannot be used, before anything is written. ``vocab_size``
+    plans without opening the data, for an estimate where it cannot be read (data that only the
+    cluster's nodes have, orchestrator.estimate.check_submission): such trials' ids lack the
+    data's fingerprint, so they are not the ones the sweep will run.
     """
 
-    def __init__(self, spec: SweepSpec, cache_dir: str = ""):
+    def __init__(self, spec: SweepSpec, cache_dir: str = "", vocab_size: int | None = None):
         self.spec = spec
         self.train = train_config(spec)
         self.results = spec.sweep_dir
@@ -121,11 +124,14 @@ class TrialFactory:
         else:
             self.world = None
             self.data = data_config(spec, cache_dir)
-            try:
-                corpus = load_corpus(self.data)
-            except DataError as e:
-                raise UserError(str(e)) from None
-            self.vocab, self.fingerprint = corpus.vocab_size, corpus.fingerprint
+            if vocab_size is not None:
+                self.vocab, self.fingerprint = vocab_size, "not-opened"
+            else:
+                try:
+                    corpus = load_corpus(self.data)
+                except DataError as e:
+                    raise UserError(str(e)) from None
+                self.vocab, self.fingerprint = corpus.vocab_size, corpus.fingerprint
         m = spec.model
         self.rule = ShapeRule(head_dim=m.head_dim, aspect_ratio=m.aspect_ratio, max_layers=m.max_layers)
 

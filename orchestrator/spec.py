@@ -23,6 +23,11 @@ from orchestrator.errors import UserError
 __all__ = ["SweepSpec", "load_spec", "parse_spec"]
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# A target parameter count. Past ~1e300 the shape arithmetic (workers/arch.py) overflows
+# floats; 1e18 is far past any trial that fits anywhere (16 B/param of weights and AdamW
+# state: 16 EB), so sizes between the hardware and this bound get the estimate's memory
+# refusal, which names the trial (orchestrator/estimate.py).
+ModelSize = Annotated[float, Field(gt=0, le=1e18, allow_inf_nan=False)]
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -61,7 +66,7 @@ class IsoFlopSweep(_Strict):
 
     kind: Literal["isoflop"]
     budgets: list[PositiveFloat] = Field(min_length=1)
-    model_sizes: list[PositiveFloat] | dict[float, list[PositiveFloat]]
+    model_sizes: list[ModelSize] | dict[float, list[ModelSize]]
     seeds: list[Annotated[int, Field(ge=0)]] = [0]
 
     @model_validator(mode="after")
@@ -80,7 +85,7 @@ class GridSweep(_Strict):
     """An explicit N x D grid."""
 
     kind: Literal["grid"]
-    model_sizes: list[PositiveFloat] = Field(min_length=1)
+    model_sizes: list[ModelSize] = Field(min_length=1)
     tokens: list[PositiveFloat] = Field(min_length=1)
     seeds: list[Annotated[int, Field(ge=0)]] = [0]
 
@@ -110,6 +115,18 @@ class ResourceSpec(_Strict):
     cpus: float = Field(1, gt=0)
     gpus: float = Field(0, ge=0)
     max_retries: int = Field(2, ge=0, le=100)
+    # The pre-run estimate (orchestrator.estimate) refuses a sweep whose estimated wall time is
+    # beyond this; null means no limit (as does `scalesweep run --allow-long`). A day, because
+    # a sweep longer than that is rarely meant on a first run and is cheap to allow on purpose.
+    max_hours: PositiveFloat | None = 24.0
+    # Training FLOPs per second one trial sustains, counted as C = 6 N D (workers.flops). Unset:
+    # the estimate's per-device default (orchestrator.estimate), a rough figure; state the one
+    # you measured for estimates worth trusting.
+    flops_per_s: PositiveFloat | None = None
+    # Memory one trial may use, in GB, checked against every trial's estimate before the sweep
+    # starts. Unset: this node's memory (CPU) or the GPU's memory x gpus, on a local run; on a
+    # cluster (--address, submit) nothing is known before it runs, so nothing is checked.
+    memory_gb: PositiveFloat | None = None
 
     @field_validator("gpus")
     @classmethod
@@ -180,7 +197,7 @@ class AdaptiveSpec(_Strict):
 
     min_flops: PositiveFloat
     max_flops: PositiveFloat
-    n_range: tuple[PositiveFloat, PositiveFloat]
+    n_range: tuple[ModelSize, ModelSize]
     dn_range: tuple[PositiveFloat, PositiveFloat] = (1.0, 1000.0)
     flop_budget: PositiveFloat  # total training FLOPs the planner may spend
     # Stop when the 80 % interval of ln N_opt (= of ln D_opt) at fit.target_compute is this
@@ -256,7 +273,8 @@ class SweepSpec(_Strict):
 
 
 def _loc(loc: tuple) -> str:
-    parts = [str(p) for p in loc if p not in ("isoflop", "grid", "LawSpec")]  # drop union tags
+    # drop union tags: the sweep kinds, and pydantic's names of a union's branches (list[...])
+    parts = [str(p) for p in loc if p not in ("isoflop", "grid", "LawSpec") and "[" not in str(p)]
     return ".".join(parts) or "(top level)"
 
 
@@ -282,7 +300,10 @@ def _model_in(ann) -> type[BaseModel] | None:
 
 
 def _one_line(err: ValidationError, source: str) -> str:
-    e = err.errors()[0]
+    errors = err.errors()
+    # A value that fails one branch of a union by type (a map where a list could be) is
+    # reported by the branch its type matches, whose error says what is wrong in it.
+    e = next((x for x in errors if x["type"] not in ("list_type", "dict_type")), errors[0])
     where = _loc(e["loc"])
     if e["type"] == "extra_forbidden":
         keys = _valid_keys(e["loc"])

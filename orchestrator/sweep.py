@@ -1,9 +1,10 @@
 """``run_sweep``: the whole experiment from a validated spec, as the CLI and tests call it.
 
-Order matters for "bad input writes nothing": the data (or world) is opened and every static
-trial planned (both can reject the spec) before the results directory is created. Ray is
-started only if something is left to do: a re-run of a finished static sweep costs a store
-listing and a fit, not a cluster start.
+Order matters for "bad input writes nothing": the data (or world) is opened, every static
+trial planned and the sweep's cost estimated and checked (orchestrator.estimate; all three can
+reject the spec) before the results directory is created. Ray is started only if something
+is left to do: a re-run of a finished static sweep costs a store listing and a fit, not a
+cluster start.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import yaml
 
 from orchestrator.analysis import SweepFit, analyse
 from orchestrator.driver import Driver, ProgressSink
 from orchestrator.errors import UserError
+from orchestrator.estimate import Capacity, check, estimate_sweep, local_capacity
 from orchestrator.executor import Executor, RayExecutor
 from orchestrator.lock import DriverLock
 from orchestrator.plan import TrialFactory, plan_trials
@@ -84,16 +87,26 @@ def _record_spec(spec: SweepSpec, store: ResultStore, trials: list) -> None:
 
 
 def run_sweep(spec: SweepSpec, executor_factory=None, sink: ProgressSink | None = None,
-              cache_dir: str = "", write_report: bool = True, fit_progress=None) -> SweepOutcome:
+              cache_dir: str = "", write_report: bool = True, fit_progress=None,
+              capacity: Capacity | None = None, allow_long: bool = False,
+              announce: Callable[[str], None] | None = None) -> SweepOutcome:
     """Run every unfinished trial of ``spec`` (or what the adaptive planner proposes), then fit
     and (optionally) report.
 
     ``executor_factory`` builds the executor once there is work (default: a RayExecutor with
     the spec's resources; Ray must already be connected, see orchestrator.cluster.connect).
     ``fit_progress`` is the end-of-sweep fit's stage callback (``analyse``'s ``progress``).
+    ``capacity`` is what the resources offer (default: this node's, ``local_capacity``); the
+    sweep is refused (UserError) if a trial cannot fit or run in it, or the estimated time is
+    beyond resources.max_hours and not ``allow_long``. ``announce`` gets the estimate's line.
     """
     factory = TrialFactory(spec, cache_dir)
     static = plan_trials(spec, factory) if spec.planner == "static" else []
+    # Before anything is written and before Ray starts: an absurd spec fails here, in a second.
+    est = estimate_sweep(spec, factory, static, capacity or local_capacity(spec))
+    check(est, spec, allow_long)
+    if announce:
+        announce(est.summary())
     store = _open_for_writing(spec)
     if "://" in spec.sweep_dir:
         log.warning("no driver lock on object storage: do not run two drivers on %s at once", spec.sweep_dir)

@@ -80,6 +80,12 @@ MALFORMED = [
     ("resources.gpus", -1, "resources.gpus"),
     ("resources.cpus", 0, "resources.cpus"),
     ("resources.max_retries", -1, "resources.max_retries"),
+    ("resources.max_hours", 0, "resources.max_hours"),
+    ("resources.max_hours", "forever", "resources.max_hours"),
+    ("resources.flops_per_s", -1e10, "resources.flops_per_s"),
+    ("resources.memory_gb", ".inf", "resources.memory_gb"),
+    ("sweep.model_sizes", [1e300], "sweep.model_sizes.0: Input should be less than or equal to"),
+    ("sweep.model_sizes", {"5e8": [1e19], "1.5e9": [1e3]}, "sweep.model_sizes.5e8.0: Input should be less than"),
     ("fit.target_compute", 0, "fit.target_compute"),
 ]
 

@@ -1,0 +1,338 @@
+"""What a sweep will cost, before it runs: its FLOPs, its wall time and each trial's memory.
+
+``run_sweep`` calls :func:`estimate_sweep` and :func:`check` after planning and before anything
+is written or Ray is started, so an absurd spec (a 1e30-FLOP budget, a 1e13-parameter model,
+a batch whose logits fill a node) fails in a second with one line instead of training forever
+or dying at its first allocation. The same estimate is printed at the start of every run.
+
+Three parts, each as simple as it can be and still be right to a small factor:
+
+- **Memory per trial** (:func:`trial_memory`), from the shape alone: fp32 parameters, their
+  gradients and AdamW's two moments (16 bytes per parameter), the activations autograd keeps
+  for the backward pass, and the logits' peak. Checked against what one trial has: this node's
+  memory on CPU, the GPU's memory times ``resources.gpus``, or ``resources.memory_gb``.
+- **Throughput**: ``resources.flops_per_s`` when stated, else a per-device default below
+  (:data:`CPU_FLOPS_PER_THREAD`, :data:`GPU_FLOPS`), counted as C = 6 N D like every budget.
+- **Wall time**: trials run ``workers`` at a time, so the sweep takes about
+  max(total / (workers x rate), largest / rate), the makespan bound that a
+  largest-first order (plan_trials) comes within 4/3 of (Graham 1969, "Bounds on
+  multiprocessing timing anomalies"). Workers are counted as Ray will: the
+  CPUs (and GPUs) of the local node divided by one trial's ``resources.cpus`` (and
+  ``resources.gpus``). On a cluster not yet joined (``--address``, ``scalesweep submit``) the
+  count is unknown, and only the largest trial's own time is held against the limit: that
+  much the sweep takes on any number of workers.
+
+Simulated trials (trainer: simulated) spend no real FLOPs: their time is ``world.duration_s``
+each and they need no model memory, so they are never refused for the FLOPs they simulate.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+from orchestrator.errors import UserError
+from orchestrator.plan import TrialFactory, plan_trials
+from orchestrator.spec import GridSweep, SweepSpec
+from workers.arch import GPTShape
+from workers.data import BYTE_VOCAB
+from workers.flops import tokens_for_budget, train_flops
+
+__all__ = ["CPU_FLOPS_PER_THREAD", "GPU_FLOPS", "Capacity", "TrialMemory", "SweepEstimate", "trial_memory",
+           "local_capacity", "cluster_capacity", "estimate_sweep", "check", "check_submission"]
+
+# Default throughput of one CPU thread, in C = 6 N D FLOPs per second of a trial's wall time
+# (evaluations included). Calibrated on the quickstart (13 trials, 9k-220k parameters, 1.18e13
+# FLOPs, 2 workers of 1 thread): 263 s on an idle 2-core machine (README) is 2.2e10 per
+# worker; the same run on that machine shared with two other jobs took 1256 s (4.9e9). A
+# single-thread loop of workers/train.py measured 4e9 at 9k parameters, 1.6e10 at 220k and
+# 3.4e10 at 5M (tiny models are overhead-bound), so larger CPU trials are estimated long.
+CPU_FLOPS_PER_THREAD = 2e10
+# Default for one whole GPU: 3e13 is ~10 % of an A100's dense bf16 peak (312 TFLOP/s), the
+# utilisation a 10-100M-parameter GPT with 8k-token batches and no torch.compile can expect.
+# Not measured here (no GPU); a trial with gpus: 0.25 is assumed to get a quarter of it.
+GPU_FLOPS = 3e13
+
+FP32 = 4  # bytes; parameters, optimiser state and (upper bound on GPUs, see trial_memory) activations
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class TrialMemory:
+    """Bytes one training trial holds at its peak (see :func:`trial_memory`)."""
+
+    state: int  # parameters, gradients, AdamW exp_avg and exp_avg_sq
+    activations: int  # what autograd saves for the backward pass, every layer
+    logits: int  # the logits' peak during the loss and its backward
+
+    @property
+    def total(self) -> int:
+        return self.state + self.activations + self.logits
+
+
+def trial_memory(shape: GPTShape, batch_tokens: int) -> TrialMemory:
+    """Peak memory of one training step of the GPT of ``shape`` on ``batch_tokens`` tokens.
+
+    - state: 16 bytes per parameter: fp32 weights, fp32 gradients and AdamW's two fp32 moments
+      (also on GPUs: autocast keeps the weights in fp32; workers/train.py).
+    - activations: per layer and token, 16 * d_model + n_head values. Korthikanti et al. 2022
+      ("Reducing Activation Recomputation in Large Transformer Models", eq. 1) count
+      s*b*h*(34 + 5*a*s/h) bytes per layer in 16-bit with dropout; without dropout's two 1-byte
+      masks the 34 is 32 bytes = 16 values, and SDPA's fused attention keeps one logsumexp per
+      head instead of the 5*a*s^2 softmax term. Here they are fp32 (4 bytes): exact on CPU; on
+      GPUs under bf16 autocast about half are bf16, so this over-counts by up to ~1.5x. Plus
+      the final LayerNorm's input and output (2 * d_model). Checked against autograd's saved
+      tensors in tests/test_estimate.py.
+    - logits: 4 fp32 tensors of batch_tokens x vocab: the logits, the log-softmax saved by the
+      loss, and their two gradients in the backward (the peak measured with torch's CPU
+      allocator, as noted in specs/gpu_sweep.yaml).
+    """
+    per_token = shape.n_layer * (16 * shape.d_model + shape.n_head) + 2 * shape.d_model
+    return TrialMemory(state=4 * FP32 * shape.n_params, activations=FP32 * batch_tokens * per_token,
+                       logits=4 * FP32 * batch_tokens * shape.vocab_size)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the resources offer one sweep. ``None`` means not known before the sweep runs."""
+
+    workers: int | None  # trials running at once
+    workers_source: str  # how they were counted, e.g. "2 CPUs / resources.cpus = 1"
+    memory: float | None  # bytes one trial may use
+    memory_source: str
+    flops_per_s: float  # one trial's throughput, C = 6 N D FLOPs per second
+    flops_source: str
+    no_workers: str = ""  # why workers == 0: the local Ray could never schedule a trial
+
+
+def _throughput(spec: SweepSpec) -> tuple[float, str]:
+    r = spec.resources
+    if r.flops_per_s is not None:
+        return r.flops_per_s, "resources.flops_per_s"
+    if r.gpus > 0:  # the trainer uses one device, so gpus: 2 trains no faster than gpus: 1
+        share = min(r.gpus, 1.0)
+        return GPU_FLOPS * share, f"default {GPU_FLOPS:.0e} per GPU x {share:g}"
+    threads = max(1, int(r.cpus))  # what TrialFactory gives the trainer
+    return CPU_FLOPS_PER_THREAD * threads, f"default {CPU_FLOPS_PER_THREAD:.1e} per CPU thread x {threads}"
+
+
+def _stated_memory(spec: SweepSpec) -> tuple[float | None, str]:
+    m = spec.resources.memory_gb
+    return (m * GB, "resources.memory_gb") if m is not None else (None, "")
+
+
+def _node_memory() -> float | None:
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not a POSIX sysconf: unknown
+        return None
+
+
+def _gpus() -> tuple[int, float | None]:
+    """(GPUs torch sees, bytes of the first one or None). nvidia-smi rather than torch for the
+    memory: querying it through torch would create a CUDA context in the driver process, which
+    holds ~0.5 GB of the GPU the trials need for as long as the sweep runs."""
+    import torch
+
+    count = torch.cuda.device_count()  # NVML-based; does not initialise CUDA
+    if not count or not shutil.which("nvidia-smi"):
+        return count, None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+        return count, float(out.split()[0]) * 2**20  # MiB
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return count, None
+
+
+def local_capacity(spec: SweepSpec, num_cpus: int | None = None) -> Capacity:
+    """Capacity of the Ray this process starts on this node (``num_cpus``: its --num-cpus)."""
+    r = spec.resources
+    flops, flops_source = _throughput(spec)
+    try:
+        cpus = num_cpus or len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        cpus = num_cpus or os.cpu_count() or 1
+    workers = math.floor(cpus / r.cpus + 1e-9)
+    workers_source = f"{cpus} CPUs / resources.cpus = {r.cpus:g}"
+    # A task asking for more than the node has is never scheduled: Ray waits for it forever.
+    no_workers = "" if workers else (f"resources.cpus={r.cpus:g}: the local Ray has {cpus} CPUs, so no trial could "
+                                     f"ever be scheduled (expected at most {cpus}; or pass --num-cpus, or --address)")
+    memory, memory_source = _stated_memory(spec)
+    if r.gpus > 0:
+        n_gpus, gpu_bytes = _gpus()
+        gpu_workers = math.floor(n_gpus / r.gpus + 1e-9)
+        workers = min(workers, gpu_workers)
+        workers_source += f", {n_gpus} GPUs / resources.gpus = {r.gpus:g}"
+        if not gpu_workers:
+            no_workers = (f"resources.gpus={r.gpus:g}: torch sees {n_gpus or 'no'} GPU{'s' if n_gpus != 1 else ''} "
+                          f"on this machine, so the local Ray could never schedule a trial (expected at most "
+                          f"{n_gpus} here, or --address of a cluster with more)")
+        if memory is None and gpu_bytes is not None:
+            share = min(r.gpus, 1.0)
+            memory, memory_source = gpu_bytes * share, f"{share:g} of the GPU's {_bytes(gpu_bytes)}"
+        elif memory is None:
+            memory_source = "the GPU's memory is unknown (no nvidia-smi): not checked"
+    elif memory is None:
+        memory = _node_memory()
+        memory_source = "this node's memory" if memory is not None else "this node's memory is unknown: not checked"
+    return Capacity(workers, workers_source, memory, memory_source, flops, flops_source, no_workers)
+
+
+def cluster_capacity(spec: SweepSpec) -> Capacity:
+    """Capacity of a cluster not joined yet: its size and memory are unknown until it runs, so
+    only the stated resources.memory_gb is checked, and the time limit holds the largest trial."""
+    flops, flops_source = _throughput(spec)
+    memory, memory_source = _stated_memory(spec)
+    return Capacity(None, "a cluster of unknown size", memory,
+                    memory_source or "a cluster's memory is unknown before it runs; set resources.memory_gb to check it",
+                    flops, flops_source)
+
+
+@dataclass(frozen=True)
+class SweepEstimate:
+    n_trials: int  # adaptive: at most this many
+    total_flops: float  # simulated: nominal, nothing is computed
+    largest_flops: float
+    seconds: float  # estimated wall time; with unknown workers, the largest trial's (a lower bound)
+    capacity: Capacity
+    simulated: bool
+    adaptive: bool
+    time_field: str  # the spec field that sets the time, named when it is refused
+    memory: list[tuple[str, TrialMemory]] = field(default_factory=list)  # (trial name, memory), largest first
+    memory_field: str = "sweep.model_sizes"
+    trial_s: float = 0.0  # simulated: world.duration_s
+
+    def summary(self) -> str:
+        """The line printed at the start of every run."""
+        c, upto = self.capacity, "up to " if self.adaptive else ""
+        if self.simulated:
+            what = f"{upto}{self.n_trials} simulated trials ({self.total_flops:.3g} FLOPs simulated, none computed)"
+            rate = f"world.duration_s = {self.trial_s:g} s per trial"
+        else:
+            what = f"{upto}{self.n_trials} trials, {upto}{self.total_flops:.3g} FLOPs (largest {self.largest_flops:.3g})"
+            rate = f"~{c.flops_per_s:.2g} FLOPs/s per trial, {c.flops_source}"
+        on = f"on {c.workers} workers ({c.workers_source})" if c.workers else f"for the largest trial alone, on {c.workers_source}"
+        line = f"Estimate: {what}; ~{_duration(self.seconds)} {on} at {rate}"
+        if self.memory:
+            mem = _bytes(self.memory[0][1].total)
+            line += (f"; largest trial needs ~{mem} of {_bytes(c.memory)} ({c.memory_source})" if c.memory is not None
+                     else f"; largest trial needs ~{mem} ({c.memory_source})")
+        return line
+
+
+def estimate_sweep(spec: SweepSpec, factory: TrialFactory, trials: list, capacity: Capacity) -> SweepEstimate:
+    """The estimate for ``trials`` (a static sweep's plan), or for the adaptive planner's region.
+
+    ``factory`` is the sweep's :class:`~orchestrator.plan.TrialFactory`: it turns the largest N
+    the adaptive region allows into a shape.
+    """
+    simulated, adaptive = spec.trainer == "simulated", spec.planner == "adaptive"
+    shapes: list[tuple[str, GPTShape]] = []
+    if adaptive:
+        a = spec.adaptive
+        n_trials, largest = a.max_trials, a.max_flops
+        total = min(a.flop_budget, a.max_trials * a.max_flops)
+        # The largest N the region allows: N <= n_range's maximum, and with D >= dn_min * N and
+        # 6 N D <= max_flops, N^2 <= max_flops / (6 dn_min), which is tokens_for_budget(max_flops, dn_min).
+        n_max = min(a.n_range[1], math.sqrt(tokens_for_budget(a.max_flops, a.dn_range[0])))
+        if not simulated:
+            shapes = [(f"the largest that adaptive.n_range and max_flops allow (N={n_max:.3g})", factory.n_for(n_max)[1])]
+        time_field, memory_field = "adaptive.flop_budget", "adaptive.n_range"
+    else:
+        flops = [train_flops(t.n_params, t.tokens) for t in trials]
+        n_trials, total, largest = len(trials), sum(flops), max(flops, default=0.0)
+        seen: set[GPTShape] = set()
+        for t in trials:  # largest compute first (plan_trials): each shape named by its first trial
+            if t.shape is not None and t.shape not in seen:
+                seen.add(t.shape)
+                shapes.append((t.name, t.shape))
+        time_field = "sweep.tokens" if isinstance(spec.sweep, GridSweep) else "sweep.budgets"
+        memory_field = "sweep.model_sizes"
+    if simulated:  # no FLOPs are computed: a simulated trial takes what its world says
+        per = spec.world.duration_s
+        total_s, longest_s, time_field = n_trials * per, per, "world.duration_s"
+    else:
+        total_s, longest_s = total / capacity.flops_per_s, largest / capacity.flops_per_s
+    seconds = longest_s if not capacity.workers else max(total_s / capacity.workers, longest_s)
+    if adaptive and not simulated and capacity.workers and longest_s > total_s / capacity.workers:
+        time_field = "adaptive.max_flops"
+    memory = sorted(((name, trial_memory(shape, spec.train.batch_tokens)) for name, shape in shapes),
+                    key=lambda nm: -nm[1].total)
+    return SweepEstimate(n_trials, total, largest, seconds, capacity, simulated, adaptive, time_field, memory,
+                         memory_field, spec.world.duration_s if simulated else 0.0)
+
+
+def check(est: SweepEstimate, spec: SweepSpec, allow_long: bool = False) -> None:
+    """Raise UserError (one line) if a trial can never be scheduled, one does not fit in the
+    memory a trial has, or the sweep would take longer than resources.max_hours."""
+    c = est.capacity
+    if c.workers == 0:
+        raise UserError(c.no_workers)
+    over = [(name, m) for name, m in est.memory if c.memory is not None and m.total > c.memory]
+    if over:
+        name, m = over[0]
+        where = est.memory_field if m.state >= m.activations + m.logits else "train.batch_tokens"
+        more = f" (and {len(over) - 1} more model sizes)" if len(over) > 1 else ""
+        raise UserError(
+            f"{where}: trial {name!r}{more} needs ~{_bytes(m.total)} (parameters, gradients and AdamW state "
+            f"{_bytes(m.state)}, activations {_bytes(m.activations)}, logits {_bytes(m.logits)} at "
+            f"train.batch_tokens={spec.train.batch_tokens}), but one trial has {_bytes(c.memory)} "
+            f"({c.memory_source}); expected trials that fit: lower the model size or train.batch_tokens "
+            f"(or set resources.memory_gb if a trial has more)")
+    limit = spec.resources.max_hours
+    if limit is None or allow_long or est.seconds <= limit * 3600:
+        return
+    if est.simulated:
+        what = f"{est.n_trials} simulated trials of {spec.world.duration_s:g} s"
+    elif c.workers:
+        what = f"{est.total_flops:.2g} FLOPs at ~{c.flops_per_s:.2g} FLOPs/s per trial ({c.flops_source})"
+    else:
+        what = (f"the largest trial's {est.largest_flops:.2g} FLOPs at ~{c.flops_per_s:.2g} FLOPs/s "
+                f"({c.flops_source})")
+    on = f"on {c.workers} worker{'s' if c.workers > 1 else ''}" if c.workers else "on any number of workers"
+    raise UserError(f"{est.time_field}: estimated {est.seconds / 3600:.3g} hours for {what} {on}; beyond "
+                    f"resources.max_hours = {limit:g} (expected at most that: raise it, set it to null, "
+                    f"or pass --allow-long)")
+
+
+def check_submission(spec: SweepSpec, cache_dir: str = "", allow_long: bool = False) -> str:
+    """Plan and check ``spec`` for a cluster (``scalesweep submit``); returns the estimate's line.
+
+    Only what is knowable here is checked: the FLOPs and time (the largest trial against
+    resources.max_hours; the cluster's size is unknown) and memory against a stated
+    resources.memory_gb. The job's own ``scalesweep run`` checks again on the cluster.
+    """
+    try:
+        factory = TrialFactory(spec, cache_dir)
+    except UserError:
+        # The data may exist only on the cluster's nodes (specs/gpu_sweep.yaml): shapes need
+        # just its vocabulary, known for bytes and stated for token files; else no estimate.
+        d = spec.data
+        vocab = BYTE_VOCAB if d.tokens is None else d.vocab_size
+        if vocab is None:
+            return (f"Estimate: none here ({d.tokens} is not readable on this machine and data.vocab_size is not "
+                    "set); the job checks the sweep when it starts")
+        factory = TrialFactory(spec, cache_dir, vocab_size=vocab)
+    static = plan_trials(spec, factory) if spec.planner == "static" else []
+    est = estimate_sweep(spec, factory, static, cluster_capacity(spec))
+    check(est, spec, allow_long)
+    return est.summary()
+
+
+def _bytes(x: float) -> str:
+    for unit, scale in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if x >= scale:
+            return f"{x / scale:.3g} {unit}"
+    return f"{x:.0f} B"
+
+
+def _duration(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f}s"
+    if s < 2 * 3600:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.3g} hours"
