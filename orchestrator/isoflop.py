@@ -239,8 +239,8 @@ def budget_inference(compute, n=None, rel_gap: float = INFER_GAP, min_runs: int 
     if n is not None and ok.any():
         ok &= distinct_per_group(n, order, starts) >= MIN_SIZES
     if not ok.any():
-        return out, ("no IsoFLOP groups: no " + f"{min_runs} runs with {MIN_SIZES} sizes or more have C within "
-                     f"{rel_gap:.0%} of each other")
+        return out, (f"no IsoFLOP groups: no {min_runs} or more runs of {MIN_SIZES} or more sizes have C within "
+                     f"{rel_gap:.0%} of one another")
     inside = int((ends - starts)[ok].sum())
     width = np.maximum(span[ok], math.log1p(rel_gap)).sum()
     outside_density = (len(c) - inside) / max(lc[-1] - lc[0] - width, 1e-12)
