@@ -132,11 +132,12 @@ def run(args) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the '## Fitting' section of ``path`` (or append it), leaving the rest alone."""
+def write_section(path: Path, section: str, heading: str = "## Fitting\n") -> None:
+    """Replace the section of ``path`` that starts with ``heading`` (or append it), leaving the
+    rest alone."""
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(r"^## Fitting\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    pattern = re.compile("^" + re.escape(heading) + r".*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda m: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 

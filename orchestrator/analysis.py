@@ -25,22 +25,23 @@ from orchestrator.discrepancy import Discrepancy, discrepancy_sd, estimate_discr
 from orchestrator.diagnostics import Holdout, approach2_flags, holdout_check, law_flags, outliers
 from orchestrator.fit import (Approach3Fit, InsufficientData, compute_optimal, fit_approach3, no_optimum,
                              predict_loss)
-from orchestrator.isoflop import (Approach1Fit, Approach2Fit, IsoFlopMinimum, fit_approach1, fit_approach2,
-                                  fit_isoflop_parabolas, infer_budgets)
-from orchestrator.uncertainty import LEVELS, Bootstrap, Interval, bootstrap
-from workers.store import TrialStatus
+from orchestrator.isoflop import (Approach1Fit, Approach2Fit, IsoFlopMinimum, budget_inference, fit_approach1,
+                                  fit_approach2, fit_isoflop_parabolas)
+from orchestrator.screening import (EXCLUSION_REASONS, N_PARAMS, distinct_points, excluded_text, law_data_problem,
+                                    usable)
+from orchestrator.uncertainty import LEVELS, NEWTON_MIN_RUNS, Bootstrap, Interval, bootstrap
+from orchestrator.discrepancy import MAX_POINTS as DISCREPANCY_POINTS
 
 __all__ = ["SweepFit", "analyse", "format_fit", "usable", "EXCLUSION_REASONS"]
 
 MIN_RUNS_FOR_DISCREPANCY = 8  # fewer runs cannot separate a smooth residual from noise
-
-EXCLUSION_REASONS = {
-    "failed": "the trial raised an error",
-    "diverged": "the training loss became NaN or infinite",
-    "non_finite_loss": "finished without a finite final loss",
-    "invalid": "N, D or C missing, zero or negative",
-    "dropped_highest": "the highest losses, left out on request (--drop-highest)",
-}
+# Resamples x runs at most: a million runs get 200 resamples, not 1,000 (drawing them is 76 ms
+# each at that size, and the 80 % and 95 % percentiles of 200 draws move by a few per cent of
+# the interval's width); 200,000 runs or fewer keep the 1,000 asked for.
+MAX_RESAMPLE_RUNS = 200_000_000
+MIN_RESAMPLES = 100
+DEFAULT_TARGET_FACTOR = 10.0  # a table that names no target: one decade past its largest used run
+FEW_POINTS = 2 * N_PARAMS  # fewer distinct (N, D) points than this: the intervals rest on too little
 
 
 @dataclass
@@ -65,6 +66,8 @@ class SweepFit:
     discrepancy_targets: Discrepancy | None = None  # residual GP, any length scale: N_opt, D_opt, L*
     flops_spent: float = 0.0  # every run's compute, excluded ones included: it was spent
     n_runs: int = 0  # every run, excluded ones included
+    target_source: str = ""  # how the target was chosen, when the caller named none
+    n_boot_requested: int = 0  # resamples asked for (the bootstrap's n_boot may be fewer: MAX_RESAMPLE_RUNS)
 
     def frontier(self, computes) -> list[dict]:
         return [compute_optimal(self.approach3.params, float(c)) for c in computes]
@@ -84,12 +87,15 @@ class SweepFit:
             "excluded_reasons": {k: EXCLUSION_REASONS[k] for k, v in self.excluded.items() if v},
             "excluded_runs": self.excluded_runs,
             "target": self.target,
+            "target_source": self.target_source or None,
             "intervals": {k: v.to_json() for k, v in self.intervals.items()},
             "discrepancy": None if self.discrepancy is None else {
                 **_discrepancy_json(self.discrepancy), "method": "REML", "widens": ["a", "b"],
+                "reml_runs": min(self.approach3.n_points, DISCREPANCY_POINTS),
                 "targets": {**_discrepancy_json(self.discrepancy_targets), "widens": ["n_opt", "d_opt", "loss_opt"]}},
             "bootstrap": None if self.bootstrap is None else {
-                "resamples": self.bootstrap.n_boot, "seed": self.bootstrap.seed, "method": "percentile",
+                "resamples": self.bootstrap.n_boot, "requested": self.n_boot_requested, "seed": self.bootstrap.seed,
+                "method": "percentile", "refits": self.bootstrap.refits,
                 "basin_switches": self.bootstrap.basin_switches, "polished": self.bootstrap.polished},
             "approach2": {
                 "minima": [m.__dict__ for m in self.minima],
@@ -131,48 +137,19 @@ def _finite_or_none(x):
     return x
 
 
-def usable(trials: pd.DataFrame, drop_highest: int = 0) -> tuple[pd.DataFrame, dict[str, int], list[dict]]:
-    """Completed trials with finite, positive N, D and loss; the count of each kind left out
-    (keys of EXCLUSION_REASONS) and one record per excluded run."""
-    status = trials["status"].astype(str)
-    keep = status == TrialStatus.COMPLETED.value
-    loss = trials["eval_loss"].astype(float)
-    finite_loss = np.isfinite(loss) & (loss > 0)
-    sizes = trials[["n_params", "tokens"] + (["flops"] if "flops" in trials else [])].astype(float)
-    valid = (np.isfinite(sizes) & (sizes > 0)).all(axis=1)
-    reason = pd.Series("", index=trials.index)
-    reason[status == TrialStatus.FAILED.value] = "failed"
-    reason[status == TrialStatus.DIVERGED.value] = "diverged"
-    reason[keep & ~finite_loss] = "non_finite_loss"
-    reason[keep & finite_loss & ~valid] = "invalid"
-    ok = reason == ""
-    if drop_highest > 0:
-        # Besiroglu et al. (2024, section 2) drop Chinchilla's 5 highest-loss runs, outliers of
-        # the digitisation; the option reproduces that and says so.
-        worst = loss[ok].sort_values(ascending=False).index[:drop_highest]
-        reason[worst] = "dropped_highest"
-        ok = reason == ""
-    excluded = {k: int((reason == k).sum()) for k in EXCLUSION_REASONS}
-    records = []
-    for i in trials.index[~ok]:
-        row = trials.loc[i]
-        err = row.get("error") if "error" in trials else None
-        records.append({"name": str(row.get("name", i)), "reason": reason[i],
-                        "error": str(err).splitlines()[0] if isinstance(err, str) and err else None})
-    return trials[ok].copy(), excluded, records
-
-
-def _excluded_text(excluded: dict[str, int]) -> str:
-    return ", ".join(f"{v} {k.replace('_', ' ')} ({EXCLUSION_REASONS[k]})" for k, v in excluded.items() if v) or "none"
-
-
 FIT_STAGES = ("Approach 3 global fit", "Approaches 1 and 2", "bootstrap refits", "residual GP",
               "extrapolation check")
 
 
-def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, seed: int = 0,
+def analyse(trials: pd.DataFrame, target_compute: float | None, *, n_boot: int = 1000, seed: int = 0,
             drop_highest: int = 0, extrapolation: bool = True, isoflop: bool = True, progress=None) -> SweepFit:
     """Fit every form the runs support; bootstrap ``n_boot`` resamples (0: no intervals).
+
+    ``target_compute`` None: DEFAULT_TARGET_FACTOR times the largest compute among the runs
+    the fit uses (an excluded run, infinite or failed, never sets it); ``target_source`` says so.
+    More runs than MAX_RESAMPLE_RUNS / ``n_boot`` get fewer resamples, and from
+    NEWTON_MIN_RUNS runs on each resample is one Newton step (orchestrator.uncertainty); the
+    fit's notes say which.
 
     ``isoflop=False`` says the runs of a compute level were not laid out to bracket its minimum
     (an adaptive sweep, orchestrator.adaptive, spreads them to pin the law down): Approach 2 is
@@ -181,38 +158,55 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
     of right-form worlds they flagged 73-100 % of the sweeps (IsoFLOP edges) and 3 of 32 in
     T1/T2 (disagreement).
 
-    Raises InsufficientData (a UserError) when Approach 3 cannot be fitted; the other forms
-    and the extrapolation check record what they lack in ``SweepFit.unavailable`` instead.
+    Raises InsufficientData (a UserError) when Approach 3 cannot be fitted: fewer than 5 usable
+    runs, or runs that cannot determine the law (orchestrator.screening.law_data_problem); the
+    other forms and the extrapolation check record what they lack in ``SweepFit.unavailable``.
     ``progress(stage)`` is called as each of FIT_STAGES starts (the CLI's progress bar).
     """
     stage = progress or (lambda name: None)
     used, excluded, excluded_runs = usable(trials, drop_highest)
-    if len(used) < 5:
-        raise InsufficientData(f"fit: Approach 3 needs at least 5 completed runs to fit its 5 parameters; "
-                               f"have {len(used)} (excluded: {_excluded_text(excluded)})")
+    if len(used) < N_PARAMS:
+        raise InsufficientData(f"fit: Approach 3 needs at least {N_PARAMS} completed runs to fit its {N_PARAMS} "
+                               f"parameters; have {len(used)} (excluded: {excluded_text(excluded)})")
     if "name" not in used:
         used["name"] = [f"row {i}" for i in used.index]
     used = used.reset_index(drop=True)
     n, d, loss = (used[c].to_numpy(float) for c in ("n_params", "tokens", "eval_loss"))
+    problem = law_data_problem(n, d, loss)
+    if problem:
+        raise InsufficientData(f"fit: {problem} (excluded: {excluded_text(excluded)})")
     compute = used["flops"].to_numpy(float) if "flops" in used else 6.0 * n * d
+    target_source = ""
+    if target_compute is None:
+        target_compute = DEFAULT_TARGET_FACTOR * float(compute.max())
+        target_source = f"{DEFAULT_TARGET_FACTOR:g}x the largest run the fit uses"
     budget = used["budget"].to_numpy(float) if "budget" in used else np.zeros_like(n)
-    inferred = False
+    budget = np.where(np.isfinite(budget) & (budget > 0), budget, 0.0)  # NaN, inf or <= 0: no budget
+    inferred, unavailable, notes = False, {}, []
     if not (budget > 0).any():
-        budget = infer_budgets(compute)
+        budget, why = budget_inference(compute, n)
         inferred = bool((budget > 0).any())
+        if why:
+            unavailable["approach2"] = f"skipped: the runs have no budgets and {why} (give them with --budget-col)"
+            notes.append(f"Approach 2 {unavailable['approach2']}")
     used["budget"] = budget
-    unavailable: dict[str, str] = {}
+    n_boot_requested = n_boot
+    if n_boot > 0:
+        n_boot = min(n_boot, max(MIN_RESAMPLES, MAX_RESAMPLE_RUNS // len(used)))
+        notes.extend(_size_notes(len(used), n_boot, n_boot_requested))
 
     stage(FIT_STAGES[0])
     a3 = fit_approach3(n, d, loss)
     stage(FIT_STAGES[1])
     a2 = a1 = None
-    try:
-        a2 = fit_approach2(budget, n, d, loss)
-        minima = a2.minima
-    except InsufficientData as e:
-        unavailable["approach2"] = str(e)
-        minima = fit_isoflop_parabolas(budget, n, d, loss)[0]
+    minima = []
+    if "approach2" not in unavailable:
+        try:
+            a2 = fit_approach2(budget, n, d, loss)
+            minima = a2.minima
+        except InsufficientData as e:
+            unavailable["approach2"] = str(e)
+            minima = fit_isoflop_parabolas(budget, n, d, loss)[0]
     try:
         a1 = fit_approach1(compute, n, d, loss, budget)
     except InsufficientData as e:
@@ -256,17 +250,15 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
             unavailable["extrapolation"] = str(e)
     resid = predict_loss(a3.params, n, d) - loss
     flags = law_flags(hold, disc.s_r, disc.sigma) if disc else law_flags(hold)
-    reason = no_optimum(a3.params)
-    if reason:
-        flags.insert(0, reason)
-    notes = approach2_flags(intervals, minima)
+    flags[:0] = [f for f in (no_optimum(a3.params),) if f] + _few_points_flags(n, d, intervals)
+    design_notes = approach2_flags(intervals, minima)
     if isoflop:
-        flags, notes = flags + notes, []
-    elif notes:
-        notes.append("(the runs come from an adaptive design, not IsoFLOP sets, so these are not taken as signs "
-                     "of a misspecified law)")
+        flags, design_notes = flags + design_notes, []
+    elif design_notes:
+        design_notes.append("(the runs come from an adaptive design, not IsoFLOP sets, so these are not taken as "
+                            "signs of a misspecified law)")
     target = compute_optimal(a3.params, target_compute)
-    notes[:0] = _allocation_outside_runs(target, d / n)
+    notes = _allocation_outside_runs(target, d / n) + _repeated_rows(used) + notes + design_notes
     return SweepFit(
         approach3=a3, minima=minima,
         target=target, excluded=excluded, used=used, approach2=a2,
@@ -275,7 +267,49 @@ def analyse(trials: pd.DataFrame, target_compute: float, *, n_boot: int = 1000, 
         flags=flags, notes=notes,
         excluded_runs=excluded_runs,
         budgets_inferred=inferred, flops_spent=_total_flops(trials), n_runs=len(trials), discrepancy=disc,
-        discrepancy_targets=disc_t)
+        discrepancy_targets=disc_t, target_source=target_source, n_boot_requested=n_boot_requested)
+
+
+def _size_notes(runs: int, n_boot: int, requested: int) -> list[str]:
+    """What the fit does differently at this many runs (MAX_RESAMPLE_RUNS, NEWTON_MIN_RUNS)."""
+    out = []
+    if n_boot < requested:
+        out.append(f"{runs:,} runs: {n_boot} bootstrap resamples instead of the {requested} asked for (resamples "
+                   f"x runs are capped at {MAX_RESAMPLE_RUNS:.0e} to bound time and memory)")
+    if runs >= NEWTON_MIN_RUNS:
+        out.append(f"{runs:,} runs: each bootstrap resample's law is one Newton step from the full fit (the Huber "
+                   "loss's exact curvature), not an exact refit; at 10,000 runs and more its spread matches exact "
+                   "refits to a few per cent")
+    if runs > DISCREPANCY_POINTS:
+        out.append(f"{runs:,} runs: the residual model's REML hyperparameters come from a random {DISCREPANCY_POINTS} of "
+                   "them; its widening of the intervals uses every run")
+    return out
+
+
+def _few_points_flags(n, d, intervals: dict[str, Interval]) -> list[str]:
+    """Flags for intervals that cannot show the uncertainty: too few distinct (N, D) points for
+    five parameters, or bootstrap intervals of zero width (every resample refits the same law)."""
+    points = distinct_points(n, d)
+    out = []
+    if points < FEW_POINTS:
+        out.append(f"only {points} distinct (N, D) points for the law's {N_PARAMS} parameters (fewer than "
+                   f"{FEW_POINTS}): the fit nearly interpolates them, and its intervals say little")
+    flat = [k for k in ("E", "A", "B", "alpha", "beta") if k in intervals and intervals[k].n_draws
+            and intervals[k].width(0.95) <= 1e-9 * max(abs(intervals[k].estimate), 1e-300)]
+    if flat:
+        out.append(f"the bootstrap intervals of {', '.join(flat)} have zero width: every resample of the runs gives "
+                   "the same law, so they show no uncertainty, not a precise fit")
+    return out
+
+
+def _repeated_rows(used: pd.DataFrame) -> list[str]:
+    """A note when runs repeat another's N, D and loss exactly (a table joined twice?): the
+    bootstrap counts each copy as an independent run, which narrows the intervals."""
+    copies = int(used.duplicated(subset=["n_params", "tokens", "eval_loss"]).sum())
+    if not copies:
+        return []
+    return [f"{copies} runs repeat another run's N, D and loss exactly (a table joined twice?); each copy counts as "
+            "an independent run, which narrows the intervals"]
 
 
 def _allocation_outside_runs(target: dict, ratio: np.ndarray, margin: float = 3.0) -> list[str]:
@@ -326,6 +360,10 @@ def _decades(x: float) -> str:
     return "1 decade" if x == 1 else f"{x:g} decades"
 
 
+def _reml_sample(runs: int) -> str:
+    return f" of a random {DISCREPANCY_POINTS} of the {runs:,} runs" if runs > DISCREPANCY_POINTS else ""
+
+
 def _iv(fit: SweepFit, key: str, fmt, inline: bool = False) -> str:
     """The 80 % and 95 % intervals as table columns, or inline; '' without a bootstrap."""
     iv = fit.intervals.get(key)
@@ -345,21 +383,22 @@ def format_fit(fit: SweepFit) -> str:
     lines = [
         f"Fitted law (Approach 3, {a3.n_points} runs, Huber objective {a3.objective:.4g}):",
         f"  L(N, D) = {p.E:.4f} + {p.A:.4g} / N^{p.alpha:.4f} + {p.B:.4g} / D^{p.beta:.4f}",
-        f"  excluded: {_excluded_text(fit.excluded)}",
+        f"  excluded: {excluded_text(fit.excluded)}",
     ]
     for r in fit.excluded_runs[:5]:
         if r["error"]:
             lines.append(f"    {r['name']}: {r['error']}")
     boot = fit.bootstrap
     if boot:
+        how = ", each one Newton step from the full fit" if boot.refits == "newton" else ""
         lines.append(f"  {'':<22}{'estimate':>10}  {'80 % interval':<24}  {'95 % interval':<24}"
-                     f"({boot.n_boot} bootstrap resamples of the runs, seed {boot.seed})")
+                     f"({boot.n_boot} bootstrap resamples of the runs{how}, seed {boot.seed})")
         if fit.discrepancy is not None:
             dd, dt = fit.discrepancy, fit.discrepancy_targets
             whose = "a and b's intervals" if dt is not None and dt != dd else "a, b and the targets' intervals"
             lines.append(f"  ({whose} also cover a smooth residual of {dd.s_r:.2g} nats over {_decades(dd.ell)}, plus "
                          f"noise of {dd.sigma:.2g} nats at loss {dd.level:.3g} growing as L^{dd.q:g}, fitted to the "
-                         "residuals by REML)")
+                         f"residuals{_reml_sample(a3.n_points)} by REML)")
             if dt is not None and dt != dd:
                 lines.append(f"  (N_opt, D_opt and L* are extrapolations, which a longer field moves more: theirs cover "
                              f"one of {dt.s_r:.2g} nats over {_decades(dt.ell)})")
@@ -382,7 +421,7 @@ def format_fit(fit: SweepFit) -> str:
         lines.append(f"  Approach 2: a = {fit.approach2.a:.3f} {_iv(fit, 'approach2.a', f3, inline=True)}; "
                      f"b = {fit.approach2.b:.3f} {_iv(fit, 'approach2.b', f3, inline=True)}")
     for form, label in (("approach2", "Approach 2"), ("approach1", "Approach 1"), ("extrapolation", "Extrapolation check")):
-        if form in fit.unavailable:
+        if form in fit.unavailable and f"{label} {fit.unavailable[form]}" not in fit.notes:  # else printed as a note
             lines.append(f"{label}: not fitted: {fit.unavailable[form]}")
     if fit.approach1:
         lines.append(f"Approach 1 (lower envelope of loss over compute, {len(fit.approach1.envelope)} runs): "

@@ -293,16 +293,18 @@ def cmd_query(args) -> int:
     return 0
 
 
-def _target(args, runs) -> tuple[float, str]:
-    """(target compute, a line saying where it came from when it is not the user's or the sweep's)."""
+def _target(args, runs) -> float | None:
+    """The user's target compute, else the sweep's; None lets ``analyse`` choose (10x the
+    largest run it uses, so an excluded run with D = inf never sets it)."""
     if args.compute is not None:
-        return args.compute, ""
-    if runs.target_compute is not None:
-        return runs.target_compute, ""
-    # A table of runs names no target: extrapolate one decade past its largest run.
-    finite = runs.table["flops"][runs.table["flops"] > 0]
-    target = float(10 * finite.max()) if len(finite) else 1e15
-    return target, f"Target compute {target:.3g} FLOPs (10x the largest run; set it with --compute)"
+        return args.compute
+    return runs.target_compute
+
+
+def _target_line(fit) -> str:
+    if not fit.target_source:
+        return ""
+    return f"Target compute {fit.target['compute']:.3g} FLOPs ({fit.target_source}; set it with --compute)"
 
 
 def cmd_fit(args) -> int:
@@ -312,15 +314,14 @@ def cmd_fit(args) -> int:
     cols = ColumnMap(n=args.n_col, d=args.d_col, c=args.c_col, loss=args.loss_col, budget=args.budget_col,
                      name=args.name_col)
     runs = load_runs(args.results, cols)
-    target, why = _target(args, runs)
     with FitBar() as progress:
-        fit = analyse(runs.table, target, n_boot=args.bootstrap, seed=args.seed, drop_highest=args.drop_highest,
-                      isoflop=runs.isoflop, progress=progress)
+        fit = analyse(runs.table, _target(args, runs), n_boot=args.bootstrap, seed=args.seed,
+                      drop_highest=args.drop_highest, isoflop=runs.isoflop, progress=progress)
     if args.json:
         print(json.dumps(fit.to_json(), indent=1, default=float))
     else:
-        if why:
-            print(why)
+        if _target_line(fit):
+            print(_target_line(fit))
         print(format_fit(fit))
     return 0
 
@@ -334,11 +335,10 @@ def cmd_report(args) -> int:
     store = open_results(args.results)
     runs = results_runs(store, args.results)
     trials = runs.table
-    target, why = _target(args, runs)
-    if why:
-        print(why, file=sys.stderr)
     with FitBar() as progress:
-        fit = analyse(trials, target, isoflop=runs.isoflop, progress=progress)
+        fit = analyse(trials, _target(args, runs), isoflop=runs.isoflop, progress=progress)
+    if _target_line(fit):
+        print(_target_line(fit), file=sys.stderr)
     for path in write_report(store, trials, fit, os.path.basename(args.results.rstrip("/"))):
         print(path)
     return 0

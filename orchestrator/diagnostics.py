@@ -118,12 +118,20 @@ def local_scale(resid, level) -> np.ndarray:
         return np.full(n, residual_scale(r))
     k = max(50, n // 20)
     order = np.argsort(level, kind="stable")
-    win = np.lib.stride_tricks.sliding_window_view(r[order], k)  # (n - k + 1, k)
-    med = np.median(win, axis=1)
-    mad = 1.4826 * np.median(np.abs(win - med[:, None]), axis=1)
+    # Windows start every ``stride`` runs (each run takes the window nearest its centre): every
+    # window would be n k numbers, 5e10 for a million runs; strided, at most 1,000 windows.
+    stride = max(1, (n - k + 1) // 1000)
+    win = np.lib.stride_tricks.sliding_window_view(r[order], k)[::stride]
+    mad = np.concatenate([_mad(win[i:i + 50]) for i in range(0, len(win), 50)])
     out = np.empty(n)
-    out[order] = np.maximum(mad[np.clip(np.arange(n) - k // 2, 0, n - k)], 1e-12)
+    start = np.clip(np.arange(n) - k // 2, 0, n - k)
+    out[order] = np.maximum(mad[np.minimum(np.rint(start / stride).astype(int), len(mad) - 1)], 1e-12)
     return out
+
+
+def _mad(win: np.ndarray) -> np.ndarray:
+    med = np.median(win, axis=1)
+    return 1.4826 * np.median(np.abs(win - med[:, None]), axis=1)
 
 
 def _disjoint(i1, i2, level: float = 0.95) -> bool:
