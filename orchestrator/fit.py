@@ -91,14 +91,18 @@ def predict_loss(p: LawParams, n, d):
 
 
 def optimal_allocation(E, A, B, alpha, beta, compute):
-    """Arrays (N_opt, D_opt, L*) for laws given as arrays of parameters, at one compute budget."""
+    """Arrays (N_opt, D_opt, L*) for laws given as arrays of parameters, at one compute budget.
+
+    A law with no optimum (alpha or A zero, or beta or B: ``no_optimum``) gets inf, 0 or NaN
+    here, which the callers flag or drop; numpy's warnings about them would only be noise."""
     E, A, B, alpha, beta = (np.asarray(x, float) for x in (E, A, B, alpha, beta))
-    s = alpha + beta
-    log_g = (np.log(alpha * A) - np.log(beta * B)) / s
-    log_c6 = math.log(compute / 6.0)
-    n_opt = np.exp(log_g + beta / s * log_c6)
-    d_opt = np.exp(alpha / s * log_c6 - log_g)
-    return n_opt, d_opt, E + A / n_opt**alpha + B / d_opt**beta
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        s = alpha + beta
+        log_g = (np.log(alpha * A) - np.log(beta * B)) / s
+        log_c6 = math.log(compute / 6.0)
+        n_opt = np.exp(log_g + beta / s * log_c6)
+        d_opt = np.exp(alpha / s * log_c6 - log_g)
+        return n_opt, d_opt, E + A / n_opt**alpha + B / d_opt**beta
 
 
 def no_optimum(p: LawParams) -> str:

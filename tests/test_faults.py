@@ -5,6 +5,7 @@ none lost, none trained twice.
 """
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -94,7 +95,9 @@ def test_driver_killed_then_resumed_loses_and_repeats_nothing(ray_cluster, tmp_p
     _, err = driver.communicate(timeout=60)
     if sig == signal.SIGINT:
         assert driver.returncode == 130, err[-2000:]
-        assert f"resume with: scalesweep run {path}" in err and "Traceback" not in err
+        # the command as it was given, every option included (--address was once dropped)
+        assert f"resume with: {shlex.join(['python', '-m', 'orchestrator.cli', *cmd[3:]])}\n" in err
+        assert "Traceback" not in err
     before = {p.name: p.stat().st_mtime_ns for p in (sweep_dir / "trials").glob("*.parquet")}
     assert 4 <= len(before)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
