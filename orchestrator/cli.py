@@ -8,6 +8,7 @@ both with the command that resumes, 141 when the reader of a pipe goes away (``|
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -106,9 +107,21 @@ def _raise_terminated(signum, frame):
 
 
 def _on_sigterm_stop() -> None:
-    # Ray's core worker installs a C++ failure handler for SIGTERM in the driver at ray.init
-    # (it prints a stack dump and dies), so this is installed again once Ray is up.
+    # Ray's init installs its own SIGTERM handler in the driver (it exits with a C++ stack
+    # dump), so this is installed again once Ray is up.
     signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+@contextlib.contextmanager
+def _sigterm_stops():
+    """SIGTERM raises Terminated inside, and the process's own handler is back after: a
+    notebook or test that calls main() in-process keeps its SIGTERM behaviour."""
+    before = signal.getsignal(signal.SIGTERM)
+    _on_sigterm_stop()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
 
 
 _ARGV: list[str] = []  # main()'s arguments, for the resume hint
@@ -161,9 +174,8 @@ def cmd_run(args) -> int:
     # Before Ray starts, the estimate knows this node only when the sweep runs on it.
     capacity = cluster_capacity(spec) if address else local_capacity(spec, args.num_cpus)
     t0 = time.monotonic()
-    _on_sigterm_stop()
     try:
-        with FitBar() as fit_bar:
+        with _sigterm_stops(), FitBar() as fit_bar:
             out = run_sweep(spec, executor_factory=executor, sink=sink, cache_dir=cache, fit_progress=fit_bar,
                             capacity=capacity, allow_long=args.allow_long,
                             announce=lambda line: print(line, file=sys.stderr, flush=True))

@@ -50,3 +50,24 @@ def test_sigterm_stops_like_ctrl_c_and_the_printed_command_resumes(ray_cluster, 
     assert again.returncode == 0, again.stderr[-2000:]
     done = int(again.stdout.split(" trained now, ")[1].split(" already finished")[0])
     assert 1 <= done < 8
+
+
+def test_an_in_process_run_leaves_the_callers_sigterm_handler_alone(ray_cluster, tmp_path):
+    """main() called from a notebook or a test must not keep its SIGTERM handler installed:
+    pytest itself once ended in orchestrator.cli.Terminated when a timeout sent it SIGTERM."""
+    from orchestrator.cli import main
+
+    spec = tmp_path / "quick.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "quick", "trainer": "simulated", "results": str(tmp_path / "results"),
+        "world": {"law": {"E": 1.69, "A": 400, "B": 400, "alpha": 0.31, "beta": 0.31}},
+        "sweep": {"kind": "isoflop", "budgets": [1e17, 1e18], "model_sizes": [1e7, 1e8, 1e9]},
+        "fit": {"target_compute": 1e20},
+    }))
+    mine = lambda signum, frame: None  # noqa: E731
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        assert main(["run", str(spec)]) == 0
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
