@@ -7,8 +7,8 @@
 Measures, on the 240 points of Epoch AI's extraction of Chinchilla's Figure 4 (the 5 highest
 losses dropped, as in Besiroglu et al. 2024):
 
-1. the global Approach 3 fit (variable projection + L-BFGS, orchestrator.fit);
-2. 1,000 bootstrap refits (orchestrator.uncertainty: warm-started batched Levenberg-Marquardt
+1. the global Approach 3 fit (variable projection + L-BFGS, orchestrator.fitting.law);
+2. 1,000 bootstrap refits (orchestrator.fitting.bootstrap: warm-started batched Levenberg-Marquardt
    plus a variable-projection basin check), and the whole ``analyse`` with Approaches 1 and 2,
    their bootstraps and the extrapolation check;
 3. the baseline: L-BFGS-B from every point of the 4,500-start grid of Hoffmann et al. (2022)
@@ -37,9 +37,9 @@ from scipy.special import huber, logsumexp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.analysis import analyse  # noqa: E402
-from orchestrator.fit import LawParams, fit_approach3  # noqa: E402
-from orchestrator.uncertainty import bootstrap, coverage  # noqa: E402
+from orchestrator.fitting.analysis import analyse  # noqa: E402
+from orchestrator.fitting.law import LawParams, fit_approach3  # noqa: E402
+from orchestrator.fitting.bootstrap import bootstrap, coverage  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data" / "chinchilla_svg_extracted.csv"
 CHINCHILLA_C = 5.76e23  # Chinchilla's training compute, the natural target

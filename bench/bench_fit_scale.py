@@ -55,8 +55,8 @@ def child(runs: int, n_boot: int, seed: int) -> dict:
     import numpy as np
     import pandas as pd
 
-    from orchestrator.analysis import analyse, format_fit
-    from orchestrator.fit import LawParams, compute_optimal, predict_loss
+    from orchestrator.fitting.analysis import analyse, format_fit
+    from orchestrator.fitting.law import LawParams, compute_optimal, predict_loss
 
     law = LawParams(**T0)
     rng = np.random.default_rng(seed)

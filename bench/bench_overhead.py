@@ -23,10 +23,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def run_scalesweep(n: int, seconds: float, root: str) -> float:
-    from orchestrator.driver import Driver
-    from orchestrator.executor import RayExecutor
-    from orchestrator.plan import TrialFactory, plan_trials
-    from orchestrator.planner import StaticPlanner
+    from orchestrator.running.driver import Driver
+    from orchestrator.running.executor import RayExecutor
+    from orchestrator.planning.trials import TrialFactory, plan_trials
+    from orchestrator.planning.protocol import StaticPlanner
     from orchestrator.spec import parse_spec
     from workers.store import ResultStore
 
@@ -43,7 +43,7 @@ def run_scalesweep(n: int, seconds: float, root: str) -> float:
     # Warm the two worker processes (interpreter start and imports are Ray start-up, not per trial).
     import ray
 
-    ray.get([ray.remote(lambda: __import__("workers.simulated")).remote() for _ in range(2)])
+    ray.get([ray.remote(lambda: __import__("workers.simulated.trainer")).remote() for _ in range(2)])
     t0 = time.perf_counter()
     Driver(StaticPlanner(trials), ResultStore(spec.sweep_dir), RayExecutor(1, 0, 0), poll_s=1.0).run()
     return time.perf_counter() - t0
@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=0.05)
     ap.add_argument("--skip-tune", action="store_true")
     args = ap.parse_args()
-    from orchestrator.cluster import connect
+    from orchestrator.running.cluster import connect
 
     t0 = time.perf_counter()
     connect(None, "token", num_cpus=2, dashboard=False)

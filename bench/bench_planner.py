@@ -51,7 +51,7 @@ class BatchExecutor:
     """Runs every queued trial at each wait(), as a pool of workers finishing together would."""
 
     def __init__(self, slots: int):
-        from workers.trial import run_trial
+        from workers.entry import run_trial
 
         self._run, self._slots, self._queue = run_trial, slots, []
 
@@ -59,7 +59,7 @@ class BatchExecutor:
         self._queue.append(trial)
 
     def wait(self, timeout):
-        from orchestrator.executor import Completion
+        from orchestrator.running.executor import Completion
 
         done, self._queue = [Completion(t, self._run(t)) for t in self._queue], []
         return done
@@ -96,16 +96,16 @@ def run_one(args) -> dict:
     world, seed, fraction, n_boot = args
     from threadpoolctl import threadpool_limits
 
-    from orchestrator.driver import Driver
-    from orchestrator.fit import fit_approach3, optimal_allocation
-    from orchestrator.plan import TrialFactory, plan_trials
-    from orchestrator.planner import StaticPlanner
+    from orchestrator.running.driver import Driver
+    from orchestrator.fitting.law import fit_approach3, optimal_allocation
+    from orchestrator.planning.trials import TrialFactory, plan_trials
+    from orchestrator.planning.protocol import StaticPlanner
     from orchestrator.spec import parse_spec
-    from orchestrator.design import Z80
-    from orchestrator.discrepancy import discrepancy_sd, estimate_discrepancies, widen
-    from orchestrator.uncertainty import bootstrap
+    from orchestrator.planning.design import Z80
+    from orchestrator.fitting.discrepancy import discrepancy_sd, estimate_discrepancies, widen
+    from orchestrator.fitting.bootstrap import bootstrap
     from workers.store import ResultStore
-    from workers.world import World
+    from workers.simulated.world import World
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as root, threadpool_limits(1, user_api="blas"):
@@ -116,7 +116,7 @@ def run_one(args) -> dict:
         if fraction is None:
             planner = StaticPlanner(plan_trials(spec, factory))
         else:
-            from orchestrator.adaptive import AdaptivePlanner
+            from orchestrator.planning.adaptive import AdaptivePlanner
 
             planner = AdaptivePlanner(spec, factory, os.path.join(spec.sweep_dir, "planner.journal"))
         Driver(planner, store, BatchExecutor(slots=8), poll_s=0).run()
@@ -133,7 +133,7 @@ def run_one(args) -> dict:
         out["M1_a"] = abs(p.a - a_true)
         out["M1_b"] = abs(p.b - (1 - a_true))
         draws = boot.draws
-        # the targets' residual model, as `scalesweep fit` uses for N_opt and L* (orchestrator.analysis)
+        # the targets' residual model, as `scalesweep fit` uses for N_opt and L* (orchestrator.fitting.analysis)
         disc = estimate_discrepancies(p.as_vector(), np.stack([np.log10(n), np.log10(d)], axis=1), loss,
                                       fit.residuals, seed=seed)[1]
         for c in TARGETS:
@@ -146,7 +146,7 @@ def run_one(args) -> dict:
             with np.errstate(all="ignore"):
                 bn, _, bl = optimal_allocation(draws["E"], draws["A"], draws["B"], draws["alpha"], draws["beta"], c)
             # The reported interval: bootstrap percentiles widened by the residual field's
-            # (orchestrator.analysis does the same for `scalesweep fit`).
+            # (orchestrator.fitting.analysis does the same for `scalesweep fit`).
             for key, x, est, s, true in (("n", bn, n_hat, sd["n_opt"], tr["n_opt"]),
                                           ("l", bl, l_hat, sd["loss_opt"], tr["loss"])):
                 x = x[np.isfinite(x)]

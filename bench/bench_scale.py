@@ -53,12 +53,12 @@ def bench_planner(n_finished: int, rounds: int = 600) -> None:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from orchestrator.adaptive import AdaptivePlanner, snap_compute
-    from orchestrator.plan import TrialFactory
+    from orchestrator.planning.adaptive import AdaptivePlanner, snap_compute
+    from orchestrator.planning.trials import TrialFactory
     from orchestrator.spec import parse_spec
     from workers.store import TrialStatus
-    from workers.trial import TrialResult
-    from workers.world import World, WorldConfig
+    from workers.config import TrialResult
+    from workers.simulated.world import World, WorldConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = parse_spec(planner_spec(tmp, n_finished + 10 * rounds))

@@ -41,12 +41,12 @@ def main() -> None:
 
     import torch
 
-    from workers.arch import shape_for_params
-    from workers.data import DataConfig, load_corpus
+    from workers.gpt.arch import shape_for_params
+    from workers.gpt.data import DataConfig, load_corpus
     from workers.flops import model_flops_per_token
-    from workers.train import _autocast, _device, _optimizer, lr_at, train
-    from workers.model import GPT
-    from workers.trial import TrainConfig, TrialConfig
+    from workers.gpt.train import _autocast, _device, _optimizer, lr_at, train
+    from workers.gpt.model import GPT
+    from workers.config import TrainConfig, TrialConfig
 
     if args.device == "cpu":
         torch.set_num_threads(1)

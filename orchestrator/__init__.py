@@ -11,7 +11,7 @@ for scipy and the fitting engine (half a second of a sub-second command).
 from workers.lazy import lazy_getattr
 
 _EXPORTS = {
-    "SweepFit": "orchestrator.analysis", "analyse": "orchestrator.analysis", "UserError": "orchestrator.errors",
+    "SweepFit": "orchestrator.fitting.analysis", "analyse": "orchestrator.fitting.analysis", "UserError": "orchestrator.errors",
     "load_steps": "orchestrator.results", "load_trials": "orchestrator.results", "query": "orchestrator.results",
     "SweepSpec": "orchestrator.spec", "load_spec": "orchestrator.spec", "parse_spec": "orchestrator.spec",
     "run_sweep": "orchestrator.sweep",

@@ -46,7 +46,7 @@ class FitBar:
         if self.bar is None:
             from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-            from orchestrator.analysis import FIT_STAGES
+            from orchestrator.fitting.analysis import FIT_STAGES
 
             self.bar = Progress(SpinnerColumn(), TextColumn("fit: {task.description}"), BarColumn(),
                                 TimeElapsedColumn(), console=self.console, transient=True)
@@ -76,7 +76,7 @@ class ConsoleSink:
         self.task = None
 
     def update(self, p, completion) -> None:
-        from orchestrator.analysis import si
+        from orchestrator.fitting.analysis import si
 
         desc = (f"trials {p.done}/{p.total} ({p.running} running, {p.queued} queued, {p.failed} failed, {p.diverged} diverged) "
                 f"FLOPs {si(p.flops_done)}/{si(p.total_flops)} left ~{_fmt_s(p.seconds_left)}")
@@ -143,10 +143,10 @@ def _with_results(spec, args):
 
 
 def cmd_run(args) -> int:
-    from orchestrator.analysis import format_fit
-    from orchestrator.cluster import check_results_reach_every_node, connect
-    from orchestrator.estimate import cluster_capacity, local_capacity
-    from orchestrator.metrics import FanOut
+    from orchestrator.fitting.analysis import format_fit
+    from orchestrator.running.cluster import check_results_reach_every_node, connect
+    from orchestrator.planning.estimate import cluster_capacity, local_capacity
+    from orchestrator.running.metrics import FanOut
     from orchestrator.spec import load_spec
     from orchestrator.sweep import run_sweep
 
@@ -158,8 +158,8 @@ def cmd_run(args) -> int:
     sink = FanOut(ConsoleSink())
 
     def executor():
-        from orchestrator.executor import RayExecutor
-        from orchestrator.metrics import RayMetricsSink
+        from orchestrator.running.executor import RayExecutor
+        from orchestrator.running.metrics import RayMetricsSink
 
         t0 = time.monotonic()
         print(f"Starting {connect(address, auth, args.num_cpus, not args.no_dashboard)} "
@@ -210,13 +210,13 @@ def _jobs_address(args) -> str:
 
 
 def cmd_submit(args) -> int:
-    from orchestrator.estimate import check_submission
-    from orchestrator.jobs import check_submitted_results, submit, wait_job
+    from orchestrator.planning.estimate import check_submission
+    from orchestrator.running.jobs import check_submitted_results, submit, wait_job
     from orchestrator.spec import load_spec
 
     spec = _with_results(load_spec(args.spec), args)  # a bad spec never reaches the cluster ...
     # ... nor an absurd one: the estimate's FLOPs/time check, and memory only against a stated
-    # resources.memory_gb (the cluster's nodes are unknown from here; orchestrator.estimate) ...
+    # resources.memory_gb (the cluster's nodes are unknown from here; orchestrator.planning.estimate) ...
     print(check_submission(spec, os.environ.get("SCALESWEEP_CACHE", ""), args.allow_long), file=sys.stderr)
     check_submitted_results(spec.results, spec.results_shared)  # ... nor one whose results it would lose
     address = _jobs_address(args)
@@ -234,7 +234,7 @@ def cmd_submit(args) -> int:
 
 
 def cmd_jobs(args) -> int:
-    from orchestrator.jobs import list_jobs
+    from orchestrator.running.jobs import list_jobs
 
     for j in sorted(list_jobs(_jobs_address(args)), key=lambda j: j.start_time or 0):
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime((j.start_time or 0) / 1000))
@@ -243,7 +243,7 @@ def cmd_jobs(args) -> int:
 
 
 def cmd_logs(args) -> int:
-    from orchestrator.jobs import job_logs, wait_job
+    from orchestrator.running.jobs import job_logs, wait_job
 
     address = _jobs_address(args)
     if args.follow:
@@ -255,7 +255,7 @@ def cmd_logs(args) -> int:
 
 
 def cmd_stop(args) -> int:
-    from orchestrator.jobs import stop_job
+    from orchestrator.running.jobs import stop_job
 
     stopped = stop_job(_jobs_address(args), args.job_id)
     print(f"Job {args.job_id}: {'stop requested' if stopped else 'already finished'}")
@@ -263,9 +263,9 @@ def cmd_stop(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from orchestrator.analysis import si
+    from orchestrator.fitting.analysis import si
     from orchestrator.results import open_results
-    from orchestrator.runs import plan_record
+    from orchestrator.fitting.runs import plan_record
 
     store = open_results(args.results)
     trials = store.read_table("trials").to_pandas()
@@ -320,8 +320,8 @@ def _target_line(fit) -> str:
 
 
 def cmd_fit(args) -> int:
-    from orchestrator.analysis import analyse, format_fit
-    from orchestrator.runs import ColumnMap, load_runs
+    from orchestrator.fitting.analysis import analyse, format_fit
+    from orchestrator.fitting.runs import ColumnMap, load_runs
 
     cols = ColumnMap(n=args.n_col, d=args.d_col, c=args.c_col, loss=args.loss_col, budget=args.budget_col,
                      name=args.name_col)
@@ -339,10 +339,10 @@ def cmd_fit(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from orchestrator.analysis import analyse
-    from orchestrator.report import write_report
+    from orchestrator.fitting.analysis import analyse
+    from orchestrator.report.page import write_report
     from orchestrator.results import open_results
-    from orchestrator.runs import results_runs
+    from orchestrator.fitting.runs import results_runs
 
     store = open_results(args.results)
     runs = results_runs(store, args.results)

@@ -23,10 +23,10 @@ from orchestrator.errors import UserError
 __all__ = ["SweepSpec", "load_spec", "parse_spec"]
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-# A target parameter count. Past ~1e300 the shape arithmetic (workers/arch.py) overflows
+# A target parameter count. Past ~1e300 the shape arithmetic (workers/gpt/arch.py) overflows
 # floats; 1e18 is far past any trial that fits anywhere (16 B/param of weights and AdamW
 # state: 16 EB), so sizes between the hardware and this bound get the estimate's memory
-# refusal, which names the trial (orchestrator/estimate.py).
+# refusal, which names the trial (orchestrator/planning/estimate.py).
 ModelSize = Annotated[float, Field(gt=0, le=1e18, allow_inf_nan=False)]
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -115,12 +115,12 @@ class ResourceSpec(_Strict):
     cpus: float = Field(1, gt=0)
     gpus: float = Field(0, ge=0)
     max_retries: int = Field(2, ge=0, le=100)
-    # The pre-run estimate (orchestrator.estimate) refuses a sweep whose estimated wall time is
+    # The pre-run estimate (orchestrator.planning.estimate) refuses a sweep whose estimated wall time is
     # beyond this; null means no limit (as does `scalesweep run --allow-long`). A day, because
     # a sweep longer than that is rarely meant on a first run and is cheap to allow on purpose.
     max_hours: PositiveFloat | None = 24.0
     # Training FLOPs per second one trial sustains, counted as C = 6 N D (workers.flops). Unset:
-    # the estimate's per-device default (orchestrator.estimate), a rough figure; state the one
+    # the estimate's per-device default (orchestrator.planning.estimate), a rough figure; state the one
     # you measured for estimates worth trusting.
     flops_per_s: PositiveFloat | None = None
     # Memory one trial may use, in GB, checked against every trial's estimate before the sweep
@@ -180,7 +180,7 @@ class WorldSpec(_Strict):
     @classmethod
     def _safe_expression(cls, v: str | None) -> str | None:
         if v is not None:
-            from workers.expr import compile_expression  # parsed with ast, never eval
+            from workers.simulated.expr import compile_expression  # parsed with ast, never eval
 
             compile_expression(v)
         return v
@@ -231,7 +231,7 @@ class SweepSpec(_Strict):
     resources: ResourceSpec = ResourceSpec()
     results: str = "results"
     # True: ``results`` is a directory mounted at the same path on every node (NFS, a Kubernetes
-    # volume), so a submitted job or a multi-node cluster may write there (orchestrator.cluster).
+    # volume), so a submitted job or a multi-node cluster may write there (orchestrator.running.cluster).
     results_shared: bool = False
     fit: FitSpec = FitSpec()
 

@@ -1,7 +1,7 @@
 """``run_sweep``: the whole experiment from a validated spec, as the CLI and tests call it.
 
 Order matters for "bad input writes nothing": the data (or world) is opened, every static
-trial planned and the sweep's cost estimated and checked (orchestrator.estimate; all three can
+trial planned and the sweep's cost estimated and checked (orchestrator.planning.estimate; all three can
 reject the spec) before the results directory is created. Ray is started only if something
 is left to do: a re-run of a finished static sweep costs a store listing and a fit, not a
 cluster start.
@@ -18,14 +18,14 @@ from typing import Callable
 
 import yaml
 
-from orchestrator.analysis import SweepFit, analyse
-from orchestrator.driver import Driver, ProgressSink
+from orchestrator.fitting.analysis import SweepFit, analyse
+from orchestrator.running.driver import Driver, ProgressSink
 from orchestrator.errors import UserError
-from orchestrator.estimate import Capacity, check, estimate_sweep, local_capacity
-from orchestrator.executor import Executor, RayExecutor
-from orchestrator.lock import DriverLock
-from orchestrator.plan import TrialFactory, plan_trials
-from orchestrator.planner import Planner, StaticPlanner
+from orchestrator.planning.estimate import Capacity, check, estimate_sweep, local_capacity
+from orchestrator.running.executor import Executor, RayExecutor
+from orchestrator.running.lock import DriverLock
+from orchestrator.planning.trials import TrialFactory, plan_trials
+from orchestrator.planning.protocol import Planner, StaticPlanner
 from orchestrator.spec import SweepSpec
 from workers.flops import train_flops
 from workers.store import ResultStore
@@ -94,7 +94,7 @@ def run_sweep(spec: SweepSpec, executor_factory=None, sink: ProgressSink | None 
     and (optionally) report.
 
     ``executor_factory`` builds the executor once there is work (default: a RayExecutor with
-    the spec's resources; Ray must already be connected, see orchestrator.cluster.connect).
+    the spec's resources; Ray must already be connected, see orchestrator.running.cluster.connect).
     ``fit_progress`` is the end-of-sweep fit's stage callback (``analyse``'s ``progress``).
     ``capacity`` is what the resources offer (default: this node's, ``local_capacity``); the
     sweep is refused (UserError) if a trial cannot fit or run in it, or the estimated time is
@@ -120,7 +120,7 @@ def _run(spec, store, factory, static, executor_factory, sink, write_report, fit
 
     planner: Planner
     if spec.planner == "adaptive":
-        from orchestrator.adaptive import AdaptivePlanner
+        from orchestrator.planning.adaptive import AdaptivePlanner
 
         planner = AdaptivePlanner(spec, factory, os.path.join(store.root, PLANNER_JOURNAL))
     else:
@@ -157,7 +157,7 @@ def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, writ
     except UserError as e:
         fit_error = str(e)
     if fit is not None and write_report:
-        from orchestrator.report import write_report as _write  # matplotlib import only when needed
+        from orchestrator.report.page import write_report as _write  # matplotlib import only when needed
 
         report = _write(store, table, fit, spec.name)
     return SweepOutcome(len(table), 0, 0, 0, 0, fit, fit_error, report, spec.sweep_dir)

@@ -8,7 +8,7 @@ from pathlib import Path
 # Ray reads these once, when it is first imported, and some test modules import ray (e.g. its
 # cluster-launcher schema) before the session's cluster starts: set them before anything.
 os.environ["RAY_AUTH_MODE"] = "token"
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # embedded cluster on loopback (orchestrator.cluster)
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # embedded cluster on loopback (orchestrator.running.cluster)
 
 import pytest  # noqa: E402
 
@@ -26,7 +26,7 @@ def cache_dir(tmp_path_factory) -> str:
 def ray_cluster():
     """A real local Ray, started once (ray.init costs 5-20 s) and shut down by ray.shutdown(),
     never `ray stop`, which would kill every Ray process on the machine."""
-    from orchestrator.cluster import connect
+    from orchestrator.running.cluster import connect
 
     desc = connect(None, "token", num_cpus=2, dashboard=True)
     import ray

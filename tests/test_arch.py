@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from workers.arch import GPTShape, ShapeRule, nonembed_param_count, param_count, shape_for_params
+from workers.gpt.arch import GPTShape, ShapeRule, nonembed_param_count, param_count, shape_for_params
 from workers.flops import model_flops_per_token, tokens_for_budget, train_flops
-from workers.model import GPT
+from workers.gpt.model import GPT
 
 
 @pytest.mark.parametrize("n_layer,d_model,n_head,vocab,seq", [(1, 8, 1, 256, 32), (2, 48, 6, 256, 128), (3, 64, 4, 1000, 64)])

@@ -1,6 +1,6 @@
 """Preemption: a trial checkpoints to the result store and a retry resumes where it stopped.
 
-The interruption is an exception raised from ``workers.train._after_log_boundary`` (called
+The interruption is an exception raised from ``workers.gpt.train._after_log_boundary`` (called
 after each log boundary's checkpoint): run_trial records a FAILED row and keeps the
 checkpoint, as after a killed worker, and the retry must load it back from storage. Counting
 real optimiser steps proves the retry did not quietly start over (which would give the same
@@ -17,15 +17,16 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-import workers.train
+import workers.gpt.train
 from conftest import tiny_spec_dict
-from orchestrator.plan import TrialFactory, train_config
+from orchestrator.planning.trials import TrialFactory, train_config
 from orchestrator.spec import parse_spec
 from orchestrator.errors import UserError
-from workers.arch import shape_for_params
-from workers.data import DataConfig
+from workers.gpt.arch import shape_for_params
+from workers.gpt.data import DataConfig
 from workers.store import ResultStore, TrialStatus, checkpoint_path
-from workers.trial import TrainConfig, TrialConfig, run_trial
+from workers.config import TrainConfig, TrialConfig
+from workers.entry import run_trial
 
 STEPS = 40  # log boundaries (log_every=5, evals after steps 13 and 27): 5 10 13 18 23 27 32 37 40
 STOP_AT = 18  # just after an evaluation, so restored rows carry an eval_loss
@@ -83,7 +84,7 @@ def uninterrupted(tmp_path_factory, cache_dir):
 def interrupted(tmp_path, cache_dir, monkeypatch):
     """A trial stopped after STOP_AT steps with a checkpoint at every boundary: (cfg, store)."""
     cfg = trial(tmp_path / "res", cache_dir, every_s=1e-9)
-    monkeypatch.setattr(workers.train, "_after_log_boundary", stop_after(STOP_AT))
+    monkeypatch.setattr(workers.gpt.train, "_after_log_boundary", stop_after(STOP_AT))
     first = run_trial(cfg)
     monkeypatch.undo()
     assert first.status is TrialStatus.FAILED and "preempted after step 18" in first.error
@@ -110,13 +111,13 @@ def test_interrupted_then_resumed_equals_uninterrupted(interrupted, uninterrupte
 def test_resumed_trial_does_not_redo_early_steps(interrupted, caplog):
     cfg, _ = interrupted
     seen = []
-    caplog.set_level(logging.INFO, logger="workers.train")
+    caplog.set_level(logging.INFO, logger="workers.gpt.train")
     with OptimizerSteps() as opt_steps:
-        workers.train._after_log_boundary, restore = seen.append, workers.train._after_log_boundary
+        workers.gpt.train._after_log_boundary, restore = seen.append, workers.gpt.train._after_log_boundary
         try:
             assert run_trial(cfg).status is TrialStatus.COMPLETED
         finally:
-            workers.train._after_log_boundary = restore
+            workers.gpt.train._after_log_boundary = restore
     assert opt_steps.n == STEPS - STOP_AT
     assert seen == [23, 27, 32, 37, 40]
     assert "resuming trial t0 from step 18" in caplog.text
@@ -169,7 +170,7 @@ def test_checkpoint_is_deleted_once_the_trial_is_committed(tmp_path, cache_dir, 
     cfg = trial(tmp_path / "res", cache_dir, every_s=1e-9)
     store = ResultStore(cfg.results)
     saved = []
-    monkeypatch.setattr(workers.train, "_after_log_boundary",
+    monkeypatch.setattr(workers.gpt.train, "_after_log_boundary",
                         lambda n: saved.append(store.read_bytes(checkpoint_path("t0")) is not None))
     assert run_trial(cfg).status is TrialStatus.COMPLETED
     assert len(saved) == 9 and all(saved)  # there from the first log boundary on

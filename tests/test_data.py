@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from workers.data import DataConfig, DataError, load_corpus
+from workers.gpt.data import DataConfig, DataError, load_corpus
 
 
 @pytest.fixture

@@ -308,7 +308,7 @@ def test_launcher_check_catches(mutate, expected):
 
 def test_gpu_spec_plans_on_a_token_file(tmp_path):
     """The spec loads, and plans into trials (which needs the corpus: two blocks of fake ids)."""
-    from orchestrator.plan import TrialFactory, plan_trials
+    from orchestrator.planning.trials import TrialFactory, plan_trials
     from orchestrator.spec import load_spec, parse_spec
 
     spec = load_spec(ROOT / "specs" / "gpu_sweep.yaml")

@@ -1,4 +1,4 @@
-"""Design models (orchestrator.design): one contract for the exact GLS model and the
+"""Design models (orchestrator.planning.design): one contract for the exact GLS model and the
 inducing-point one, and agreement of the two where both apply."""
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from orchestrator.design import DesignModel, SparseDesignModel
+from orchestrator.planning.design import DesignModel, SparseDesignModel
 
 THETA = np.array([math.log(482.01), math.log(2085.43), math.log(1.8172), 0.3478, 0.3658])
 KW = dict(compute=1e20, sigma=0.004, s_r=0.008, ell=0.5, weights=(1 / 0.1**2, 1 / 0.01**2))

@@ -6,16 +6,16 @@ from conftest import ROOT
 
 import pytest
 
-from orchestrator.driver import Driver
-from orchestrator.executor import Completion, InlineExecutor
-from orchestrator.planner import StaticPlanner
-from orchestrator.plan import TrialFactory, plan_trials
+from orchestrator.running.driver import Driver
+from orchestrator.running.executor import Completion, InlineExecutor
+from orchestrator.planning.protocol import StaticPlanner
+from orchestrator.planning.trials import TrialFactory, plan_trials
 from workers.store import ResultStore, TrialStatus
-from workers.trial import TrialResult, trial_row
+from workers.config import TrialResult, trial_row
 
 
 def fake_trainer(store: ResultStore, calls: list, fail=(), diverge=()):
-    """Pure-logic stand-in for workers.train.run_trial: records a row, no training."""
+    """Pure-logic stand-in for workers.gpt.train.run_trial: records a row, no training."""
 
     def run(trial):
         calls.append(trial.trial_id)
@@ -58,9 +58,9 @@ def test_rerun_skips_finished_and_retries_failed(trials, tmp_path):
 def test_settled_trials_are_merged_while_the_sweep_runs(trials, tmp_path, monkeypatch):
     """Every COMPACT_EVERY results the driver merges settled files; a failed trial from an
     earlier run is retried and its new row supersedes the merged one."""
-    import orchestrator.driver
+    import orchestrator.running.driver
 
-    monkeypatch.setattr(orchestrator.driver, "COMPACT_EVERY", 2)
+    monkeypatch.setattr(orchestrator.running.driver, "COMPACT_EVERY", 2)
     store, calls = ResultStore(str(tmp_path / "s")), []
     bad = trials[0].trial_id
     Driver(StaticPlanner(trials), store, InlineExecutor(fake_trainer(store, calls, fail={bad})), poll_s=0).run()
@@ -112,11 +112,11 @@ def test_second_driver_on_one_sweep_is_refused_until_the_first_exits(tmp_path):
     import sys
 
     from orchestrator.errors import UserError
-    from orchestrator.lock import DriverLock
+    from orchestrator.running.lock import DriverLock
 
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; sys.path.insert(0, %r)\n"
-        "from orchestrator.lock import DriverLock\n"
+        "from orchestrator.running.lock import DriverLock\n"
         "lock = DriverLock(%r).acquire(); print('locked', flush=True); time.sleep(60)") % (str(ROOT), str(tmp_path))],
         stdout=subprocess.PIPE, text=True)
     try:

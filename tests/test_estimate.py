@@ -7,15 +7,15 @@ import torch
 import yaml
 
 from conftest import ROOT, tiny_spec_dict
-from orchestrator import cluster
+from orchestrator.running import cluster
 from orchestrator.cli import main
 from orchestrator.errors import UserError
-from orchestrator.estimate import (check, check_submission, cluster_capacity, estimate_sweep, local_capacity,
+from orchestrator.planning.estimate import (check, check_submission, cluster_capacity, estimate_sweep, local_capacity,
                                    trial_memory)
-from orchestrator.plan import TrialFactory, plan_trials
+from orchestrator.planning.trials import TrialFactory, plan_trials
 from orchestrator.spec import load_spec, parse_spec
-from workers.arch import GPTShape
-from workers.model import GPT
+from workers.gpt.arch import GPTShape
+from workers.gpt.model import GPT
 
 SIM_WORLD = {"law": {"E": 1.69, "A": 400, "B": 400, "alpha": 0.31, "beta": 0.31}}
 
@@ -49,8 +49,8 @@ SHAPES = [GPTShape(2, 48, 6, 256, 32), GPTShape(3, 96, 12, 1024, 64)]
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_state_bytes_are_exactly_params_grads_and_adamw(shape):
-    from workers.train import _optimizer
-    from workers.trial import TrainConfig
+    from workers.gpt.train import _optimizer
+    from workers.config import TrainConfig
 
     model = GPT(shape)
     opt = _optimizer(model, TrainConfig(), torch.device("cpu"))
@@ -243,7 +243,7 @@ def test_estimate_printed_at_the_start_of_a_run(ray_cluster, tmp_path, capsys):
 
 def test_gpu_share_of_memory_and_workers(tmp_path, monkeypatch):
     """No GPU here: the probe is faked. A quarter GPU gets a quarter of its memory and throughput."""
-    from orchestrator import estimate
+    from orchestrator.planning import estimate
 
     monkeypatch.setattr(estimate, "_gpus", lambda: (1, 80e9))
     spec = parse_spec(tiny_spec_dict(str(tmp_path), resources={"cpus": 1, "gpus": 0.25}))

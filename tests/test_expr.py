@@ -1,4 +1,4 @@
-"""workers.expr: scaling laws as text are evaluated vectorised, and anything but arithmetic is refused."""
+"""workers.simulated.expr: scaling laws as text are evaluated vectorised, and anything but arithmetic is refused."""
 
 import builtins
 import math
@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from workers.expr import MAX_LENGTH, Expression, ExpressionError, check_finite_positive, compile_expression
+from workers.simulated.expr import MAX_LENGTH, Expression, ExpressionError, check_finite_positive, compile_expression
 
 T0_TEXT = "1.8172 + 482.01/N**0.3478 + 2085.43/D**0.3658"
 

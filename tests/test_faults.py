@@ -117,9 +117,9 @@ def test_error_in_trial_is_not_retried_and_names_its_log(ray_cluster, tmp_path, 
     """An exception in the trial's own code: recorded FAILED with traceback and log file, once."""
     from dataclasses import replace
 
-    from orchestrator.executor import RayExecutor
-    from orchestrator.plan import TrialFactory, plan_trials
-    from workers.data import DataConfig
+    from orchestrator.running.executor import RayExecutor
+    from orchestrator.planning.trials import TrialFactory, plan_trials
+    from workers.gpt.data import DataConfig
 
     spec = parse_spec(tiny_spec_dict(str(tmp_path / "results"), name="broken"))
     trial = plan_trials(spec, TrialFactory(spec, cache_dir))[0]

@@ -11,11 +11,11 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator.fit import (InsufficientData, LawParams, compute_optimal, fit_approach3, huber_objective,
+from orchestrator.fitting.law import (InsufficientData, LawParams, compute_optimal, fit_approach3, huber_objective,
                               huber_terms, lbfgs, predict_loss, refine)
-from orchestrator.isoflop import (fit_approach1, fit_approach2, fit_isoflop_parabolas, infer_budgets,
+from orchestrator.fitting.isoflop import (fit_approach1, fit_approach2, fit_isoflop_parabolas, infer_budgets,
                                   lower_envelope, parabola_vertex)
-from orchestrator.uncertainty import _weighted_vertices, bootstrap, coverage, resample_counts, synthetic_isoflop
+from orchestrator.fitting.bootstrap import _weighted_vertices, bootstrap, coverage, resample_counts, synthetic_isoflop
 
 LAW = LawParams(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37)
 BUDGETS = (1e18, 1e19, 1e20, 1e21)
@@ -209,7 +209,7 @@ def test_80_percent_intervals_cover_the_truth_about_80_percent_of_the_time():
 
 
 def test_discrepancy_sandwich_in_blocks_equals_the_dense_product():
-    from orchestrator.discrepancy import Discrepancy
+    from orchestrator.fitting.discrepancy import Discrepancy
 
     rng = np.random.default_rng(0)
     disc = Discrepancy(s_r=0.02, ell=0.5, sigma=0.003, q=3.0, level=2.5)
@@ -218,7 +218,7 @@ def test_discrepancy_sandwich_in_blocks_equals_the_dense_product():
 
 
 def test_vectorised_approach1_bootstrap_equals_one_fit_per_resample():
-    from orchestrator.uncertainty import _refit_approach1
+    from orchestrator.fitting.bootstrap import _refit_approach1
 
     n, d, loss, budget = synthetic_isoflop(LawParams(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37),
                                            (1e18, 1e19, 1e20, 1e21), 5, 0.02, seed=3)
@@ -238,7 +238,7 @@ def test_vectorised_approach1_bootstrap_equals_one_fit_per_resample():
 def _field_runs(amplitude: float, seed: int, length_scale: float = 0.5):
     """IsoFLOP runs of a simulated world (orchestrator-independent): T0's law, seed noise, and a
     smooth residual field of ``amplitude`` nats over ``length_scale`` decades; no outliers."""
-    from workers.world import World, WorldConfig, NoiseConfig
+    from workers.simulated.world import World, WorldConfig, NoiseConfig
 
     world = World(WorldConfig(law=(1.8172, 482.01, 2085.43, 0.3478, 0.3658), seed=seed, noise=NoiseConfig(
         residual_amplitude=amplitude, residual_length_scale=length_scale, outlier_prob=0.0)))
@@ -249,7 +249,7 @@ def _field_runs(amplitude: float, seed: int, length_scale: float = 0.5):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_reml_finds_a_planted_residual_field_and_widens_the_intervals_for_it(seed):
-    from orchestrator.discrepancy import discrepancy_sd, estimate_discrepancy
+    from orchestrator.fitting.discrepancy import discrepancy_sd, estimate_discrepancy
 
     sds = {}
     for amplitude in (0.0, 0.02):
@@ -268,7 +268,7 @@ def test_reml_finds_a_planted_residual_field_and_widens_the_intervals_for_it(see
 def test_the_targets_residual_model_allows_a_longer_field_than_the_local_one():
     """One REML pass, two caps: a and b keep fields of at most LOCAL_ELL, the extrapolated
     targets take a longer one where REML prefers it, and then get wider intervals."""
-    from orchestrator.discrepancy import LOCAL_ELL, discrepancy_sd, estimate_discrepancies
+    from orchestrator.fitting.discrepancy import LOCAL_ELL, discrepancy_sd, estimate_discrepancies
 
     found = {}
     for length_scale in (0.5, 1.0):

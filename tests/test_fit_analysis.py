@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.analysis import analyse, format_fit
+from orchestrator.fitting.analysis import analyse, format_fit
 from orchestrator.cli import main
-from orchestrator.diagnostics import approach2_flags, law_flags, residual_scale
+from orchestrator.fitting.diagnostics import approach2_flags, law_flags, residual_scale
 from orchestrator.errors import UserError
-from orchestrator.fit import LawParams, predict_loss
-from orchestrator.uncertainty import Interval, synthetic_isoflop
+from orchestrator.fitting.law import LawParams, predict_loss
+from orchestrator.fitting.bootstrap import Interval, synthetic_isoflop
 from workers.store import ResultStore
 
 LAW = LawParams(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37)
@@ -116,7 +116,7 @@ def test_an_optimum_outside_the_runs_tokens_per_parameter_is_noted(law, noted):
 
 
 def compute_n_opt(c):
-    from orchestrator.fit import compute_optimal
+    from orchestrator.fitting.law import compute_optimal
 
     return compute_optimal(LAW, c)["n_opt"]
 
@@ -214,7 +214,7 @@ def test_fit_reports_each_stage_and_the_terminal_bar_shows_them():
 
     from rich.console import Console
 
-    from orchestrator.analysis import FIT_STAGES
+    from orchestrator.fitting.analysis import FIT_STAGES
     from orchestrator.cli import FitBar
 
     seen = []
@@ -232,7 +232,7 @@ def test_fit_reports_each_stage_and_the_terminal_bar_shows_them():
 
 def test_outliers_are_judged_against_the_noise_at_their_loss_level():
     """Seed noise grows with the loss: a large sweep flags its planted outliers, not its noisy end."""
-    from orchestrator.diagnostics import outliers
+    from orchestrator.fitting.diagnostics import outliers
 
     rng = np.random.default_rng(0)
     level = np.linspace(2.0, 8.0, 2000)
@@ -245,7 +245,7 @@ def test_outliers_are_judged_against_the_noise_at_their_loss_level():
 
 
 def test_one_outlier_among_many_held_out_runs_is_not_a_misspecification_flag():
-    from orchestrator.diagnostics import Holdout
+    from orchestrator.fitting.diagnostics import Holdout
 
     z_one = np.zeros(100)
     z_one[3] = 30.0  # one wild run: an outlier, listed as such
@@ -261,7 +261,7 @@ def test_one_outlier_among_many_held_out_runs_is_not_a_misspecification_flag():
 
 def test_a_law_of_another_form_is_flagged_by_its_smooth_residual():
     # The truth has an N-D interaction term the fitted form lacks; the runs carry seed noise only.
-    from workers.world import NoiseConfig, World, WorldConfig
+    from workers.simulated.world import NoiseConfig, World, WorldConfig
 
     world = World(WorldConfig(expression="1.69 + 400 / N**0.34 + 410 / D**0.28 + 3000 / (N**0.3 * D**0.15)",
                               noise=NoiseConfig(residual_amplitude=0.0, outlier_prob=0.0)))

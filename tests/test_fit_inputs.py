@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.analysis import analyse, format_fit
+from orchestrator.fitting.analysis import analyse, format_fit
 from orchestrator.cli import main
-from orchestrator.diagnostics import local_scale
-from orchestrator.discrepancy import Discrepancy, discrepancy_sd
+from orchestrator.fitting.diagnostics import local_scale
+from orchestrator.fitting.discrepancy import Discrepancy, discrepancy_sd
 from orchestrator.errors import UserError
-from orchestrator.fit import LawParams, fit_approach3, predict_loss
-from orchestrator.isoflop import fit_isoflop_parabolas, infer_budgets
-from orchestrator.uncertainty import _envelope_candidates, _refit_approach1, resample_counts, synthetic_isoflop
+from orchestrator.fitting.law import LawParams, fit_approach3, predict_loss
+from orchestrator.fitting.isoflop import fit_isoflop_parabolas, infer_budgets
+from orchestrator.fitting.bootstrap import _envelope_candidates, _refit_approach1, resample_counts, synthetic_isoflop
 
 LAW = LawParams(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37)
 
@@ -198,7 +198,7 @@ def test_pruned_envelope_bootstrap_equals_the_full_one():
 
 
 def test_gridded_field_sandwich_matches_the_exact_sum():
-    import orchestrator.discrepancy as disc
+    import orchestrator.fitting.discrepancy as disc
 
     t = random_design(3000, seed=4)
     n, d, loss = (t[k].to_numpy(float) for k in ("n_params", "tokens", "eval_loss"))

@@ -120,7 +120,7 @@ def test_results_a_job_would_lose_are_refused_before_submitting(results, expecte
 def test_a_driver_joining_a_cluster_checks_where_its_nodes_write(monkeypatch, caplog):
     import ray
 
-    from orchestrator.cluster import check_results_reach_every_node
+    from orchestrator.running.cluster import check_results_reach_every_node
     from orchestrator.errors import UserError
 
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}] * 3 + [{"Alive": False}])

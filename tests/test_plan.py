@@ -3,7 +3,7 @@
 import pytest
 
 from orchestrator.errors import UserError
-from orchestrator.plan import TrialFactory, plan_trials
+from orchestrator.planning.trials import TrialFactory, plan_trials
 from orchestrator.spec import parse_spec
 from conftest import tiny_spec_dict
 

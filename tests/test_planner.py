@@ -6,14 +6,14 @@ import os
 import optuna
 import pytest
 
-from orchestrator.adaptive import AdaptivePlanner
-from orchestrator.driver import Driver
-from orchestrator.executor import InlineExecutor
-from orchestrator.plan import TrialFactory, plan_trials
-from orchestrator.planner import StaticPlanner
+from orchestrator.planning.adaptive import AdaptivePlanner
+from orchestrator.running.driver import Driver
+from orchestrator.running.executor import InlineExecutor
+from orchestrator.planning.trials import TrialFactory, plan_trials
+from orchestrator.planning.protocol import StaticPlanner
 from orchestrator.spec import parse_spec
 from workers.store import ResultStore
-from workers.trial import run_trial
+from workers.entry import run_trial
 
 T0 = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
 
@@ -92,7 +92,7 @@ def test_a_loss_that_depends_on_neither_n_nor_d_is_explored_and_flagged(tmp_path
     """No compute-optimal allocation to sharpen: the planner spreads trials over the region and
     stops on its budget (it used to return no proposal with nothing pending, and the driver
     asked forever), and the fit says the law has no optimum (it used to raise on log 0)."""
-    from orchestrator.analysis import analyse
+    from orchestrator.fitting.analysis import analyse
 
     spec, planner, trials = run_adaptive(tmp_path, world={"expression": "3.0", "seed": 1}, max_trials=30)
     assert planner.stopped in ("FLOP budget spent", "trial cap reached")
@@ -105,11 +105,11 @@ def test_a_loss_that_depends_on_neither_n_nor_d_is_explored_and_flagged(tmp_path
 @pytest.mark.parametrize("exact_max", [300, 12], ids=["exact-design", "sparse-design"])
 def test_adaptive_learns_the_frontier(tmp_path, monkeypatch, exact_max):
     """Also with the inducing-point design model and its periodic rebuilds (past EXACT_MAX)."""
-    import orchestrator.adaptive
-    from orchestrator.fit import compute_optimal, fit_approach3
-    from workers.world import World, WorldConfig
+    import orchestrator.planning.adaptive
+    from orchestrator.fitting.law import compute_optimal, fit_approach3
+    from workers.simulated.world import World, WorldConfig
 
-    monkeypatch.setattr(orchestrator.adaptive, "EXACT_MAX", exact_max)
+    monkeypatch.setattr(orchestrator.planning.adaptive, "EXACT_MAX", exact_max)
     _, _, trials = run_adaptive(tmp_path, flop_budget=5e18, max_trials=60)
     fit = fit_approach3(trials["n_params"], trials["tokens"], trials["eval_loss"])
     truth = World(WorldConfig(law=tuple(T0.values()))).compute_optimal(1e20)
@@ -153,7 +153,7 @@ def test_resume_fails_running_trials_and_asks_them_again(tmp_path):
 def test_a_large_sweep_is_compacted_at_the_end_and_a_rerun_trains_nothing(tmp_path, monkeypatch):
     """Past COMPACT_MIN_FILES per-trial files the driver merges them; resumption still sees every id."""
     import workers.store
-    from orchestrator.executor import InlineExecutor
+    from orchestrator.running.executor import InlineExecutor
     from orchestrator.results import load_trials
     from orchestrator.sweep import run_sweep
 

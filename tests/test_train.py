@@ -5,11 +5,12 @@ import math
 import pyarrow.parquet as pq
 import pytest
 
-from workers.arch import shape_for_params
-from workers.data import DataConfig
+from workers.gpt.arch import shape_for_params
+from workers.gpt.data import DataConfig
 from workers.store import ResultStore, TrialStatus
-from workers.train import lr_at
-from workers.trial import TrainConfig, TrialConfig, run_trial
+from workers.gpt.train import lr_at
+from workers.config import TrainConfig, TrialConfig
+from workers.entry import run_trial
 
 
 def test_lr_schedule_warmup_then_cosine_to_ten_percent():

@@ -1,12 +1,12 @@
-"""workers.world: the true law's frontier, and noise with the statistics BENCHMARK.md specifies."""
+"""workers.simulated.world: the true law's frontier, and noise with the statistics BENCHMARK.md specifies."""
 
 import math
 
 import numpy as np
 import pytest
 
-from workers.expr import ExpressionError
-from workers.world import VISIBLE_LAWS, NoiseConfig, World, WorldConfig, observation_key
+from workers.simulated.expr import ExpressionError
+from workers.simulated.world import VISIBLE_LAWS, NoiseConfig, World, WorldConfig, observation_key
 
 T0 = VISIBLE_LAWS["T0"]
 T0_TEXT = "1.8172 + 482.01/N**0.3478 + 2085.43/D**0.3658"

@@ -5,7 +5,7 @@ it should keep and never trains a finished point again)::
 
     <root>/trials/<trial_id>.parquet   one row, schema TRIALS_SCHEMA, written last
     <root>/steps/<trial_id>.parquet    the trial's step rows, schema STEPS_SCHEMA
-    <root>/checkpoints/<trial_id>.pt   a running trial's training state (workers.train);
+    <root>/checkpoints/<trial_id>.pt   a running trial's training state (workers.gpt.train);
                                        deleted once the trial's rows are committed
     <root>/<table>/part-<ns>-<u>.parquet  many trials' rows, merged by ``compact``
 
@@ -13,7 +13,7 @@ One file per trial keeps commits independent (no two workers ever write one file
 10,000-trial sweep then has 20,000 small files, and reading them dominates every query.
 ``compact`` merges files into part files while nothing can rewrite them: the driver merges
 the trials it recorded every 1,000 results, and everything at the end of a large sweep, when
-no trial runs (orchestrator.driver, orchestrator.sweep). Precedence makes it crash-safe and keeps
+no trial runs (orchestrator.running.driver, orchestrator.sweep). Precedence makes it crash-safe and keeps
 re-runs right: a per-trial file wins over any part holding the same trial id (it was written
 later: a retried failed trial, or a crash between writing a part and deleting what it
 merged), and a newer part wins over an older one.

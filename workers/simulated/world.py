@@ -6,7 +6,7 @@ noise model of ``/work/shared/BENCHMARK.md``::
     y = L(N, D) + residual(N, D) + seed_noise(L) + outlier
 
 - L is the true law: the Chinchilla form E + A / N**alpha + B / D**beta (Hoffmann et al. 2022, eq. 2),
-  or any arithmetic expression in N and D, parsed safely by :mod:`workers.expr` (never ``eval``), so a
+  or any arithmetic expression in N and D, parsed safely by :mod:`workers.simulated.expr` (never ``eval``), so a
   planner that fits the Chinchilla form can meet a law of another form.
 - residual is a fixed smooth random field per world: real sweeps sit 0.003-0.03 nats around their fitted
   law and most of that is not seed noise. It approximates a Gaussian process in (log10 N, log10 D) with an
@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from workers.expr import ExpressionError, check_finite_positive, compile_expression
+from workers.simulated.expr import ExpressionError, check_finite_positive, compile_expression
 from workers.flops import tokens_for_budget
 
 __all__ = ["NoiseConfig", "WorldConfig", "World", "SEED_NOISE_TIERS", "VISIBLE_LAWS", "observation_key"]

@@ -1,8 +1,8 @@
-"""A small GPT in the style of nanoGPT (Karpathy, model.py), sized by :mod:`workers.arch`.
+"""A small GPT in the style of nanoGPT (Karpathy, model.py), sized by :mod:`workers.gpt.arch`.
 
 Design choices, each with its reason:
 - tied token embedding and LM head (Press & Wolf 2017), so total N = the closed form in
-  :func:`workers.arch.param_count`, checked by tests against ``numel``;
+  :func:`workers.gpt.arch.param_count`, checked by tests against ``numel``;
 - bias-free linears and LayerNorms (as nanoGPT's ``bias=False``): slightly better and faster;
 - attention through ``F.scaled_dot_product_attention(is_causal=True)``, which dispatches to
   flash / memory-efficient kernels on GPUs and a fused kernel on CPUs;
@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from workers.arch import GPTShape
+from workers.gpt.arch import GPTShape
 
 __all__ = ["GPT"]
 

@@ -10,7 +10,7 @@ The flags turn the diagnostics into plain sentences: Approaches 2 and 3 disagree
 their bootstrap intervals, more than 5 % of the held-out runs (at least one) more than 3 sigma
 off, IsoFLOP minima at the edge of their budget's sizes (the sizes do not bracket the optimum,
 so the vertex is extrapolated), and a smooth residual around the law larger than real sweeps
-show (RESIDUAL_FIELD_LIMIT; orchestrator.discrepancy estimates it). Outliers are judged
+show (RESIDUAL_FIELD_LIMIT; orchestrator.fitting.discrepancy estimates it). Outliers are judged
 against the residual scale at their own loss level, since seed noise grows with the loss.
 """
 
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orchestrator.fit import InsufficientData, fit_approach3, predict_loss
-from orchestrator.isoflop import flops_str
+from orchestrator.fitting.law import InsufficientData, fit_approach3, predict_loss
+from orchestrator.fitting.isoflop import flops_str
 
 __all__ = ["Holdout", "residual_scale", "held_out_mask", "holdout_check", "outliers", "law_flags", "approach2_flags",
            "Z_LIMIT"]

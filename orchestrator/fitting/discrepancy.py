@@ -54,8 +54,8 @@ import numpy as np
 from scipy.linalg import solve_triangular
 from threadpoolctl import threadpool_limits
 
-from orchestrator.design import jacobian_fd, log_law_jacobian, squared_exponential
-from orchestrator.fit import LawParams, optimal_allocation
+from orchestrator.planning.design import jacobian_fd, log_law_jacobian, squared_exponential
+from orchestrator.fitting.law import LawParams, optimal_allocation
 
 __all__ = ["Discrepancy", "estimate_discrepancy", "estimate_discrepancies", "discrepancy_sd", "widen", "Z",
            "LOCAL_ELL", "MAX_POINTS"]

@@ -20,10 +20,10 @@ from dataclasses import asdict
 
 from orchestrator.errors import UserError
 from orchestrator.spec import GridSweep, IsoFlopSweep, SweepSpec
-from workers.arch import ShapeRule, shape_for_params
-from workers.data import DataConfig, DataError, load_corpus
+from workers.gpt.arch import ShapeRule, shape_for_params
+from workers.gpt.data import DataConfig, DataError, load_corpus
 from workers.flops import tokens_for_budget
-from workers.trial import TrainConfig, TrialConfig
+from workers.config import TrainConfig, TrialConfig
 
 __all__ = ["TRAINER_VERSION", "content_id", "data_config", "train_config", "world_config", "TrialFactory",
            "plan_trials", "trial_name"]
@@ -78,7 +78,7 @@ def train_config(spec: SweepSpec) -> TrainConfig:
 
 
 def world_config(spec: SweepSpec):
-    from workers.world import NoiseConfig, WorldConfig
+    from workers.simulated.world import NoiseConfig, WorldConfig
 
     w = spec.world
     law = (w.law.E, w.law.A, w.law.B, w.law.alpha, w.law.beta) if w.law else None
@@ -107,7 +107,7 @@ class TrialFactory:
 
     Raises UserError if the data cannot be used, before anything is written. ``vocab_size``
     plans without opening the data, for an estimate where it cannot be read (data that only the
-    cluster's nodes have, orchestrator.estimate.check_submission): such trials' ids lack the
+    cluster's nodes have, orchestrator.planning.estimate.check_submission): such trials' ids lack the
     data's fingerprint, so they are not the ones the sweep will run.
     """
 
@@ -173,6 +173,7 @@ class TrialFactory:
             trial_id=content_id(payload), name=trial_name(n, tokens, budget, seed), sweep=self.spec.name,
             shape=shape, tokens=tokens, seed=seed, budget=budget, train=self.train, data=self.data,
             results=self.results, threads=self.threads, device=self.device, world=self.world, sim_n_params=n,
+            trainer=self.spec.trainer,
         )
 
 

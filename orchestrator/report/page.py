@@ -21,9 +21,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from orchestrator.analysis import SweepFit, format_fit  # noqa: E402
+from orchestrator.fitting.analysis import SweepFit, format_fit  # noqa: E402
 from orchestrator.errors import UserError  # noqa: E402
-from orchestrator.fit import compute_optimal, optimal_allocation, predict_loss  # noqa: E402
+from orchestrator.fitting.law import compute_optimal, optimal_allocation, predict_loss  # noqa: E402
 from workers.store import ResultStore  # noqa: E402
 
 __all__ = ["write_report"]

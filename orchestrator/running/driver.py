@@ -1,8 +1,8 @@
 """The sweep driver: a loop with a ``step()`` that keeps every executor slot busy.
 
 The driver owns sweep state; collaborators come in through the constructor (STYLE.md rule
-7), so tests drive it with an :class:`~orchestrator.executor.InlineExecutor` and a fake
-trainer. A planner decides what to run (:mod:`orchestrator.planner`); workers report only
+7), so tests drive it with an :class:`~orchestrator.running.executor.InlineExecutor` and a fake
+trainer. A planner decides what to run (:mod:`orchestrator.planning.protocol`); workers report only
 through the result store and the executor's completions; only the driver tells the planner.
 
 Exactly-once: the driver reads the store once at start. A proposed trial whose id the store
@@ -28,11 +28,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from orchestrator.executor import Completion, Executor
-from orchestrator.planner import Planner
+from orchestrator.running.executor import Completion, Executor
+from orchestrator.planning.protocol import Planner
 from workers.flops import train_flops
 from workers.store import ResultStore, TrialStatus
-from workers.trial import TrialResult, trial_row
+from workers.config import TrialResult, trial_row
 
 __all__ = ["Driver", "SweepProgress", "ProgressSink"]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from workers.flops import train_flops
-from workers.trial import TrialConfig, TrialResult
+from workers.config import TrialConfig, TrialResult
 
 __all__ = ["Planner", "StaticPlanner"]
 

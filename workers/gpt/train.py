@@ -1,6 +1,6 @@
 """One trial: build the GPT for a shape, train it on exactly ``tokens`` tokens, evaluate, record.
 
-:func:`train` raises on errors in the trial; :func:`workers.trial.run_trial` records them as
+:func:`train` raises on errors in the trial; :func:`workers.entry.run_trial` records them as
 FAILED rows. A NaN or infinite loss stops training and is returned as a DIVERGED row.
 
 The loop follows nanoGPT's train.py: AdamW with decoupled weight decay on matrices only,
@@ -13,8 +13,8 @@ Preemption: every ``checkpoint_every_s`` wall seconds, at the next log boundary 
 step rows and the loss accumulator agree), the model, optimiser, step rows and last losses
 go to ``<sweep>/checkpoints/<trial_id>.pt`` in the result store. A retried trial (Ray
 re-running a killed task, or a re-run sweep) restores that state and continues with the next
-step; batches depend only on (seed, step) (:mod:`workers.data`), so it ends with exactly the
-loss of an uninterrupted run. :func:`workers.trial.run_trial` deletes the checkpoint once the
+step; batches depend only on (seed, step) (:mod:`workers.gpt.data`), so it ends with exactly the
+loss of an uninterrupted run. :func:`workers.entry.run_trial` deletes the checkpoint once the
 trial's rows are committed. Checkpoints are read with ``weights_only=True``: tensors and
 plain containers only, never arbitrary pickled objects from storage.
 """
@@ -30,11 +30,11 @@ from typing import Callable
 
 import torch
 
-from workers.data import load_corpus
+from workers.gpt.data import load_corpus
 from workers.flops import train_flops
-from workers.model import GPT
+from workers.gpt.model import GPT
 from workers.store import ResultStore, TrialStatus, checkpoint_path
-from workers.trial import TrainConfig, TrialConfig, trial_row
+from workers.config import TrainConfig, TrialConfig, trial_row
 
 __all__ = ["train", "lr_at", "evaluate", "CHECKPOINT_VERSION"]
 

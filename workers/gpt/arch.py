@@ -1,6 +1,6 @@
 """Model shapes: from a target parameter count to (n_layer, d_model, n_head), exactly.
 
-The GPT in :mod:`workers.model` has tied input/output embeddings, learned positions,
+The GPT in :mod:`workers.gpt.model` has tied input/output embeddings, learned positions,
 bias-free LayerNorms and linears, and a 4x MLP, so its parameter count is a closed form
 (:func:`param_count`). Planning can therefore compute the exact N of every trial, and the
 tokens D = C / 6N of an IsoFLOP point, without building a model.

@@ -2,14 +2,14 @@
 
 Shared by ``scalesweep fit``, ``scalesweep report`` and the end of ``scalesweep run``, so the
 three always agree. The input is a trials table (a sweep's, or any table of runs brought to that
-shape by orchestrator.runs). Failed and diverged trials are excluded and counted with the
+shape by orchestrator.fitting.runs). Failed and diverged trials are excluded and counted with the
 reason, never silently dropped; N is the total parameter count (Chinchilla's convention) and D
 the trained tokens.
 
-``analyse`` fits Approach 3 (orchestrator.fit), Approaches 2 and 1 where the runs allow
-(orchestrator.isoflop; a form the data cannot support is reported with what is missing, and
-the rest of the fit goes on), bootstraps every quantity over the runs (orchestrator.uncertainty),
-and runs the extrapolation check and misspecification flags (orchestrator.diagnostics).
+``analyse`` fits Approach 3 (orchestrator.fitting.law), Approaches 2 and 1 where the runs allow
+(orchestrator.fitting.isoflop; a form the data cannot support is reported with what is missing, and
+the rest of the fit goes on), bootstraps every quantity over the runs (orchestrator.fitting.bootstrap),
+and runs the extrapolation check and misspecification flags (orchestrator.fitting.diagnostics).
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from orchestrator.discrepancy import Z as DISCREPANCY_Z
-from orchestrator.discrepancy import Discrepancy, discrepancy_sd, estimate_discrepancies, widen
-from orchestrator.diagnostics import Holdout, approach2_flags, holdout_check, law_flags, outliers
-from orchestrator.fit import (Approach3Fit, InsufficientData, compute_optimal, fit_approach3, no_optimum,
+from orchestrator.fitting.discrepancy import Z as DISCREPANCY_Z
+from orchestrator.fitting.discrepancy import Discrepancy, discrepancy_sd, estimate_discrepancies, widen
+from orchestrator.fitting.diagnostics import Holdout, approach2_flags, holdout_check, law_flags, outliers
+from orchestrator.fitting.law import (Approach3Fit, InsufficientData, compute_optimal, fit_approach3, no_optimum,
                              predict_loss)
-from orchestrator.isoflop import (Approach1Fit, Approach2Fit, IsoFlopMinimum, budget_inference, fit_approach1,
+from orchestrator.fitting.isoflop import (Approach1Fit, Approach2Fit, IsoFlopMinimum, budget_inference, fit_approach1,
                                   fit_approach2, fit_isoflop_parabolas)
-from orchestrator.screening import (EXCLUSION_REASONS, N_PARAMS, distinct_points, excluded_text, law_data_problem,
+from orchestrator.fitting.screening import (EXCLUSION_REASONS, N_PARAMS, distinct_points, excluded_text, law_data_problem,
                                     usable)
-from orchestrator.uncertainty import LEVELS, NEWTON_MIN_RUNS, Bootstrap, Interval, bootstrap
-from orchestrator.discrepancy import MAX_POINTS as DISCREPANCY_POINTS
+from orchestrator.fitting.bootstrap import LEVELS, NEWTON_MIN_RUNS, Bootstrap, Interval, bootstrap
+from orchestrator.fitting.discrepancy import MAX_POINTS as DISCREPANCY_POINTS
 
 __all__ = ["SweepFit", "analyse", "format_fit", "usable", "EXCLUSION_REASONS"]
 
@@ -148,18 +148,18 @@ def analyse(trials: pd.DataFrame, target_compute: float | None, *, n_boot: int =
     ``target_compute`` None: DEFAULT_TARGET_FACTOR times the largest compute among the runs
     the fit uses (an excluded run, infinite or failed, never sets it); ``target_source`` says so.
     More runs than MAX_RESAMPLE_RUNS / ``n_boot`` get fewer resamples, and from
-    NEWTON_MIN_RUNS runs on each resample is one Newton step (orchestrator.uncertainty); the
+    NEWTON_MIN_RUNS runs on each resample is one Newton step (orchestrator.fitting.bootstrap); the
     fit's notes say which.
 
     ``isoflop=False`` says the runs of a compute level were not laid out to bracket its minimum
-    (an adaptive sweep, orchestrator.adaptive, spreads them to pin the law down): Approach 2 is
+    (an adaptive sweep, orchestrator.planning.adaptive, spreads them to pin the law down): Approach 2 is
     still fitted and shown, but its parabolas' edges and its disagreement with Approach 3 say
     nothing about the law there, so they become notes instead of flags. In 54 adaptive sweeps
     of right-form worlds they flagged 73-100 % of the sweeps (IsoFLOP edges) and 3 of 32 in
     T1/T2 (disagreement).
 
     Raises InsufficientData (a UserError) when Approach 3 cannot be fitted: fewer than 5 usable
-    runs, or runs that cannot determine the law (orchestrator.screening.law_data_problem); the
+    runs, or runs that cannot determine the law (orchestrator.fitting.screening.law_data_problem); the
     other forms and the extrapolation check record what they lack in ``SweepFit.unavailable``.
     ``progress(stage)`` is called as each of FIT_STAGES starts (the CLI's progress bar).
     """
@@ -232,7 +232,7 @@ def analyse(trials: pd.DataFrame, target_compute: float | None, *, n_boot: int =
             # Two residual models from one REML pass: a and b describe the law where the runs
             # are, the targets extrapolate past them, where a field longer than half a decade
             # (hard to tell from the law's own curvature in the data) moves them most
-            # (orchestrator.discrepancy). Chinchilla's a interval stays 0.115 wide (0.132 with
+            # (orchestrator.fitting.discrepancy). Chinchilla's a interval stays 0.115 wide (0.132 with
             # the long model), and the adaptive planner's N_opt intervals cover 76-80 % of the
             # time instead of 61-75 % (docs/benchmarks.md).
             disc, disc_t = estimate_discrepancies(theta, x, loss, a3.residuals, seed=seed)
@@ -328,7 +328,7 @@ def _allocation_outside_runs(target: dict, ratio: np.ndarray, margin: float = 3.
 
 
 def _with_discrepancy(intervals: dict[str, Interval], sd: dict[str, float]) -> dict[str, Interval]:
-    """Each bootstrap interval widened by the residual field's (orchestrator.discrepancy)."""
+    """Each bootstrap interval widened by the residual field's (orchestrator.fitting.discrepancy)."""
     out = dict(intervals)
     for key, s in sd.items():
         iv = intervals.get(key)

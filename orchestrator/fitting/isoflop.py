@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orchestrator.fit import InsufficientData
+from orchestrator.fitting.law import InsufficientData
 
 __all__ = ["IsoFlopMinimum", "PowerLaw", "Approach1Fit", "Approach2Fit", "fit_approach1", "fit_approach2",
            "fit_isoflop_parabolas", "flops_str", "infer_budgets", "budget_inference", "budget_groups",

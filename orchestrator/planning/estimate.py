@@ -35,10 +35,10 @@ import subprocess
 from dataclasses import dataclass, field
 
 from orchestrator.errors import UserError
-from orchestrator.plan import TrialFactory, plan_trials
+from orchestrator.planning.trials import TrialFactory, plan_trials
 from orchestrator.spec import GridSweep, SweepSpec
-from workers.arch import GPTShape
-from workers.data import BYTE_VOCAB
+from workers.gpt.arch import GPTShape
+from workers.gpt.data import BYTE_VOCAB
 from workers.flops import tokens_for_budget, train_flops
 
 __all__ = ["CPU_FLOPS_PER_THREAD", "GPU_FLOPS", "Capacity", "TrialMemory", "SweepEstimate", "trial_memory",
@@ -48,7 +48,7 @@ __all__ = ["CPU_FLOPS_PER_THREAD", "GPU_FLOPS", "Capacity", "TrialMemory", "Swee
 # (evaluations included). Calibrated on the quickstart (13 trials, 9k-220k parameters, 1.18e13
 # FLOPs, 2 workers of 1 thread): 263 s on an idle 2-core machine (README) is 2.2e10 per
 # worker; the same run on that machine shared with two other jobs took 1256 s (4.9e9). A
-# single-thread loop of workers/train.py measured 4e9 at 9k parameters, 1.6e10 at 220k and
+# single-thread loop of workers/gpt/train.py measured 4e9 at 9k parameters, 1.6e10 at 220k and
 # 3.4e10 at 5M (tiny models are overhead-bound), so larger CPU trials are estimated long.
 CPU_FLOPS_PER_THREAD = 2e10
 # Default for one whole GPU: 3e13 is ~10 % of an A100's dense bf16 peak (312 TFLOP/s), the
@@ -77,7 +77,7 @@ def trial_memory(shape: GPTShape, batch_tokens: int) -> TrialMemory:
     """Peak memory of one training step of the GPT of ``shape`` on ``batch_tokens`` tokens.
 
     - state: 16 bytes per parameter: fp32 weights, fp32 gradients and AdamW's two fp32 moments
-      (also on GPUs: autocast keeps the weights in fp32; workers/train.py).
+      (also on GPUs: autocast keeps the weights in fp32; workers/gpt/train.py).
     - activations: per layer and token, 16 * d_model + n_head values. Korthikanti et al. 2022
       ("Reducing Activation Recomputation in Large Transformer Models", eq. 1) count
       s*b*h*(34 + 5*a*s/h) bytes per layer in 16-bit with dropout; without dropout's two 1-byte
@@ -227,7 +227,7 @@ class SweepEstimate:
 def estimate_sweep(spec: SweepSpec, factory: TrialFactory, trials: list, capacity: Capacity) -> SweepEstimate:
     """The estimate for ``trials`` (a static sweep's plan), or for the adaptive planner's region.
 
-    ``factory`` is the sweep's :class:`~orchestrator.plan.TrialFactory`: it turns the largest N
+    ``factory`` is the sweep's :class:`~orchestrator.planning.trials.TrialFactory`: it turns the largest N
     the adaptive region allows into a shape.
     """
     simulated, adaptive = spec.trainer == "simulated", spec.planner == "adaptive"

@@ -16,7 +16,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from orchestrator.cluster import OBJECT_STORAGE_HINT, unshared_results
+from orchestrator.running.cluster import OBJECT_STORAGE_HINT, unshared_results
 from orchestrator.errors import UserError
 
 __all__ = ["PROJECT_ROOT", "check_submitted_results", "submit", "list_jobs", "job_logs", "stop_job", "wait_job", "requirements"]
@@ -47,7 +47,7 @@ def check_submitted_results(results: str, shared: bool) -> None:
 
     A relative path is resolved in the job's working directory, Ray's unpacked copy of the
     project under the head's temporary runtime-resources folder, deleted with the Ray session;
-    a plain directory is on one node's disk (orchestrator.cluster.unshared_results)."""
+    a plain directory is on one node's disk (orchestrator.running.cluster.unshared_results)."""
     if "://" not in results and not os.path.isabs(results):
         raise UserError(f"results: {results!r} is a relative path, and a submitted job would write it inside "
                         f"Ray's temporary copy of the project on the head, deleted with the Ray session "

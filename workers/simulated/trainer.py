@@ -13,8 +13,8 @@ import time
 from functools import lru_cache
 
 from workers.store import TrialStatus
-from workers.trial import TrialConfig, trial_row
-from workers.world import World, WorldConfig
+from workers.config import TrialConfig, trial_row
+from workers.simulated.world import World, WorldConfig
 
 __all__ = ["simulate"]
 
@@ -25,7 +25,7 @@ def _world(cfg: WorldConfig) -> World:
     return World(cfg)
 
 
-def simulate(cfg: TrialConfig) -> tuple[dict, None]:
+def simulate(cfg: TrialConfig, store=None) -> tuple[dict, None]:
     """(trial row, no step rows) for a simulated trial; sleeps ``world.duration_s`` first."""
     t0 = time.perf_counter()
     world = _world(cfg.world)

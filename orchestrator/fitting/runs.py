@@ -51,7 +51,7 @@ class Runs:
 
     @property
     def isoflop(self) -> bool:
-        """Whether the runs can be taken as IsoFLOP sets (orchestrator.analysis.analyse): every
+        """Whether the runs can be taken as IsoFLOP sets (orchestrator.fitting.analysis.analyse): every
         source but an adaptive sweep, whose points per compute level are not chosen to bracket
         a minimum."""
         return self.planner != "adaptive"

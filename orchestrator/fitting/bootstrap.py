@@ -7,7 +7,7 @@ a = 0.513 +- 0.020 on the same data. A resample is a vector of counts over the r
 all resamples share one set of arrays:
 
 * Approach 3: every resample starts from the full-data optimum and is refined by the batched
-  Levenberg-Marquardt of ``orchestrator.fit.refine``, a thousand problems per array operation.
+  Levenberg-Marquardt of ``orchestrator.fitting.law.refine``, a thousand problems per array operation.
   A warm start can stay in the full data's basin when a resample's optimum has moved to another,
   so a cheap variable-projection check follows: for a coarse grid of exponents, the weighted
   least-squares (E, A, B) of every resample comes from one matrix product of the counts with
@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from orchestrator.fit import (HUBER_DELTA, Approach3Fit, LawParams, compute_optimal, fit_approach3,
+from orchestrator.fitting.law import (HUBER_DELTA, Approach3Fit, LawParams, compute_optimal, fit_approach3,
                              lbfgs, one_step, optimal_allocation, predict_loss, refine, step_terms)
-from orchestrator.isoflop import MIN_SIZES
+from orchestrator.fitting.isoflop import MIN_SIZES
 
 __all__ = ["Interval", "Bootstrap", "bootstrap", "resample_counts", "newton_applies", "synthetic_isoflop", "coverage",
            "LEVELS"]
@@ -55,7 +55,7 @@ SSE_RATIO = 2.0  # a basin this much worse on the surrogate is not worth a refit
 # A refit has converged when a step gains less than this relatively: a's bootstrap quantiles
 # then agree with a 1e-12 refit to ~1e-8 (200 resamples of 10,000 runs: 1.9 s against 3.5 s).
 BOOT_RTOL = 1e-10
-CHUNK_ELEMENTS = 400_000  # resamples x runs per block of bootstrap refits (orchestrator.uncertainty._refine_in_chunks)
+CHUNK_ELEMENTS = 400_000  # resamples x runs per block of bootstrap refits (orchestrator.fitting.bootstrap._refine_in_chunks)
 BLOCK_ELEMENTS = 10_000_000  # resamples x runs drawn at once: 80 MB of counts (1,000 resamples of 10,000 runs)
 NEWTON_MIN_RUNS = 5_000  # from here on, one exact-curvature Newton step per resample (module docstring)
 NEWTON_MIN_INSIDE = 250  # ... provided this many runs lie within the Huber delta (the curvature's support)

@@ -14,7 +14,7 @@ analytic gradient. This finds the optimum that the
 4,500-start grid of the paper finds, in a tenth of a second rather than minutes
 (bench/bench_fit.py compares the two on the Chinchilla data).
 
-Refits near a known optimum (bootstrap resamples, see orchestrator.uncertainty) do not need
+Refits near a known optimum (bootstrap resamples, see orchestrator.fitting.bootstrap) do not need
 the global search: ``refine`` runs a batched Levenberg-Marquardt on many weighted problems at
 once, with the iteratively-reweighted curvature of the Huber loss (weight min(1, delta/|r|),
 which majorises the Huber loss, Holland & Welsch 1977), so one iteration for a thousand
@@ -34,7 +34,7 @@ import numpy as np
 from scipy.optimize import minimize, nnls
 
 from orchestrator.errors import UserError
-from orchestrator.screening import law_data_problem
+from orchestrator.fitting.screening import law_data_problem
 
 __all__ = ["LawParams", "Approach3Fit", "InsufficientData", "fit_approach3", "refine", "huber_objective",
            "huber_terms", "predict_loss", "compute_optimal", "optimal_allocation", "HUBER_DELTA"]

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.fit import LawParams, compute_optimal
+from orchestrator.fitting.law import LawParams, compute_optimal
 
 __all__ = ["DesignModel", "SparseDesignModel", "Z80", "jacobian_fd", "log_law_jacobian", "squared_exponential"]
 

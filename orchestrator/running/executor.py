@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from workers.trial import TrialConfig, TrialResult, run_trial
+from workers.config import TrialConfig, TrialResult
+from workers.entry import run_trial
 
 __all__ = ["Completion", "Executor", "InlineExecutor", "RayExecutor"]
 

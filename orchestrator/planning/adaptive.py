@@ -1,6 +1,6 @@
 """The adaptive planner: choose the next (N, D) that sharpen the frontier most per FLOP.
 
-Loop (driven by :class:`~orchestrator.driver.Driver` through ``ask``/``tell``):
+Loop (driven by :class:`~orchestrator.running.driver.Driver` through ``ask``/``tell``):
 
 1. An initial space-filling design over the cheap end of the allowed region (a fit of five
    parameters needs a handful of points before any design criterion means anything).
@@ -18,7 +18,7 @@ not fall with N, or with D) there is no target to sharpen, and step 2 spreads tr
 whole allowed region instead, as the initial design does over its cheap end.
 
 At scale (more than EXACT_MAX trials) the exact GLS model, an n x n inverse, gives way to the
-inducing-point :class:`~orchestrator.design.SparseDesignModel`, kept between proposals (new
+inducing-point :class:`~orchestrator.planning.design.SparseDesignModel`, kept between proposals (new
 picks are rank-one updates) and rebuilt around a warm-started refit of the law each time the
 finished trials grow by REBUILD_GROWTH: a proposal then costs the same at 10,000 trials as at
 300 (bench/bench_scale.py).
@@ -46,13 +46,13 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from orchestrator.design import Z80, DesignModel, SparseDesignModel
-from orchestrator.fit import LawParams, fit_approach3, no_optimum
-from orchestrator.plan import TrialFactory
+from orchestrator.planning.design import Z80, DesignModel, SparseDesignModel
+from orchestrator.fitting.law import LawParams, fit_approach3, no_optimum
+from orchestrator.planning.trials import TrialFactory
 from orchestrator.spec import SweepSpec
 from workers.flops import train_flops
 from workers.store import TrialStatus
-from workers.trial import TrialConfig, TrialResult
+from workers.config import TrialConfig, TrialResult
 
 __all__ = ["AdaptivePlanner"]
 

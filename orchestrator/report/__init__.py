@@ -1,0 +1,1 @@
+"""What a user reads: text and JSON summaries, plots, the HTML page."""

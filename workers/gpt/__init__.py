@@ -1,0 +1,1 @@
+"""The GPT trainer: model shapes, the model, its data, the training loop."""

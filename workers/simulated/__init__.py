@@ -1,0 +1,1 @@
+"""Simulated trials: known worlds, the safe expression parser, the simulated trainer."""
