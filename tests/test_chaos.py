@@ -18,6 +18,8 @@ from orchestrator.spec import parse_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
+MAX_KILLS = 40
+
 
 def test_random_worker_kills_lose_and_repeat_nothing(ray_cluster, tmp_path, capsys):
     from ray.util.state import list_tasks
@@ -36,7 +38,10 @@ def test_random_worker_kills_lose_and_repeat_nothing(ray_cluster, tmp_path, caps
     rng = random.Random(0)
 
     def chaos():
-        while not stop.is_set():
+        # A bounded number of kills: each costs a worker restart (a second or more of imports
+        # on a loaded 2-core machine), so an unbounded monkey outpaces the sweep and the test's
+        # length runs away; MAX_KILLS is plenty to hit submission, running and commit alike.
+        while not stop.is_set() and len(kills) < MAX_KILLS:
             time.sleep(rng.uniform(0.2, 0.8))
             running = list_tasks(filters=[("name", "!=", ""), ("state", "=", "RUNNING"),
                                           ("func_or_class_name", "=", "_trial_task")], raise_on_missing_output=False)
