@@ -57,8 +57,7 @@ def bench_planner(n_finished: int, rounds: int = 600) -> None:
     from orchestrator.planning.trials import TrialFactory
     from orchestrator.spec import parse_spec
     from workers.store import TrialStatus
-    from workers.config import TrialResult
-    from workers.config import LawConfig, WorldConfig
+    from workers.config import LawConfig, TrialResult, WorldConfig
     from workers.simulated.world import World
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -53,7 +53,8 @@ def main() -> None:
     data = DataConfig(builtin="python-stdlib", eval_tokens=4096)
     corpus = load_corpus(data)
     shape = shape_for_params(args.params, corpus.vocab_size, args.seq_len)
-    tc = TrainConfig(batch_tokens=args.batch_tokens, n_evals=0, log_every=10, checkpoint_every_s=0, compile=args.compile)
+    tc = TrainConfig(batch_tokens=args.batch_tokens, n_evals=0, log_every=10, checkpoint_every_s=0,
+                     compile=args.compile)
     device = _device(args.device)
     with tempfile.TemporaryDirectory() as root:
         cfg = TrialConfig(trial_id="bench", name="bench", sweep="bench", shape=shape, tokens=args.steps * args.batch_tokens,

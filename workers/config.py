@@ -80,7 +80,8 @@ class TrainConfig(_Settings):
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     batch_tokens: int = Field(1024, ge=1)
     weight_decay: float = Field(0.1, ge=0)
-    # Hashed as beta1 and beta2: the names trial ids were first computed with.
+    # Hashed as beta1 and beta2: the payload's form is that of the ids finished trials are stored
+    # under, and any other form would train them again.
     betas: Annotated[tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]],
                      HashedAs(lambda b: {"beta1": b[0], "beta2": b[1]})] = (0.9, 0.95)
     grad_clip: PositiveFloat = 1.0
@@ -179,13 +180,13 @@ class WorldConfig(_Settings):
     """The ``world:`` section: a known law that a simulated trial samples instead of training,
     its noise and its seed (workers.simulated.world)."""
 
-    # Hashed as the list [E, A, B, alpha, beta]: the form world ids were first computed with.
+    # Hashed as the list [E, A, B, alpha, beta], the form finished trials' ids were computed in.
     law: Annotated[LawConfig | None, HashedAs(lambda law: {"law": None if law is None else list(law.params)})] = None
     expression: str | None = Field(None, max_length=500)  # a law in N and D, e.g. "1.69 + 400/N**0.31 + 400/D**0.31"
     noise: NoiseConfig = NoiseConfig()
     seed: int = Field(0, ge=0)
-    # Per-trial sleep the simulated trainer emulates; the loss does not depend on it, and it is
-    # hashed as 0, keeping the key that world ids were first computed with.
+    # Per-trial sleep the simulated trainer emulates. The loss does not depend on it, so it is
+    # hashed as 0 (the key stays: finished trials' ids were computed with it).
     duration_s: Annotated[float, HashedAs(lambda s: {"duration_s": 0})] = Field(0.0, ge=0, le=86400)
 
     @field_validator("expression")

@@ -4,9 +4,10 @@ A trial id is the first 16 hex digits of SHA-256 over the canonical JSON of the 
 change its result: trainer version, exact model shape (or N for a simulated world), tokens,
 seed, the training settings that affect optimisation, and the data's content fingerprint and
 split (or the world's definition). Which settings those are is declared on the settings
-themselves (:func:`workers.config.identity`); :meth:`TrialFactory.payload` assembles the rest. Sweep name, budget label, resources and results path do
-not enter it, so re-running a spec (or a second spec that happens to contain the same point)
-never trains a finished point again (STYLE.md rule 4, after Marin's hashed output paths).
+themselves (:func:`workers.config.identity`); :meth:`TrialFactory.payload` assembles the
+rest. Sweep name, budget label, resources and results path do not enter it, so re-running a
+spec (or a second spec that happens to contain the same point) never trains a finished point
+again (STYLE.md rule 4, after Marin's hashed output paths).
 
 :class:`TrialFactory` is the one place a point (target N, tokens) becomes a trial; static
 sweeps (:func:`plan_trials`) and the adaptive planner both use it.
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 # Bump when a change to workers/ changes what a trial computes; old results then stop matching.
 TRAINER_VERSION = "gpt-1"
 SIMULATOR_VERSION = "sim-1"
+
 
 def content_id(payload: dict) -> str:
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
@@ -120,8 +122,8 @@ class TrialFactory:
         """What the trial id of a trial at (N, shape, tokens, seed) hashes."""
         if shape is not None:
             data = identity(self.data) | {"fingerprint": self.fingerprint}
-            # eval_tokens is a data: setting, hashed with the training settings, where trial ids
-            # were first computed with it.
+            # eval_tokens is a data: setting hashed with the training settings: that is where the
+            # ids of finished trials have it, and moving it would train them again.
             train = identity(self.train) | {"eval_tokens": data.pop("eval_tokens")}
             payload = {"version": TRAINER_VERSION, "shape": asdict(shape), "train": train, "data": data}
         else:

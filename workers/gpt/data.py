@@ -9,8 +9,9 @@ Sources (the ``data:`` settings, :class:`workers.config.DataConfig`):
   (the usual format on clusters; nanoGPT's ``train.bin``).
 
 Split: the array is cut into blocks of ``block_tokens``; every ``eval_every``-th block
-(``eval_every`` = 1 / ``eval_fraction``, at least 2) is held out for evaluation and never trained on. Interleaving keeps the held-out text
-representative of the whole corpus (a tail split of a sorted corpus would be one package).
+(``eval_every`` = 1 / ``eval_fraction``, at least 2) is held out for evaluation and never
+trained on. Interleaving keeps the held-out text representative of the whole corpus (a tail
+split of a sorted corpus would be one package).
 
 Sampling: the batch at optimiser step ``k`` for seed ``s`` depends only on (s, k), through
 ``SeedSequence([s, k])``. Models of every size in a sweep see the same batches in the same
