@@ -57,14 +57,14 @@ def bench_planner(n_finished: int, rounds: int = 600) -> None:
     from orchestrator.planning.trials import TrialFactory
     from orchestrator.spec import parse_spec
     from workers.store import TrialStatus
-    from workers.config import TrialResult
-    from workers.simulated.world import World, WorldConfig
+    from workers.config import LawConfig, TrialResult, WorldConfig
+    from workers.simulated.world import World
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = parse_spec(planner_spec(tmp, n_finished + 10 * rounds))
         os.makedirs(spec.sweep_dir)
         journal = os.path.join(spec.sweep_dir, "planner.journal")
-        world = World(WorldConfig(law=tuple(T0.values())))
+        world = World(WorldConfig(law=LawConfig(**T0)))
         rng = np.random.default_rng(0)
         lc = np.array([snap_compute(v) for v in rng.uniform(15, 18, n_finished)])
         lr = rng.uniform(0, 3, n_finished)

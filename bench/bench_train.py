@@ -42,18 +42,18 @@ def main() -> None:
     import torch
 
     from workers.gpt.arch import shape_for_params
-    from workers.gpt.data import DataConfig, load_corpus
+    from workers.gpt.data import load_corpus
     from workers.flops import model_flops_per_token
     from workers.gpt.train import _autocast, _device, _optimizer, lr_at, train
     from workers.gpt.model import GPT
-    from workers.config import TrainConfig, TrialConfig
+    from workers.config import DataConfig, TrainConfig, TrialConfig
 
     if args.device == "cpu":
         torch.set_num_threads(1)
-    data = DataConfig(builtin="python-stdlib")
+    data = DataConfig(builtin="python-stdlib", eval_tokens=4096)
     corpus = load_corpus(data)
     shape = shape_for_params(args.params, corpus.vocab_size, args.seq_len)
-    tc = TrainConfig(batch_tokens=args.batch_tokens, n_evals=0, log_every=10, checkpoint_every_s=0, eval_tokens=4096,
+    tc = TrainConfig(batch_tokens=args.batch_tokens, n_evals=0, log_every=10, checkpoint_every_s=0,
                      compile=args.compile)
     device = _device(args.device)
     with tempfile.TemporaryDirectory() as root:

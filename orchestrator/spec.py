@@ -5,6 +5,10 @@ This is the edge where user input is checked, once (STYLE.md rule 2). YAML is re
 becomes a :class:`~orchestrator.errors.UserError` whose single line names the file, the field
 path, the value and what was expected, listing the valid keys for a typo.
 
+The ``train:``, ``data:`` and ``world:`` sections are the trial settings of
+:mod:`workers.config`, defined there once and handed to the workers as validated here; this
+module defines the sweep-level sections around them.
+
 Numbers such as ``2e11`` are accepted although YAML 1.1 reads them as strings: pydantic
 coerces them to floats, so specs can be written the way people write FLOPs.
 """
@@ -19,10 +23,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import UserError
+from workers.config import DataConfig, PositiveFloat, TrainConfig, WorldConfig
 
 __all__ = ["SweepSpec", "load_spec", "parse_spec"]
 
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 # A target parameter count. Past ~1e300 the shape arithmetic (workers/gpt/arch.py) overflows
 # floats; 1e18 is far past any trial that fits anywhere (16 B/param of weights and AdamW
 # state: 16 EB), so sizes between the hardware and this bound get the estimate's memory
@@ -41,24 +45,6 @@ class ModelSpec(_Strict):
     head_dim: int = Field(8, ge=1, le=512)
     aspect_ratio: PositiveFloat = 32.0
     max_layers: int = Field(64, ge=1, le=512)
-
-
-class DataSpec(_Strict):
-    builtin: Literal["python-stdlib"] | None = None
-    text: str | None = None
-    tokens: str | None = None
-    dtype: Literal["uint8", "uint16", "uint32", "int32", "int64"] = "uint16"
-    vocab_size: int | None = Field(None, ge=2)
-    eval_fraction: float = Field(0.02, gt=0, le=0.5)
-    eval_tokens: int = Field(65536, ge=64)
-    block_tokens: int = Field(8192, ge=64)
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        given = [k for k in ("builtin", "text", "tokens") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"expected exactly one of builtin, text, tokens (got {', '.join(given) or 'none'})")
-        return self
 
 
 class IsoFlopSweep(_Strict):
@@ -90,27 +76,6 @@ class GridSweep(_Strict):
     seeds: list[Annotated[int, Field(ge=0)]] = [0]
 
 
-class TrainSpec(_Strict):
-    optimizer: Literal["adamw"] = "adamw"
-    lr: PositiveFloat = 6e-3
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    warmup_fraction: float = Field(0.05, ge=0, lt=1)
-    batch_tokens: int = Field(1024, ge=1)
-    weight_decay: float = Field(0.1, ge=0)
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.95)
-    grad_clip: PositiveFloat = 1.0
-    n_evals: int = Field(4, ge=0, le=1000)
-    log_every: int = Field(10, ge=1)
-    min_steps: int = Field(20, ge=1)
-    # Wall seconds between checkpoints of a running trial (0 disables), taken at the next
-    # log_every boundary; a trial retried after preemption resumes from its last one. Wall
-    # time rather than steps because what preemption costs is wall time. Not in the trial id.
-    checkpoint_every_s: float = Field(600.0, ge=0, allow_inf_nan=False)
-    # torch.compile the model for training (worth it on GPUs for trials of minutes or more; the
-    # first steps pay the compilation). Changes results only at float rounding: not in the id.
-    compile: bool = False
-
-
 class ResourceSpec(_Strict):
     cpus: float = Field(1, gt=0)
     gpus: float = Field(0, ge=0)
@@ -138,58 +103,6 @@ class ResourceSpec(_Strict):
 
 class FitSpec(_Strict):
     target_compute: PositiveFloat = 1e15
-
-
-class LawSpec(_Strict):
-    """Chinchilla form L = E + A / N^alpha + B / D^beta."""
-
-    E: PositiveFloat
-    A: PositiveFloat
-    B: PositiveFloat
-    alpha: PositiveFloat
-    beta: PositiveFloat
-
-
-class NoiseSpec(_Strict):
-    """Observation noise of a simulated world (shared/BENCHMARK.md)."""
-
-    tier: Literal["default", "hard", "none"] = "default"
-    residual_amplitude: float = Field(0.015, ge=0, le=1)
-    residual_length_scale: PositiveFloat = 0.7
-    outlier_prob: float = Field(0.02, ge=0, lt=1)
-    outlier_low: float = Field(0.05, ge=0)
-    outlier_high: float = Field(0.3, ge=0)
-
-    @model_validator(mode="after")
-    def _range(self):
-        if self.outlier_low > self.outlier_high:
-            raise ValueError(f"world.noise.outlier_low={self.outlier_low} > outlier_high={self.outlier_high} (expected low <= high)")
-        return self
-
-
-class WorldSpec(_Strict):
-    """A known law that a simulated trial samples instead of training."""
-
-    law: LawSpec | None = None
-    expression: str | None = Field(None, max_length=500)
-    noise: NoiseSpec = NoiseSpec()
-    seed: int = Field(0, ge=0)
-    duration_s: float = Field(0.0, ge=0, le=86400)
-
-    @field_validator("expression")
-    @classmethod
-    def _safe_expression(cls, v: str | None) -> str | None:
-        if v is not None:
-            from workers.simulated.expr import compile_expression  # parsed with ast, never eval
-
-            compile_expression(v)
-        return v
-
-    @model_validator(mode="after")
-    def _one_law(self):
-        if (self.law is None) == (self.expression is None):
-            raise ValueError("world: expected exactly one of law (E, A, B, alpha, beta) or expression")
-        return self
 
 
 class AdaptiveSpec(_Strict):
@@ -222,12 +135,12 @@ class SweepSpec(_Strict):
     description: str = ""
     trainer: Literal["gpt", "simulated"] = "gpt"
     model: ModelSpec = ModelSpec()
-    data: DataSpec | None = None  # required for trainer: gpt
-    world: WorldSpec | None = None  # required for trainer: simulated
+    data: DataConfig | None = None  # required for trainer: gpt
+    world: WorldConfig | None = None  # required for trainer: simulated
     planner: Literal["static", "adaptive"] = "static"
     sweep: Annotated[Union[IsoFlopSweep, GridSweep], Field(discriminator="kind")] | None = None
     adaptive: AdaptiveSpec | None = None
-    train: TrainSpec = TrainSpec()
+    train: TrainConfig = TrainConfig()
     resources: ResourceSpec = ResourceSpec()
     results: str = "results"
     # True: ``results`` is a directory mounted at the same path on every node (NFS, a Kubernetes
@@ -274,7 +187,7 @@ class SweepSpec(_Strict):
 
 def _loc(loc: tuple) -> str:
     # drop union tags: the sweep kinds, and pydantic's names of a union's branches (list[...])
-    parts = [str(p) for p in loc if p not in ("isoflop", "grid", "LawSpec") and "[" not in str(p)]
+    parts = [str(p) for p in loc if p not in ("isoflop", "grid", "LawConfig") and "[" not in str(p)]
     return ".".join(parts) or "(top level)"
 
 
@@ -292,7 +205,7 @@ def _valid_keys(loc: tuple) -> list[str]:
 
 
 def _model_in(ann) -> type[BaseModel] | None:
-    """The pydantic model inside an annotation such as ``DataSpec | None``."""
+    """The pydantic model inside an annotation such as ``DataConfig | None``."""
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return ann
     models = [a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]

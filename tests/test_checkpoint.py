@@ -19,13 +19,12 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import workers.gpt.train
 from conftest import tiny_spec_dict
-from orchestrator.planning.trials import TrialFactory, train_config
+from orchestrator.planning.trials import TrialFactory
 from orchestrator.spec import parse_spec
 from orchestrator.errors import UserError
 from workers.gpt.arch import shape_for_params
-from workers.gpt.data import DataConfig
 from workers.store import ResultStore, TrialStatus, checkpoint_path
-from workers.config import TrainConfig, TrialConfig
+from workers.config import DataConfig, TrainConfig, TrialConfig
 from workers.entry import run_trial
 
 STEPS = 40  # log boundaries (log_every=5, evals after steps 13 and 27): 5 10 13 18 23 27 32 37 40
@@ -36,9 +35,9 @@ def trial(root, cache_dir, every_s, tid="t0"):
     shape = shape_for_params(4e3, 256, 32)
     return TrialConfig(
         trial_id=tid, name="test", sweep="unit", shape=shape, tokens=256 * STEPS, seed=0, budget=0.0,
-        train=TrainConfig(batch_tokens=256, eval_tokens=1024, n_evals=2, log_every=5, checkpoint_every_s=every_s),
-        data=DataConfig(builtin="python-stdlib", block_tokens=1024, cache_dir=cache_dir),
-        results=str(root),
+        train=TrainConfig(batch_tokens=256, n_evals=2, log_every=5, checkpoint_every_s=every_s),
+        data=DataConfig(builtin="python-stdlib", eval_tokens=1024, block_tokens=1024),
+        results=str(root), cache_dir=cache_dir,
     )
 
 
@@ -212,7 +211,7 @@ def test_spec_passes_checkpoint_interval_through_without_changing_ids(tmp_path, 
     def factory(**train):
         return TrialFactory(parse_spec(tiny_spec_dict(str(tmp_path), train=train)), cache_dir)
 
-    assert train_config(parse_spec(tiny_spec_dict(str(tmp_path)))).checkpoint_every_s == 600.0
+    assert factory().train.checkpoint_every_s == 600.0
     f = factory(checkpoint_every_s=30)
     assert f.train.checkpoint_every_s == 30.0
     assert f.make(4e3, 25600, 0.0, 0, "x").trial_id == factory().make(4e3, 25600, 0.0, 0, "x").trial_id

@@ -119,11 +119,11 @@ def test_error_in_trial_is_not_retried_and_names_its_log(ray_cluster, tmp_path, 
 
     from orchestrator.running.executor import RayExecutor
     from orchestrator.planning.trials import TrialFactory, plan_trials
-    from workers.gpt.data import DataConfig
+    from workers.config import DataConfig
 
     spec = parse_spec(tiny_spec_dict(str(tmp_path / "results"), name="broken"))
     trial = plan_trials(spec, TrialFactory(spec, cache_dir))[0]
-    broken = replace(trial, data=DataConfig(text=str(tmp_path / "vanished.txt"), cache_dir=cache_dir))
+    broken = replace(trial, data=DataConfig(text=str(tmp_path / "vanished.txt")), cache_dir=cache_dir)
     ex = RayExecutor(cpus=1, gpus=0, max_retries=3)
     ex.submit(broken)
     done = []

@@ -238,9 +238,10 @@ def test_vectorised_approach1_bootstrap_equals_one_fit_per_resample():
 def _field_runs(amplitude: float, seed: int, length_scale: float = 0.5):
     """IsoFLOP runs of a simulated world (orchestrator-independent): T0's law, seed noise, and a
     smooth residual field of ``amplitude`` nats over ``length_scale`` decades; no outliers."""
-    from workers.simulated.world import World, WorldConfig, NoiseConfig
+    from workers.config import NoiseConfig, WorldConfig
+    from workers.simulated.world import World
 
-    world = World(WorldConfig(law=(1.8172, 482.01, 2085.43, 0.3478, 0.3658), seed=seed, noise=NoiseConfig(
+    world = World(WorldConfig.chinchilla((1.8172, 482.01, 2085.43, 0.3478, 0.3658), seed=seed, noise=NoiseConfig(
         residual_amplitude=amplitude, residual_length_scale=length_scale, outlier_prob=0.0)))
     n, d, _, _ = synthetic_isoflop(LAW, [10 ** (17 + 0.5 * i) for i in range(7)], 9, 0.0, seed)
     loss = np.array([world.observe(a, b, key=i) for i, (a, b) in enumerate(zip(n, d))])

@@ -261,7 +261,8 @@ def test_one_outlier_among_many_held_out_runs_is_not_a_misspecification_flag():
 
 def test_a_law_of_another_form_is_flagged_by_its_smooth_residual():
     # The truth has an N-D interaction term the fitted form lacks; the runs carry seed noise only.
-    from workers.simulated.world import NoiseConfig, World, WorldConfig
+    from workers.config import NoiseConfig, WorldConfig
+    from workers.simulated.world import World
 
     world = World(WorldConfig(expression="1.69 + 400 / N**0.34 + 410 / D**0.28 + 3000 / (N**0.3 * D**0.15)",
                               noise=NoiseConfig(residual_amplitude=0.0, outlier_prob=0.0)))
@@ -275,8 +276,8 @@ def test_a_law_of_another_form_is_flagged_by_its_smooth_residual():
     assert disc["s_r_nats"] == fit.discrepancy.s_r and disc["targets"]["s_r_nats"] == fit.discrepancy_targets.s_r
     assert fit.discrepancy_targets.ell >= fit.discrepancy.ell
     # the same runs from the law's own form: no such flag
-    right = World(WorldConfig(law=(1.69, 400.0, 410.0, 0.34, 0.28), noise=NoiseConfig(residual_amplitude=0.02,
-                                                                                       outlier_prob=0.0)))
+    right = World(WorldConfig.chinchilla((1.69, 400.0, 410.0, 0.34, 0.28),
+                                         noise=NoiseConfig(residual_amplitude=0.02, outlier_prob=0.0)))
     t["eval_loss"] = [right.observe(n, d, key=i) for i, (n, d) in enumerate(zip(t["n_params"], t["tokens"]))]
     assert not any("smooth residual" in f for f in analyse(t, 1e21, n_boot=100).flags)
 

@@ -50,6 +50,36 @@ def test_trial_id_hashes_what_changes_the_result(tmp_path, cache_dir):
     assert base != f.make(8e3, 25600, 0.0, 0, "x").trial_id
 
 
+T0 = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+
+
+@pytest.mark.parametrize("world,point,expected", [
+    ({"law": T0}, (1e8, 2e9, 0.0, 0), "39a6588c704cf6e4"),
+    ({"law": T0, "seed": 3, "duration_s": 0.5, "noise": {"tier": "hard", "outlier_prob": 0.0}},
+     (3e7, 6e8, 0.0, 1), "0e13d995ab3b7495"),
+    ({"law": {"E": 1.69, "A": 400, "B": 400, "alpha": 0.31, "beta": 0.31}, "noise": {"residual_amplitude": 0}},
+     (1e6, 1e9, 0.0, 2), "5184ee6740d2df69"),
+    ({"expression": "1.69 + 400/N**0.31 + 400/D**0.31"}, (2e8, None, 1e18, 0), "0ee173beb317cc7a"),
+])
+def test_simulated_trial_ids_are_pinned(tmp_path, world, point, expected):
+    """Finished trials are found again by id: a change to what ids hash would retrain every sweep."""
+    spec = tiny_spec_dict(str(tmp_path), trainer="simulated", world=world)
+    spec.pop("data")
+    assert TrialFactory(parse_spec(spec)).make(*point, "x").trial_id == expected
+
+
+@pytest.mark.parametrize("over,expected", [
+    ({}, "ceb034c67cdea1c0"),
+    ({"train": {"betas": [0.8, 0.99], "weight_decay": 0, "n_evals": 9},
+      "data": {"eval_fraction": 0.1, "eval_tokens": 4096}}, "0a5a1e5b13925536"),
+])
+def test_gpt_trial_ids_are_pinned_up_to_the_corpus(tmp_path, over, expected):
+    # vocab_size given: the corpus is not opened and its fingerprint is a constant, so the
+    # payload's other parts (shape, training settings, split) are pinned on any machine.
+    f = TrialFactory(parse_spec(tiny_spec_dict(str(tmp_path), **over)), vocab_size=256)
+    assert f.make(4e3, 25600, 0.0, 0, "x").trial_id == expected
+
+
 def test_ids_do_not_depend_on_sweep_name_or_results(tmp_path, cache_dir):
     a = plan(parse_spec(tiny_spec_dict(str(tmp_path / "a"), name="one")), cache_dir)
     b = plan(parse_spec(tiny_spec_dict(str(tmp_path / "b"), name="two")), cache_dir)

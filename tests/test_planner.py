@@ -107,12 +107,13 @@ def test_adaptive_learns_the_frontier(tmp_path, monkeypatch, exact_max):
     """Also with the inducing-point design model and its periodic rebuilds (past EXACT_MAX)."""
     import orchestrator.planning.adaptive
     from orchestrator.fitting.law import compute_optimal, fit_approach3
-    from workers.simulated.world import World, WorldConfig
+    from workers.config import LawConfig, WorldConfig
+    from workers.simulated.world import World
 
     monkeypatch.setattr(orchestrator.planning.adaptive, "EXACT_MAX", exact_max)
     _, _, trials = run_adaptive(tmp_path, flop_budget=5e18, max_trials=60)
     fit = fit_approach3(trials["n_params"], trials["tokens"], trials["eval_loss"])
-    truth = World(WorldConfig(law=tuple(T0.values()))).compute_optimal(1e20)
+    truth = World(WorldConfig(law=LawConfig(**T0))).compute_optimal(1e20)
     est = compute_optimal(fit.params, 1e20)
     assert abs(math.log(est["n_opt"] / truth["n_opt"])) < 0.35
     assert abs(est["loss"] / truth["loss"] - 1) < 0.02

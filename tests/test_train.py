@@ -6,10 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from workers.gpt.arch import shape_for_params
-from workers.gpt.data import DataConfig
 from workers.store import ResultStore, TrialStatus
 from workers.gpt.train import lr_at
-from workers.config import TrainConfig, TrialConfig
+from workers.config import DataConfig, TrainConfig, TrialConfig
 from workers.entry import run_trial
 
 
@@ -25,9 +24,9 @@ def trial(tmp_path, cache_dir, seed=0, lr=6e-3, tokens=256 * 40, tid="t0"):
     shape = shape_for_params(4e3, 256, 32)
     return TrialConfig(
         trial_id=tid, name="test", sweep="unit", shape=shape, tokens=tokens, seed=seed, budget=0.0,
-        train=TrainConfig(lr=lr, batch_tokens=256, eval_tokens=1024, n_evals=2, log_every=5),
-        data=DataConfig(builtin="python-stdlib", block_tokens=1024, cache_dir=cache_dir),
-        results=str(tmp_path / "res"),
+        train=TrainConfig(lr=lr, batch_tokens=256, n_evals=2, log_every=5),
+        data=DataConfig(builtin="python-stdlib", eval_tokens=1024, block_tokens=1024),
+        results=str(tmp_path / "res"), cache_dir=cache_dir,
     )
 
 
@@ -63,7 +62,7 @@ def test_nan_loss_is_a_diverged_trial_not_a_crash(tmp_path, cache_dir):
 
 def test_error_in_trial_is_recorded_with_traceback(tmp_path, cache_dir):
     cfg = trial(tmp_path, cache_dir, tid="bad")
-    bad = TrialConfig(**{**cfg.__dict__, "data": DataConfig(text=str(tmp_path / "missing.txt"), cache_dir=cache_dir)})
+    bad = TrialConfig(**{**cfg.__dict__, "data": DataConfig(text=str(tmp_path / "missing.txt"))})
     r = run_trial(bad)
     assert r.status is TrialStatus.FAILED
     row = pq.read_table(tmp_path / "res" / "trials" / "bad.parquet").to_pylist()[0]
@@ -75,7 +74,7 @@ def test_compiled_training_matches_eager(tmp_path, cache_dir):
     from dataclasses import replace
 
     eager = trial(tmp_path / "a", cache_dir)
-    compiled = replace(eager, train=replace(eager.train, compile=True), results=str(tmp_path / "b"))
+    compiled = replace(eager, train=eager.train.model_copy(update={"compile": True}), results=str(tmp_path / "b"))
     r_eager, r_compiled = run_trial(eager), run_trial(compiled)
     assert r_compiled.status is TrialStatus.COMPLETED, r_compiled.error
     assert r_compiled.eval_loss == pytest.approx(r_eager.eval_loss, abs=2e-3)

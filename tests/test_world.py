@@ -5,8 +5,11 @@ import math
 import numpy as np
 import pytest
 
+from typing import get_args
+
+from workers.config import LawConfig, NoiseConfig, WorldConfig
 from workers.simulated.expr import ExpressionError
-from workers.simulated.world import VISIBLE_LAWS, NoiseConfig, World, WorldConfig, observation_key
+from workers.simulated.world import SEED_NOISE_TIERS, VISIBLE_LAWS, World, observation_key
 
 T0 = VISIBLE_LAWS["T0"]
 T0_TEXT = "1.8172 + 482.01/N**0.3478 + 2085.43/D**0.3658"
@@ -23,7 +26,7 @@ def closed_form_optimum(law, compute):
 
 
 def test_t0_exponent_and_frontier_match_the_closed_form():
-    world = World(WorldConfig(law=T0))
+    world = World(WorldConfig.chinchilla(T0))
     assert world.exponent_a(1e20, 1e21) == pytest.approx(0.5126, abs=1e-4)
     assert world.exponent_a(1e15, 1e19) == pytest.approx(0.3658 / (0.3478 + 0.3658), abs=1e-6)
     for compute in (1e15, 1e19, 1e20, 1e21):
@@ -37,11 +40,11 @@ def test_t0_exponent_and_frontier_match_the_closed_form():
 
 @pytest.mark.parametrize("name, a", [("T1", 0.4565), ("T2", 0.5)])
 def test_visible_worlds_exponents(name, a):
-    assert World(WorldConfig(law=VISIBLE_LAWS[name])).exponent_a(1e20, 1e21) == pytest.approx(a, abs=1e-4)
+    assert World(WorldConfig.chinchilla(VISIBLE_LAWS[name])).exponent_a(1e20, 1e21) == pytest.approx(a, abs=1e-4)
 
 
 def test_noise_free_world_returns_exactly_the_law():
-    world = World(WorldConfig(law=T0, noise=QUIET))
+    world = World(WorldConfig.chinchilla(T0, noise=QUIET))
     for key, (n, d) in enumerate([(1e6, 1e8), (3e7, 6e8), (2e9, 4e10)]):
         assert world.observe(n, d, key) == float(world.true_loss(n, d))
     assert world.true_loss(1e8, 1e10) == pytest.approx(T0[0] + T0[1] / 1e8 ** T0[3] + T0[2] / 1e10 ** T0[4])
@@ -50,12 +53,12 @@ def test_noise_free_world_returns_exactly_the_law():
 
 
 def test_observe_is_deterministic_per_key_and_varies_across_keys_and_seeds():
-    config = WorldConfig(law=T0, seed=3)
-    a, b = World(config), World(WorldConfig(law=T0, seed=3))
+    config = WorldConfig.chinchilla(T0, seed=3)
+    a, b = World(config), World(WorldConfig.chinchilla(T0, seed=3))
     assert a.observe(1e8, 2e9, 17) == a.observe(1e8, 2e9, 17) == b.observe(1e8, 2e9, 17)
     values = {a.observe(1e8, 2e9, k) for k in range(50)}
     assert len(values) == 50
-    assert World(WorldConfig(law=T0, seed=4)).observe(1e8, 2e9, 17) != a.observe(1e8, 2e9, 17)
+    assert World(WorldConfig.chinchilla(T0, seed=4)).observe(1e8, 2e9, 17) != a.observe(1e8, 2e9, 17)
     with pytest.raises(ValueError, match="key"):
         a.observe(1e8, 2e9, -1)
 
@@ -67,8 +70,8 @@ def test_observation_key_is_stable_and_distinct():
 
 
 def test_seed_sigma_follows_the_tiers():
-    default = World(WorldConfig(law=T0))
-    hard = World(WorldConfig(law=T0, noise=NoiseConfig(tier="hard")))
+    default = World(WorldConfig.chinchilla(T0))
+    hard = World(WorldConfig.chinchilla(T0, noise=NoiseConfig(tier="hard")))
     np.testing.assert_allclose(default.seed_sigma([1.5, 2.0, 3.0, 7.0, 10.0]), [0.002, 0.002, 0.002, 0.05, 0.05])
     np.testing.assert_allclose(hard.seed_sigma([2.0, 8.0]), [0.01, 0.10])
     # log-linear in log L between L = 3 and 7: the geometric mean of the ends at L = sqrt(21)
@@ -78,7 +81,7 @@ def test_seed_sigma_follows_the_tiers():
 
 
 def test_empirical_seed_noise_at_low_loss():
-    world = World(WorldConfig(law=T0, noise=NoiseConfig(residual_amplitude=0.0, outlier_prob=0.0)))
+    world = World(WorldConfig.chinchilla(T0, noise=NoiseConfig(residual_amplitude=0.0, outlier_prob=0.0)))
     n, d = 1e9, 1e11
     true = float(world.true_loss(n, d))
     assert 2.0 < true < 3.0
@@ -92,7 +95,7 @@ def test_residual_field_has_the_configured_sd_and_is_smooth():
     x, y = np.meshgrid(grid, grid)
     rng = np.random.default_rng(0)
     for seed in (0, 1, 2):
-        world = World(WorldConfig(law=T0, seed=seed, noise=NoiseConfig(residual_amplitude=0.02)))
+        world = World(WorldConfig.chinchilla(T0, seed=seed, noise=NoiseConfig(residual_amplitude=0.02)))
         field = world.residual(10**x, 10**y)
         assert field.std() == pytest.approx(0.02, rel=0.3)
         np.testing.assert_array_equal(field[:5], World(world.config).residual(10 ** x[:5], 10 ** y[:5]))  # fixed
@@ -104,13 +107,13 @@ def test_residual_field_has_the_configured_sd_and_is_smooth():
         d_near = np.abs(r - world.residual(10 ** near[:, 0], 10 ** near[:, 1])).mean()
         d_far = np.abs(r - world.residual(10 ** far[:, 0], 10 ** far[:, 1])).mean()
         assert d_near < 0.05 * d_far
-    other = World(WorldConfig(law=T0, seed=9, noise=NoiseConfig(residual_amplitude=0.02)))
+    other = World(WorldConfig.chinchilla(T0, seed=9, noise=NoiseConfig(residual_amplitude=0.02)))
     assert not np.allclose(other.residual(10 ** x[:5], 10 ** y[:5]), field[:5])
 
 
 def test_outlier_rate_and_size():
     noise = NoiseConfig(tier="none", residual_amplitude=0.0)
-    world = World(WorldConfig(law=T0, noise=noise))
+    world = World(WorldConfig.chinchilla(T0, noise=noise))
     n, d = 3e8, 6e9
     jumps = np.array([world.observe(n, d, k) for k in range(5000)]) - float(world.true_loss(n, d))
     hit = jumps > 1e-9
@@ -121,7 +124,7 @@ def test_outlier_rate_and_size():
 
 def test_expression_world_equals_the_law_world():
     config = dict(seed=5, noise=NoiseConfig(residual_amplitude=0.02))
-    law, expr = World(WorldConfig(law=T0, **config)), World(WorldConfig(expression=T0_TEXT, **config))
+    law, expr = World(WorldConfig.chinchilla(T0, **config)), World(WorldConfig(expression=T0_TEXT, **config))
     n, d = np.meshgrid(np.geomspace(1e6, 3e9, 9), np.geomspace(1e7, 3e12, 9))
     np.testing.assert_allclose(expr.true_loss(n, d), law.true_loss(n, d), rtol=1e-13)
     for compute in (1e18, 1e21):
@@ -143,28 +146,32 @@ def test_expression_world_of_another_form_has_an_interior_optimum():
 
 
 def test_config_validation_and_hashing():
-    a = WorldConfig(law=[1.8172, 482.01, 2085.43, 0.3478, 0.3658])
-    assert a.law == T0 and isinstance(a.law, tuple)
-    assert a == WorldConfig(law=T0) and hash(a) == hash(WorldConfig(law=T0))
+    a = WorldConfig.chinchilla([1.8172, 482.01, 2085.43, 0.3478, 0.3658])
+    assert a.law == LawConfig.of(T0) and a.law.params == T0
+    assert a == WorldConfig.chinchilla(T0) and hash(a) == hash(WorldConfig.chinchilla(T0))
     assert hash(WorldConfig(expression=T0_TEXT, seed=2)) != hash(a)
     with pytest.raises(ValueError, match="exactly one"):
         WorldConfig()
     with pytest.raises(ValueError, match="exactly one"):
-        WorldConfig(law=T0, expression=T0_TEXT)
+        WorldConfig(law=LawConfig.of(T0), expression=T0_TEXT)
     with pytest.raises(ValueError, match="five"):
-        WorldConfig(law=(1.0, 2.0, 3.0))
-    with pytest.raises(ValueError, match="A, B, alpha, beta > 0"):
-        WorldConfig(law=(1.8, 482.0, 2085.0, -0.3, 0.36))
-    with pytest.raises(ExpressionError, match="WorldConfig.expression"):
+        WorldConfig.chinchilla((1.0, 2.0, 3.0))
+    with pytest.raises(ValueError, match="alpha"):
+        WorldConfig.chinchilla((1.8, 482.0, 2085.0, -0.3, 0.36))
+    with pytest.raises(ValueError, match="expression"):
         WorldConfig(expression="__import__('os')")
     with pytest.raises(ValueError, match="seed"):
-        WorldConfig(law=T0, seed=-1)
+        WorldConfig.chinchilla(T0, seed=-1)
     with pytest.raises(ValueError, match="tier"):
         NoiseConfig(tier="loud")
     with pytest.raises(ValueError, match="outlier_prob"):
         NoiseConfig(outlier_prob=1.5)
     with pytest.raises(ValueError, match="outlier_low"):
         NoiseConfig(outlier_low=0.4, outlier_high=0.3)
+
+
+def test_every_tier_the_config_allows_has_a_noise_level():
+    assert set(get_args(NoiseConfig.model_fields["tier"].annotation)) == set(SEED_NOISE_TIERS)
 
 
 def test_expression_world_must_be_a_positive_loss_where_it_is_used():

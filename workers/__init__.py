@@ -13,9 +13,11 @@ _EXPORTS = {
     "shape_for_params": "workers.gpt.arch",
     "model_flops_per_token": "workers.flops", "tokens_for_budget": "workers.flops", "train_flops": "workers.flops",
     "ResultStore": "workers.store", "TrialStatus": "workers.store",
-    "TrainConfig": "workers.config", "TrialConfig": "workers.config", "TrialResult": "workers.config",
+    "TrainConfig": "workers.config", "DataConfig": "workers.config", "TrialConfig": "workers.config",
+    "TrialResult": "workers.config", "WorldConfig": "workers.config", "NoiseConfig": "workers.config",
+    "LawConfig": "workers.config",
     "run_trial": "workers.entry",
-    "World": "workers.simulated.world", "WorldConfig": "workers.simulated.world", "NoiseConfig": "workers.simulated.world",
+    "World": "workers.simulated.world",
     "compile_expression": "workers.simulated.expr",
 }
 

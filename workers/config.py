@@ -1,44 +1,211 @@
-"""What a trial is, independent of how it is run: configs, the result, the trial row.
+"""What a trial is, independent of how it is run: its settings, the result, the trial row.
 
-The data contract between the driver and the trainers. Kept free of torch so the driver,
-planners and simulated workers import it cheaply; every trainer builds its row with
-:func:`trial_row`, and :func:`workers.entry.run_trial` dispatches on ``TrialConfig.trainer``.
+The data contract between the driver and the trainers, and the one definition of every trial
+setting: the spec's ``train:``, ``data:`` and ``world:`` sections are these models
+(:mod:`orchestrator.spec` validates YAML into them), and the workers read the same objects, so
+a setting has one name, one default and one rule. Kept free of torch and of the orchestrator
+so the driver, planners and simulated workers import it cheaply; every trainer builds its row
+with :func:`trial_row`, and :func:`workers.entry.run_trial` dispatches on ``TrialConfig.trainer``.
+
+Which settings enter the trial id is declared next to each field: :data:`NOT_IN_ID` for those
+that do not change a trial's result, :class:`HashedAs` for those hashed under other names;
+:func:`identity` reads the marks (orchestrator.planning.trials hashes what it returns).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Annotated, Any, Literal
 
-from workers.gpt.arch import GPTShape
-from workers.gpt.data import DataConfig
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
 from workers.flops import train_flops
+from workers.gpt.arch import GPTShape
+from workers.simulated.expr import compile_expression
 from workers.store import TrialStatus
 
-if TYPE_CHECKING:
-    from workers.simulated.world import WorldConfig
+__all__ = ["DataConfig", "HashedAs", "LawConfig", "NOT_IN_ID", "NoiseConfig", "PositiveFloat", "TrainConfig",
+           "TrialConfig", "TrialResult", "WorldConfig", "identity", "trial_row"]
 
-__all__ = ["TrainConfig", "TrialConfig", "TrialResult", "trial_row"]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class _NotInId:
+    def __repr__(self) -> str:
+        return "NOT_IN_ID"
+
+
+# Marks a setting that does not change a trial's result (how often it is logged, checkpointed,
+# compiled), or whose effect another part of the id already carries: it stays out of the id.
+NOT_IN_ID = _NotInId()
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    lr: float = 6e-3
-    min_lr_ratio: float = 0.1
-    warmup_fraction: float = 0.05
-    batch_tokens: int = 1024
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    eval_tokens: int = 65536
-    n_evals: int = 4  # evaluations during training, plus the final one
-    log_every: int = 10
-    # Wall seconds between checkpoints of a GPT trial (0: never). Saved at the first log
-    # boundary after the interval, so a retried trial resumes there (workers.gpt.train).
-    checkpoint_every_s: float = 600.0
-    compile: bool = False  # torch.compile the training forward (workers.gpt.train)
+class HashedAs:
+    """Marks a setting that enters the trial id as ``entries(value)`` (name -> value) instead of
+    under its own name."""
+
+    entries: Callable[[Any], dict]
+
+
+def identity(settings: BaseModel) -> dict:
+    """The settings of ``settings`` that change a trial's result, as they enter its id: fields
+    marked NOT_IN_ID left out, those marked HashedAs renamed, nested models by their identity."""
+    out: dict = {}
+    for name, info in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if any(m is NOT_IN_ID for m in info.metadata):
+            continue
+        hashed = next((m for m in info.metadata if isinstance(m, HashedAs)), None)
+        if hashed is not None:
+            out.update(hashed.entries(value))
+        else:
+            out[name] = identity(value) if isinstance(value, BaseModel) else value
+    return out
+
+
+class _Settings(BaseModel):
+    # Frozen: hashable, so configs key the workers' caches (load_corpus, the simulated worlds).
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainConfig(_Settings):
+    """The ``train:`` section: the optimiser, its schedule, and how a trial is recorded."""
+
+    optimizer: Annotated[Literal["adamw"], NOT_IN_ID] = "adamw"  # one choice: nothing to tell apart
+    lr: PositiveFloat = 6e-3
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    batch_tokens: int = Field(1024, ge=1)
+    weight_decay: float = Field(0.1, ge=0)
+    # Hashed as beta1 and beta2: the payload's form is that of the ids finished trials are stored
+    # under, and any other form would train them again.
+    betas: Annotated[tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]],
+                     HashedAs(lambda b: {"beta1": b[0], "beta2": b[1]})] = (0.9, 0.95)
+    grad_clip: PositiveFloat = 1.0
+    n_evals: Annotated[int, NOT_IN_ID] = Field(4, ge=0, le=1000)  # evaluations during training, plus the final one
+    log_every: Annotated[int, NOT_IN_ID] = Field(10, ge=1)
+    # Planning only: a trial with fewer optimiser steps is refused (orchestrator.planning.trials).
+    min_steps: Annotated[int, NOT_IN_ID] = Field(20, ge=1)
+    # Wall seconds between checkpoints of a running trial (0 disables), taken at the next
+    # log_every boundary; a trial retried after preemption resumes from its last one and ends
+    # exactly where an uninterrupted one does. Wall time rather than steps because what
+    # preemption costs is wall time.
+    checkpoint_every_s: Annotated[float, NOT_IN_ID] = Field(600.0, ge=0, allow_inf_nan=False)
+    # torch.compile the model for training (worth it on GPUs for trials of minutes or more; the
+    # first steps pay the compilation). Changes results only at float rounding.
+    compile: Annotated[bool, NOT_IN_ID] = False
+
+
+def _eval_every(eval_fraction: float) -> int:
+    return max(2, round(1 / eval_fraction))
+
+
+class DataConfig(_Settings):
+    """The ``data:`` section: one source (workers.gpt.data), its split and its evaluation.
+
+    The source's fields stay out of the trial id: the corpus's content fingerprint stands for
+    them, and the vocabulary enters through the model shape.
+    """
+
+    builtin: Annotated[Literal["python-stdlib"] | None, NOT_IN_ID] = None
+    text: Annotated[str | None, NOT_IN_ID] = None  # file, directory or glob
+    tokens: Annotated[str | None, NOT_IN_ID] = None  # .npy or .bin
+    dtype: Annotated[Literal["uint8", "uint16", "uint32", "int32", "int64"], NOT_IN_ID] = "uint16"  # of .bin files
+    vocab_size: Annotated[int | None, NOT_IN_ID] = Field(None, ge=2)  # of token files; bytes always have 256
+    # Hashed as the split it makes: fractions that hold out the same blocks are the same trial.
+    eval_fraction: Annotated[float, HashedAs(lambda f: {"eval_every": _eval_every(f)})] = Field(0.02, gt=0, le=0.5)
+    eval_tokens: int = Field(65536, ge=64)  # held-out tokens per evaluation; hashed with the train settings
+    block_tokens: int = Field(8192, ge=64)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        given = [k for k in ("builtin", "text", "tokens") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"expected exactly one of builtin, text, tokens (got {', '.join(given) or 'none'})")
+        return self
+
+    @property
+    def eval_every(self) -> int:
+        """One block in this many is held out for evaluation (1 in 50 for 2 %)."""
+        return _eval_every(self.eval_fraction)
+
+    def describe(self) -> str:
+        return self.builtin or self.text or self.tokens or "?"
+
+
+class LawConfig(_Settings):
+    """Chinchilla form L = E + A / N^alpha + B / D^beta."""
+
+    E: PositiveFloat
+    A: PositiveFloat
+    B: PositiveFloat
+    alpha: PositiveFloat
+    beta: PositiveFloat
+
+    @classmethod
+    def of(cls, params: Sequence[float]) -> "LawConfig":
+        """The law with (E, A, B, alpha, beta) = ``params``."""
+        names = tuple(cls.model_fields)
+        if len(params) != len(names):
+            raise ValueError(f"law={tuple(params)!r}: expected five numbers {names}")
+        return cls(**dict(zip(names, params)))
+
+    @property
+    def params(self) -> tuple[float, float, float, float, float]:
+        return self.E, self.A, self.B, self.alpha, self.beta
+
+
+class NoiseConfig(_Settings):
+    """How a simulated world's observations scatter around its true law (workers.simulated.world,
+    shared/BENCHMARK.md)."""
+
+    tier: Literal["default", "hard", "none"] = "default"  # seed noise: a key of world.SEED_NOISE_TIERS
+    residual_amplitude: float = Field(0.015, ge=0, le=1)  # nats, sd of the structured residual field
+    residual_length_scale: PositiveFloat = 0.7  # decades in (log10 N, log10 D)
+    outlier_prob: float = Field(0.02, ge=0, lt=1)
+    outlier_low: float = Field(0.05, ge=0)  # nats
+    outlier_high: float = Field(0.3, ge=0)  # nats
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.outlier_low > self.outlier_high:
+            raise ValueError(f"world.noise.outlier_low={self.outlier_low} > outlier_high={self.outlier_high} (expected low <= high)")
+        return self
+
+
+class WorldConfig(_Settings):
+    """The ``world:`` section: a known law that a simulated trial samples instead of training,
+    its noise and its seed (workers.simulated.world)."""
+
+    # Hashed as the list [E, A, B, alpha, beta], the form finished trials' ids were computed in.
+    law: Annotated[LawConfig | None, HashedAs(lambda law: {"law": None if law is None else list(law.params)})] = None
+    expression: str | None = Field(None, max_length=500)  # a law in N and D, e.g. "1.69 + 400/N**0.31 + 400/D**0.31"
+    noise: NoiseConfig = NoiseConfig()
+    seed: int = Field(0, ge=0)
+    # Per-trial sleep the simulated trainer emulates. The loss does not depend on it, so it is
+    # hashed as 0 (the key stays: finished trials' ids were computed with it).
+    duration_s: Annotated[float, HashedAs(lambda s: {"duration_s": 0})] = Field(0.0, ge=0, le=86400)
+
+    @field_validator("expression")
+    @classmethod
+    def _safe_expression(cls, v: str | None) -> str | None:
+        if v is not None:
+            compile_expression(v)  # parsed with ast, never eval
+        return v
+
+    @model_validator(mode="after")
+    def _one_law(self):
+        if (self.law is None) == (self.expression is None):
+            raise ValueError("world: expected exactly one of law (E, A, B, alpha, beta) or expression")
+        return self
+
+    @classmethod
+    def chinchilla(cls, law: Sequence[float], **settings) -> "WorldConfig":
+        """A world whose law is the Chinchilla form with (E, A, B, alpha, beta) = ``law``."""
+        return cls(law=LawConfig.of(law), **settings)
 
 
 @dataclass(frozen=True)
@@ -53,11 +220,14 @@ class TrialConfig:
     seed: int
     budget: float
     train: TrainConfig
-    data: DataConfig | None
+    data: DataConfig | None  # set for trainer: gpt
     results: str
     threads: int = 1
     device: str = "auto"
-    world: "WorldConfig | None" = None  # set for trainer: simulated (workers.simulated.world)
+    world: WorldConfig | None = None  # set for trainer: simulated
+    # Where byte corpora are materialised (workers.gpt.data; "" = ~/.cache/scalesweep): this
+    # machine's choice, not a setting of the sweep, so neither in the spec nor in the id.
+    cache_dir: str = ""
     sim_n_params: int = 0
     trainer: str = "gpt"  # a key of workers.entry.TRAINERS
 

@@ -3,9 +3,11 @@
 A trial id is the first 16 hex digits of SHA-256 over the canonical JSON of the fields that
 change its result: trainer version, exact model shape (or N for a simulated world), tokens,
 seed, the training settings that affect optimisation, and the data's content fingerprint and
-split (or the world's definition). Sweep name, budget label, resources and results path do
-not enter it, so re-running a spec (or a second spec that happens to contain the same point)
-never trains a finished point again (STYLE.md rule 4, after Marin's hashed output paths).
+split (or the world's definition). Which settings those are is declared on the settings
+themselves (:func:`workers.config.identity`); :meth:`TrialFactory.payload` assembles the
+rest. Sweep name, budget label, resources and results path do not enter it, so re-running a
+spec (or a second spec that happens to contain the same point) never trains a finished point
+again (STYLE.md rule 4, after Marin's hashed output paths).
 
 :class:`TrialFactory` is the one place a point (target N, tokens) becomes a trial; static
 sweeps (:func:`plan_trials`) and the adaptive planner both use it.
@@ -20,13 +22,12 @@ from dataclasses import asdict
 
 from orchestrator.errors import UserError
 from orchestrator.spec import GridSweep, IsoFlopSweep, SweepSpec
-from workers.gpt.arch import ShapeRule, shape_for_params
-from workers.gpt.data import DataConfig, DataError, load_corpus
+from workers.gpt.arch import GPTShape, ShapeRule, shape_for_params
+from workers.gpt.data import DataError, load_corpus
 from workers.flops import tokens_for_budget
-from workers.config import TrainConfig, TrialConfig
+from workers.config import TrialConfig, identity
 
-__all__ = ["TRAINER_VERSION", "content_id", "data_config", "train_config", "world_config", "TrialFactory",
-           "plan_trials", "trial_name"]
+__all__ = ["TRAINER_VERSION", "content_id", "TrialFactory", "plan_trials", "trial_name"]
 
 log = logging.getLogger(__name__)
 
@@ -34,59 +35,10 @@ log = logging.getLogger(__name__)
 TRAINER_VERSION = "gpt-1"
 SIMULATOR_VERSION = "sim-1"
 
-# TrainConfig fields that only change how often metrics and checkpoints are recorded, not
-# the result (a resumed trial ends exactly where an uninterrupted one does).
-_NOT_HASHED = {"n_evals", "log_every", "checkpoint_every_s", "compile"}
-
 
 def content_id(payload: dict) -> str:
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def data_config(spec: SweepSpec, cache_dir: str = "") -> DataConfig:
-    d = spec.data
-    return DataConfig(
-        builtin=d.builtin,
-        text=d.text,
-        tokens=d.tokens,
-        dtype=d.dtype,
-        vocab_size=d.vocab_size,
-        block_tokens=d.block_tokens,
-        eval_every=max(2, round(1 / d.eval_fraction)),
-        cache_dir=cache_dir,
-    )
-
-
-def train_config(spec: SweepSpec) -> TrainConfig:
-    t = spec.train
-    return TrainConfig(
-        lr=t.lr,
-        min_lr_ratio=t.min_lr_ratio,
-        warmup_fraction=t.warmup_fraction,
-        batch_tokens=t.batch_tokens,
-        weight_decay=t.weight_decay,
-        beta1=t.betas[0],
-        beta2=t.betas[1],
-        grad_clip=t.grad_clip,
-        eval_tokens=spec.data.eval_tokens if spec.data else 0,
-        n_evals=t.n_evals,
-        log_every=t.log_every,
-        checkpoint_every_s=t.checkpoint_every_s,
-        compile=t.compile,
-    )
-
-
-def world_config(spec: SweepSpec):
-    from workers.simulated.world import NoiseConfig, WorldConfig
-
-    w = spec.world
-    law = (w.law.E, w.law.A, w.law.B, w.law.alpha, w.law.beta) if w.law else None
-    n = w.noise
-    noise = NoiseConfig(tier=n.tier, residual_amplitude=n.residual_amplitude,
-                        residual_length_scale=n.residual_length_scale, outlier_prob=n.outlier_prob,
-                        outlier_low=n.outlier_low, outlier_high=n.outlier_high)
-    return WorldConfig(law=law, expression=w.expression, noise=noise, seed=w.seed, duration_s=w.duration_s)
 
 
 def _si(x: float) -> str:
@@ -113,22 +65,20 @@ class TrialFactory:
 
     def __init__(self, spec: SweepSpec, cache_dir: str = "", vocab_size: int | None = None):
         self.spec = spec
-        self.train = train_config(spec)
+        self.train, self.data, self.world = spec.train, spec.data, spec.world
+        self.cache_dir = cache_dir
         self.results = spec.sweep_dir
         self.threads = max(1, int(spec.resources.cpus))
         self.device = "cuda" if spec.resources.gpus > 0 else "cpu"
         if spec.trainer == "simulated":
-            self.world = world_config(spec)
-            self.data, self.vocab = None, 0
-            self.fingerprint = content_id({"world": asdict(self.world) | {"duration_s": 0}})
+            self.vocab = 0
+            self.fingerprint = content_id({"world": identity(self.world)})
         else:
-            self.world = None
-            self.data = data_config(spec, cache_dir)
             if vocab_size is not None:
                 self.vocab, self.fingerprint = vocab_size, "not-opened"
             else:
                 try:
-                    corpus = load_corpus(self.data)
+                    corpus = load_corpus(self.data, cache_dir)
                 except DataError as e:
                     raise UserError(str(e)) from None
                 self.vocab, self.fingerprint = corpus.vocab_size, corpus.fingerprint
@@ -161,20 +111,24 @@ class TrialFactory:
         n, shape = self.n_for(n_target)
         d = tokens if tokens is not None else tokens_for_budget(budget, n)
         tokens = self.round_tokens(d, where)
-        train_fields = {k: v for k, v in asdict(self.train).items() if k not in _NOT_HASHED}
+        return TrialConfig(
+            trial_id=content_id(self.payload(n, shape, tokens, seed)), name=trial_name(n, tokens, budget, seed),
+            sweep=self.spec.name, shape=shape, tokens=tokens, seed=seed, budget=budget, train=self.train,
+            data=self.data, results=self.results, threads=self.threads, device=self.device, world=self.world,
+            cache_dir=self.cache_dir, sim_n_params=n, trainer=self.spec.trainer,
+        )
+
+    def payload(self, n: int, shape: GPTShape | None, tokens: int, seed: int) -> dict:
+        """What the trial id of a trial at (N, shape, tokens, seed) hashes."""
         if shape is not None:
-            payload = {"version": TRAINER_VERSION, "shape": asdict(shape), "train": train_fields,
-                       "data": {"fingerprint": self.fingerprint, "block_tokens": self.data.block_tokens,
-                                "eval_every": self.data.eval_every}}
+            data = identity(self.data) | {"fingerprint": self.fingerprint}
+            # eval_tokens is a data: setting hashed with the training settings: that is where the
+            # ids of finished trials have it, and moving it would train them again.
+            train = identity(self.train) | {"eval_tokens": data.pop("eval_tokens")}
+            payload = {"version": TRAINER_VERSION, "shape": asdict(shape), "train": train, "data": data}
         else:
             payload = {"version": SIMULATOR_VERSION, "n_params": n, "world": self.fingerprint}
-        payload.update(tokens=int(tokens), seed=int(seed))
-        return TrialConfig(
-            trial_id=content_id(payload), name=trial_name(n, tokens, budget, seed), sweep=self.spec.name,
-            shape=shape, tokens=tokens, seed=seed, budget=budget, train=self.train, data=self.data,
-            results=self.results, threads=self.threads, device=self.device, world=self.world, sim_n_params=n,
-            trainer=self.spec.trainer,
-        )
+        return payload | {"tokens": int(tokens), "seed": int(seed)}
 
 
 def plan_trials(spec: SweepSpec, factory: TrialFactory) -> list[TrialConfig]:

@@ -1,6 +1,6 @@
 """Training data: three sources, one memory-mapped token array, a fixed held-out split.
 
-Sources (see :class:`DataConfig`):
+Sources (the ``data:`` settings, :class:`workers.config.DataConfig`):
 - ``builtin: python-stdlib``: the running interpreter's standard library source (.py files,
   sorted paths, site-packages excluded), read as bytes. Every machine has it, so the
   quickstart needs no download. It is written once to a cache file and memory-mapped.
@@ -8,9 +8,10 @@ Sources (see :class:`DataConfig`):
 - ``tokens``: a pre-tokenised array, ``.npy`` or raw ``.bin`` with a dtype, memory-mapped as is
   (the usual format on clusters; nanoGPT's ``train.bin``).
 
-Split: the array is cut into blocks of ``block_tokens``; every ``eval_every``-th block is
-held out for evaluation and never trained on. Interleaving keeps the held-out text
-representative of the whole corpus (a tail split of a sorted corpus would be one package).
+Split: the array is cut into blocks of ``block_tokens``; every ``eval_every``-th block
+(``eval_every`` = 1 / ``eval_fraction``, at least 2) is held out for evaluation and never
+trained on. Interleaving keeps the held-out text representative of the whole corpus (a tail
+split of a sorted corpus would be one package).
 
 Sampling: the batch at optimiser step ``k`` for seed ``s`` depends only on (s, k), through
 ``SeedSequence([s, k])``. Models of every size in a sweep see the same batches in the same
@@ -32,28 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DataConfig", "Corpus", "DataError", "load_corpus"]
+from workers.config import DataConfig
+
+__all__ = ["Corpus", "DataError", "load_corpus"]
 
 BYTE_VOCAB = 256
 
 
 class DataError(ValueError):
     """The data named by a spec cannot be used; the message names the path and the problem."""
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    builtin: str | None = None  # "python-stdlib"
-    text: str | None = None  # file, directory or glob
-    tokens: str | None = None  # .npy or .bin
-    dtype: str = "uint16"  # for .bin token files
-    vocab_size: int | None = None  # for token files; bytes always have 256
-    block_tokens: int = 8192
-    eval_every: int = 50  # 1 block in 50 (2 %) is held out
-    cache_dir: str = ""  # where byte corpora are materialised; "" = ~/.cache/scalesweep
-
-    def describe(self) -> str:
-        return self.builtin or self.text or self.tokens or "?"
 
 
 @dataclass(frozen=True)
@@ -86,8 +74,8 @@ class Corpus:
             yield chunk[:, :-1], chunk[:, 1:]
 
 
-def _cache_dir(cfg: DataConfig) -> Path:
-    d = Path(cfg.cache_dir) if cfg.cache_dir else Path.home() / ".cache" / "scalesweep"
+def _cache_dir(cache_dir: str) -> Path:
+    d = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "scalesweep"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -114,7 +102,7 @@ def _text_files(spec: str) -> list[Path]:
     return files
 
 
-def _materialise_bytes(files: list[Path], name: str, cfg: DataConfig) -> tuple[Path, str]:
+def _materialise_bytes(files: list[Path], name: str, cache_dir: str) -> tuple[Path, str]:
     """Concatenate ``files`` into one cached byte file; returns (path, content fingerprint).
 
     The cache key is the list of (path, size, mtime); the fingerprint is a hash of the bytes,
@@ -125,7 +113,7 @@ def _materialise_bytes(files: list[Path], name: str, cfg: DataConfig) -> tuple[P
         st = f.stat()
         key.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     stem = f"{name}-{key.hexdigest()[:16]}"
-    cache = _cache_dir(cfg)
+    cache = _cache_dir(cache_dir)
     out, fp_file = cache / f"{stem}.bin", cache / f"{stem}.sha256"
     if out.exists() and fp_file.exists():
         return out, fp_file.read_text().strip()
@@ -159,24 +147,24 @@ def _split(n_tokens: int, cfg: DataConfig, where: str) -> tuple[np.ndarray, np.n
 
 
 @lru_cache(maxsize=4)
-def load_corpus(cfg: DataConfig) -> Corpus:
-    """Open the corpus named by ``cfg`` (cached per process: Ray reuses worker processes)."""
-    if cfg.builtin is not None:
-        if cfg.builtin != "python-stdlib":
-            raise DataError(f"data.builtin: {cfg.builtin!r} is not a built-in corpus (expected 'python-stdlib')")
-        path, fp = _materialise_bytes(_stdlib_files(), f"python-stdlib-{sys.version_info[0]}.{sys.version_info[1]}", cfg)
+def load_corpus(cfg: DataConfig, cache_dir: str = "") -> Corpus:
+    """Open the corpus named by ``cfg`` (cached per process: Ray reuses worker processes).
+
+    ``cache_dir`` is where byte corpora are materialised ("" = ~/.cache/scalesweep).
+    """
+    if cfg.builtin is not None:  # "python-stdlib", the one built-in corpus
+        path, fp = _materialise_bytes(_stdlib_files(), f"python-stdlib-{sys.version_info[0]}.{sys.version_info[1]}",
+                                      cache_dir)
         tokens, vocab, where = np.memmap(path, dtype=np.uint8, mode="r"), BYTE_VOCAB, "data.builtin"
     elif cfg.text is not None:
         files = _text_files(cfg.text)
-        path, fp = _materialise_bytes(files, "text", cfg)
+        path, fp = _materialise_bytes(files, "text", cache_dir)
         if path.stat().st_size == 0:
             raise DataError(f"data.text: {cfg.text!r} is empty (expected some bytes of text)")
         tokens, vocab, where = np.memmap(path, dtype=np.uint8, mode="r"), BYTE_VOCAB, "data.text"
-    elif cfg.tokens is not None:
+    else:  # DataConfig holds exactly one source
         tokens, vocab, fp = _open_tokens(cfg)
         where = "data.tokens"
-    else:
-        raise DataError("data: expected one of builtin, text or tokens")
     train, held = _split(len(tokens), cfg, where)
     return Corpus(tokens, vocab, fp, train, held, cfg.block_tokens)
 

@@ -26,11 +26,12 @@ import logging
 import contextlib
 import math
 import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from workers.gpt.data import load_corpus
+from workers.gpt.data import Corpus, load_corpus
 from workers.flops import train_flops
 from workers.gpt.model import GPT
 from workers.store import ResultStore, TrialStatus, checkpoint_path
@@ -71,7 +72,7 @@ def _optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.opti
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=device.type == "cuda")
 
 
 def _build(cfg: TrialConfig, device: torch.device) -> tuple[GPT, torch.optim.AdamW]:
@@ -136,10 +137,11 @@ def _autocast(device: torch.device):
 
 
 @torch.no_grad()
-def evaluate(model: GPT, corpus, cfg: TrainConfig, batch_size: int, seq_len: int, device: torch.device) -> float:
+def evaluate(model: GPT, corpus: Corpus, n_tokens: int, batch_size: int, seq_len: int, device: torch.device) -> float:
+    """Mean loss over the first ``n_tokens`` held-out tokens (the same ones at every evaluation)."""
     model.eval()
     total, count = 0.0, 0
-    for x, y in corpus.eval_batches(cfg.eval_tokens, batch_size, seq_len):
+    for x, y in corpus.eval_batches(n_tokens, batch_size, seq_len):
         with _autocast(device):
             _, loss = model(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
         total += loss.item() * x.size
@@ -148,99 +150,125 @@ def evaluate(model: GPT, corpus, cfg: TrainConfig, batch_size: int, seq_len: int
     return total / count
 
 
+@dataclass
+class _Progress:
+    """What a checkpoint restores: steps done, their rows, the last losses, the wall time so far."""
+
+    step: int = 0
+    steps: list[dict] = field(default_factory=list)
+    train_loss: float = float("nan")
+    eval_loss: float = float("nan")
+    elapsed_s: float = 0.0
+
+
+class _Run:
+    """One GPT trial being trained: its data, model, optimiser and progress."""
+
+    def __init__(self, cfg: TrialConfig, store: ResultStore, t0: float):
+        self.cfg, self.store, self.tc, self.t0 = cfg, store, cfg.train, t0
+        torch.set_num_threads(max(1, int(cfg.threads)))
+        self.device = _device(cfg.device)
+        self.corpus = load_corpus(cfg.data, cfg.cache_dir)
+        if cfg.shape.vocab_size != self.corpus.vocab_size:
+            raise ValueError(f"shape vocab_size {cfg.shape.vocab_size} != corpus vocab_size {self.corpus.vocab_size}")
+        self.seq_len = cfg.shape.seq_len
+        self.batch_size = self.tc.batch_tokens // self.seq_len
+        self.model, self.opt = _build(cfg, self.device)
+        self.n_params = self.model.num_params()
+        n_evals, n_steps = self.tc.n_evals, cfg.steps
+        self.eval_at = {round(n_steps * (i + 1) / (n_evals + 1)) - 1 for i in range(n_evals)} | {n_steps - 1}
+        self.progress = self._resume()
+        self.t0 -= self.progress.elapsed_s  # wall_s counts the time trained before an interruption
+
+    def _resume(self) -> _Progress:
+        """The progress restored from the trial's checkpoint, or none (training from step 0)."""
+        cfg = self.cfg
+        ckpt = _load_checkpoint(self.store, cfg, self.device)
+        if ckpt is None:
+            return _Progress()
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.opt.load_state_dict(ckpt["optimizer"])
+        except Exception as e:  # e.g. a shape mismatch: the half-restored model is rebuilt
+            log.warning("trial %s: cannot restore checkpoint state (%s: %s); training from step 0",
+                        cfg.trial_id, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            self.model, self.opt = _build(cfg, self.device)
+            return _Progress()
+        log.info("resuming trial %s from step %d of %d", cfg.trial_id, ckpt["step"], cfg.steps)
+        return _Progress(ckpt["step"], ckpt["steps"], ckpt["train_loss"], ckpt["eval_loss"], ckpt["elapsed_s"])
+
+    def train(self) -> TrialStatus:
+        """Run the remaining optimiser steps; DIVERGED at the first non-finite loss."""
+        tc, n_steps, p = self.tc, self.cfg.steps, self.progress
+        saved_at = time.perf_counter()
+        # The compiled module shares the model's parameters; checkpoints and evaluation use the
+        # plain one (its state_dict keys, and no recompilation for the evaluation batch shape).
+        forward = torch.compile(self.model) if tc.compile else self.model
+        loss_sum = torch.zeros((), device=self.device)
+        window = 0  # checkpoints are taken at log boundaries, so a resumed window starts empty
+        for step in range(p.step, n_steps):
+            lr = lr_at(step, n_steps, tc)
+            loss_sum += self._step(forward, step, lr)
+            window += 1
+            last = step == n_steps - 1
+            if window < tc.log_every and step not in self.eval_at and not last:
+                continue
+            p.train_loss = loss_sum.item() / window  # the only host sync in the loop
+            loss_sum.zero_()
+            window = 0
+            if self._log(step, lr):
+                return TrialStatus.DIVERGED
+            # One clock read per log boundary; none after the last step (the rows follow at once).
+            if tc.checkpoint_every_s > 0 and not last and time.perf_counter() - saved_at >= tc.checkpoint_every_s:
+                _save_checkpoint(self.store, self.cfg, step + 1, self.model, self.opt, p.steps, p.train_loss,
+                                 p.eval_loss, time.perf_counter() - self.t0)
+                saved_at = time.perf_counter()
+            _after_log_boundary(step + 1)
+        return TrialStatus.COMPLETED
+
+    def _step(self, forward, step: int, lr: float) -> torch.Tensor:
+        """One optimiser step at learning rate ``lr``; its loss, still on the device."""
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        x, y = self.corpus.batch(self.cfg.seed, step, self.batch_size, self.seq_len)
+        with _autocast(self.device):
+            _, loss = forward(torch.from_numpy(x).to(self.device, non_blocking=True),
+                              torch.from_numpy(y).to(self.device, non_blocking=True))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
+        self.opt.step()
+        return loss.detach()
+
+    def _log(self, step: int, lr: float) -> bool:
+        """Record the step row at a log boundary, evaluating where one is due; True if diverged."""
+        p, tokens = self.progress, (step + 1) * self.tc.batch_tokens
+        row = {"trial_id": self.cfg.trial_id, "step": step + 1, "tokens": tokens,
+               "flops": train_flops(self.n_params, tokens), "train_loss": p.train_loss, "eval_loss": None,
+               "lr": lr, "wall_s": time.perf_counter() - self.t0}
+        diverged = not math.isfinite(p.train_loss)
+        if not diverged and step in self.eval_at:
+            p.eval_loss = row["eval_loss"] = evaluate(self.model, self.corpus, self.cfg.data.eval_tokens,
+                                                      self.batch_size, self.seq_len, self.device)
+            diverged = not math.isfinite(p.eval_loss)
+        p.steps.append(row)
+        return diverged
+
+    def row(self, status: TrialStatus) -> dict:
+        """The trial row: the final evaluation's loss, or NaN for a diverged trial."""
+        p = self.progress
+        trained = p.steps[-1]["tokens"] if p.steps else 0
+        eval_loss = p.eval_loss if status is TrialStatus.COMPLETED else float("nan")
+        return trial_row(self.cfg, self.n_params, status, eval_loss, p.train_loss, time.perf_counter() - self.t0,
+                         "", trained)
+
+
 def train(cfg: TrialConfig, store: ResultStore | None = None) -> tuple[dict, list[dict]]:
     """Train and evaluate; returns (trial row, step rows). Raises on errors in the trial.
 
     Resumes from, and writes, the trial's checkpoint in ``store`` (default: ``cfg.results``).
     """
     t0 = time.perf_counter()
-    store = store if store is not None else ResultStore(cfg.results)
-    torch.set_num_threads(max(1, int(cfg.threads)))
-    device = _device(cfg.device)
-    corpus = load_corpus(cfg.data)
-    shape, tc = cfg.shape, cfg.train
-    if shape.vocab_size != corpus.vocab_size:
-        raise ValueError(f"shape vocab_size {shape.vocab_size} != corpus vocab_size {corpus.vocab_size}")
-    seq_len = shape.seq_len
-    batch_size = tc.batch_tokens // seq_len
-    n_steps = cfg.steps
-    model, opt = _build(cfg, device)
-    n_params = model.num_params()
-    eval_at = {round(n_steps * (i + 1) / (tc.n_evals + 1)) - 1 for i in range(tc.n_evals)} | {n_steps - 1}
-
-    steps: list[dict] = []
-    start = 0
-    status, train_loss, eval_loss = TrialStatus.COMPLETED, float("nan"), float("nan")
-    ckpt = _load_checkpoint(store, cfg, device)
-    if ckpt is not None:
-        try:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-        except Exception as e:  # e.g. a shape mismatch: the half-restored model is rebuilt
-            log.warning("trial %s: cannot restore checkpoint state (%s: %s); training from step 0",
-                        cfg.trial_id, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
-            model, opt = _build(cfg, device)
-        else:
-            start, steps = ckpt["step"], ckpt["steps"]
-            train_loss, eval_loss = ckpt["train_loss"], ckpt["eval_loss"]
-            t0 -= ckpt["elapsed_s"]  # wall_s counts the time trained before the interruption
-            log.info("resuming trial %s from step %d of %d", cfg.trial_id, start, n_steps)
-        del ckpt
-    saved_at = time.perf_counter()
-    # The compiled module shares the model's parameters; checkpoints and evaluation use the
-    # plain one (its state_dict keys, and no recompilation for the evaluation batch shape).
-    forward = torch.compile(model) if tc.compile else model
-
-    loss_sum = torch.zeros((), device=device)
-    window = 0  # checkpoints are taken at log boundaries, so a resumed window starts empty
-    for step in range(start, n_steps):
-        lr = lr_at(step, n_steps, tc)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        x, y = corpus.batch(cfg.seed, step, batch_size, seq_len)
-        with _autocast(device):
-            _, loss = forward(torch.from_numpy(x).to(device, non_blocking=True),
-                              torch.from_numpy(y).to(device, non_blocking=True))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        opt.step()
-        loss_sum += loss.detach()
-        window += 1
-        last = step == n_steps - 1
-        if window == tc.log_every or step in eval_at or last:
-            train_loss = loss_sum.item() / window  # the only host sync in the loop
-            loss_sum.zero_()
-            window = 0
-            row = {
-                "trial_id": cfg.trial_id,
-                "step": step + 1,
-                "tokens": (step + 1) * tc.batch_tokens,
-                "flops": train_flops(n_params, (step + 1) * tc.batch_tokens),
-                "train_loss": train_loss,
-                "eval_loss": None,
-                "lr": lr,
-                "wall_s": time.perf_counter() - t0,
-            }
-            if not math.isfinite(train_loss):
-                status = TrialStatus.DIVERGED
-                steps.append(row)
-                break
-            if step in eval_at:
-                eval_loss = evaluate(model, corpus, tc, batch_size, seq_len, device)
-                row["eval_loss"] = eval_loss
-                if not math.isfinite(eval_loss):
-                    status = TrialStatus.DIVERGED
-                    steps.append(row)
-                    break
-            steps.append(row)
-            # One clock read per log boundary; none after the last step (the rows follow at once).
-            if tc.checkpoint_every_s > 0 and not last and time.perf_counter() - saved_at >= tc.checkpoint_every_s:
-                _save_checkpoint(store, cfg, step + 1, model, opt, steps, train_loss, eval_loss,
-                                 time.perf_counter() - t0)
-                saved_at = time.perf_counter()
-            _after_log_boundary(step + 1)
-    trained = steps[-1]["tokens"] if steps else 0
-    row = trial_row(cfg, n_params, status, eval_loss if status is TrialStatus.COMPLETED else float("nan"),
-                     train_loss, time.perf_counter() - t0, "", trained)
-    return row, steps
+    run = _Run(cfg, store if store is not None else ResultStore(cfg.results), t0)
+    status = run.train()
+    return run.row(status), run.progress.steps

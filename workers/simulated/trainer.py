@@ -13,8 +13,8 @@ import time
 from functools import lru_cache
 
 from workers.store import TrialStatus
-from workers.config import TrialConfig, trial_row
-from workers.simulated.world import World, WorldConfig
+from workers.config import TrialConfig, WorldConfig, trial_row
+from workers.simulated.world import World
 
 __all__ = ["simulate"]
 

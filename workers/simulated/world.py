@@ -24,7 +24,8 @@ noise model of ``/work/shared/BENCHMARK.md``::
   run gone wrong; Besiroglu et al. 2024 ("Chinchilla Scaling: A replication attempt") find about 2 % of
   Chinchilla's points were dropped as outliers.
 
-Contract: a world is a pure function of its :class:`WorldConfig`. ``true_loss`` and ``residual`` are
+Contract: a world is a pure function of its :class:`workers.config.WorldConfig` (the spec's ``world:``
+section, validated there). ``true_loss`` and ``residual`` are
 vectorised and fixed by the config; ``observe(n, d, key)`` is deterministic in (world seed, key), so a
 retried trial reproduces its value, and different keys give independent noise (derive the key from the
 trial id with :func:`observation_key`). The noise streams depend only on (seed, key), not on the law, so
@@ -39,17 +40,18 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
-from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from workers.simulated.expr import ExpressionError, check_finite_positive, compile_expression
+from workers.config import WorldConfig
+from workers.simulated.expr import check_finite_positive, compile_expression
 from workers.flops import tokens_for_budget
 
-__all__ = ["NoiseConfig", "WorldConfig", "World", "SEED_NOISE_TIERS", "VISIBLE_LAWS", "observation_key"]
+__all__ = ["World", "SEED_NOISE_TIERS", "VISIBLE_LAWS", "observation_key"]
 
-# tier -> (sigma at L <= 3, sigma at L >= 7) in nats (Porian et al. 2024; see the module docstring)
+# tier -> (sigma at L <= 3, sigma at L >= 7) in nats (Porian et al. 2024; see the module docstring); the
+# keys are the values NoiseConfig.tier allows
 SEED_NOISE_TIERS: dict[str, tuple[float, float]] = {"default": (0.002, 0.05), "hard": (0.01, 0.10),
                                                     "none": (0.0, 0.0)}
 _SIGMA_LOSSES = (3.0, 7.0)  # sigma is flat below the first and above the second
@@ -82,76 +84,6 @@ def _nonneg(owner: str, name: str, value, *, positive: bool = False) -> float:
     return x
 
 
-@dataclass(frozen=True)
-class NoiseConfig:
-    """How a world's observations scatter around its true law (module docstring)."""
-
-    tier: str = "default"  # seed-noise tier: a key of SEED_NOISE_TIERS
-    residual_amplitude: float = 0.015  # nats, sd of the structured residual field
-    residual_length_scale: float = 0.7  # decades in (log10 N, log10 D)
-    outlier_prob: float = 0.02
-    outlier_low: float = 0.05  # nats
-    outlier_high: float = 0.3  # nats
-
-    def __post_init__(self):
-        if self.tier not in SEED_NOISE_TIERS:
-            raise ValueError(f"NoiseConfig.tier={self.tier!r}: expected one of {sorted(SEED_NOISE_TIERS)}")
-        values = {
-            "residual_amplitude": _nonneg("NoiseConfig", "residual_amplitude", self.residual_amplitude),
-            "residual_length_scale": _nonneg("NoiseConfig", "residual_length_scale", self.residual_length_scale,
-                                             positive=True),
-            "outlier_prob": _nonneg("NoiseConfig", "outlier_prob", self.outlier_prob),
-            "outlier_low": _nonneg("NoiseConfig", "outlier_low", self.outlier_low),
-            "outlier_high": _nonneg("NoiseConfig", "outlier_high", self.outlier_high),
-        }
-        if values["outlier_prob"] > 1:
-            raise ValueError(f"NoiseConfig.outlier_prob={self.outlier_prob!r}: expected a probability in [0, 1]")
-        if values["outlier_low"] > values["outlier_high"]:
-            raise ValueError(f"NoiseConfig.outlier_low={self.outlier_low!r} > outlier_high={self.outlier_high!r}: "
-                             "expected low <= high")
-        for name, value in values.items():  # normalised to float so equal configs hash and print alike
-            object.__setattr__(self, name, value)
-
-
-@dataclass(frozen=True)
-class WorldConfig:
-    """One simulated world: a true law (exactly one of ``law`` and ``expression``), its noise and its seed.
-
-    Frozen and made of tuples, strings and floats, so it is hashable and can enter content-hashed trial ids.
-    """
-
-    law: tuple[float, float, float, float, float] | None = None  # (E, A, B, alpha, beta), Chinchilla form
-    expression: str | None = None  # a law in N and D, e.g. "1.69 + 400/N**0.31 + 400/D**0.31"
-    noise: NoiseConfig = field(default_factory=NoiseConfig)
-    seed: int = 0
-    duration_s: float = 0.0  # per-trial sleep the caller may emulate; the world itself never sleeps
-
-    def __post_init__(self):
-        if (self.law is None) == (self.expression is None):
-            raise ValueError("WorldConfig: give exactly one of law=(E, A, B, alpha, beta) and expression='...', "
-                             f"got law={self.law!r}, expression={self.expression!r}")
-        if self.law is not None:
-            try:
-                law = tuple(float(x) for x in self.law)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"WorldConfig.law={self.law!r}: expected five numbers (E, A, B, alpha, beta)") from exc
-            if len(law) != 5 or not all(math.isfinite(x) for x in law) or law[0] < 0 or min(law[1:]) <= 0:
-                raise ValueError(f"WorldConfig.law={self.law!r}: expected five finite numbers (E, A, B, alpha, beta) "
-                                 "with E >= 0 and A, B, alpha, beta > 0")
-            object.__setattr__(self, "law", law)
-        else:
-            try:
-                compile_expression(self.expression)
-            except ExpressionError as exc:
-                raise ExpressionError(f"WorldConfig.expression: {exc}") from exc
-        if not isinstance(self.noise, NoiseConfig):
-            raise ValueError(f"WorldConfig.noise={self.noise!r}: expected a NoiseConfig")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
-            raise ValueError(f"WorldConfig.seed={self.seed!r}: expected an integer >= 0")
-        object.__setattr__(self, "seed", int(self.seed))
-        object.__setattr__(self, "duration_s", _nonneg("WorldConfig", "duration_s", self.duration_s))
-
-
 def observation_key(trial_id: str) -> int:
     """A stable observation key for ``World.observe`` from a trial id (first 64 bits of its SHA-256)."""
     return int.from_bytes(hashlib.sha256(str(trial_id).encode()).digest()[:8], "big")
@@ -174,7 +106,7 @@ class World:
                                   what=f"WorldConfig.expression={config.expression!r}")
 
     def __repr__(self) -> str:
-        law = f"law={self.config.law}" if self.config.law is not None else f"expression={self.config.expression!r}"
+        law = f"law={self.config.law.params}" if self.config.law is not None else f"expression={self.config.expression!r}"
         return f"World({law}, tier={self.config.noise.tier!r}, seed={self.config.seed})"
 
     def true_loss(self, n, d) -> np.ndarray:
@@ -183,7 +115,7 @@ class World:
         d = np.asarray(d, dtype=np.float64)
         if self._expression is not None:
             return self._expression(n, d)
-        e, a, b, alpha, beta = self.config.law
+        e, a, b, alpha, beta = self.config.law.params
         with np.errstate(divide="ignore", over="ignore"):
             return e + a / n**alpha + b / d**beta
 
