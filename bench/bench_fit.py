@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from orchestrator.fitting.analysis import analyse  # noqa: E402
 from orchestrator.fitting.law import LawParams, fit_approach3  # noqa: E402
-from orchestrator.fitting.bootstrap import bootstrap, coverage  # noqa: E402
+from orchestrator.fitting.bootstrap import bootstrap  # noqa: E402
+from bench.synthetic_sweeps import coverage  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data" / "chinchilla_svg_extracted.csv"
 CHINCHILLA_C = 5.76e23  # Chinchilla's training compute, the natural target

@@ -55,7 +55,8 @@ def child(runs: int, n_boot: int, seed: int) -> dict:
     import numpy as np
     import pandas as pd
 
-    from orchestrator.fitting.analysis import analyse, format_fit
+    from orchestrator.fitting.analysis import analyse
+    from orchestrator.report.text import format_fit
     from orchestrator.fitting.law import LawParams, compute_optimal, predict_loss
 
     law = LawParams(**T0)

@@ -18,6 +18,7 @@ import sys
 import time
 
 from orchestrator.errors import UserError
+from orchestrator.fitting.errors import FitError
 
 log = logging.getLogger("scalesweep")
 
@@ -76,7 +77,7 @@ class ConsoleSink:
         self.task = None
 
     def update(self, p, completion) -> None:
-        from orchestrator.fitting.analysis import si
+        from orchestrator.report.text import si
 
         desc = (f"trials {p.done}/{p.total} ({p.running} running, {p.queued} queued, {p.failed} failed, {p.diverged} diverged) "
                 f"FLOPs {si(p.flops_done)}/{si(p.total_flops)} left ~{_fmt_s(p.seconds_left)}")
@@ -143,7 +144,7 @@ def _with_results(spec, args):
 
 
 def cmd_run(args) -> int:
-    from orchestrator.fitting.analysis import format_fit
+    from orchestrator.report.text import format_fit
     from orchestrator.running.cluster import check_results_reach_every_node, connect
     from orchestrator.planning.estimate import cluster_capacity, local_capacity
     from orchestrator.running.metrics import FanOut
@@ -263,7 +264,7 @@ def cmd_stop(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from orchestrator.fitting.analysis import si
+    from orchestrator.report.text import si
     from orchestrator.results import open_results
     from orchestrator.fitting.runs import plan_record
 
@@ -320,8 +321,9 @@ def _target_line(fit) -> str:
 
 
 def cmd_fit(args) -> int:
-    from orchestrator.fitting.analysis import analyse, format_fit
+    from orchestrator.fitting.analysis import analyse
     from orchestrator.fitting.runs import ColumnMap, load_runs
+    from orchestrator.report.text import fit_json, format_fit
 
     cols = ColumnMap(n=args.n_col, d=args.d_col, c=args.c_col, loss=args.loss_col, budget=args.budget_col,
                      name=args.name_col)
@@ -330,7 +332,7 @@ def cmd_fit(args) -> int:
         fit = analyse(runs.table, _target(args, runs), n_boot=args.bootstrap, seed=args.seed,
                       drop_highest=args.drop_highest, isoflop=runs.isoflop, progress=progress)
     if args.json:
-        print(json.dumps(fit.to_json(), indent=1, default=float))
+        print(json.dumps(fit_json(fit), indent=1, default=float))
     else:
         if _target_line(fit):
             print(_target_line(fit))
@@ -467,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         code = args.fn(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return code
-    except UserError as e:
+    except (UserError, FitError) as e:  # a FitError (the runs cannot support the fit) is the user's input too
         print(f"scalesweep: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -21,6 +21,7 @@ import yaml
 from orchestrator.fitting.analysis import SweepFit, analyse
 from orchestrator.running.driver import Driver, ProgressSink
 from orchestrator.errors import UserError
+from orchestrator.fitting.errors import FitError
 from orchestrator.planning.estimate import Capacity, check, estimate_sweep, local_capacity
 from orchestrator.running.executor import Executor, RayExecutor
 from orchestrator.running.lock import DriverLock
@@ -154,7 +155,7 @@ def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, writ
     fit, fit_error, report = None, "", []
     try:
         fit = analyse(table, spec.fit.target_compute, isoflop=spec.planner != "adaptive", progress=fit_progress)
-    except UserError as e:
+    except FitError as e:
         fit_error = str(e)
     if fit is not None and write_report:
         from orchestrator.report.page import write_report as _write  # matplotlib import only when needed

@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from workers.gpt.arch import GPTShape, ShapeRule, nonembed_param_count, param_count, shape_for_params
@@ -39,5 +41,11 @@ def test_shape_for_params_rejects_nonpositive():
 def test_flops_is_6nd_and_inverts():
     assert train_flops(1e6, 2e7) == 6 * 1e6 * 2e7
     assert train_flops(1234, tokens_for_budget(5e12, 1234)) == pytest.approx(5e12)
+    assert type(train_flops(3, 4)) is float and type(tokens_for_budget(10**20, 7)) is float
+    # arrays (and pandas columns) elementwise, as the fit and the report use them
+    n, d = np.array([1e6, 3e7]), np.array([2e7, 5e8])
+    np.testing.assert_array_equal(train_flops(n, d), 6.0 * n * d)
+    np.testing.assert_array_equal(tokens_for_budget(1e18, n), 1e18 / (6.0 * n))
+    assert train_flops(pd.Series(n), pd.Series(d)).sum() == (6.0 * n * d).sum()
     # the attention term is added only where hardware FLOPs are wanted
     assert model_flops_per_token(1e6, 12, 768, 1024) == 6e6 + 12 * 12 * 1024 * 768

@@ -15,7 +15,8 @@ from orchestrator.fitting.law import (InsufficientData, LawParams, compute_optim
                               huber_terms, lbfgs, predict_loss, refine)
 from orchestrator.fitting.isoflop import (fit_approach1, fit_approach2, fit_isoflop_parabolas, infer_budgets,
                                   lower_envelope, parabola_vertex)
-from orchestrator.fitting.bootstrap import _weighted_vertices, bootstrap, coverage, resample_counts, synthetic_isoflop
+from orchestrator.fitting.bootstrap import _weighted_vertices, bootstrap, resample_counts
+from bench.synthetic_sweeps import coverage, synthetic_isoflop
 
 LAW = LawParams(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37)
 BUDGETS = (1e18, 1e19, 1e20, 1e21)
@@ -250,14 +251,14 @@ def _field_runs(amplitude: float, seed: int, length_scale: float = 0.5):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_reml_finds_a_planted_residual_field_and_widens_the_intervals_for_it(seed):
-    from orchestrator.fitting.discrepancy import discrepancy_sd, estimate_discrepancy
+    from orchestrator.fitting.discrepancy import LOCAL_ELL, discrepancy_sd, estimate_discrepancies
 
     sds = {}
     for amplitude in (0.0, 0.02):
         n, d, loss = _field_runs(amplitude, seed)
         fit = fit_approach3(n, d, loss)
         theta, x = fit.params.as_vector(), np.stack([np.log10(n), np.log10(d)], axis=1)
-        disc = estimate_discrepancy(theta, x, loss, fit.residuals)
+        disc = estimate_discrepancies(theta, x, loss, fit.residuals, caps=(LOCAL_ELL,))[0]
         if amplitude:
             assert 0.007 <= disc.s_r <= 0.04, disc  # the planted 0.02 nats, within the spread of one field
         else:

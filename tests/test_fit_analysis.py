@@ -10,12 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.fitting.analysis import analyse, format_fit
+from bench.synthetic_sweeps import synthetic_isoflop
+from orchestrator.fitting.analysis import analyse
 from orchestrator.cli import main
 from orchestrator.fitting.diagnostics import approach2_flags, law_flags, residual_scale
-from orchestrator.errors import UserError
+from orchestrator.fitting.errors import InsufficientData
 from orchestrator.fitting.law import LawParams, predict_loss
-from orchestrator.fitting.bootstrap import Interval, synthetic_isoflop
+from orchestrator.fitting.bootstrap import Interval
+from orchestrator.report.text import format_fit
 from workers.store import ResultStore
 
 LAW = LawParams(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37)
@@ -42,10 +44,10 @@ def test_failed_and_diverged_trials_are_left_out_and_counted():
     assert {r["reason"] for r in fit.to_json()["excluded_runs"]} == {"failed", "diverged", "non_finite_loss"}
 
 
-def test_too_few_completed_trials_is_a_user_error_saying_why():
+def test_too_few_completed_trials_is_an_error_saying_why():
     t = trials().iloc[:6].copy()
     t.loc[t.index[:2], "status"] = "failed"
-    with pytest.raises(UserError, match="needs at least 5 completed runs.*have 4.*2 failed"):
+    with pytest.raises(InsufficientData, match="needs at least 5 completed runs.*have 4.*2 failed"):
         analyse(t, 1e23, n_boot=0)
 
 

@@ -4,19 +4,24 @@ with the right notes, an exclusion with its reason, or one line on stderr with s
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.fitting.analysis import analyse, format_fit
+from bench.synthetic_sweeps import synthetic_isoflop
+from orchestrator.fitting.analysis import analyse
 from orchestrator.cli import main
 from orchestrator.fitting.diagnostics import local_scale
 from orchestrator.fitting.discrepancy import Discrepancy, discrepancy_sd
-from orchestrator.errors import UserError
+from orchestrator.fitting.errors import InsufficientData
 from orchestrator.fitting.law import LawParams, fit_approach3, predict_loss
 from orchestrator.fitting.isoflop import fit_isoflop_parabolas, infer_budgets
-from orchestrator.fitting.bootstrap import _envelope_candidates, _refit_approach1, resample_counts, synthetic_isoflop
+from orchestrator.fitting.bootstrap import _envelope_candidates, _refit_approach1, resample_counts
+from orchestrator.report.text import format_fit
 
 LAW = LawParams(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37)
 
@@ -92,7 +97,7 @@ def degenerate(kind: str) -> pd.DataFrame:
 ])
 def test_degenerate_tables_are_one_line_errors_saying_what_is_needed(kind, message, tmp_path, capsys):
     t = degenerate(kind)
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(InsufficientData, match=message):
         analyse(t, 1e22, n_boot=20)
     path = tmp_path / "runs.csv"
     t.to_csv(path, index=False)
@@ -220,3 +225,15 @@ def test_strided_local_scale_follows_the_noise_level():
     resid = rng.normal(0, 0.01 * level)
     scale = local_scale(resid, level)
     np.testing.assert_allclose(scale, 0.01 * level, rtol=0.15)
+
+
+def test_text_formatting_loads_no_fitting_engine():
+    """``scalesweep status`` formats sizes and FLOPs with orchestrator.report.text: importing it
+    must not load scipy or the fit (only the numpy-only orchestrator.fitting.stats)."""
+    code = ("import sys, orchestrator.report.text; "
+            "bad = [m for m in sys.modules if m.split('.')[0] == 'scipy' or "
+            "m.startswith('orchestrator.fitting.') and m not in ('orchestrator.fitting.stats',)]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stdout + out.stderr

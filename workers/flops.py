@@ -14,17 +14,30 @@ Chinchilla's IsoFLOP analysis does, so the fitted law is comparable with publish
 
 from __future__ import annotations
 
+import numpy as np
+
 __all__ = ["train_flops", "tokens_for_budget", "model_flops_per_token"]
 
 
-def train_flops(n_params: float, tokens: float) -> float:
-    """Training compute C = 6 * N * D in FLOPs (N parameters, D tokens)."""
-    return 6.0 * float(n_params) * float(tokens)
+def _values(x):
+    """A scalar as a Python float; a numpy array or pandas Series kept as it is (elementwise
+    arithmetic, the Series keeps its index); anything else (a list) as a float array."""
+    if np.ndim(x) == 0:
+        return float(x)
+    return x if isinstance(x, np.ndarray) or hasattr(x, "to_numpy") else np.asarray(x, float)
 
 
-def tokens_for_budget(budget_flops: float, n_params: float) -> float:
-    """Tokens D such that train_flops(n_params, D) == budget_flops (before rounding)."""
-    return float(budget_flops) / (6.0 * float(n_params))
+def train_flops(n_params, tokens):
+    """Training compute C = 6 * N * D in FLOPs (N parameters, D tokens).
+
+    Scalars give a float; arrays (or a pandas Series) give the elementwise array."""
+    return 6.0 * _values(n_params) * _values(tokens)
+
+
+def tokens_for_budget(budget_flops, n_params):
+    """Tokens D such that train_flops(n_params, D) == budget_flops (before rounding); scalars
+    or arrays, as :func:`train_flops`."""
+    return _values(budget_flops) / (6.0 * _values(n_params))
 
 
 def model_flops_per_token(n_params: float, n_layer: int, d_model: int, seq_len: int) -> float:

@@ -41,14 +41,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from orchestrator.fitting.law import (HUBER_DELTA, Approach3Fit, LawParams, compute_optimal, fit_approach3,
-                             lbfgs, one_step, optimal_allocation, predict_loss, refine, step_terms)
 from orchestrator.fitting.isoflop import MIN_SIZES
+from orchestrator.fitting.law import HUBER_DELTA, Approach3Fit, lbfgs, one_step, optimal_allocation, refine, step_terms
+from orchestrator.fitting.stats import LEVELS
+from workers.flops import train_flops
 
-__all__ = ["Interval", "Bootstrap", "bootstrap", "resample_counts", "newton_applies", "synthetic_isoflop", "coverage",
-           "LEVELS"]
+__all__ = ["Interval", "Bootstrap", "bootstrap", "resample_counts", "newton_applies", "LEVELS"]
 
-LEVELS = (0.80, 0.95)
 CHECK_GRID = np.linspace(0.05, 2.5, 16)  # exponents for the variable-projection check
 BASIN = 0.15  # exponents closer than this are one basin (as in fit._varpro_candidates)
 SSE_RATIO = 2.0  # a basin this much worse on the surrogate is not worth a refit
@@ -360,7 +359,7 @@ def bootstrap(n, d, loss, fit3: Approach3Fit, target_compute: float, *, n_boot: 
     """
     n, d, loss = (np.asarray(x, float) for x in (n, d, loss))
     budget = np.zeros_like(n) if budget is None else np.asarray(budget, float)
-    compute = 6.0 * n * d if compute is None else np.asarray(compute, float)
+    compute = train_flops(n, d) if compute is None else np.asarray(compute, float)
     v_full = fit3.params.as_vector()
     newton = newton_applies(n, d, loss, fit3, delta)
     logs = np.log(n), np.log(d), np.log(loss)
@@ -387,31 +386,3 @@ def bootstrap(n, d, loss, fit3: Approach3Fit, target_compute: float, *, n_boot: 
     est.update({k: v for k, v in (estimates or {}).items() if k in draws})
     draws = {k: v for k, v in draws.items() if k in est}
     return Bootstrap(n_boot, seed, est, draws, switches, polished, "newton" if newton else "exact")
-
-
-def synthetic_isoflop(law: LawParams, budgets, sizes: int, noise: float, seed: int, span: float = 1.5):
-    """IsoFLOP runs (n, d, loss, budget) from a known law: ``sizes`` sizes per budget, log-spaced
-    within a factor e^span of the law's N_opt, losses times exp(normal(0, noise))."""
-    rng = np.random.default_rng(seed)
-    rows = [(compute_optimal(law, c)["n_opt"] * math.exp(x), c) for c in budgets for x in np.linspace(-span, span, sizes)]
-    n, budget = (np.array(v) for v in zip(*rows))
-    d = budget / (6.0 * n)
-    return n, d, predict_loss(law, n, d) * np.exp(rng.normal(0.0, noise, len(n))), budget
-
-
-def coverage(law: LawParams, seeds, *, budgets=(1e18, 1e19, 1e20, 1e21), sizes: int = 7, noise: float = 0.01,
-             n_boot: int = 200, target_compute: float = 1e23) -> dict[float, dict[str, float]]:
-    """{level: {quantity: fraction of ``seeds`` whose interval contains the true value}} for the
-    law's parameters, a and b, and N_opt, D_opt and L* at ``target_compute``."""
-    truth = {"E": law.E, "A": law.A, "B": law.B, "alpha": law.alpha, "beta": law.beta, "a": law.a, "b": law.b}
-    truth.update(zip(("n_opt", "d_opt", "loss_opt"), (float(x) for x in optimal_allocation(
-        law.E, law.A, law.B, law.alpha, law.beta, target_compute))))
-    hits = {lv: dict.fromkeys(truth, 0) for lv in LEVELS}
-    for seed in seeds:
-        n, d, loss, _ = synthetic_isoflop(law, budgets, sizes, noise, seed)
-        boot = bootstrap(n, d, loss, fit_approach3(n, d, loss), target_compute, n_boot=n_boot, seed=seed)
-        for k, v in truth.items():
-            iv = boot.interval(k)
-            for lv in LEVELS:
-                hits[lv][k] += iv.contains(v, lv)
-    return {lv: {k: h / len(seeds) for k, h in hv.items()} for lv, hv in hits.items()}

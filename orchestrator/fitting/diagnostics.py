@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orchestrator.fitting.law import InsufficientData, fit_approach3, predict_loss
-from orchestrator.fitting.isoflop import flops_str
+from orchestrator.fitting.errors import InsufficientData
+from orchestrator.fitting.law import fit_approach3, predict_loss
+from orchestrator.fitting.stats import robust_sd
+from orchestrator.report.text import flops_str
 
 __all__ = ["Holdout", "residual_scale", "held_out_mask", "holdout_check", "outliers", "law_flags", "approach2_flags",
            "Z_LIMIT"]
@@ -40,9 +42,9 @@ LOCAL_MIN_RUNS = 200  # runs needed before residual scales are taken locally (ou
 
 
 def residual_scale(resid) -> float:
-    """Robust standard deviation (1.4826 MAD) of residuals, corrected for 5 fitted parameters."""
+    """Robust standard deviation (stats.robust_sd) of residuals, corrected for 5 fitted parameters."""
     r = np.asarray(resid, float)
-    mad = 1.4826 * np.median(np.abs(r - np.median(r)))
+    mad = robust_sd(r)
     return float(max(mad * np.sqrt(len(r) / max(len(r) - N_PARAMS, 1)), 1e-12))
 
 
@@ -111,7 +113,7 @@ def outliers(resid_nats, names, observed) -> list[dict]:
 
 
 def local_scale(resid, level) -> np.ndarray:
-    """Per run, the robust scale (1.4826 MAD) of the residuals of the runs nearest in ``level``
+    """Per run, the robust scale (stats.robust_sd) of the residuals of the runs nearest in ``level``
     (a window of max(50, n/20) runs); the global :func:`residual_scale` below LOCAL_MIN_RUNS."""
     r, n = np.asarray(resid, float), len(resid)
     if n < LOCAL_MIN_RUNS:
@@ -122,16 +124,11 @@ def local_scale(resid, level) -> np.ndarray:
     # window would be n k numbers, 5e10 for a million runs; strided, at most 1,000 windows.
     stride = max(1, (n - k + 1) // 1000)
     win = np.lib.stride_tricks.sliding_window_view(r[order], k)[::stride]
-    mad = np.concatenate([_mad(win[i:i + 50]) for i in range(0, len(win), 50)])
+    mad = np.concatenate([robust_sd(win[i:i + 50], axis=1) for i in range(0, len(win), 50)])
     out = np.empty(n)
     start = np.clip(np.arange(n) - k // 2, 0, n - k)
     out[order] = np.maximum(mad[np.minimum(np.rint(start / stride).astype(int), len(mad) - 1)], 1e-12)
     return out
-
-
-def _mad(win: np.ndarray) -> np.ndarray:
-    med = np.median(win, axis=1)
-    return 1.4826 * np.median(np.abs(win - med[:, None]), axis=1)
 
 
 def _disjoint(i1, i2, level: float = 0.95) -> bool:

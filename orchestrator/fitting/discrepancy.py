@@ -56,11 +56,10 @@ from threadpoolctl import threadpool_limits
 
 from orchestrator.planning.design import jacobian_fd, log_law_jacobian, squared_exponential
 from orchestrator.fitting.law import LawParams, optimal_allocation
+from orchestrator.fitting.stats import robust_sd
 
-__all__ = ["Discrepancy", "estimate_discrepancy", "estimate_discrepancies", "discrepancy_sd", "widen", "Z",
-           "LOCAL_ELL", "MAX_POINTS"]
+__all__ = ["Discrepancy", "estimate_discrepancies", "discrepancy_sd", "widen", "LOCAL_ELL", "MAX_POINTS"]
 
-Z = {0.80: 1.2815515655446004, 0.95: 1.959963984540054}
 _ELLS = (0.25, 0.5, 1.0)  # decades
 LOCAL_ELL = 0.5  # the cap for a, b and the misspecification flag (module docstring)
 _QS = (0.0, 1.0, 2.0, 3.0, 4.0)  # noise sd grows as L^q (seed noise: q ~ 2.7-3.8 in shared/BENCHMARK.md)
@@ -153,22 +152,15 @@ GRID_MAX = 512  # nodes per axis at most: 0.25-decade fields over 10 decades sti
 
 def _inliers(resid: np.ndarray) -> np.ndarray:
     med = np.median(resid)
-    mad = 1.4826 * np.median(np.abs(resid - med))
-    return np.abs(resid - med) <= 4 * max(mad, 1e-12)
-
-
-def estimate_discrepancy(theta: np.ndarray, x: np.ndarray, loss: np.ndarray, resid: np.ndarray,
-                         seed: int = 0, max_ell: float = LOCAL_ELL) -> Discrepancy:
-    """REML hyperparameters of the residual model with length scales up to ``max_ell``; ``x`` is
-    (n, 2) log10 N and log10 D, ``loss`` the observed losses and ``resid`` the fit's log
-    residuals (log predicted - log observed)."""
-    return estimate_discrepancies(theta, x, loss, resid, seed, caps=(max_ell,))[0]
+    return np.abs(resid - med) <= 4 * max(robust_sd(resid), 1e-12)
 
 
 def estimate_discrepancies(theta: np.ndarray, x: np.ndarray, loss: np.ndarray, resid: np.ndarray,
                            seed: int = 0, caps=(LOCAL_ELL, max(_ELLS))) -> list[Discrepancy]:
-    """:func:`estimate_discrepancy` for each length-scale cap in ``caps``, from one pass over
-    the grid."""
+    """REML hyperparameters of the residual model, one model for each length-scale cap in
+    ``caps`` (its length scale at most the cap), from one pass over the grid. ``x`` is (n, 2)
+    log10 N and log10 D, ``loss`` the observed losses and ``resid`` the fit's log residuals
+    (log predicted - log observed)."""
     keep = _inliers(resid)  # outliers would pass for noise and hide the field
     x, loss, resid = x[keep], loss[keep], resid[keep]
     if len(resid) > MAX_POINTS:

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orchestrator.fitting.law import InsufficientData
+from orchestrator.fitting.errors import InsufficientData
+from orchestrator.report.text import flops_str
 
 __all__ = ["IsoFlopMinimum", "PowerLaw", "Approach1Fit", "Approach2Fit", "fit_approach1", "fit_approach2",
-           "fit_isoflop_parabolas", "flops_str", "infer_budgets", "budget_inference", "budget_groups",
+           "fit_isoflop_parabolas", "infer_budgets", "budget_inference", "budget_groups",
            "distinct_per_group", "lower_envelope", "parabola_vertex", "power_law", "MIN_SIZES"]
 
 MIN_SIZES = 3  # a parabola has 3 coefficients
@@ -129,11 +130,6 @@ class Approach2Fit:
     @property
     def b(self) -> float:
         return self.d_law.exponent
-
-
-def flops_str(c: float) -> str:
-    """1e17, 3e20, 5.76e23: FLOPs as people write them."""
-    return f"{c:.3g}".replace("e+", "e")
 
 
 def _budget_list(skipped: dict[float, int], most: int = 5) -> str:

@@ -33,11 +33,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.optimize import minimize, nnls
 
-from orchestrator.errors import UserError
+from orchestrator.fitting.errors import InsufficientData
 from orchestrator.fitting.screening import law_data_problem
 
 __all__ = ["LawParams", "Approach3Fit", "InsufficientData", "fit_approach3", "refine", "huber_objective",
-           "huber_terms", "predict_loss", "compute_optimal", "optimal_allocation", "HUBER_DELTA"]
+           "huber_terms", "predict_loss", "compute_optimal", "optimal_allocation", "HUBER_DELTA", "SEARCH_GRID"]
 
 HUBER_DELTA = 1e-3
 EXPONENT_BOUNDS = (0.0, 5.0)  # alpha, beta; as in the grid of Hoffmann et al. and Besiroglu et al.
@@ -47,12 +47,7 @@ EXPONENT_BOUNDS = (0.0, 5.0)  # alpha, beta; as in the grid of Hoffmann et al. a
 LOG_COEF_MIN = -30.0
 SEARCH_RUNS = 50_000  # the global search's runs at most (fit_approach3)
 POINT_BLOCK = 2_000_000  # problems x points per block of huber_terms: 80 MB per (k, n, 5) temporary
-
-
-class InsufficientData(UserError, ValueError):
-    """Too few points for a functional form; the message names what is missing.
-
-    A ValueError too, as fit_approach3's callers have caught since it first raised one."""
+SEARCH_GRID = np.linspace(0.02, 2.5, 48)  # alpha and beta of the global search's variable projection
 
 
 @dataclass(frozen=True)
@@ -290,17 +285,21 @@ def lbfgs(x0, log_n, log_d, log_l, delta: float = HUBER_DELTA, weights=None):
 
 
 def fit_approach3(n, d, loss, *, weights=None, delta: float = HUBER_DELTA, keep: int = 8,
-                  alphas=None, betas=None, extra_starts=()) -> Approach3Fit:
-    """Global Approach 3 fit; see the module docstring. Needs at least 5 points."""
+                  alphas=None, betas=None, extra_starts=(), screened: bool = False) -> Approach3Fit:
+    """Global Approach 3 fit; see the module docstring. Needs at least 5 points.
+
+    InsufficientData unless the runs can determine the law (screening.law_data_problem, a sort
+    of the runs); ``screened``: the caller has checked that already (analyse does, to word the
+    error its own way) and it is not checked again."""
     n, d, loss = (np.asarray(x, float) for x in (n, d, loss))
     if len(n) < 5:
         raise InsufficientData(f"Approach 3 needs at least 5 runs to fit its 5 parameters; have {len(n)}")
-    problem = law_data_problem(n, d, loss)
+    problem = "" if screened else law_data_problem(n, d, loss)
     if problem:
         raise InsufficientData(f"Approach 3: {problem}")
     w = np.ones_like(n) if weights is None else np.asarray(weights, float)
-    alphas = np.linspace(0.02, 2.5, 48) if alphas is None else alphas
-    betas = np.linspace(0.02, 2.5, 48) if betas is None else betas
+    alphas = SEARCH_GRID if alphas is None else alphas
+    betas = SEARCH_GRID if betas is None else betas
     log_n, log_d, log_l = np.log(n), np.log(d), np.log(loss)
     # The basins are found on a random SEARCH_RUNS of the runs when there are more: their
     # objective has the same basins as the whole one, and only the winner's polish needs every

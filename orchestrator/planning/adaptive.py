@@ -48,6 +48,7 @@ from optuna.trial import TrialState
 
 from orchestrator.planning.design import Z80, DesignModel, SparseDesignModel
 from orchestrator.fitting.law import LawParams, fit_approach3, no_optimum
+from orchestrator.fitting.stats import robust_sd
 from orchestrator.planning.trials import TrialFactory
 from orchestrator.spec import SweepSpec
 from workers.flops import train_flops
@@ -64,9 +65,11 @@ EXACT_MAX = 300  # points up to which the exact GLS design model is used (O(n^3)
 REBUILD_GROWTH = 1.1  # the sparse model is rebuilt once the finished trials grow by this factor
 
 
-def snap_compute(log10_c: float) -> float:
-    """Quarter-decade compute levels, so adaptive points form IsoFLOP groups."""
-    return round(4 * log10_c) / 4
+def snap_compute(log10_c):
+    """Quarter-decade compute levels, so adaptive points form IsoFLOP groups: log10 C rounded
+    to the nearest quarter, for a float (a float back) or an array."""
+    snapped = np.round(4 * np.asarray(log10_c, float)) / 4
+    return float(snapped) if snapped.ndim == 0 else snapped
 
 
 class AdaptivePlanner:
@@ -253,7 +256,7 @@ class AdaptivePlanner:
         resid = getattr(self, "_resid", np.zeros(1))
         # Robust residual scale (MAD), floored: few points understate it. Split as discrepancy
         # (smooth) and i.i.d. noise; the length scale is a prior, not fitted (too few points).
-        scale = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), 2e-3)
+        scale = max(float(robust_sd(resid)), 2e-3)
         w = (1.0 / self.cfg.target_width**2, 1.0 / self.cfg.loss_width**2)
         kind = SparseDesignModel if sparse else DesignModel
         model = kind(theta, x, self.target, sigma=0.5 * scale, s_r=scale, ell=0.5, weights=w)
@@ -306,7 +309,7 @@ class AdaptivePlanner:
         return picks
 
     def _score(self, model: DesignModel, lc: np.ndarray, lr: np.ndarray, remaining: float) -> tuple:
-        lc = np.round(4 * lc) / 4  # score what would be run: the snapped compute level
+        lc = snap_compute(lc)  # score what would be run: the snapped compute level
         ln, ld, ok = self._feasible(lc, lr)
         cost = 10**lc
         ok &= (cost <= remaining) & (lc >= self.bounds_c[0] - 1e-9) & (lc <= self.bounds_c[1] + 1e-9)

@@ -35,13 +35,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator.fitting.law import LawParams, compute_optimal
+from orchestrator.fitting.stats import Z80
 
 __all__ = ["DesignModel", "SparseDesignModel", "Z80", "jacobian_fd", "log_law_jacobian", "squared_exponential"]
 
-Z80 = 1.2815515655446004  # two-sided 80 % interval half-width in standard deviations
 # Weak prior precision on theta = (a, b, e, alpha, beta): keeps the information matrix
 # invertible with few points without pulling the estimate (sd 10 on logs, 1 on exponents).
 _PRIOR = np.diag([0.01, 0.01, 0.01, 1.0, 1.0])
+_INDUCING_JITTER = 1e-6  # added to K_ZZ's diagonal, relative to s_r^2: keeps it invertible
 
 
 def log_law_jacobian(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
@@ -157,7 +158,7 @@ class SparseDesignModel:
         axes = [np.arange(lo[i], hi[i] + 1e-9, 0.8 * ell) for i in range(2)]
         self.z = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 2)
         m = len(self.z)
-        kzz = squared_exponential(self.z, self.z, s_r, ell) + 1e-6 * s_r**2 * np.eye(m)
+        kzz = squared_exponential(self.z, self.z, s_r, ell) + _INDUCING_JITTER * s_r**2 * np.eye(m)
         self._kzz_inv = np.linalg.inv(kzz)
         precision = np.zeros((5 + m, 5 + m))
         precision[:5, :5] = _PRIOR

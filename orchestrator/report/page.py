@@ -21,9 +21,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from orchestrator.fitting.analysis import SweepFit, format_fit  # noqa: E402
 from orchestrator.errors import UserError  # noqa: E402
+from orchestrator.fitting.analysis import SweepFit  # noqa: E402
 from orchestrator.fitting.law import compute_optimal, optimal_allocation, predict_loss  # noqa: E402
+from orchestrator.report.text import format_fit  # noqa: E402
+from workers.flops import tokens_for_budget  # noqa: E402
 from workers.store import ResultStore  # noqa: E402
 
 __all__ = ["write_report"]
@@ -47,7 +49,7 @@ def _isoflop(fit: SweepFit, ax) -> None:
                    label=None if many else f"C = {c:.2g} FLOPs")
         if i % every == 0 or i == len(budgets) - 1:
             n = np.geomspace(pts["n_params"].min() / 1.5, pts["n_params"].max() * 1.5, 100)
-            ax.plot(n, predict_loss(p, n, c / (6 * n)), color=color, lw=1.2)
+            ax.plot(n, predict_loss(p, n, tokens_for_budget(c, n)), color=color, lw=1.2)
     for m in fit.minima:
         ax.scatter([m.n_opt], [m.loss], marker="*", s=60 if many else 160, color="black" if not m.at_edge else "red",
                    zorder=4)
