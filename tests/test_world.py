@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from workers.simulated.expr import ExpressionError
-from workers.simulated.world import VISIBLE_LAWS, NoiseConfig, World, WorldConfig, observation_key
+from bench.worlds import VISIBLE_LAWS
+from workers.simulated.world import NoiseConfig, World, WorldConfig, observation_key
 
 T0 = VISIBLE_LAWS["T0"]
 T0_TEXT = "1.8172 + 482.01/N**0.3478 + 2085.43/D**0.3658"
