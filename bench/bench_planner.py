@@ -99,7 +99,7 @@ def run_one(args) -> dict:
     from orchestrator.planning.design import Z80
     from orchestrator.fitting.discrepancy import discrepancy_sd, estimate_discrepancies, widen
     from orchestrator.fitting.bootstrap import bootstrap
-    from workers.store import ResultStore
+    from workers.store import ResultStore, TrialStatus
     from workers.simulated.world import World
 
     t0 = time.perf_counter()
@@ -116,7 +116,7 @@ def run_one(args) -> dict:
             planner = AdaptivePlanner(spec, factory, os.path.join(spec.sweep_dir, "planner.journal"))
         Driver(planner, store, BatchExecutor(slots=8), poll_s=0).run()
         tab = store.read_table("trials").to_pandas()
-        tab = tab[tab["status"] == "completed"]
+        tab = tab[tab["status"] == TrialStatus.COMPLETED.value]
         n, d, loss = tab["n_params"].values.astype(float), tab["tokens"].values.astype(float), tab["eval_loss"].values
         fit = fit_approach3(n, d, loss)
         boot = bootstrap(n, d, loss, fit, TARGETS[0], n_boot=n_boot, seed=seed)
