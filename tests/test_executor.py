@@ -11,12 +11,13 @@ from dataclasses import replace
 import pytest
 
 from bench.bench_planner import BatchExecutor
+from bench.worlds import VISIBLE_LAWS, law_spec
 from orchestrator.planning.trials import TrialFactory, plan_trials
 from orchestrator.running.executor import Completion, Executor, InlineExecutor, RayExecutor
 from orchestrator.spec import parse_spec
 from workers.store import ResultStore, TrialStatus
 
-T0 = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+T0 = law_spec(VISIBLE_LAWS["T0"])
 SLOTS = 2  # the session's Ray has 2 CPUs and the trials ask for one each
 
 

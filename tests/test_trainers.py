@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import tiny_spec_dict
+from bench.worlds import VISIBLE_LAWS, law_spec
 from orchestrator.planning.trials import TrialFactory
 from orchestrator.spec import SweepSpec, parse_spec
 from workers.entry import TRAINERS, run_trial
@@ -16,7 +17,7 @@ from workers.flops import train_flops
 from workers.gpt.data import DataConfig
 from workers.store import TRIALS_SCHEMA, ResultStore, TrialStatus, checkpoint_path
 
-T0 = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+T0 = law_spec(VISIBLE_LAWS["T0"])
 # trainer -> (N, D) of its contract trial
 POINTS = {"gpt": (4e3, 256 * 40), "simulated": (1e7, 2e8)}
 
