@@ -1,8 +1,8 @@
 """Benchmark of the fitting engine on the Chinchilla points, with the plain multistart baseline.
 
-    python bench/bench_fit.py                      # everything (the baseline takes ~4 minutes)
-    python bench/bench_fit.py --skip-baseline      # our fit, bootstrap and coverage only
-    python bench/bench_fit.py --write docs/benchmarks.md   # also rewrite that file's "Fitting" section
+    python -m bench.bench_fit                      # everything (the baseline takes ~4 minutes)
+    python -m bench.bench_fit --skip-baseline      # our fit, bootstrap and coverage only
+    python -m bench.bench_fit --write docs/benchmarks.md   # also rewrite that file's "Fitting" section
 
 Measures, on the 240 points of Epoch AI's extraction of Chinchilla's Figure 4 (the 5 highest
 losses dropped, as in Besiroglu et al. 2024):
@@ -34,13 +34,13 @@ import scipy
 from scipy.optimize import minimize
 from scipy.special import huber, logsumexp
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from orchestrator.fitting.analysis import analyse
+from orchestrator.fitting.law import LawParams, fit_approach3
+from orchestrator.fitting.bootstrap import bootstrap
 
-from orchestrator.fitting.analysis import analyse  # noqa: E402
-from orchestrator.fitting.law import LawParams, fit_approach3  # noqa: E402
-from orchestrator.fitting.bootstrap import bootstrap  # noqa: E402
-from bench.synthetic_sweeps import coverage  # noqa: E402
+from bench.synthetic_sweeps import coverage
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = ROOT / ".." / "shared" / "data" / "chinchilla_svg_extracted.csv"
 CHINCHILLA_C = 5.76e23  # Chinchilla's training compute, the natural target
@@ -100,7 +100,7 @@ def run(args) -> str:
     lines = [
         "## Fitting",
         "",
-        f"Measured by `python bench/bench_fit.py` on {datetime.date.today().isoformat()} ({host}). "
+        f"Measured by `python -m bench.bench_fit` on {datetime.date.today().isoformat()} ({host}). "
         "Data: Epoch AI's extraction of Chinchilla's Figure 4, the 5 highest losses dropped (240 points).",
         "",
         "| what | result |",

@@ -1,9 +1,9 @@
 """The whole fit (``analyse``) on random (N, D) designs of 10,000 and a million runs: wall time
 and peak memory, each size in a fresh process.
 
-    python bench/bench_fit_scale.py                          # 10,000 and 1,000,000 runs
-    python bench/bench_fit_scale.py --runs 10000 --repeat 3  # best and median of 3
-    python bench/bench_fit_scale.py --write docs/benchmarks.md
+    python -m bench.bench_fit_scale                          # 10,000 and 1,000,000 runs
+    python -m bench.bench_fit_scale --runs 10000 --repeat 3  # best and median of 3
+    python -m bench.bench_fit_scale --write docs/benchmarks.md
 
 A design is log-uniform N in [1e6, 1e10] and D in [1e8, 1e12], losses from the T0 law of
 shared/BENCHMARK.md times exp(normal(0, 0.01)): no budgets and no IsoFLOP groups, the design
@@ -27,13 +27,12 @@ import sys
 import time
 from pathlib import Path
 
+from bench.bench_fit import write_section
+from bench.worlds import VISIBLE_LAWS, law_spec
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_fit import write_section  # noqa: E402
-
-T0 = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+T0 = law_spec(VISIBLE_LAWS["T0"])
 TARGET = 1e22
 HEADING = "## Fit scale: "
 CHANGES = (
@@ -85,8 +84,8 @@ def child(runs: int, n_boot: int, seed: int) -> dict:
 def measure(runs: int, n_boot: int, repeat: int) -> list[dict]:
     out = []
     for i in range(repeat):
-        proc = subprocess.run([sys.executable, __file__, "--child", str(runs), str(n_boot), str(i)],
-                              capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "bench.bench_fit_scale", "--child", str(runs), str(n_boot), str(i)],
+                              cwd=ROOT, capture_output=True, text=True)
         if proc.returncode:
             sys.exit(f"bench_fit_scale: the {runs}-run fit failed:\n{proc.stderr[-3000:]}")
         out.append(json.loads(proc.stdout.splitlines()[-1]))
@@ -98,7 +97,7 @@ def section(results: dict[int, list[dict]]) -> str:
     host = f"{platform.machine()}, {os.cpu_count()} cores shared with two other engineers' jobs, Python " \
            f"{platform.python_version()}"
     lines = [HEADING + "random designs of 10,000 and a million runs", "",
-             f"Measured by `python bench/bench_fit_scale.py` on {datetime.date.today().isoformat()} ({host}); "
+             f"Measured by `python -m bench.bench_fit_scale` on {datetime.date.today().isoformat()} ({host}); "
              "each size in a fresh process, seeds 0, 1, ... (one design per repeat). Design: log-uniform N in "
              "[1e6, 1e10] and D in [1e8, 1e12], the T0 law, 1 % log-normal noise, no budget column; `analyse` "
              "with 1,000 resamples asked for, target 1e22.", "",

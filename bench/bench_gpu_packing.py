@@ -6,7 +6,7 @@ trials run one after another on a single GPU), once packed (``gpus: 1/K``, all K
 Reports each run's wall time without Ray's start-up and the aggregate training tokens/s
 (sum of the trials' tokens over that time). Needs a GPU; nothing in CI runs it.
 
-    python bench/bench_gpu_packing.py --trials 4 --params 2e6 --budget 3e14
+    python -m bench.bench_gpu_packing --trials 4 --params 2e6 --budget 3e14
 """
 
 from __future__ import annotations

@@ -8,18 +8,16 @@ scalesweep's side runs the real path: spec -> TrialFactory -> Driver -> RayExecu
 tasks) -> simulated worker -> Parquet commit, without the end-of-sweep fit and report (they
 are measured separately in docs/benchmarks.md).
 
-    python bench/bench_overhead.py [--trials 500] [--seconds 0.05] [--skip-tune]
+    python -m bench.bench_overhead [--trials 500] [--seconds 0.05] [--skip-tune]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def run_scalesweep(n: int, seconds: float, root: str) -> float:

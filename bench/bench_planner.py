@@ -11,7 +11,7 @@ bootstrap for the 80 % intervals, and scored at C_t = 1e20 and 1e21:
 
 Usage (results land in docs/planner_bench.json and .png; docs/benchmarks.md quotes them):
 
-    python bench/bench_planner.py --seeds 50 --jobs 2
+    python -m bench.bench_planner --seeds 50 --jobs 2
 """
 
 from __future__ import annotations
@@ -28,13 +28,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.worlds import VISIBLE_LAWS, law_spec
 
-WORLDS = {  # shared/BENCHMARK.md, visible worlds
-    "T0": (1.8172, 482.01, 2085.43, 0.3478, 0.3658),
-    "T1": (1.6934, 406.4, 410.7, 0.33917, 0.28491),
-    "T2": (1.69, 400.0, 400.0, 0.31, 0.31),
-}
+WORLDS = dict(VISIBLE_LAWS)  # --world adds others
 TARGETS = (1e20, 1e21)
 GRID_BUDGETS = [10 ** (15 + 0.5 * i) for i in range(9)]
 
@@ -72,11 +68,10 @@ class BatchExecutor:
 
 
 def spec_dict(world: str, seed: int, root: str, fraction: float | None) -> dict:
-    E, A, B, alpha, beta = WORLDS[world]
     spec = {
         "name": f"{world}-s{seed}-{'grid' if fraction is None else fraction}",
         "trainer": "simulated",
-        "world": {"law": {"E": E, "A": A, "B": B, "alpha": alpha, "beta": beta}, "seed": seed,
+        "world": {"law": law_spec(WORLDS[world]), "seed": seed,
                   "noise": {"tier": "default", "residual_amplitude": 0.02, "residual_length_scale": 0.7,
                             "outlier_prob": 0.02}},
         "results": root,
@@ -104,7 +99,7 @@ def run_one(args) -> dict:
     from orchestrator.planning.design import Z80
     from orchestrator.fitting.discrepancy import discrepancy_sd, estimate_discrepancies, widen
     from orchestrator.fitting.bootstrap import bootstrap
-    from workers.store import ResultStore
+    from workers.store import ResultStore, TrialStatus
     from workers.simulated.world import World
 
     t0 = time.perf_counter()
@@ -121,7 +116,7 @@ def run_one(args) -> dict:
             planner = AdaptivePlanner(spec, factory, os.path.join(spec.sweep_dir, "planner.journal"))
         Driver(planner, store, BatchExecutor(slots=8), poll_s=0).run()
         tab = store.read_table("trials").to_pandas()
-        tab = tab[tab["status"] == "completed"]
+        tab = tab[tab["status"] == TrialStatus.COMPLETED.value]
         n, d, loss = tab["n_params"].values.astype(float), tab["tokens"].values.astype(float), tab["eval_loss"].values
         fit = fit_approach3(n, d, loss)
         boot = bootstrap(n, d, loss, fit, TARGETS[0], n_boot=n_boot, seed=seed)
@@ -280,7 +275,7 @@ def main() -> None:
             if (i + 1) % 10 == 0:
                 print(f"{i + 1}/{len(jobs)} runs, {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
     summary = summarise(rows)
-    meta = {"command": "python bench/bench_planner.py " + " ".join(sys.argv[1:]), "machine": platform.processor() or platform.machine(),
+    meta = {"command": "python -m bench.bench_planner " + " ".join(sys.argv[1:]), "machine": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "wall_s": time.time() - t0,
             "grid_flops": grid_flops()}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

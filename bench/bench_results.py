@@ -12,7 +12,7 @@ per trial, exactly as workers commit them): ``--trials`` trials of ``--steps`` s
 first on the 20,000 per-trial files (a sweep still running), then after ``compact`` (what the
 driver leaves at the end of a large sweep). Each in-process figure is the median of 5 runs.
 
-    python bench/bench_results.py --trials 10000 --steps 100
+    python -m bench.bench_results --trials 10000 --steps 100
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from orchestrator.results import query  # noqa: E402
-from workers.store import STEPS_SCHEMA, TRIALS_SCHEMA, ResultStore  # noqa: E402
+from orchestrator.results import query
+from workers.store import STEPS_SCHEMA, TRIALS_SCHEMA, ResultStore
 
 QUERIES = {
     "best": "SELECT trial_id, min(eval_loss) AS best FROM steps GROUP BY trial_id ORDER BY best LIMIT 10",

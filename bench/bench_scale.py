@@ -15,7 +15,7 @@ local Ray, sampling the driver process's resident memory every 0.5 s against the
 (flat means it does not grow with them), then ``scalesweep status``,
 ``fit``, ``report`` and a ``query`` on its results, each timed as a user runs it.
 
-    python bench/bench_scale.py --planner 300 10000 --sweep --trials 10000
+    python -m bench.bench_scale --planner 300 10000 --sweep --trials 10000
 """
 
 from __future__ import annotations
@@ -32,11 +32,9 @@ import time
 import numpy as np
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "bench"))
+from bench.worlds import VISIBLE_LAWS, law_spec
 
-T0 = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+T0 = law_spec(VISIBLE_LAWS["T0"])
 
 
 def planner_spec(root: str, max_trials: int) -> dict:
@@ -100,7 +98,7 @@ def bench_planner(n_finished: int, rounds: int = 600) -> None:
 
 
 def sweep_spec(n_trials: int, root: str) -> dict:
-    from bench_sim_scale import spec
+    from bench.bench_sim_scale import spec
 
     return spec(n_trials, root)
 

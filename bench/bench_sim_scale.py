@@ -4,7 +4,7 @@ Runs a grid of simulated trials (T0 world, default noise) through ``scalesweep r
 fresh local Ray, once, and reports the sweep wall time (trials, Parquet commits, end fit and
 report included) with and without Ray's start-up.
 
-    python bench/bench_sim_scale.py --trials 1000
+    python -m bench.bench_sim_scale --trials 1000
 """
 
 from __future__ import annotations

@@ -7,24 +7,21 @@ boundary before the final evaluation, so evaluation and the Parquet commit are e
 they are from the bare loop; everything else the worker does per step (metric accumulation,
 the log-boundary bookkeeping, checkpoint clock checks) is included. Goal: ratio >= 0.95.
 
-    python bench/bench_train.py [--params 160000] [--steps 400] [--device cpu]
+    python -m bench.bench_train [--params 160000] [--steps 400] [--device cpu]
 
 On a GPU it also reports model FLOPs utilisation (MFU: training FLOPs per token, attention
 included, times tokens/s, over the GPU's dense bf16 peak), e.g. for a 124M-parameter model:
 
-    python bench/bench_train.py --device cuda --params 124e6 --seq-len 1024 --batch-tokens 262144 \
+    python -m bench.bench_train --device cuda --params 124e6 --seq-len 1024 --batch-tokens 262144 \
         --steps 60 --compile
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main() -> None:

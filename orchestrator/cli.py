@@ -1,4 +1,6 @@
-"""``scalesweep``: the command line. The only module that reads argv and environment variables.
+"""``scalesweep``: the command line. The only module that reads argv and the user's environment
+variables (orchestrator.running.cluster writes Ray's own configuration variables, which Ray
+reads from the environment only, before it imports Ray).
 
 Exit status: 0 on success, 2 on bad input (one line on stderr, no traceback), 130 on Ctrl-C
 and 143 on SIGTERM (what Kubernetes sends a RayJob's driver pod and ``ray job stop`` sends),
@@ -267,25 +269,26 @@ def cmd_status(args) -> int:
     from orchestrator.report.text import si
     from orchestrator.results import open_results
     from orchestrator.fitting.runs import plan_record
+    from workers.store import TrialStatus
 
     store = open_results(args.results)
     trials = store.read_table("trials").to_pandas()
     planned = plan_record(store).get("trials")
     counts = trials["status"].value_counts().to_dict()
-    done_ids = set(trials.loc[trials["status"].isin(["completed", "diverged"]), "trial_id"])
+    done_ids = set(trials.loc[trials["status"].isin([st.value for st in TrialStatus if st.is_finished()]), "trial_id"])
     total = len(planned) if planned is not None else len(trials)
     pending = sum(1 for t in planned if t["trial_id"] not in done_ids) if planned is not None else 0
     head = f"{total} trials planned" if planned else "adaptive planner"
     print(f"{args.results}: {head}; " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
           + (f"; {pending} not finished" if planned else ""))
     print(f"FLOPs spent: {si(trials['flops'].sum())}; wall time in trials: {_fmt_s(trials['wall_s'].sum())}")
-    ok = trials[trials["status"] == "completed"]
+    ok = trials[trials["status"] == TrialStatus.COMPLETED.value]
     if len(ok):
         best = ok.sort_values("eval_loss").groupby("budget", sort=True).head(1).sort_values("budget")
         print("Best held-out loss per budget:")
         for _, r in best.iterrows():
             print(f"  C={r['budget']:.3g}: {r['eval_loss']:.4f} at N={si(r['n_params'])} D={si(r['tokens'])}")
-    for _, r in trials[trials["status"] == "failed"].iterrows():
+    for _, r in trials[trials["status"] == TrialStatus.FAILED.value].iterrows():
         print(f"  failed {r['trial_id']} {r['name']}: {str(r['error']).splitlines()[0] if r['error'] else ''}")
     return 0
 

@@ -142,7 +142,7 @@ def _run(spec, store, factory, static, executor_factory, sink, write_report, fit
     ids = {t.trial_id for t in static} if spec.planner == "static" else None
     out = finish(spec, store, ids, write_report, fit_progress)
     out.trained, out.skipped, out.failed, out.diverged = trained, skipped, failed, diverged
-    out.stop_reason = getattr(planner, "stopped", "")
+    out.stop_reason = planner.stopped
     return out
 
 

@@ -11,7 +11,6 @@ import io
 import logging
 import math
 
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -183,28 +182,6 @@ def test_checkpoint_every_s_zero_writes_none(tmp_path, cache_dir, monkeypatch):
     monkeypatch.setattr(ResultStore, "write_bytes", lambda self, path, data: writes.append(path))
     assert run_trial(cfg).status is TrialStatus.COMPLETED
     assert writes == [] and not (tmp_path / "res" / "checkpoints").exists()
-
-
-@pytest.fixture(params=["local", "memory"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return ResultStore(str(tmp_path / "sweep"))
-    fs = pafs.PyFileSystem(pafs.FSSpecHandler(__import__("fsspec").filesystem("memory", skip_instance_cache=True)))
-    return ResultStore(f"/mem-{tmp_path.name}/sweep", filesystem=fs)
-
-
-def test_store_bytes_round_trip_and_delete(store):
-    assert store.read_bytes("checkpoints/a.pt") is None
-    store.delete("checkpoints/a.pt")  # deleting nothing is fine
-    store.write_bytes("checkpoints/a.pt", b"one")
-    store.write_bytes("checkpoints/a.pt", b"two")  # replaced in one move
-    assert store.read_bytes("checkpoints/a.pt") == b"two"
-    names = [i.base_name for i in store.fs.get_file_info(pafs.FileSelector(f"{store.root}/checkpoints"))]
-    assert names == ["a.pt"]  # no temporary file left behind
-    store.delete("checkpoints/a.pt")
-    assert store.read_bytes("checkpoints/a.pt") is None
-    with pytest.raises(ValueError, match="relative path"):
-        store.write_bytes("../escape.pt", b"x")
 
 
 def test_spec_passes_checkpoint_interval_through_without_changing_ids(tmp_path, cache_dir):

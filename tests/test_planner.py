@@ -1,17 +1,18 @@
-"""Planner contract (every planner), and the adaptive planner's budget, region and resume."""
+"""The planner contract, run against every planner, and the adaptive planner's budget, region and resume."""
 
 import math
 import os
+import typing
 
 import optuna
 import pytest
 
-from orchestrator.planning.adaptive import AdaptivePlanner
+from orchestrator.planning.adaptive import AdaptivePlanner, StopReason
 from orchestrator.running.driver import Driver
 from orchestrator.running.executor import InlineExecutor
 from orchestrator.planning.trials import TrialFactory, plan_trials
-from orchestrator.planning.protocol import StaticPlanner
-from orchestrator.spec import parse_spec
+from orchestrator.planning.protocol import Planner, StaticPlanner
+from orchestrator.spec import SweepSpec, parse_spec
 from workers.store import ResultStore
 from workers.entry import run_trial
 
@@ -39,9 +40,23 @@ def make_planner(kind, root):
     return spec, AdaptivePlanner(spec, factory, os.path.join(spec.sweep_dir, "planner.journal"))
 
 
-@pytest.mark.parametrize("kind", ["static", "adaptive"])
-def test_contract_every_asked_trial_is_told_once(kind, tmp_path):
-    spec, planner = make_planner(kind, tmp_path)
+# -- the contract (orchestrator.planning.protocol), run against every planner ---------------------
+
+PLANNERS = ["static", "adaptive"]
+
+
+def test_contract_covers_every_planner_a_spec_can_name():
+    assert set(PLANNERS) == set(typing.get_args(SweepSpec.model_fields["planner"].annotation))
+
+
+@pytest.fixture(params=PLANNERS)
+def planner(request, tmp_path):
+    return make_planner(request.param, tmp_path)[1]
+
+
+def drive(planner, n=3):
+    """Ask for up to ``n`` at a time and tell every trial at once, as a driver with ``n`` slots
+    would, until the planner has finished; returns (asked ids, told ids)."""
     told = []
     original = planner.tell
 
@@ -52,17 +67,61 @@ def test_contract_every_asked_trial_is_told_once(kind, tmp_path):
     planner.tell = tell
     asked = []
     while not planner.finished() or len(told) < len(asked):
-        batch = planner.ask(3)
-        assert len(batch) <= 3
+        batch = planner.ask(n)
+        assert len(batch) <= n
         asked.extend(t.trial_id for t in batch)
         if not batch and len(told) == len(asked):
             break
         for t in batch:
             planner.tell(t, run_trial(t))
+    return asked, told
+
+
+def test_contract_implements_the_whole_protocol(planner):
+    assert isinstance(planner, Planner)
+    assert isinstance(planner.eager, bool) and planner.stopped == ""
+
+
+def test_contract_eagerness_says_whether_it_learns_from_results(planner):
+    assert planner.eager is isinstance(planner, StaticPlanner)
+
+
+def test_contract_every_asked_trial_is_told_once(planner):
+    asked, told = drive(planner)
     assert sorted(told) == sorted(asked) and len(set(asked)) == len(asked)
     assert planner.finished()
     n, flops = planner.expected()
     assert n >= 1 and flops > 0
+
+
+def test_contract_a_finished_planner_proposes_nothing(planner):
+    drive(planner)
+    assert planner.ask(5) == [] and planner.finished()
+    assert isinstance(planner.stopped, str)
+
+
+def test_contract_asking_for_none_proposes_none(planner):
+    assert planner.ask(0) == []
+
+
+def test_contract_a_lost_trial_is_told_none_and_the_planner_goes_on(planner):
+    first = planner.ask(1)
+    assert len(first) == 1
+    planner.tell(first[0], None)
+    asked, told = drive(planner)
+    assert sorted(told) == sorted(asked) and first[0].trial_id not in asked
+    assert planner.finished()
+
+
+def test_contract_only_a_planner_that_stops_early_says_why(planner):
+    drive(planner)
+    if isinstance(planner, StaticPlanner):
+        assert planner.stopped == ""
+    else:
+        assert planner.stopped.startswith(tuple(r.value for r in StopReason))
+
+
+# -- the adaptive planner -------------------------------------------------------------------------
 
 
 def run_adaptive(root, executor_slots=4, world=None, **adaptive):
@@ -95,7 +154,7 @@ def test_a_loss_that_depends_on_neither_n_nor_d_is_explored_and_flagged(tmp_path
     from orchestrator.fitting.analysis import analyse
 
     spec, planner, trials = run_adaptive(tmp_path, world={"expression": "3.0", "seed": 1}, max_trials=30)
-    assert planner.stopped in ("FLOP budget spent", "trial cap reached")
+    assert planner.stopped in (StopReason.FLOP_BUDGET, StopReason.TRIAL_CAP)
     assert len(trials) > spec.adaptive.initial_trials
     assert (trials["budget"] > 10 ** 16.5).any()  # past the initial design's decade and a half
     fit = analyse(trials, 1e20, n_boot=50, isoflop=False)
@@ -175,6 +234,6 @@ def test_adaptive_prices_trials_by_both_budgets_so_cheap_trials_do_not_eat_the_c
     # is what binds, and part of it goes to the largest allowed trials.
     _, planner, trials = run_adaptive(tmp_path, flop_budget=3e18, max_trials=150)
     flops = 6.0 * trials["n_params"] * trials["tokens"]
-    assert planner.stopped == "FLOP budget spent"
+    assert planner.stopped == StopReason.FLOP_BUDGET
     assert len(trials) < 150
     assert flops[flops >= 1e17].sum() > 0.5 * flops.sum()

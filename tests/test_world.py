@@ -9,7 +9,8 @@ from typing import get_args
 
 from workers.config import LawConfig, NoiseConfig, WorldConfig
 from workers.simulated.expr import ExpressionError
-from workers.simulated.world import SEED_NOISE_TIERS, VISIBLE_LAWS, World, observation_key
+from bench.worlds import VISIBLE_LAWS
+from workers.simulated.world import SEED_NOISE_TIERS, World, observation_key
 
 T0 = VISIBLE_LAWS["T0"]
 T0_TEXT = "1.8172 + 482.01/N**0.3478 + 2085.43/D**0.3658"

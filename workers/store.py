@@ -24,7 +24,7 @@ directory and are then renamed, so a reader never sees a half-written file (rena
 atomic on POSIX filesystems; object stores publish a whole object at once).
 
 ``root`` is a local path or any URI pyarrow's filesystems understand (s3://, gs://, ...).
-Contract (tested for local and in-memory filesystems alike): ``write_trial`` then
+Contract (tests/test_store.py runs it against a local directory and memory://): ``write_trial`` then
 ``finished_ids`` includes the id; ``read_trials`` returns every committed row.
 ``write_bytes`` / ``read_bytes`` / ``delete`` move opaque blobs (checkpoints) by a path
 relative to ``root``, with the same write-then-rename atomicity.

@@ -35,6 +35,7 @@ heartbeat) are marked FAIL and asked again.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 
@@ -55,7 +56,7 @@ from workers.flops import train_flops
 from workers.store import TrialStatus
 from workers.config import TrialConfig, TrialResult
 
-__all__ = ["AdaptivePlanner"]
+__all__ = ["AdaptivePlanner", "StopReason"]
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -63,6 +64,15 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 _LOG6 = math.log10(6.0)
 EXACT_MAX = 300  # points up to which the exact GLS design model is used (O(n^3) per build)
 REBUILD_GROWTH = 1.1  # the sparse model is rebuilt once the finished trials grow by this factor
+
+
+class StopReason(str, enum.Enum):
+    """Why the adaptive planner stops; its ``stopped`` is the value (NARROW followed by the widths)."""
+
+    TRIAL_CAP = "trial cap reached"
+    FLOP_BUDGET = "FLOP budget spent"
+    NO_INFORMATION = "no allowed trial adds information"
+    NARROW = "80 % intervals narrow enough"
 
 
 def snap_compute(log10_c):
@@ -74,6 +84,8 @@ def snap_compute(log10_c):
 
 class AdaptivePlanner:
     """See the module docstring. ``storage_path`` is the Optuna journal file."""
+
+    eager = False  # each proposal should see every result there is: only slots + 1 in flight
 
     def __init__(self, spec: SweepSpec, factory: TrialFactory, storage_path: str, inner_trials: int = 12):
         self.cfg, self.factory = spec.adaptive, factory
@@ -92,12 +104,12 @@ class AdaptivePlanner:
         self.study = optuna.create_study(study_name=f"scalesweep-{spec.name}", storage=storage,
                                          load_if_exists=True, direction="minimize")
         self.obs: list[tuple[float, float, float]] = []  # log10 N, log10 D, loss
-        self.pending: dict[str, tuple[int, np.ndarray, float]] = {}  # trial_id -> (optuna number, x, flops)
+        self.pending: dict[str, tuple[optuna.Trial, np.ndarray, float]] = {}  # trial_id -> (optuna trial, x, flops)
         self.requeue: list[tuple[float, float, float, int]] = []  # log10 N, log10 D, budget, seed
         self.spent = 0.0
         self.n_told = 0
         self.known: set[str] = set()  # trial ids proposed so far (seeds distinguish replicates)
-        self.stopped = ""
+        self.stopped = ""  # a StopReason's value once it stops (orchestrator.planning.protocol.Planner)
         self.theta: np.ndarray | None = None
         self._sparse: SparseDesignModel | None = None
         self._sparse_obs = 0  # finished trials when the sparse model was built
@@ -153,9 +165,9 @@ class AdaptivePlanner:
             picks = self._propose(n - len(out))
             new = [self._register(ln, ld, budget) for ln, ld, budget in picks]
             if picks and not any(new) and not self.pending:  # what is left fits no trial once rounded
-                self.stopped = "FLOP budget spent"
+                self.stopped = StopReason.FLOP_BUDGET.value
             elif not picks and not out and not self.pending:  # else the driver would ask forever
-                self.stopped = "no allowed trial adds information"
+                self.stopped = StopReason.NO_INFORMATION.value
             out.extend(new)
         return [t for t in out if t is not None]
 
@@ -164,16 +176,16 @@ class AdaptivePlanner:
             self._tell(trial, result)
 
     def _tell(self, trial: TrialConfig, result: TrialResult | None) -> None:
-        number, x, flops = self.pending.pop(trial.trial_id)
+        ot, x, flops = self.pending.pop(trial.trial_id)
         self.spent += flops
         self.n_told += 1
         if result is not None and result.status is TrialStatus.COMPLETED and math.isfinite(result.eval_loss):
-            self.study.tell(number, float(result.eval_loss))
+            self.study.tell(ot, float(result.eval_loss))
             self.obs.append((x[0], x[1], float(result.eval_loss)))
         else:
             status = result.status.value if result is not None else "lost"
-            self.study.set_trial_user_attr(number, "status", status)
-            self.study.tell(number, state=TrialState.FAIL)
+            ot.set_user_attr("status", status)
+            self.study.tell(ot, state=TrialState.FAIL)
         if not self.pending:
             self._check_stop()
 
@@ -199,7 +211,7 @@ class AdaptivePlanner:
         ot = self.study.ask(self.dist)
         for key, value in (("trial_id", trial.trial_id), ("flops", flops), ("budget", budget), ("seed", trial.seed)):
             ot.set_user_attr(key, value)
-        self.pending[trial.trial_id] = (ot.number, x, flops)
+        self.pending[trial.trial_id] = (ot, x, flops)
         return trial
 
     def _remaining(self) -> float:
@@ -210,16 +222,16 @@ class AdaptivePlanner:
         if self.stopped:
             return True
         if self.n_told + len(self.pending) >= self.cfg.max_trials:
-            self.stopped = "trial cap reached"
+            self.stopped = StopReason.TRIAL_CAP.value
         elif self._remaining() < self.cfg.min_flops:
-            self.stopped = "FLOP budget spent"
+            self.stopped = StopReason.FLOP_BUDGET.value
         elif not self.pending and len(self.obs) >= self.cfg.initial_trials:
             model = self._model()
             if model is not None:
                 sd = model.target_sd()
                 widths = 2 * Z80 * sd
                 if widths[0] <= self.cfg.target_width and widths[1] <= self.cfg.loss_width:
-                    self.stopped = f"80 % intervals narrow enough (ln N_opt {widths[0]:.3f}, ln L* {widths[1]:.4f})"
+                    self.stopped = f"{StopReason.NARROW.value} (ln N_opt {widths[0]:.3f}, ln L* {widths[1]:.4f})"
         if self.stopped:
             log.info("adaptive planner stops: %s", self.stopped)
         return bool(self.stopped)

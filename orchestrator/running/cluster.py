@@ -1,8 +1,11 @@
 """Starting or joining Ray, with the authentication mode always set explicitly.
 
-Ray 2.60 reads its auth mode from the RAY_AUTH_MODE environment variable only. scalesweep
-never leaves it to chance: the CLI passes the mode it resolved (the user's RAY_AUTH_MODE,
-else ``token``) and :func:`connect` exports it before Ray starts. In token mode a local
+Ray 2.60 reads its auth mode from the RAY_AUTH_MODE environment variable only, once, when
+``ray`` is imported; there is no ``ray.init`` argument for it. scalesweep never leaves it to
+chance: the CLI reads the user's environment and passes the mode it resolved (the user's
+RAY_AUTH_MODE, else ``token``), and :func:`connect`, which imports Ray, writes that mode and
+Ray's loopback switch (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER) into this process's environment
+just before: configuration Ray takes only that way, not settings read from the user. In token mode a local
 cluster generates a token at ``~/.ray/auth_token`` on first use (``ray get-auth-token``
 prints it, for the dashboard); on a remote cluster the token comes from RAY_AUTH_TOKEN or that
 file. The embedded cluster's dashboard binds to 127.0.0.1 only.
@@ -10,14 +13,24 @@ file. The embedded cluster's dashboard binds to 127.0.0.1 only.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import sys
 
-__all__ = ["connect", "AUTH_MODES", "unshared_results", "check_results_reach_every_node"]
+__all__ = ["connect", "AuthMode", "AUTH_MODES", "unshared_results", "check_results_reach_every_node"]
 
 log = logging.getLogger(__name__)
-AUTH_MODES = ("token", "disabled")
+
+
+class AuthMode(str, enum.Enum):
+    """Ray's RAY_AUTH_MODE values that scalesweep supports."""
+
+    TOKEN = "token"
+    DISABLED = "disabled"
+
+
+AUTH_MODES = tuple(m.value for m in AuthMode)
 
 
 def connect(address: str | None, auth_mode: str, num_cpus: int | None = None, dashboard: bool = True) -> str:
@@ -28,8 +41,9 @@ def connect(address: str | None, auth_mode: str, num_cpus: int | None = None, da
     """
     if auth_mode not in AUTH_MODES:
         raise ValueError(f"auth mode {auth_mode!r} (expected one of {', '.join(AUTH_MODES)})")
+    auth_mode = AuthMode(auth_mode).value
     # Before importing ray: its native layer reads the mode once, at import.
-    if "ray" in sys.modules and os.environ.get("RAY_AUTH_MODE", "disabled") != auth_mode:
+    if "ray" in sys.modules and os.environ.get("RAY_AUTH_MODE", AuthMode.DISABLED.value) != auth_mode:
         log.warning("ray was imported before RAY_AUTH_MODE=%s was set; Ray may not use it "
                     "(export RAY_AUTH_MODE before starting Python)", auth_mode)
     os.environ["RAY_AUTH_MODE"] = auth_mode

@@ -116,7 +116,7 @@ class Driver:
         # so a cluster autoscaler sees the whole demand and scales out in one step.
         self._slots = self.executor.slots()
         window = self._slots + 1
-        if getattr(self.planner, "eager", False):
+        if self.planner.eager:
             window = max(window, EAGER_WINDOW)
         while self.executor.in_flight() < window:
             batch = self.planner.ask(window - self.executor.in_flight())

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Protocol, runtime_checkable
 
 from workers.config import TrialConfig, TrialResult
 from workers.entry import run_trial
@@ -38,6 +38,7 @@ class Completion:
     error: str = ""
 
 
+@runtime_checkable
 class Executor(Protocol):
     def submit(self, trial: TrialConfig) -> None: ...
     def wait(self, timeout: float) -> list[Completion]: ...

@@ -48,20 +48,13 @@ from workers.config import WorldConfig
 from workers.simulated.expr import check_finite_positive, compile_expression
 from workers.flops import tokens_for_budget
 
-__all__ = ["World", "SEED_NOISE_TIERS", "VISIBLE_LAWS", "observation_key"]
+__all__ = ["World", "SEED_NOISE_TIERS", "observation_key"]
 
 # tier -> (sigma at L <= 3, sigma at L >= 7) in nats (Porian et al. 2024; see the module docstring); the
 # keys are the values NoiseConfig.tier allows
 SEED_NOISE_TIERS: dict[str, tuple[float, float]] = {"default": (0.002, 0.05), "hard": (0.01, 0.10),
                                                     "none": (0.0, 0.0)}
 _SIGMA_LOSSES = (3.0, 7.0)  # sigma is flat below the first and above the second
-
-# The visible worlds of BENCHMARK.md as (E, A, B, alpha, beta); a planner must not be tuned to them.
-VISIBLE_LAWS: dict[str, tuple[float, float, float, float, float]] = {
-    "T0": (1.8172, 482.01, 2085.43, 0.3478, 0.3658),  # Epoch's refit of Chinchilla (Besiroglu et al. 2024)
-    "T1": (1.6934, 406.4, 410.7, 0.33917, 0.28491),  # Chinchilla paper, unrounded
-    "T2": (1.69, 400.0, 400.0, 0.31, 0.31),  # symmetric
-}
 
 N_SEARCH_BOUNDS = (1e2, 1e15)  # parameters; compute_optimal's bracket
 _SEARCH_POINTS = 521  # coarse scan over the bracket (0.025 decades apart) before the bounded refinement
