@@ -6,8 +6,8 @@ and peak memory, each size in a fresh process.
     python -m bench.bench_fit_scale --write docs/benchmarks.md
 
 A design is log-uniform N in [1e6, 1e10] and D in [1e8, 1e12], losses from the T0 law of
-shared/BENCHMARK.md times exp(normal(0, 0.01)): no budgets and no IsoFLOP groups, the design
-that used to infer thousands of budgets from C. Each size runs in a child process, so its
+bench/worlds.py times exp(normal(0, 0.01)): no budgets and no IsoFLOP groups, a design
+from which inferring budgets from C would give thousands of one-run groups. Each size runs in a child process, so its
 peak resident memory (``ru_maxrss``, the process's high-water mark, the table included) is its
 own; the child also checks the intervals against the truth the design was drawn from.
 ``analyse`` is called as ``scalesweep fit`` calls it: 1,000 resamples asked for, target 1e22.

@@ -1,4 +1,4 @@
-"""Planner benchmark (shared/BENCHMARK.md): FLOPs needed to learn the frontier, grid vs adaptive.
+"""Planner benchmark: FLOPs needed to learn the frontier, grid vs adaptive.
 
 For each world (T0-T2) and noise seed, runs the 81-trial grid baseline and the adaptive
 planner at several fractions of the grid's FLOPs, through the real driver, planner, trial

@@ -1,4 +1,4 @@
-"""The benchmark's visible worlds (shared/BENCHMARK.md): the laws a planner is scored on in
+"""The benchmark's visible worlds: the laws a planner is scored on in
 docs/benchmarks.md. They belong to the benchmark, not to the simulator, so a planner or a
 default in the shipped packages cannot be tuned to them."""
 

@@ -1,6 +1,6 @@
 """Sweep specs: YAML in, one validated, typed :class:`SweepSpec` out.
 
-This is the edge where user input is checked, once (STYLE.md rule 2). YAML is read with
+This is the edge where user input is checked, once; code behind it trusts its types. YAML is read with
 ``yaml.safe_load`` (no object construction); every mapping forbids unknown keys; any problem
 becomes a :class:`~orchestrator.errors.UserError` whose single line names the file, the field
 path, the value and what was expected, listing the valid keys for a typo.

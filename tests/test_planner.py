@@ -149,8 +149,8 @@ def test_adaptive_stays_in_region_and_budget(tmp_path):
 
 def test_a_loss_that_depends_on_neither_n_nor_d_is_explored_and_flagged(tmp_path):
     """No compute-optimal allocation to sharpen: the planner spreads trials over the region and
-    stops on its budget (it used to return no proposal with nothing pending, and the driver
-    asked forever), and the fit says the law has no optimum (it used to raise on log 0)."""
+    stops on its budget (rather than proposing nothing with nothing pending, which would
+    leave the driver asking forever), and the fit says the law has no optimum (no error on log 0)."""
     from orchestrator.fitting.analysis import analyse
 
     spec, planner, trials = run_adaptive(tmp_path, world={"expression": "3.0", "seed": 1}, max_trials=30)

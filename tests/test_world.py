@@ -1,4 +1,4 @@
-"""workers.simulated.world: the true law's frontier, and noise with the statistics BENCHMARK.md specifies."""
+"""workers.simulated.world: the true law's frontier, and noise with the statistics the benchmark specifies (docs/benchmarks.md)."""
 
 import math
 

@@ -159,8 +159,8 @@ class LawConfig(_Settings):
 
 
 class NoiseConfig(_Settings):
-    """How a simulated world's observations scatter around its true law (workers.simulated.world,
-    shared/BENCHMARK.md)."""
+    """How a simulated world's observations scatter around its true law (the noise model is
+    described in :mod:`workers.simulated.world`)."""
 
     tier: Literal["default", "hard", "none"] = "default"  # seed noise: a key of world.SEED_NOISE_TIERS
     residual_amplitude: float = Field(0.015, ge=0, le=1)  # nats, sd of the structured residual field

@@ -28,7 +28,7 @@ BLOCK_ELEMENTS resample-runs (the generator's stream is the same as one draw of 
 From NEWTON_MIN_RUNS runs on, each resample's Approach 3 estimate is one Newton step from the
 full-data optimum with the Huber loss's exact curvature (``fit.one_step``) instead of an exact
 refit: at that size it matches the refits (sd of a within 2.5 % at 10,000 runs, 1 % at
-100,000) for a 30th of the time, and resamples no longer move between basins.
+100,000) for a 30th of the time, and resamples do not jump between basins as exact refits can.
 """
 
 from __future__ import annotations

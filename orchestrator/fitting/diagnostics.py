@@ -32,7 +32,7 @@ Z_LIMIT = 3.0  # residuals beyond this many sigma are "unusually large"
 N_PARAMS = 5
 
 
-# Real sweeps scatter 0.003-0.03 nats around a well-specified law (shared/BENCHMARK.md); a
+# Real sweeps scatter 0.003-0.03 nats around a well-specified law (Porian et al. 2024); a
 # smooth residual well beyond that is the law's form failing, not noise. Measured on adaptive
 # sweeps of simulated worlds with a 0.02-nat field (REML): 0-0.023 nats when the form is right,
 # 0.045-0.13 with an extra N-D interaction term the form lacks; Chinchilla's runs: 0.02.
@@ -148,7 +148,7 @@ def law_flags(holdout: Holdout | None, field_sd: float | None = None, noise_sd: 
                      "fit them, and predictions beyond them may be off by more than their intervals say")
     bad = int((np.abs(holdout.z) > Z_LIMIT).sum()) if holdout is not None else 0
     # Isolated outliers are listed as such; the law is suspect when more than a few percent of
-    # the held-out runs miss (2 % outliers are common in real sweeps: shared/BENCHMARK.md).
+    # the held-out runs miss (Besiroglu et al. 2024 dropped about 2 % of Chinchilla's runs as outliers).
     if bad and bad > HOLDOUT_MISS_SHARE * len(holdout.errors):
         flags.append(f"{bad} of {len(holdout.errors)} held-out runs (C >= {flops_str(holdout.threshold)}) are more than "
                      f"{Z_LIMIT:g} sigma from the extrapolated law (worst {holdout.max_abs_z:.1f} sigma)")

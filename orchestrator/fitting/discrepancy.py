@@ -1,7 +1,7 @@
 """Intervals that account for the law's smooth misfit, not only for which runs were drawn.
 
 Real sweeps scatter around a fitted law by 0.003-0.03 nats, and most of that is a smooth
-function of (N, D), not independent noise (shared/BENCHMARK.md; Porian et al. 2024). Such a
+function of (N, D), not independent noise (Porian et al. 2024). Such a
 residual biases the fit the same way in every bootstrap resample, so a bootstrap over runs,
 which treats residuals as independent, reports intervals that are too narrow exactly when
 the sweep is dense (many nearby runs agree with each other about the same bias).
@@ -26,7 +26,7 @@ flag) the length scale is capped at LOCAL_ELL: letting REML pick a 1-decade fiel
 Chinchilla's exponent a interval 0.132 wide instead of 0.115 (a = 0.513 +- 0.020 in
 Besiroglu et al.). N_opt, D_opt and L* at the target are extrapolations, which exactly such a
 long field moves most, so theirs may take any length scale of the grid. On adaptive sweeps of
-simulated worlds with a 0.02-nat, 0.7-decade field (shared/BENCHMARK.md; 40 seeds each of T0-T2)
+simulated worlds with a 0.02-nat, 0.7-decade field (40 seeds each of the benchmark's worlds T0-T2, docs/benchmarks.md)
 the capped model's 80 % intervals covered N_opt at 1e20 61-75 % of the time and L* 70-78 %,
 the uncapped one's 76-80 % and 78-83 %; with a short field the two models are the same. The
 posterior mean over the grid instead of its mode (Bayesian model averaging) covered 89-97 %

@@ -43,7 +43,7 @@ HUBER_DELTA = 1e-3
 EXPONENT_BOUNDS = (0.0, 5.0)  # alpha, beta; as in the grid of Hoffmann et al. and Besiroglu et al.
 # log E, log A, log B never go below this: exp(-30) ~ 1e-13 is zero for any loss. Unbounded,
 # a fit in which E is not identified (the data favour E -> 0) walked log E to -800, where
-# exp underflows to 0.0 and the next log of it failed (an adaptive sweep, new world, 2026-11-30).
+# exp underflows to 0.0 and the next log of it fails.
 LOG_COEF_MIN = -30.0
 SEARCH_RUNS = 50_000  # the global search's runs at most (fit_approach3)
 POINT_BLOCK = 2_000_000  # problems x points per block of huber_terms: 80 MB per (k, n, 5) temporary

@@ -203,7 +203,7 @@ class AdaptivePlanner:
         flops = train_flops(trial.n_params, trial.tokens)
         if seed is None and flops > self._remaining():
             # Proposals are priced at their compute level; the trial's shape and whole batches
-            # can cost a little more (0.6 % over a 5e17 budget seen in a test), past the budget.
+            # can cost a little more (under 1 % of a small budget), past the budget.
             return None
         self.known.add(trial.trial_id)
         x = np.array([math.log10(trial.n_params), math.log10(trial.tokens)])

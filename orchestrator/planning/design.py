@@ -9,7 +9,7 @@ Model of an observation in log space: log y = f_theta(N, D) + delta(N, D) + nois
 f the Chinchilla log-sum-exp law in theta = (a, b, e, alpha, beta), noise i.i.d. with sd
 sigma, and delta a smooth model discrepancy: a Gaussian process in (log10 N, log10 D) with
 amplitude ``s_r`` and length scale ``ell`` decades. Real sweeps show 0.003-0.03 nats of
-smooth residual around a fitted law (shared/BENCHMARK.md); ignoring it, i.i.d. Fisher
+smooth residual around a fitted law (Porian et al. 2024; :mod:`orchestrator.fitting.discrepancy`); ignoring it, i.i.d. Fisher
 information would let cheap, far-away trials "explain" the large-compute frontier. With it,
 information is generalised least squares: I = J^T (s_r^2 K + sigma^2 I)^-1 J, so trials
 close to each other in log space share their discrepancy and add little, and the design is

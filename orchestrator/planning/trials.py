@@ -7,7 +7,7 @@ split (or the world's definition). Which settings those are is declared on the s
 themselves (:func:`workers.config.identity`); :meth:`TrialFactory.payload` assembles the
 rest. Sweep name, budget label, resources and results path do not enter it, so re-running a
 spec (or a second spec that happens to contain the same point) never trains a finished point
-again (STYLE.md rule 4, after Marin's hashed output paths).
+again (after Marin's output paths, named by a hash of their versioned config).
 
 :class:`TrialFactory` is the one place a point (target N, tokens) becomes a trial; static
 sweeps (:func:`plan_trials`) and the adaptive planner both use it.

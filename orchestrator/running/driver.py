@@ -1,7 +1,7 @@
 """The sweep driver: a loop with a ``step()`` that keeps every executor slot busy.
 
-The driver owns sweep state; collaborators come in through the constructor (STYLE.md rule
-7), so tests drive it with an :class:`~orchestrator.running.executor.InlineExecutor` and a fake
+The driver owns sweep state; collaborators come in through the constructor (as in
+Ray Tune's controller), so tests drive it with an :class:`~orchestrator.running.executor.InlineExecutor` and a fake
 trainer. A planner decides what to run (:mod:`orchestrator.planning.protocol`); workers report only
 through the result store and the executor's completions; only the driver tells the planner.
 

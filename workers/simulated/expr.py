@@ -1,6 +1,6 @@
 """Safe arithmetic expressions for scaling laws written as text, e.g. ``"1.69 + 400/N**0.31 + 400/D**0.31"``.
 
-A simulated world (``workers/simulated/world.py``; ``/work/shared/BENCHMARK.md``) may take its true law as an
+A simulated world (:mod:`workers.simulated.world`) may take its true law as an
 expression in N (parameters) and D (tokens) read from a spec file. Such text must never reach Python's
 ``eval``: ``eval`` of a string can import modules and run commands, and even plain integer arithmetic
 such as ``9**9**9`` hangs the process computing a 370-million-digit number. So the text is parsed with

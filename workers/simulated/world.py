@@ -1,7 +1,7 @@
 """Simulated worlds: a true scaling law plus the noise real sweeps show, for benchmarking planners.
 
 A :class:`World` answers a trial at (N parameters, D tokens) without training anything, following the
-noise model of ``/work/shared/BENCHMARK.md``::
+noise model of the planner benchmark (docs/benchmarks.md)::
 
     y = L(N, D) + residual(N, D) + seed_noise(L) + outlier
 
