@@ -17,6 +17,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import time
 
 from orchestrator.errors import UserError
@@ -105,7 +106,13 @@ class Terminated(KeyboardInterrupt):
     already committed, and the resume skips them."""
 
 
+_terminated = threading.Event()  # set by the SIGTERM handler: the exit status must not depend on
+# which frame the exception surfaces in (Ray's blocking calls may re-raise it as a plain
+# KeyboardInterrupt)
+
+
 def _raise_terminated(signum, frame):
+    _terminated.set()
     raise Terminated()
 
 
@@ -120,6 +127,7 @@ def _sigterm_stops():
     """SIGTERM raises Terminated inside, and the process's own handler is back after: a
     notebook or test that calls main() in-process keeps its SIGTERM behaviour."""
     before = signal.getsignal(signal.SIGTERM)
+    _terminated.clear()
     _on_sigterm_stop()
     try:
         yield
@@ -183,7 +191,8 @@ def cmd_run(args) -> int:
                             capacity=capacity, allow_long=args.allow_long,
                             announce=lambda line: print(line, file=sys.stderr, flush=True))
     except KeyboardInterrupt as e:
-        what, code = ("Terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("Interrupted", 130)
+        what, code = ("Terminated (SIGTERM)", 143) if isinstance(e, Terminated) or _terminated.is_set() \
+            else ("Interrupted", 130)
         print(f"\n{what}. Finished trials are saved; resume with: {_command_line()}", file=sys.stderr)
         return code
     print(f"Sweep {spec.name}: {out.n_trials} trials, {out.trained} trained now, {out.skipped} already finished, "

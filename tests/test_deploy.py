@@ -329,3 +329,12 @@ def test_gpu_spec_plans_on_a_token_file(tmp_path):
     # of the loss's backward, must fit a quarter of a 48 GB GPU with room for the model.
     logits_peak = 4 * local.train.batch_tokens * local.data.vocab_size * 4
     assert logits_peak <= 0.7 * local.resources.gpus * 48e9
+
+
+def test_a_submitted_job_ships_the_project_root():
+    """The job's working_dir is the directory holding pyproject.toml and both packages, wherever
+    orchestrator.running.jobs sits in the tree."""
+    from orchestrator.running.jobs import PROJECT_ROOT
+
+    assert PROJECT_ROOT == ROOT
+    assert all((PROJECT_ROOT / p).exists() for p in ("pyproject.toml", "orchestrator", "workers", "specs"))

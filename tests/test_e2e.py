@@ -130,23 +130,55 @@ def test_embedded_ray_listens_on_loopback_only(ray_cluster):
         assert local.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")), line
 
 
-def test_driver_exports_sweep_metrics_to_prometheus(finished_sweep):
-    """The sweep's gauges reach the node's Prometheus endpoint (exported every ~10 s)."""
+def test_driver_exports_sweep_metrics_to_prometheus(ray_cluster, tmp_path, capsys):
+    """The sweep's gauges reach the node's Prometheus endpoint while it runs.
+
+    Ray exports application metrics about every 10 s and drops a gauge that has not been set
+    for about 20 s, so they are read during a sweep long enough to span exports (the driver
+    re-sets them every step), and until the final values appear just after it.
+    """
+    import threading
     import time
     import urllib.request
 
     import ray
 
+    spec = tmp_path / "prom.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "prom", "trainer": "simulated", "results": str(tmp_path / "results"),
+        "world": {"law": {"E": 1.69, "A": 400, "B": 400, "alpha": 0.31, "beta": 0.31}, "duration_s": 4.0},
+        "sweep": {"kind": "isoflop", "budgets": [1e17, 1e18], "model_sizes": [1e7, 3e7, 1e8, 3e8]},
+        "fit": {"target_compute": 1e20},
+    }))
     port = ray._private.worker._global_node.metrics_export_port
-    deadline, text = time.time() + 60, ""
-    while time.time() < deadline:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        if 'ray_scalesweep_trials_finished{' in text and 'sweep="e2e"' in text:
-            break
-        time.sleep(2)
-    # Ray prefixes application metrics with "ray_".
-    lines = [ln for ln in text.splitlines() if ln.startswith("ray_scalesweep_") and 'sweep="e2e"' in ln]
-    values = {ln.split("{")[0]: float(ln.rsplit(" ", 1)[1]) for ln in lines}
-    assert values.get("ray_scalesweep_trials_finished") == 6, lines
-    assert values.get("ray_scalesweep_flops_spent", 0) > 0 and values.get("ray_scalesweep_tokens_per_second", 0) > 0
-    assert 1.0 < values.get("ray_scalesweep_best_eval_loss", 0) < 5.6
+    readings, after, done = [], [], threading.Event()
+
+    def scrape():
+        # Ray prefixes application metrics with "ray_".
+        while True:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            lines = [ln for ln in text.splitlines() if ln.startswith("ray_scalesweep_") and 'sweep="prom"' in ln]
+            values = {ln.split("{")[0].removeprefix("ray_scalesweep_"): float(ln.rsplit(" ", 1)[1]) for ln in lines}
+            readings.append(values)
+            if done.is_set():  # the run has ended: its final values are exported within ~10 s
+                after.append(values)
+                if values.get("trials_finished") == 8 or len(after) > 30:
+                    return
+            time.sleep(1.0)
+
+    scraper = threading.Thread(target=scrape, daemon=True)
+    scraper.start()
+    try:
+        assert main(["run", str(spec)]) == 0
+    finally:
+        done.set()
+    scraper.join(timeout=40)
+    capsys.readouterr()
+    seen = [r for r in readings if r]
+    assert seen, "no scalesweep gauge with sweep=prom was ever exported"
+    assert any(r.get("trials_running", 0) >= 1 for r in seen)  # exported mid-sweep, not only at the end
+    final = seen[-1]
+    assert final.get("trials_finished") == 8, final
+    assert final["trials_pending"] == final["trials_running"] == final["trials_queued"] == 0
+    assert final["flops_spent"] == final["flops_budget"] > 0
+    assert final["tokens_per_second"] > 0 and 1.0 < final["best_eval_loss"] < 10

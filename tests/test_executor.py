@@ -103,7 +103,7 @@ def test_a_trial_whose_process_dies_comes_back_without_a_result(executor, trials
     address = ray.get_runtime_context().gcs_address  # other Rays may run on this machine
 
     name = f"contract-dies-{uuid.uuid4().hex[:8]}"
-    slow = replace(trials[0], name=name, world=replace(trials[0].world, duration_s=60))
+    slow = replace(trials[0], name=name, world=trials[0].world.model_copy(update={"duration_s": 60}))
     executor.submit(slow)
     deadline, pid = time.monotonic() + 60, None
     while pid is None and time.monotonic() < deadline:

@@ -21,7 +21,7 @@ from orchestrator.errors import UserError
 
 __all__ = ["PROJECT_ROOT", "check_submitted_results", "submit", "list_jobs", "job_logs", "stop_job", "wait_job", "requirements"]
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 AGENT_WAIT_S = 120.0  # how long to wait for a new head's job agent
 _EXCLUDES = ["results/", ".git/", "docs/", "bench/", "tests/", "*.egg-info/", "__pycache__/", ".pytest_cache/",
              "deploy/", "*.journal"]
