@@ -12,28 +12,48 @@ intervals have zero width.
 
 from __future__ import annotations
 
+import enum
+
 import numpy as np
 import pandas as pd
 
 from workers.store import TrialStatus
 
-__all__ = ["EXCLUSION_REASONS", "usable", "excluded_text", "law_data_problem", "distinct_count", "distinct_points",
+__all__ = ["Exclusion", "EXCLUSION_REASONS", "usable", "excluded_text", "law_data_problem", "distinct_count", "distinct_points",
            "N_PARAMS", "MIN_LEVELS", "MIN_SPREAD"]
 
 N_PARAMS = 5  # E, A, B, alpha, beta
 MIN_LEVELS = 3  # distinct N (and D): E + A/N^alpha has three parameters along N
 MIN_SPREAD = 1.5  # N and D must each span at least this factor: closer values are one size, rounded
 
-EXCLUSION_REASONS = {
-    "failed": "the trial raised an error",
-    "diverged": "the training loss became NaN or infinite",
-    "non_finite_loss": "finished without a finite final loss (missing, NaN or infinite)",
-    "non_positive_loss": "a final loss of zero or below (a cross-entropy loss is positive)",
-    "missing_size": "N, D or C missing or not a number",
-    "non_finite_size": "N, D or C infinite",
-    "non_positive_size": "N, D or C zero or negative",
-    "dropped_highest": "the highest losses, left out on request (--drop-highest)",
+class Exclusion(str, enum.Enum):
+    """Why a run is left out of a fit; the value is what the JSON and the text print."""
+
+    FAILED = "failed"
+    DIVERGED = "diverged"
+    NON_FINITE_LOSS = "non_finite_loss"
+    NON_POSITIVE_LOSS = "non_positive_loss"
+    MISSING_SIZE = "missing_size"
+    NON_FINITE_SIZE = "non_finite_size"
+    NON_POSITIVE_SIZE = "non_positive_size"
+    DROPPED_HIGHEST = "dropped_highest"
+
+    @property
+    def description(self) -> str:
+        return _DESCRIPTIONS[self]
+
+
+_DESCRIPTIONS = {
+    Exclusion.FAILED: "the trial raised an error",
+    Exclusion.DIVERGED: "the training loss became NaN or infinite",
+    Exclusion.NON_FINITE_LOSS: "finished without a finite final loss (missing, NaN or infinite)",
+    Exclusion.NON_POSITIVE_LOSS: "a final loss of zero or below (a cross-entropy loss is positive)",
+    Exclusion.MISSING_SIZE: "N, D or C missing or not a number",
+    Exclusion.NON_FINITE_SIZE: "N, D or C infinite",
+    Exclusion.NON_POSITIVE_SIZE: "N, D or C zero or negative",
+    Exclusion.DROPPED_HIGHEST: "the highest losses, left out on request (--drop-highest)",
 }
+EXCLUSION_REASONS = {e.value: e.description for e in Exclusion}  # value -> description, in print order
 
 
 def usable(trials: pd.DataFrame, drop_highest: int = 0) -> tuple[pd.DataFrame, dict[str, int], list[dict]]:
@@ -47,21 +67,21 @@ def usable(trials: pd.DataFrame, drop_highest: int = 0) -> tuple[pd.DataFrame, d
     reason = np.full(len(trials), "", dtype=object)
     # Later lines win: a failed trial is "failed" whatever its loss; a run with a bad loss and a
     # bad size is named for its loss.
-    reason[keep & np.isnan(sizes).any(axis=1)] = "missing_size"
-    reason[keep & np.isinf(sizes).any(axis=1)] = "non_finite_size"
-    reason[keep & (sizes <= 0).any(axis=1)] = "non_positive_size"
-    reason[keep & (loss <= 0)] = "non_positive_loss"
-    reason[keep & ~np.isfinite(loss)] = "non_finite_loss"
-    reason[(status == TrialStatus.FAILED.value).to_numpy()] = "failed"
-    reason[(status == TrialStatus.DIVERGED.value).to_numpy()] = "diverged"
-    reason[~keep & (reason == "")] = "failed"  # any other state (lost, pending) did not finish
+    reason[keep & np.isnan(sizes).any(axis=1)] = Exclusion.MISSING_SIZE.value
+    reason[keep & np.isinf(sizes).any(axis=1)] = Exclusion.NON_FINITE_SIZE.value
+    reason[keep & (sizes <= 0).any(axis=1)] = Exclusion.NON_POSITIVE_SIZE.value
+    reason[keep & (loss <= 0)] = Exclusion.NON_POSITIVE_LOSS.value
+    reason[keep & ~np.isfinite(loss)] = Exclusion.NON_FINITE_LOSS.value
+    reason[(status == TrialStatus.FAILED.value).to_numpy()] = Exclusion.FAILED.value
+    reason[(status == TrialStatus.DIVERGED.value).to_numpy()] = Exclusion.DIVERGED.value
+    reason[~keep & (reason == "")] = Exclusion.FAILED.value  # any other state (lost, pending) did not finish
     ok = reason == ""
     if drop_highest > 0:
         # Besiroglu et al. (2024, section 2) drop Chinchilla's 5 highest-loss runs, outliers of
         # the digitisation; the option reproduces that and says so.
         idx = np.flatnonzero(ok)
         worst = idx[np.argsort(-loss[idx], kind="stable")[:drop_highest]]
-        reason[worst] = "dropped_highest"
+        reason[worst] = Exclusion.DROPPED_HIGHEST.value
         ok = reason == ""
     excluded = {k: int((reason == k).sum()) for k in EXCLUSION_REASONS}
     bad = np.flatnonzero(~ok)
