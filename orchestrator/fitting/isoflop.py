@@ -116,12 +116,11 @@ def fit_isoflop_parabolas(budget, n, d, loss) -> tuple[list[IsoFlopMinimum], dic
     return out, skipped
 
 
-@dataclass
-class Approach2Fit:
-    minima: list[IsoFlopMinimum]
-    n_law: PowerLaw  # N_opt = G C^a
-    d_law: PowerLaw  # D_opt = H C^b
-    skipped: dict[float, int] = field(default_factory=dict)  # budgets with too few sizes
+class _AllocationExponents:
+    """a and b of a fit's laws N_opt = G C^a and D_opt = H C^b."""
+
+    n_law: PowerLaw
+    d_law: PowerLaw
 
     @property
     def a(self) -> float:
@@ -130,6 +129,14 @@ class Approach2Fit:
     @property
     def b(self) -> float:
         return self.d_law.exponent
+
+
+@dataclass
+class Approach2Fit(_AllocationExponents):
+    minima: list[IsoFlopMinimum]
+    n_law: PowerLaw  # N_opt = G C^a
+    d_law: PowerLaw  # D_opt = H C^b
+    skipped: dict[float, int] = field(default_factory=dict)  # budgets with too few sizes
 
 
 def _budget_list(skipped: dict[float, int], most: int = 5) -> str:
@@ -157,18 +164,10 @@ def fit_approach2(budget, n, d, loss) -> Approach2Fit:
 
 
 @dataclass
-class Approach1Fit:
+class Approach1Fit(_AllocationExponents):
     envelope: np.ndarray  # indices of the runs on the lower envelope, by increasing compute
     n_law: PowerLaw
     d_law: PowerLaw
-
-    @property
-    def a(self) -> float:
-        return self.n_law.exponent
-
-    @property
-    def b(self) -> float:
-        return self.d_law.exponent
 
 
 def lower_envelope(compute, loss, budget=None) -> np.ndarray:
