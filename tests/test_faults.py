@@ -39,7 +39,7 @@ def test_worker_killed_mid_trial_is_retried_exactly_once(ray_cluster, tmp_path, 
 
     # Two real GPT trials of a few seconds each, so one can be killed while it trains.
     spec = parse_spec(tiny_spec_dict(str(tmp_path / "results"), name="kill-worker",
-                                     sweep={"kind": "isoflop", "budgets": [6e10], "model_sizes": [4e3, 8e3]},
+                                     sweep={"kind": "isoflop", "budgets": [2e10], "model_sizes": [4e3, 8e3]},
                                      resources={"cpus": 1, "max_retries": 2}))
     outcome = {}
     runner = threading.Thread(target=lambda: outcome.setdefault("out", run_sweep(spec, cache_dir=cache_dir,
