@@ -12,10 +12,12 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 
 import pytest
+import yaml
 
-from conftest import ROOT
+from conftest import ROOT, tiny_spec_dict
 from orchestrator import load_steps, load_trials
 
 pytestmark = pytest.mark.ray
@@ -75,24 +77,31 @@ def test_dashboard_refuses_requests_without_the_token(head):
 
 
 def test_submit_follow_and_read_results(head, tmp_path):
-    """The quickstart as a Ray job: real training on the head's 2 CPUs, about 3-4 minutes."""
+    """A sweep of real GPT trials as a Ray job on the head's 2 CPUs: submitted, followed to the
+    end, its results read where the job wrote them, then listed, its logs read and stopped."""
     url, env = head
     results = tmp_path / "results"
-    # --no-pip: this head runs in the environment that already has the pinned requirements;
-    # installing torch into a fresh virtualenv for the job would take minutes on 2 cores.
-    # --results-shared: this one-node cluster shares the test's disk, as a mounted volume would.
-    out = cli(env, "submit", "specs/quickstart.yaml", "--address", url, "--results", str(results),
-              "--results-shared", "--no-pip", "--wait", timeout=900)
+    # The spec travels in the job's working_dir, the project: it must be written inside it.
+    spec = ROOT / "specs" / f"_test_job_{uuid.uuid4().hex[:8]}.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec_dict("unused", name="job")))
+    try:
+        # --no-pip: this head runs in the environment that already has the pinned requirements;
+        # installing torch into a fresh virtualenv for the job would take minutes on 2 cores.
+        # --results-shared: this one-node cluster shares the test's disk, as a mounted volume would.
+        out = cli(env, "submit", str(spec.relative_to(ROOT)), "--address", url, "--results", str(results),
+                  "--results-shared", "--no-pip", "--wait", timeout=900)
+    finally:
+        spec.unlink()
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "Submitted job raysubmit_" in out.stdout and f"{url}/#/jobs/raysubmit_" in out.stdout
-    assert f"Results (written by the job): {results}/quickstart" in out.stdout
-    assert f"Results: {results}/quickstart" in out.stdout  # the job's own last line says the same
-    assert "Sweep quickstart: 13 trials, 13 trained now" in out.stdout  # the job's own log, followed
-    trials = load_trials(str(results / "quickstart"))
-    assert len(trials) == 13 and set(trials["status"]) == {"completed"}
-    steps = load_steps(str(results / "quickstart"))
+    assert f"Results (written by the job): {results}/job" in out.stdout
+    assert f"Results: {results}/job" in out.stdout  # the job's own last line says the same
+    assert "Sweep job: 6 trials, 6 trained now" in out.stdout  # the job's own log, followed
+    trials = load_trials(str(results / "job"))
+    assert len(trials) == 6 and set(trials["status"]) == {"completed"}
+    steps = load_steps(str(results / "job"))
     assert set(steps["trial_id"]) == set(trials["trial_id"]) and steps["eval_loss"].notna().any()
-    assert (results / "quickstart" / "report" / "index.html").exists()
+    assert (results / "job" / "report" / "index.html").exists()
     job_id = out.stdout.split("Submitted job ")[1].split()[0]
     listed = cli(env, "jobs", "--address", url)
     assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
