@@ -224,6 +224,8 @@ def _one_line(err: ValidationError, source: str) -> str:
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "missing":
         return f"{source}: {where}: required field is missing"
+    if e["type"] == "model_type":  # pydantic names the Python class; a user wrote a YAML section
+        return f"{source}: {where}: expected a mapping of settings (got {e['input']!r})"
     if isinstance(e["input"], (dict, list)) and e["type"] in ("value_error", "union_tag_invalid"):
         # Cross-field checks: the message names the fields; echoing the whole mapping is noise.
         return f"{source}: {msg}" if not e["loc"] else f"{source}: {where}: {msg}"

@@ -53,6 +53,8 @@ MALFORMED = [
     ("model.seq_len", 0, "model.seq_len"),
     ("model.seq_len", "long", "model.seq_len"),
     ("model.head_dim", -8, "model.head_dim"),
+    ("train", 5, "train: expected a mapping of settings (got 5)"),
+    ("world", [1, 2], "world: expected a mapping of settings"),
     ("data", {}, "exactly one of builtin, text, tokens"),
     ("data", {"builtin": "python-stdlib", "text": "x.txt"}, "exactly one of"),
     ("data.builtin", "wikipedia", "data.builtin"),

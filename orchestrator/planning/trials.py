@@ -84,6 +84,17 @@ class TrialFactory:
                 self.vocab, self.fingerprint = corpus.vocab_size, corpus.fingerprint
         m = spec.model
         self.rule = ShapeRule(head_dim=m.head_dim, aspect_ratio=m.aspect_ratio, max_layers=m.max_layers)
+        self._settings_id = self._settings_payload()  # the same for every trial of the spec
+
+    def _settings_payload(self) -> dict:
+        """The part of every trial id that the spec's settings fix (version, train, data or world)."""
+        if self.world is not None:
+            return {"version": SIMULATOR_VERSION, "world": self.fingerprint}
+        data = identity(self.data) | {"fingerprint": self.fingerprint}
+        # eval_tokens is a data: setting hashed with the training settings: that is where the
+        # ids of finished trials have it, and moving it would train them again.
+        train = identity(self.train) | {"eval_tokens": data.pop("eval_tokens")}
+        return {"version": TRAINER_VERSION, "train": train, "data": data}
 
     def round_tokens(self, d: float, where: str) -> int:
         if self.world is not None:  # no optimiser steps in a simulated world
@@ -120,15 +131,8 @@ class TrialFactory:
 
     def payload(self, n: int, shape: GPTShape | None, tokens: int, seed: int) -> dict:
         """What the trial id of a trial at (N, shape, tokens, seed) hashes."""
-        if shape is not None:
-            data = identity(self.data) | {"fingerprint": self.fingerprint}
-            # eval_tokens is a data: setting hashed with the training settings: that is where the
-            # ids of finished trials have it, and moving it would train them again.
-            train = identity(self.train) | {"eval_tokens": data.pop("eval_tokens")}
-            payload = {"version": TRAINER_VERSION, "shape": asdict(shape), "train": train, "data": data}
-        else:
-            payload = {"version": SIMULATOR_VERSION, "n_params": n, "world": self.fingerprint}
-        return payload | {"tokens": int(tokens), "seed": int(seed)}
+        point = {"shape": asdict(shape)} if shape is not None else {"n_params": n}
+        return self._settings_id | point | {"tokens": int(tokens), "seed": int(seed)}
 
 
 def plan_trials(spec: SweepSpec, factory: TrialFactory) -> list[TrialConfig]:
