@@ -20,8 +20,7 @@ import sys
 import threading
 import time
 
-from orchestrator.errors import UserError
-from orchestrator.fitting.errors import FitError
+from orchestrator.errors import FitError, UserError
 
 log = logging.getLogger("scalesweep")
 
@@ -332,24 +331,54 @@ def _target_line(fit) -> str:
     return f"Target compute {fit.target['compute']:.3g} FLOPs ({fit.target_source}; set it with --compute)"
 
 
+def _form(args):
+    """--form/--param as a law form, or "auto"."""
+    from orchestrator.fitting.forms import resolve_form
+
+    if args.form == "auto":
+        if args.param:
+            raise UserError("--param applies to a custom --form expression, not to --form auto")
+        return "auto"
+    return resolve_form(args.form, args.param or ())
+
+
 def cmd_fit(args) -> int:
     from orchestrator.fitting.analysis import analyse
-    from orchestrator.fitting.runs import ColumnMap, load_runs
-    from orchestrator.report.text import fit_json, format_fit
+    from orchestrator.fitting.forms.predict import predict_points
+    from orchestrator.fitting.runs import ColumnMap, load_points, load_runs
+    from orchestrator.report.text import fit_json, format_fit, prediction_lines
 
+    form = _form(args)
     cols = ColumnMap(n=args.n_col, d=args.d_col, c=args.c_col, loss=args.loss_col, budget=args.budget_col,
-                     name=args.name_col)
-    runs = load_runs(args.results, cols)
+                     name=args.name_col, u=args.u_col)
+    need_d = form == "auto" or "D" in form.inputs
+    runs = load_runs(args.results, cols, need_d=need_d)
+    points = load_points(args.predict, cols, form) if args.predict else None
     with FitBar() as progress:
         fit = analyse(runs.table, _target(args, runs), n_boot=args.bootstrap, seed=args.seed,
-                      drop_highest=args.drop_highest, isoflop=runs.isoflop, progress=progress)
+                      drop_highest=args.drop_highest, isoflop=runs.isoflop, progress=progress, form=form,
+                      compare=True)
+    predictions = predict_points(fit, _point_inputs(points, fit.form)) if points is not None else None
     if args.json:
-        print(json.dumps(fit_json(fit), indent=1, default=float))
+        out = fit_json(fit)
+        if predictions is not None:
+            out["predictions"] = predictions
+        print(json.dumps(out, indent=1, default=float))
     else:
         if _target_line(fit):
             print(_target_line(fit))
         print(format_fit(fit))
+        if predictions is not None:
+            print("\n".join(prediction_lines(predictions, fit.form.name)))
     return 0
+
+
+def _point_inputs(points, form) -> dict:
+    missing = [k for k in form.inputs if k not in points]
+    if missing:
+        raise UserError(f"--predict: the {form.name} form needs {', '.join(missing)} for each point; the file has "
+                        f"{', '.join(points) or 'none of N, D, U'}")
+    return {k: v for k, v in points.items() if k in form.inputs}
 
 
 def cmd_report(args) -> int:
@@ -362,7 +391,8 @@ def cmd_report(args) -> int:
     runs = results_runs(store, args.results)
     trials = runs.table
     with FitBar() as progress:
-        fit = analyse(trials, _target(args, runs), isoflop=runs.isoflop, progress=progress)
+        fit = analyse(trials, _target(args, runs), isoflop=runs.isoflop, progress=progress, form=_form(args),
+                      compare=True)
     if _target_line(fit):
         print(_target_line(fit), file=sys.stderr)
     for path in write_report(store, trials, fit, os.path.basename(args.results.rstrip("/"))):
@@ -392,6 +422,51 @@ def _non_negative_int(s: str) -> int:
 
 SHARED_HELP = ("the results directory is mounted at the same path on every node (NFS, a Kubernetes volume); "
                "overrides the spec's results_shared")
+
+
+def _form_options(p) -> None:
+    from orchestrator.fitting.forms import FORMS
+
+    p.add_argument("--form", default="chinchilla", metavar="FORM",
+                   help=f"law form: {', '.join(FORMS)}; auto (the best extrapolator of those the runs allow); or an "
+                        "expression in N, D and U, e.g. \"E + A/N**alpha + B/D**beta + G/(N**alpha * D**beta)\" "
+                        "(default: chinchilla)")
+    p.add_argument("--param", action="append", metavar="NAME=INIT:LO:HI",
+                   help="initial value and bounds of a custom form's parameter (repeat per parameter; E, A, B, alpha "
+                        "and beta have defaults)")
+
+
+def _fit_parser(sub) -> None:
+    f = sub.add_parser("fit", help="fit a scaling law (default L = E + A/N^alpha + B/D^beta) with intervals, "
+                                   "compare forms, predict",
+                       description="Fit the scaling law (Approaches 3, 2 and 1) with bootstrap intervals, an "
+                                   "extrapolation check and misspecification flags, to a sweep's results or to any "
+                                   "CSV/Parquet table of runs (name its columns with the --*-col options). With 3 or "
+                                   "more budgets the built-in law forms are compared by how well they extrapolate.")
+    f.add_argument("results", metavar="RESULTS_OR_FILE",
+                   help="sweep results directory (results/<sweep>) or a .csv/.parquet file of runs")
+    f.add_argument("--compute", type=_positive_float,
+                   help="target compute in FLOPs (default: the spec's; for a file, 10x its largest run)")
+    f.add_argument("--json", action="store_true", help="machine-readable output")
+    f.add_argument("--n-col", metavar="COLUMN", help="column of parameter counts N (default: n_params)")
+    f.add_argument("--d-col", metavar="COLUMN", help="column of training tokens D (default: tokens, else C/6N)")
+    f.add_argument("--c-col", metavar="COLUMN", help="column of training FLOPs C (default: flops, else 6ND)")
+    f.add_argument("--loss-col", metavar="COLUMN", help="column of final losses (default: eval_loss)")
+    f.add_argument("--budget-col", metavar="COLUMN",
+                   help="column of IsoFLOP budgets (default: budget; else runs with C within 3%% are grouped)")
+    f.add_argument("--name-col", metavar="COLUMN", help="column naming each run (default: name)")
+    f.add_argument("--drop-highest", type=_non_negative_int, default=0, metavar="K",
+                   help="leave out the K highest losses (Besiroglu et al. 2024 drop 5 of Chinchilla's)")
+    f.add_argument("--bootstrap", type=_non_negative_int, default=1000, metavar="B",
+                   help="bootstrap resamples of the runs for the intervals (default 1000; 0: none)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
+    _form_options(f)
+    f.add_argument("--u-col", metavar="COLUMN",
+                   help="column of unique tokens U, for --form data-constrained (default: unique_tokens)")
+    f.add_argument("--predict", metavar="POINTS",
+                   help="CSV/Parquet file of points (N and D, or N and C; the same column options as the runs): "
+                        "print the predicted loss at each with 80 %% and 95 %% predictive intervals")
+    f.set_defaults(fn=cmd_fit)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -442,32 +517,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=("table", "csv", "json"), default="table")
     q.set_defaults(fn=cmd_query)
 
-    f = sub.add_parser("fit", help="fit L = E + A/N^alpha + B/D^beta with intervals and print the frontier",
-                       description="Fit the scaling law (Approaches 3, 2 and 1) with bootstrap intervals, an "
-                                   "extrapolation check and misspecification flags, to a sweep's results or to any "
-                                   "CSV/Parquet table of runs (name its columns with the --*-col options).")
-    f.add_argument("results", metavar="RESULTS_OR_FILE",
-                   help="sweep results directory (results/<sweep>) or a .csv/.parquet file of runs")
-    f.add_argument("--compute", type=_positive_float,
-                   help="target compute in FLOPs (default: the spec's; for a file, 10x its largest run)")
-    f.add_argument("--json", action="store_true", help="machine-readable output")
-    f.add_argument("--n-col", metavar="COLUMN", help="column of parameter counts N (default: n_params)")
-    f.add_argument("--d-col", metavar="COLUMN", help="column of training tokens D (default: tokens, else C/6N)")
-    f.add_argument("--c-col", metavar="COLUMN", help="column of training FLOPs C (default: flops, else 6ND)")
-    f.add_argument("--loss-col", metavar="COLUMN", help="column of final losses (default: eval_loss)")
-    f.add_argument("--budget-col", metavar="COLUMN",
-                   help="column of IsoFLOP budgets (default: budget; else runs with C within 3%% are grouped)")
-    f.add_argument("--name-col", metavar="COLUMN", help="column naming each run (default: name)")
-    f.add_argument("--drop-highest", type=_non_negative_int, default=0, metavar="K",
-                   help="leave out the K highest losses (Besiroglu et al. 2024 drop 5 of Chinchilla's)")
-    f.add_argument("--bootstrap", type=_non_negative_int, default=1000, metavar="B",
-                   help="bootstrap resamples of the runs for the intervals (default 1000; 0: none)")
-    f.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
-    f.set_defaults(fn=cmd_fit)
+    _fit_parser(sub)
 
     rp = sub.add_parser("report", help="write PNG plots and an HTML report under RESULTS/report")
     rp.add_argument("results")
     rp.add_argument("--compute", type=_positive_float, help="target compute in FLOPs (default: the spec's)")
+    _form_options(rp)
     rp.set_defaults(fn=cmd_report)
     return p
 

@@ -103,6 +103,35 @@ class ResourceSpec(_Strict):
 
 class FitSpec(_Strict):
     target_compute: PositiveFloat = 1e15
+    # The law form fitted at the end of the sweep and by the adaptive planner: a built-in name
+    # (orchestrator.fitting.forms.FORMS), "auto" (chosen by extrapolation at the end; the
+    # planner uses Chinchilla's), or an expression in N and D with ``params`` NAME=INIT:LO:HI.
+    form: str = "chinchilla"
+    params: list[str] = []
+
+    @model_validator(mode="after")
+    def _form(self):
+        if self.form == "auto":
+            return self
+        from orchestrator.fitting.forms import FormError, resolve_form
+
+        try:
+            form = resolve_form(self.form, self.params)
+        except FormError as e:
+            raise ValueError(str(e).replace("--form", "fit.form").replace("--param", "fit.params")) from None
+        if "U" in form.inputs:
+            raise ValueError(f"fit.form {self.form!r} needs unique tokens U per run, which a sweep does not record "
+                             "(fit it to a table of runs with scalesweep fit --form ... --u-col)")
+        return self
+
+    def law_form(self, planner: bool = False):
+        """The orchestrator.fitting.forms.LawForm this names ("auto" for the end-of-sweep fit;
+        Chinchilla's for the planner, which needs one form while it runs)."""
+        from orchestrator.fitting.forms import resolve_form
+
+        if self.form == "auto":
+            return resolve_form("chinchilla") if planner else "auto"
+        return resolve_form(self.form, self.params)
 
 
 class AdaptiveSpec(_Strict):

@@ -20,8 +20,7 @@ import yaml
 
 from orchestrator.fitting.analysis import SweepFit, analyse
 from orchestrator.running.driver import Driver, ProgressSink
-from orchestrator.errors import UserError
-from orchestrator.fitting.errors import FitError
+from orchestrator.errors import FitError, UserError
 from orchestrator.planning.estimate import Capacity, check, estimate_sweep, local_capacity
 from orchestrator.running.executor import Executor, RayExecutor
 from orchestrator.running.lock import DriverLock
@@ -154,7 +153,8 @@ def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, writ
         table = table[table["trial_id"].isin(trial_ids)]
     fit, fit_error, report = None, "", []
     try:
-        fit = analyse(table, spec.fit.target_compute, isoflop=spec.planner != "adaptive", progress=fit_progress)
+        fit = analyse(table, spec.fit.target_compute, isoflop=spec.planner != "adaptive", progress=fit_progress,
+                      form=spec.fit.law_form(), compare=True)
     except FitError as e:
         fit_error = str(e)
     if fit is not None and write_report:

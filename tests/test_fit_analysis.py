@@ -14,7 +14,7 @@ from bench.synthetic_sweeps import synthetic_isoflop
 from orchestrator.fitting.analysis import analyse
 from orchestrator.cli import main
 from orchestrator.fitting.diagnostics import approach2_flags, law_flags, residual_scale
-from orchestrator.fitting.errors import InsufficientData
+from orchestrator.errors import InsufficientData
 from orchestrator.fitting.law import LawParams, predict_loss
 from orchestrator.fitting.bootstrap import Interval
 from orchestrator.report.text import format_fit

@@ -17,7 +17,7 @@ from orchestrator.fitting.analysis import analyse
 from orchestrator.cli import main
 from orchestrator.fitting.diagnostics import local_scale
 from orchestrator.fitting.discrepancy import Discrepancy, discrepancy_sd
-from orchestrator.fitting.errors import InsufficientData
+from orchestrator.errors import InsufficientData
 from orchestrator.fitting.law import LawParams, fit_approach3, predict_loss
 from orchestrator.fitting.isoflop import fit_isoflop_parabolas, infer_budgets
 from orchestrator.fitting.bootstrap import _envelope_candidates, _refit_approach1, resample_counts

@@ -24,12 +24,16 @@ from orchestrator.fitting.bootstrap import NEWTON_MIN_RUNS, Bootstrap, Interval,
 from orchestrator.fitting.diagnostics import Holdout, approach2_flags, holdout_check, law_flags, outliers
 from orchestrator.fitting.discrepancy import MAX_POINTS as DISCREPANCY_POINTS
 from orchestrator.fitting.discrepancy import Discrepancy, discrepancy_sd, estimate_discrepancies, widen
-from orchestrator.fitting.errors import InsufficientData
+from orchestrator.errors import InsufficientData
 from orchestrator.fitting.isoflop import (Approach1Fit, Approach2Fit, IsoFlopMinimum, budget_inference, fit_approach1,
                                           fit_approach2, fit_isoflop_parabolas)
-from orchestrator.fitting.law import Approach3Fit, compute_optimal, fit_approach3, no_optimum, predict_loss
+from orchestrator.fitting.forms import FORMS, LawForm
+from orchestrator.fitting.forms.builtin import Chinchilla
+from orchestrator.fitting.forms.general import FormFit, fit_law
+from orchestrator.fitting.law import Approach3Fit, fit_approach3, no_optimum
 from orchestrator.fitting.screening import (EXCLUSION_REASONS, N_PARAMS, distinct_points, excluded_text,
-                                            law_data_problem, usable)
+                                            form_data_problem, law_data_problem, usable)
+from orchestrator.fitting.forms.selection import Comparison, candidate_forms, compare_forms, comparison_applies
 from orchestrator.fitting.stats import Z
 from workers.flops import train_flops
 
@@ -42,12 +46,11 @@ MIN_RUNS_FOR_DISCREPANCY = 8  # fewer runs cannot separate a smooth residual fro
 MAX_RESAMPLE_RUNS = 200_000_000
 MIN_RESAMPLES = 100
 DEFAULT_TARGET_FACTOR = 10.0  # a table that names no target: one decade past its largest used run
-FEW_POINTS = 2 * N_PARAMS  # fewer distinct (N, D) points than this: the intervals rest on too little
 
 
 @dataclass
 class SweepFit:
-    approach3: Approach3Fit
+    approach3: Approach3Fit | None  # Chinchilla's form, where the runs have D and determine it
     minima: list[IsoFlopMinimum]
     target: dict
     excluded: dict[str, int]
@@ -69,9 +72,20 @@ class SweepFit:
     n_runs: int = 0  # every run, excluded ones included
     target_source: str = ""  # how the target was chosen, when the caller named none
     n_boot_requested: int = 0  # resamples asked for (the bootstrap's n_boot may be fewer: MAX_RESAMPLE_RUNS)
+    law: FormFit | None = None  # the fitted form (Chinchilla's: approach3 as a FormFit)
+    comparison: Comparison | None = None  # the forms ranked by extrapolation, when run
+
+    @property
+    def form(self) -> LawForm:
+        return self.law.form
+
+    @property
+    def fit_inputs(self) -> dict:
+        """The used runs' N, D and U arrays, as the form reads them."""
+        return _inputs(self.used)
 
     def frontier(self, computes) -> list[dict]:
-        return [compute_optimal(self.approach3.params, float(c)) for c in computes]
+        return [self.law.optimum(float(c)) for c in computes]
 
     def to_json(self) -> dict:
         """JSON-ready data (``scalesweep fit --json``): orchestrator.report.text.fit_json."""
@@ -85,7 +99,8 @@ FIT_STAGES = ("Approach 3 global fit", "Approaches 1 and 2", "bootstrap refits",
 
 
 def analyse(trials: pd.DataFrame, target_compute: float | None, *, n_boot: int = 1000, seed: int = 0,
-            drop_highest: int = 0, extrapolation: bool = True, isoflop: bool = True, progress=None) -> SweepFit:
+            drop_highest: int = 0, extrapolation: bool = True, isoflop: bool = True, progress=None,
+            form: LawForm | str | None = None, compare: bool = False) -> SweepFit:
     """Fit every form the runs support; bootstrap ``n_boot`` resamples (0: no intervals).
 
     ``target_compute`` None: DEFAULT_TARGET_FACTOR times the largest compute among the runs
@@ -94,22 +109,29 @@ def analyse(trials: pd.DataFrame, target_compute: float | None, *, n_boot: int =
     NEWTON_MIN_RUNS runs on each resample is one Newton step (orchestrator.fitting.bootstrap); the
     fit's notes say which.
 
+    ``form``: the law form (orchestrator.fitting.forms; default Chinchilla's), or "auto": every
+    built-in form the runs allow is compared by extrapolation (orchestrator.fitting.forms.selection)
+    and the chosen one fitted. ``compare``: run that comparison anyway when the runs have
+    MIN_BUDGETS budgets or an equivalent spread, and flag a form that extrapolates better.
+
     ``isoflop=False`` says the runs of a compute level were not laid out to bracket its minimum
     (an adaptive sweep, orchestrator.planning.adaptive, spreads them to pin the law down): Approach 2 is
     still fitted and shown, but its parabolas' edges and its disagreement with Approach 3 say
     nothing about the law there, so they become notes instead of flags (``_diagnose``).
 
-    Raises InsufficientData (orchestrator.fitting.errors) when Approach 3 cannot be fitted: fewer
-    than 5 usable runs, or runs that cannot determine the law
+    Raises InsufficientData (orchestrator.errors) when the form cannot be fitted: fewer
+    usable runs than its parameters, or runs that cannot determine it
     (orchestrator.fitting.screening.law_data_problem); the other forms and the extrapolation
     check record what they lack in ``SweepFit.unavailable``.
     ``progress(stage)`` is called as each of FIT_STAGES starts (the CLI's progress bar).
     """
     stage = progress or (lambda name: None)
-    runs = _screen_runs(trials, drop_highest)
+    auto = form == "auto"
+    form = None if auto else (form or Chinchilla())
+    runs = _screen_runs(trials, drop_highest, form)
     target_source = ""
     if target_compute is None:
-        target_compute = DEFAULT_TARGET_FACTOR * float(runs.compute.max())
+        target_compute = DEFAULT_TARGET_FACTOR * float(np.nanmax(runs.compute) if runs.has_d else np.nan)
         target_source = f"{DEFAULT_TARGET_FACTOR:g}x the largest run the fit uses"
     n_boot_requested = n_boot
     if n_boot > 0:
@@ -117,29 +139,78 @@ def analyse(trials: pd.DataFrame, target_compute: float | None, *, n_boot: int =
         runs.notes.extend(_size_notes(len(runs.used), n_boot, n_boot_requested))
 
     stage(FIT_STAGES[0])
-    a3 = fit_approach3(runs.n, runs.d, runs.loss, screened=True)  # _screen_runs checked law_data_problem
+    a3 = _fit_chinchilla(runs, form)
+    comparison = None
+    if auto or (compare and runs.has_d and comparison_applies(runs.budget, runs.compute)):
+        comparison = _compare(runs, auto, None if auto or form.name in FORMS else form)
+        if auto:
+            form = next(f for f in candidate_forms(set(runs.X)) if f.name == comparison.chosen)
+    law = _fit_form(runs, form, a3)
     stage(FIT_STAGES[1])
-    a2, a1, minima = _fit_isoflop_forms(runs)
+    a2, a1, minima = _fit_isoflop_forms(runs) if runs.has_d else (None, None, [])
     stage(f"{FIT_STAGES[2]} ({n_boot} resamples)")
     boot, intervals, disc, disc_t = None, {}, None, None
     if n_boot > 0:
-        boot = _bootstrap_forms(runs, a3, a2, a1, target_compute, n_boot, seed)
+        boot = _bootstrap_forms(runs, a3, law, a2, a1, target_compute, n_boot, seed)
         intervals = boot.intervals()
         stage(FIT_STAGES[3])
-        if len(runs.used) >= MIN_RUNS_FOR_DISCREPANCY:
-            disc, disc_t, intervals = _widen_for_residual_field(runs, a3, intervals, target_compute, seed)
+        if len(runs.used) >= max(MIN_RUNS_FOR_DISCREPANCY, law.form.n_params + 3):
+            disc, disc_t, intervals = _widen_for_residual_field(runs, law, intervals, target_compute, seed)
     stage(FIT_STAGES[4])
-    hold = _extrapolation_check(runs) if extrapolation else None
-    target = compute_optimal(a3.params, target_compute)
-    flags, notes = _diagnose(runs, a3, target, intervals, disc, hold, minima, isoflop)
-    resid = predict_loss(a3.params, runs.n, runs.d) - runs.loss
+    hold = _extrapolation_check(runs, law.form, seed) if extrapolation else None
+    target = law.optimum(target_compute) if math.isfinite(target_compute) else {
+        "compute": target_compute, "n_opt": math.nan, "d_opt": math.nan, "loss": math.nan}
+    flags, notes = _diagnose(runs, law, target, intervals, disc, hold, minima, isoflop, comparison)
+    resid = law.predict(runs.X) - runs.loss
     return SweepFit(
         approach3=a3, minima=minima, target=target, excluded=runs.excluded, used=runs.used, approach2=a2,
         approach1=a1, unavailable=runs.unavailable, bootstrap=boot, intervals=intervals, holdout=hold,
         outliers=outliers(resid, runs.used["name"].to_numpy(), runs.loss), flags=flags, notes=notes,
         excluded_runs=runs.excluded_runs, budgets_inferred=runs.budgets_inferred,
         flops_spent=_total_flops(trials), n_runs=len(trials), discrepancy=disc, discrepancy_targets=disc_t,
-        target_source=target_source, n_boot_requested=n_boot_requested)
+        target_source=target_source, n_boot_requested=n_boot_requested, law=law, comparison=comparison)
+
+
+def _fit_chinchilla(runs: "_Runs", form: LawForm | None) -> Approach3Fit | None:
+    """Approach 3 (Chinchilla's form) where the runs have D: the fitted law when it is the form,
+    else the seed of the other forms' global search (and None where it cannot be fitted)."""
+    if not runs.has_d:
+        return None
+    if form is not None and form.name == "chinchilla":
+        return fit_approach3(runs.n, runs.d, runs.loss, screened=True)  # _screen_runs checked law_data_problem
+    try:
+        return fit_approach3(runs.n, runs.d, runs.loss)
+    except InsufficientData:
+        return None
+
+
+def _fit_form(runs: "_Runs", form: LawForm, a3: Approach3Fit | None) -> FormFit:
+    if form.name == "chinchilla":
+        return FormFit(form, a3.params.as_vector(), a3.objective, a3.n_points, a3.converged, a3.residuals)
+    seed = None
+    if a3 is not None:
+        p = a3.params
+        seed = {"E": p.E, "A": p.A, "B": p.B, "alpha": p.alpha, "beta": p.beta}
+    return fit_law(form, runs.X, runs.loss, chinchilla=seed)
+
+
+def _compare(runs: "_Runs", auto: bool, custom: LawForm | None = None) -> Comparison | None:
+    """The forms the runs allow (and the user's ``custom`` form), ranked by extrapolation; None
+    (with why, in ``unavailable``) when they cannot be ranked, unless the user asked for it
+    (``auto``: the FitError stands)."""
+    from orchestrator.errors import FitError
+
+    forms = candidate_forms(set(runs.X)) + ([custom] if custom is not None else [])
+    try:
+        return compare_forms(forms, runs.X, runs.loss, runs.holdout_key, runs.budget)
+    except FitError as e:
+        if auto:
+            raise FitError(f"--form auto: {e}") from None
+        runs.unavailable["comparison"] = str(e)
+        return None
+
+
+UNIQUE_TOKENS = "unique_tokens"  # the trials-table column of U, the unique tokens behind D (data-constrained)
 
 
 @dataclass
@@ -150,7 +221,7 @@ class _Runs:
     excluded: dict[str, int]
     excluded_runs: list[dict]
     n: np.ndarray
-    d: np.ndarray
+    d: np.ndarray  # NaN for a law of N alone fitted to a table without D
     loss: np.ndarray
     compute: np.ndarray
     budget: np.ndarray  # 0: none
@@ -158,27 +229,65 @@ class _Runs:
     unavailable: dict[str, str] = field(default_factory=dict)  # form -> what the data lack
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def has_d(self) -> bool:
+        return bool(np.isfinite(self.d).all())
 
-def _screen_runs(trials: pd.DataFrame, drop_highest: int) -> _Runs:
+    @property
+    def X(self) -> dict:
+        return _inputs(self.used)
+
+    @property
+    def holdout_key(self) -> np.ndarray:
+        """What the extrapolation check holds out the top of: compute, or N for a law of N alone."""
+        return self.compute if self.has_d else self.n
+
+
+def _inputs(used: pd.DataFrame) -> dict:
+    """N, and D and U where the runs have them (finite for every run), as float arrays."""
+    X = {"N": used["n_params"].to_numpy(float)}
+    for key, col in (("D", "tokens"), ("U", UNIQUE_TOKENS)):
+        if col in used:
+            v = pd.to_numeric(used[col], errors="coerce").to_numpy(float)
+            if len(v) and np.isfinite(v).all() and (v > 0).all():
+                X[key] = v
+    return X
+
+
+def _has(trials: pd.DataFrame, col: str) -> bool:
+    return col in trials and bool(pd.to_numeric(trials[col], errors="coerce").notna().any())
+
+
+def _screen_runs(trials: pd.DataFrame, drop_highest: int, form: LawForm | None = None) -> _Runs:
     """The usable runs (screening.usable), checked to determine the law (InsufficientData, with
     what was excluded, otherwise), and their budgets: the table's, or when it has none, inferred
-    from C (isoflop.budget_inference; where that fails Approach 2 is skipped, saying why)."""
-    used, excluded, excluded_runs = usable(trials, drop_highest)
-    if len(used) < N_PARAMS:
-        raise InsufficientData(f"fit: Approach 3 needs at least {N_PARAMS} completed runs to fit its {N_PARAMS} "
+    from C (isoflop.budget_inference; where that fails Approach 2 is skipped, saying why).
+    ``form`` None: "auto", any form the table's columns allow."""
+    need_d = _has(trials, "tokens") if form is None else "D" in form.inputs
+    need_u = form is not None and "U" in form.inputs
+    if need_u and not _has(trials, UNIQUE_TOKENS):
+        raise InsufficientData(f"fit: the {form.name} form needs the unique tokens U of each run (a column "
+                               f"{UNIQUE_TOKENS!r}, or name one with --u-col)")
+    used, excluded, excluded_runs = usable(trials, drop_highest, need_d, (UNIQUE_TOKENS,) if need_u else ())
+    least = N_PARAMS if form is None else form.n_params
+    what = "Approach 3" if form is None or form.name == "chinchilla" else f"the {form.name} form"
+    if len(used) < least:
+        raise InsufficientData(f"fit: {what} needs at least {least} completed runs to fit its {least} "
                                f"parameters; have {len(used)} (excluded: {excluded_text(excluded)})")
     if "name" not in used:
         used["name"] = [f"row {i}" for i in used.index]
     used = used.reset_index(drop=True)
-    n, d, loss = (used[c].to_numpy(float) for c in ("n_params", "tokens", "eval_loss"))
-    problem = law_data_problem(n, d, loss)
+    n, loss = used["n_params"].to_numpy(float), used["eval_loss"].to_numpy(float)
+    d = pd.to_numeric(used["tokens"], errors="coerce").to_numpy(float) if need_d else np.full_like(n, np.nan)
+    problem = (law_data_problem(n, d, loss) if form is None or form.name == "chinchilla"
+               else form_data_problem(form.n_params, n, loss, d if need_d else None))
     if problem:
         raise InsufficientData(f"fit: {problem} (excluded: {excluded_text(excluded)})")
-    compute = used["flops"].to_numpy(float) if "flops" in used else train_flops(n, d)
+    compute = (used["flops"].to_numpy(float) if "flops" in used else train_flops(n, d)) if need_d else np.full_like(n, np.nan)
     budget = used["budget"].to_numpy(float) if "budget" in used else np.zeros_like(n)
     budget = np.where(np.isfinite(budget) & (budget > 0), budget, 0.0)  # NaN, inf or <= 0: no budget
     runs = _Runs(used, excluded, excluded_runs, n, d, loss, compute, budget)
-    if not (budget > 0).any():
+    if need_d and not (budget > 0).any():
         runs.budget, why = budget_inference(compute, n)
         runs.budgets_inferred = bool((runs.budget > 0).any())
         if why:
@@ -207,8 +316,8 @@ def _fit_isoflop_forms(runs: _Runs) -> tuple[Approach2Fit | None, Approach1Fit |
     return a2, a1, minima
 
 
-def _bootstrap_forms(runs: _Runs, a3: Approach3Fit, a2: Approach2Fit | None, a1: Approach1Fit | None,
-                     target_compute: float, n_boot: int, seed: int) -> Bootstrap:
+def _bootstrap_forms(runs: _Runs, a3: Approach3Fit | None, law: FormFit, a2: Approach2Fit | None,
+                     a1: Approach1Fit | None, target_compute: float, n_boot: int, seed: int) -> Bootstrap:
     """Every fitted form's quantities over ``n_boot`` resamples of the runs."""
     extra = {}
     if a2:
@@ -216,57 +325,85 @@ def _bootstrap_forms(runs: _Runs, a3: Approach3Fit, a2: Approach2Fit | None, a1:
                       "approach2.d_opt": float(a2.d_law(target_compute))})
     if a1:
         extra.update({"approach1.a": a1.a, "approach1.b": a1.b})
-    return bootstrap(runs.n, runs.d, runs.loss, a3, target_compute, n_boot=n_boot, seed=seed, compute=runs.compute,
-                     budget=runs.budget, approach2_budgets=[m.budget for m in a2.minima] if a2 else (),
-                     approach1=a1 is not None, estimates=extra)
+    d = runs.d if runs.has_d else np.ones_like(runs.n)
+    return bootstrap(runs.n, d, runs.loss, a3, target_compute, n_boot=n_boot, seed=seed,
+                     compute=runs.compute if runs.has_d else np.ones_like(runs.n), budget=runs.budget,
+                     approach2_budgets=[m.budget for m in a2.minima] if a2 else (), approach1=a1 is not None,
+                     estimates=extra, law=law, X=runs.X)
 
 
-def _widen_for_residual_field(runs: _Runs, a3: Approach3Fit, intervals: dict[str, Interval], target_compute: float,
+def _widen_for_residual_field(runs: _Runs, law: FormFit, intervals: dict[str, Interval], target_compute: float,
                               seed: int) -> tuple[Discrepancy, Discrepancy, dict[str, Interval]]:
     """The residual models (local, for a and b; any length scale, for the targets) and the
     bootstrap intervals widened by their fields."""
-    n, d, loss = runs.n, runs.d, runs.loss
+    n, loss = runs.n, runs.loss
+    d = runs.d if runs.has_d else np.ones_like(n)  # a law of N alone: the field lives along N
     x = np.stack([np.log10(n), np.log10(d)], axis=1)
-    theta = a3.params.as_vector()
+    theta = law.z
+    general = law.form.name != "chinchilla"
+    jac = law.form.log_jacobian(theta[None, :], runs.X)[0] if general else None
     # Two residual models from one REML pass: a and b describe the law where the runs
     # are, the targets extrapolate past them, where a field longer than half a decade
     # (hard to tell from the law's own curvature in the data) moves them most
     # (orchestrator.fitting.discrepancy). Chinchilla's a interval stays 0.115 wide (0.132 with
     # the long model), and the adaptive planner's N_opt intervals cover 76-80 % of the
     # time instead of 61-75 % (docs/benchmarks.md).
-    disc, disc_t = estimate_discrepancies(theta, x, loss, a3.residuals, seed=seed)
-    sd_local = discrepancy_sd(theta, n, d, loss, disc, target_compute)
-    sd_targets = sd_local if disc_t == disc else discrepancy_sd(theta, n, d, loss, disc_t, target_compute)
+    disc, disc_t = estimate_discrepancies(theta, x, loss, law.residuals, seed=seed, jac=jac)
+    if not (law.form.has_optimum and runs.has_d and math.isfinite(target_compute)):
+        return disc, disc_t, intervals
+    kw = {"form": law.form, "X": runs.X} if general else {}
+    sd_local = discrepancy_sd(theta, n, d, loss, disc, target_compute, **kw)
+    sd_targets = sd_local if disc_t == disc else discrepancy_sd(theta, n, d, loss, disc_t, target_compute, **kw)
     sd = {k: (sd_local if k in ("a", "b") else sd_targets)[k] for k in sd_local}
     return disc, disc_t, _with_discrepancy(intervals, sd)
 
 
-def _extrapolation_check(runs: _Runs) -> Holdout | None:
+def _extrapolation_check(runs: _Runs, form: LawForm, seed: int) -> Holdout | None:
     """diagnostics.holdout_check, or None with what it lacks in ``runs.unavailable``."""
     try:
-        return holdout_check(runs.n, runs.d, runs.loss, runs.compute, runs.budget, runs.used["name"].to_numpy())
+        return holdout_check(form, runs.X, runs.loss, runs.holdout_key, runs.budget, runs.used["name"].to_numpy(),
+                             seed=seed)
     except InsufficientData as e:
         runs.unavailable["extrapolation"] = str(e)
         return None
 
 
-def _diagnose(runs: _Runs, a3: Approach3Fit, target: dict, intervals: dict[str, Interval], disc: Discrepancy | None,
-              hold: Holdout | None, minima: list[IsoFlopMinimum], isoflop: bool) -> tuple[list[str], list[str]]:
+def _diagnose(runs: _Runs, law: FormFit, target: dict, intervals: dict[str, Interval], disc: Discrepancy | None,
+              hold: Holdout | None, minima: list[IsoFlopMinimum], isoflop: bool,
+              comparison: Comparison | None = None) -> tuple[list[str], list[str]]:
     """The fit's flags (signs of a misspecified law) and notes (about the design).
 
     Without ``isoflop`` the IsoFLOP flags (approach2_flags) are notes: in 54 adaptive sweeps of
     right-form worlds they flagged 73-100 % of the sweeps (IsoFLOP edges) and 3 of 32 in T1/T2
     (disagreement)."""
     flags = law_flags(hold, disc.s_r, disc.sigma) if disc else law_flags(hold)
-    flags[:0] = [f for f in (no_optimum(a3.params),) if f] + _few_points_flags(runs.n, runs.d, intervals)
+    flags[:0] = _optimum_flags(law, target) + _few_points_flags(runs.n, runs.d, intervals, law.form)
+    better = comparison.better_than(law.form.name) if comparison else None
+    if better is not None:
+        mine = comparison.score(law.form.name)
+        flags.append(f"form {better.form} extrapolates better than the fitted {law.form.name} (held-out RMS error "
+                     f"{better.held_out_rms:.4f} vs {mine.held_out_rms:.4f} nats on the {comparison.n_held_out} runs at "
+                     f"C >= {comparison.threshold:.3g}, beyond the noise); fit it with --form {better.form}")
     design_notes = approach2_flags(intervals, minima)
     if isoflop:
         flags, design_notes = flags + design_notes, []
     elif design_notes:
         design_notes.append("(the runs come from an adaptive design, not IsoFLOP sets, so these are not taken as "
                             "signs of a misspecified law)")
-    notes = _allocation_outside_runs(target, runs.d / runs.n) + _repeated_rows(runs.used) + runs.notes + design_notes
+    ratio = runs.d / runs.n if runs.has_d else np.array([np.nan])
+    notes = (_allocation_outside_runs(target, ratio) if runs.has_d else []) + _repeated_rows(runs.used) + runs.notes + design_notes
     return flags, notes
+
+
+def _optimum_flags(law: FormFit, target: dict) -> list[str]:
+    if law.form.name == "chinchilla":
+        from orchestrator.fitting.law import LawParams
+
+        return [f for f in (no_optimum(LawParams.from_vector(law.z)),) if f]
+    if law.form.has_optimum and not math.isfinite(target["n_opt"]):
+        return [f"the fitted {law.form.name} law has no compute-optimal allocation at C = {target['compute']:.3g} "
+                "(its loss keeps falling as N or D grows at fixed compute): N_opt and D_opt mean nothing"]
+    return []
 
 
 def _size_notes(runs: int, n_boot: int, requested: int) -> list[str]:
@@ -285,15 +422,15 @@ def _size_notes(runs: int, n_boot: int, requested: int) -> list[str]:
     return out
 
 
-def _few_points_flags(n, d, intervals: dict[str, Interval]) -> list[str]:
+def _few_points_flags(n, d, intervals: dict[str, Interval], form: LawForm) -> list[str]:
     """Flags for intervals that cannot show the uncertainty: too few distinct (N, D) points for
-    five parameters, or bootstrap intervals of zero width (every resample refits the same law)."""
-    points = distinct_points(n, d)
+    the form's parameters, or bootstrap intervals of zero width (every resample refits the same law)."""
+    points = distinct_points(n, d) if np.isfinite(d).all() else distinct_points(n, np.ones_like(n))
     out = []
-    if points < FEW_POINTS:
-        out.append(f"only {points} distinct (N, D) points for the law's {N_PARAMS} parameters (fewer than "
-                   f"{FEW_POINTS}): the fit nearly interpolates them, and its intervals say little")
-    flat = [k for k in ("E", "A", "B", "alpha", "beta") if k in intervals and intervals[k].n_draws
+    if points < 2 * form.n_params:
+        out.append(f"only {points} distinct (N, D) points for the law's {form.n_params} parameters (fewer than "
+                   f"{2 * form.n_params}): the fit nearly interpolates them, and its intervals say little")
+    flat = [k for k in form.names if k in intervals and intervals[k].n_draws
             and intervals[k].width(0.95) <= 1e-9 * max(abs(intervals[k].estimate), 1e-300)]
     if flat:
         out.append(f"the bootstrap intervals of {', '.join(flat)} have zero width: every resample of the runs gives "
@@ -318,6 +455,8 @@ def _allocation_outside_runs(target: dict, ratio: np.ndarray, margin: float = 3.
     (world A1 of docs/benchmarks.md wants 13,500 tokens per parameter at 1e20 against the
     runs' 1-1,000, and its N_opt is off by 0.09 at p90), but nothing in the runs checks it."""
     r = target["d_opt"] / target["n_opt"] if target["n_opt"] > 0 else math.nan
+    if not len(ratio) or not np.isfinite(ratio).all():
+        return []
     lo, hi = float(ratio.min()), float(ratio.max())
     if not math.isfinite(r) or lo / margin <= r <= hi * margin:
         return []

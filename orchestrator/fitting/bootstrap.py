@@ -46,7 +46,7 @@ from orchestrator.fitting.law import HUBER_DELTA, Approach3Fit, lbfgs, one_step,
 from orchestrator.fitting.stats import LEVELS
 from workers.flops import train_flops
 
-__all__ = ["Interval", "Bootstrap", "bootstrap", "resample_counts", "newton_applies", "LEVELS"]
+__all__ = ["Interval", "Bootstrap", "bootstrap", "resample_counts", "newton_applies", "refit_chinchilla", "LEVELS"]
 
 CHECK_GRID = np.linspace(0.05, 2.5, 16)  # exponents for the variable-projection check
 BASIN = 0.15  # exponents closer than this are one basin (as in fit._varpro_candidates)
@@ -93,6 +93,7 @@ class Bootstrap:
     basin_switches: int = 0  # resamples whose optimum the variable-projection check moved
     polished: int = 0  # resamples the batched refit left to L-BFGS
     refits: str = "exact"  # "exact" refits, or "newton": one Newton step each (module docstring)
+    laws: np.ndarray | None = field(default=None, repr=False)  # (n_boot, P) the law form's internal vectors
 
     def interval(self, name: str) -> Interval:
         x = self.draws[name]
@@ -170,6 +171,12 @@ def _refine_in_chunks(V0, log_n, log_d, log_l, counts, delta):
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             parts = list(pool.map(run, starts))
     return tuple(np.concatenate(x) for x in zip(*parts))
+
+
+def refit_chinchilla(counts, n, d, loss, v_full, delta: float = HUBER_DELTA) -> np.ndarray:
+    """Chinchilla's law refitted to each row of ``counts`` from ``v_full``: (k, 5) vectors."""
+    n, d, loss = (np.asarray(x, float) for x in (n, d, loss))
+    return _refit_approach3(np.asarray(counts, float), n, d, loss, np.asarray(v_full, float), delta)[0]
 
 
 def _refit_approach3(counts, n, d, loss, v_full, delta):
@@ -347,42 +354,81 @@ def newton_applies(n, d, loss, fit3: Approach3Fit, delta: float = HUBER_DELTA) -
     return len(n) >= NEWTON_MIN_RUNS and int((np.abs(fit3.residuals) <= delta).sum()) >= NEWTON_MIN_INSIDE
 
 
-def bootstrap(n, d, loss, fit3: Approach3Fit, target_compute: float, *, n_boot: int = 1000, seed: int = 0,
+def bootstrap(n, d, loss, fit3: Approach3Fit | None, target_compute: float, *, n_boot: int = 1000, seed: int = 0,
               compute=None, budget=None, approach2_budgets=(), approach1: bool = False,
-              estimates: dict | None = None, delta: float = HUBER_DELTA) -> Bootstrap:
+              estimates: dict | None = None, delta: float = HUBER_DELTA, law=None, X: dict | None = None) -> Bootstrap:
     """Resample the runs ``n_boot`` times and refit every form; see the module docstring.
 
     ``fit3`` is the full-data Approach 3 fit (its optimum is every refit's warm start);
     ``compute`` defaults to 6ND and ``budget`` (0: none) groups the runs for Approaches 1 and 2.
     Approach 2 is refitted over ``approach2_budgets`` (values of ``budget``), Approach 1 when
     ``approach1``. ``estimates`` supplies the full-data values of the non-Approach-3 draws.
+    ``law``: a fitted form other than Chinchilla's (orchestrator.fitting.forms.general.FormFit, with
+    its inputs ``X``), refitted by the general batched LM instead of Approach 3.
     """
     n, d, loss = (np.asarray(x, float) for x in (n, d, loss))
+    general = law is not None and law.form.name != "chinchilla"
     budget = np.zeros_like(n) if budget is None else np.asarray(budget, float)
     compute = train_flops(n, d) if compute is None else np.asarray(compute, float)
-    v_full = fit3.params.as_vector()
-    newton = newton_applies(n, d, loss, fit3, delta)
-    logs = np.log(n), np.log(d), np.log(loss)
-    terms = step_terms(v_full, *logs, delta, curvature="exact") if newton else None
+    newton = not general and newton_applies(n, d, loss, fit3, delta)
+    if not general:
+        v_full = fit3.params.as_vector()
+        logs = np.log(n), np.log(d), np.log(loss)
+        terms = step_terms(v_full, *logs, delta, curvature="exact") if newton else None
     env = _envelope_candidates(np.where(budget > 0, budget, compute), loss) if approach1 else None
-    parts, switches, polished = [], 0, 0
+    parts, laws, switches, polished = [], [], 0, 0
     for counts in _count_blocks(len(n), n_boot, seed, max(1, BLOCK_ELEMENTS // len(n))):
-        if newton:
-            V = one_step(v_full, *logs, counts, delta, curvature="exact", terms=terms)
+        if general:
+            from orchestrator.fitting.forms.general import refit_resamples
+
+            V = refit_resamples(law, X, loss, counts, delta)
+            draws = _form_draws(law.form, V, target_compute)
         else:
-            V, sw, pol = _refit_approach3(counts, n, d, loss, v_full, delta)
-            switches, polished = switches + sw, polished + pol
-        draws = _law_draws(V, target_compute)
+            if newton:
+                V = one_step(v_full, *logs, counts, delta, curvature="exact", terms=terms)
+            else:
+                V, sw, pol = _refit_approach3(counts, n, d, loss, v_full, delta)
+                switches, polished = switches + sw, polished + pol
+            draws = _law_draws(V, target_compute)
+        laws.append(V)
         if len(approach2_budgets) >= 2:
             draws.update(_refit_approach2(counts, budget, n, d, loss, list(approach2_budgets), target_compute))
         if approach1:
             draws.update(_refit_approach1(counts[:, env], compute[env], n[env], d[env], loss[env], budget[env]))
         parts.append(draws)
     draws = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+    est = _form_estimates(law.form, law.z, target_compute) if general else _chinchilla_estimates(fit3, target_compute)
+    est.update({k: v for k, v in (estimates or {}).items() if k in draws})
+    draws = {k: v for k, v in draws.items() if k in est}
+    return Bootstrap(n_boot, seed, est, draws, switches, polished, "newton" if newton else "exact",
+                     np.concatenate(laws) if laws else None)
+
+
+def _chinchilla_estimates(fit3: Approach3Fit, target_compute: float) -> dict:
     p = fit3.params
     full = dict(zip(("n_opt", "d_opt", "loss_opt"), optimal_allocation(p.E, p.A, p.B, p.alpha, p.beta, target_compute)))
     est = {"E": p.E, "A": p.A, "B": p.B, "alpha": p.alpha, "beta": p.beta, "a": p.a, "b": p.b}
     est.update({k: float(v) for k, v in full.items()})
-    est.update({k: v for k, v in (estimates or {}).items() if k in draws})
-    draws = {k: v for k, v in draws.items() if k in est}
-    return Bootstrap(n_boot, seed, est, draws, switches, polished, "newton" if newton else "exact")
+    return est
+
+
+_TARGETS = ("a", "b", "n_opt", "d_opt", "loss_opt")
+
+
+def _form_draws(form, V: np.ndarray, target_compute: float) -> dict:
+    """A general form's draws: its named parameters and the targets (form.targets) per resample."""
+    out = {p.name: p.natural(V[:, i]) for i, p in enumerate(form.params)}
+    if form.has_optimum:
+        t = form.targets(V, target_compute)
+        with np.errstate(all="ignore"):
+            out.update(zip(_TARGETS, (t[:, 0], t[:, 1], np.exp(t[:, 2]), np.exp(t[:, 3]), np.exp(t[:, 4]))))
+    return out
+
+
+def _form_estimates(form, z: np.ndarray, target_compute: float) -> dict:
+    est = form.values(z)
+    if form.has_optimum:
+        t = form.targets(z, target_compute)
+        with np.errstate(all="ignore"):
+            est.update(zip(_TARGETS, (float(t[0]), float(t[1]), *(float(np.exp(x)) for x in t[2:]))))
+    return est

@@ -20,16 +20,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orchestrator.fitting.errors import InsufficientData
-from orchestrator.fitting.law import fit_approach3, predict_loss
-from orchestrator.fitting.stats import robust_sd
+from orchestrator.errors import InsufficientData
+from orchestrator.fitting.stats import Z95, residual_scale, robust_sd
 from orchestrator.report.text import flops_str
 
 __all__ = ["Holdout", "residual_scale", "held_out_mask", "holdout_check", "outliers", "law_flags", "approach2_flags",
            "Z_LIMIT"]
 
 Z_LIMIT = 3.0  # residuals beyond this many sigma are "unusually large"
-N_PARAMS = 5
 
 
 # Real sweeps scatter 0.003-0.03 nats around a well-specified law (Porian et al. 2024); a
@@ -41,36 +39,53 @@ HOLDOUT_MISS_SHARE = 0.05  # held-out runs beyond Z_LIMIT that make the extrapol
 LOCAL_MIN_RUNS = 200  # runs needed before residual scales are taken locally (outliers)
 
 
-def residual_scale(resid) -> float:
-    """Robust standard deviation (stats.robust_sd) of residuals, corrected for 5 fitted parameters."""
-    r = np.asarray(resid, float)
-    mad = robust_sd(r)
-    return float(max(mad * np.sqrt(len(r) / max(len(r) - N_PARAMS, 1)), 1e-12))
-
-
 @dataclass
 class Holdout:
-    """Refit without the largest budget; predictions for its runs (errors: predicted - observed)."""
+    """Refit without the largest budget; predictions for its runs (errors: predicted - observed).
+
+    ``bounds`` are the refit's predictive intervals at the held-out runs ({level: (lo, hi)},
+    losses): the spread of the refit's bootstrap at each run and the noise at its loss, combined
+    (orchestrator.fitting.forms.predict). A run's z is its error in predictive standard deviations on
+    its side of the prediction, so |z| > 1.96 is a run outside its 95 % interval. Without
+    ``bounds``, z is the error over the refit's residual scale ``sigma``."""
 
     threshold: float  # runs with compute >= this were held out
     names: list[str]
     errors: np.ndarray = field(repr=False)  # nats per token
     sigma: float  # residual scale of the refit, nats
+    observed: np.ndarray | None = field(default=None, repr=False)
+    bounds: dict | None = field(default=None, repr=False)
+    form: str = "chinchilla"
 
     @property
     def z(self) -> np.ndarray:
-        return self.errors / self.sigma
+        if self.bounds is None or self.observed is None:
+            return self.errors / self.sigma
+        lo, hi = self.bounds[0.95]
+        pred = self.observed + self.errors
+        half = np.where(self.errors > 0, pred - lo, hi - pred) / Z95  # the side the observation lies on
+        return self.errors / np.maximum(half, 1e-12)
 
     @property
     def max_abs_z(self) -> float:
         return float(np.max(np.abs(self.z)))
 
+    @property
+    def outside95(self) -> int:
+        return int((np.abs(self.z) > Z95).sum())
+
     def to_json(self) -> dict:
-        return {"held_out_compute_at_least": self.threshold, "n_runs": len(self.errors),
-                "mean_error_nats": float(np.mean(self.errors)), "rms_error_nats": float(np.sqrt(np.mean(self.errors**2))),
-                "max_abs_error_nats": float(np.max(np.abs(self.errors))), "sigma_nats": self.sigma,
-                "max_abs_z": self.max_abs_z,
-                "runs": [{"name": n, "error_nats": float(e), "z": float(z)} for n, e, z in zip(self.names, self.errors, self.z)]}
+        out = {"held_out_compute_at_least": self.threshold, "n_runs": len(self.errors), "form": self.form,
+               "mean_error_nats": float(np.mean(self.errors)), "rms_error_nats": float(np.sqrt(np.mean(self.errors**2))),
+               "max_abs_error_nats": float(np.max(np.abs(self.errors))), "sigma_nats": self.sigma,
+               "max_abs_z": self.max_abs_z, "outside_95": self.outside95 if self.bounds is not None else None}
+        runs = [{"name": n, "error_nats": float(e), "z": float(z)} for n, e, z in zip(self.names, self.errors, self.z)]
+        if self.bounds is not None and self.observed is not None:
+            for i, r in enumerate(runs):
+                r.update(observed=float(self.observed[i]), predicted=float(self.observed[i] + self.errors[i]),
+                         **{f"{round(100 * lv)}%": [float(b[0][i]), float(b[1][i])] for lv, b in self.bounds.items()})
+        out["runs"] = runs
+        return out
 
 
 def held_out_mask(compute, budget, min_runs: int = 3) -> np.ndarray:
@@ -84,17 +99,34 @@ def held_out_mask(compute, budget, min_runs: int = 3) -> np.ndarray:
     return compute >= np.sort(compute)[-k] if len(compute) >= k else np.ones(len(compute), bool)
 
 
-def holdout_check(n, d, loss, compute, budget, names) -> Holdout:
-    """Extrapolation check; InsufficientData when fewer than 5 runs would remain to refit."""
-    n, d, loss, compute = (np.asarray(x, float) for x in (n, d, loss, compute))
+HOLDOUT_RESAMPLES = 200  # bootstrap refits of the held-out check's refit (its parameter uncertainty)
+
+
+def holdout_check(form, X: dict, loss, compute, budget, names, *, n_boot: int = HOLDOUT_RESAMPLES,
+                  seed: int = 0) -> Holdout:
+    """Extrapolation check of ``form`` (orchestrator.fitting.forms): refit without the largest
+    budget and judge each held-out run against the refit's predictive interval. InsufficientData
+    when fewer than the form's parameters + 1 runs would remain to refit."""
+    from orchestrator.fitting.forms.general import fit_law
+    from orchestrator.fitting.forms.predict import predictive_bounds, resample_laws
+
+    loss, compute = np.asarray(loss, float), np.asarray(compute, float)
     out = held_out_mask(compute, budget)
-    if (~out).sum() < N_PARAMS + 1:
-        raise InsufficientData(f"the extrapolation check needs at least {N_PARAMS + 1} runs below the largest budget "
-                               f"to refit Approach 3; have {(~out).sum()}")
-    fit = fit_approach3(n[~out], d[~out], loss[~out])
-    resid = predict_loss(fit.params, n[~out], d[~out]) - loss[~out]
-    errors = predict_loss(fit.params, n[out], d[out]) - loss[out]
-    return Holdout(float(compute[out].min()), [str(x) for x in np.asarray(names)[out]], errors, residual_scale(resid))
+    need = form.n_params + 1
+    if (~out).sum() < need:
+        raise InsufficientData(f"the extrapolation check needs at least {need} runs below the largest budget "
+                               f"to refit the {form.name} form; have {(~out).sum()}")
+    X_in = {k: np.asarray(v, float)[~out] for k, v in X.items()}
+    X_out = {k: np.asarray(v, float)[out] for k, v in X.items()}
+    refit = fit_law(form, X_in, loss[~out])
+    Z = resample_laws(refit, X_in, loss[~out], n_boot, seed)
+    pred = refit.predict(X_out)
+    noise = residual_scale(refit.residuals, form.n_params)  # log units: relative noise
+    with np.errstate(all="ignore"):
+        draws = form.loss(Z, X_out) if len(Z) else None
+    bounds = predictive_bounds(pred, draws, np.full(len(pred), noise))
+    return Holdout(float(compute[out].min()), [str(x) for x in np.asarray(names)[out]], pred - loss[out],
+                   float(noise * np.median(loss[~out])), loss[out], bounds, form.name)
 
 
 def outliers(resid_nats, names, observed) -> list[dict]:
@@ -146,6 +178,9 @@ def law_flags(holdout: Holdout | None, field_sd: float | None = None, noise_sd: 
         flags.append(f"the runs sit on a smooth residual of {field_sd:.3f} nats around the fitted law (more than "
                      f"{RESIDUAL_FIELD_LIMIT:g} nats; well-specified sweeps show 0.003-0.03): the law's form may not "
                      "fit them, and predictions beyond them may be off by more than their intervals say")
+    if holdout is not None and holdout.bounds is not None:
+        flags.extend(_holdout_flag(holdout))
+        return flags
     bad = int((np.abs(holdout.z) > Z_LIMIT).sum()) if holdout is not None else 0
     # Isolated outliers are listed as such; the law is suspect when more than a few percent of
     # the held-out runs miss (Besiroglu et al. 2024 dropped about 2 % of Chinchilla's runs as outliers).
@@ -153,6 +188,28 @@ def law_flags(holdout: Holdout | None, field_sd: float | None = None, noise_sd: 
         flags.append(f"{bad} of {len(holdout.errors)} held-out runs (C >= {flops_str(holdout.threshold)}) are more than "
                      f"{Z_LIMIT:g} sigma from the extrapolated law (worst {holdout.max_abs_z:.1f} sigma)")
     return flags
+
+
+HOLDOUT_FLAG_QUANTILE = 0.99  # runs outside their 95 % intervals beyond this binomial quantile: a flag
+
+
+def _holdout_flag(h: Holdout) -> list[str]:
+    """A flag when more held-out runs fall outside their 95 % predictive intervals than chance
+    makes likely: more than the HOLDOUT_FLAG_QUANTILE quantile of Binomial(n, 0.05), so that a
+    right-form sweep raises it about 1 % of the time per check (with 4 held-out runs: 2 or more
+    outside; 14: 4 or more)."""
+    from scipy.stats import binom
+
+    bad = h.outside95
+    if bad <= binom.ppf(HOLDOUT_FLAG_QUANTILE, len(h.errors), 0.05):
+        return []
+    lo, hi = h.bounds[0.95]
+    pred = h.observed + h.errors
+    beyond = np.where(h.observed > hi, h.observed - hi, np.where(h.observed < lo, lo - h.observed, 0.0))
+    return [f"{bad} of {len(h.errors)} held-out runs (C >= {flops_str(h.threshold)}) fall outside their 95 % "
+            f"predictive intervals from the refit without them (worst by {beyond.max():.4f} nats, "
+            f"{h.max_abs_z:.1f} predictive sd; mean error {float(np.mean(pred - h.observed)):+.4f} nats): the "
+            "law does not extrapolate to them"]
 
 
 def approach2_flags(intervals: dict, minima) -> list[str]:

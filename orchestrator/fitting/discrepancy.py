@@ -156,20 +156,24 @@ def _inliers(resid: np.ndarray) -> np.ndarray:
 
 
 def estimate_discrepancies(theta: np.ndarray, x: np.ndarray, loss: np.ndarray, resid: np.ndarray,
-                           seed: int = 0, caps=(LOCAL_ELL, max(_ELLS))) -> list[Discrepancy]:
+                           seed: int = 0, caps=(LOCAL_ELL, max(_ELLS)), jac: np.ndarray | None = None
+                           ) -> list[Discrepancy]:
     """REML hyperparameters of the residual model, one model for each length-scale cap in
     ``caps`` (its length scale at most the cap), from one pass over the grid. ``x`` is (n, 2)
     log10 N and log10 D, ``loss`` the observed losses and ``resid`` the fit's log residuals
-    (log predicted - log observed)."""
+    (log predicted - log observed). ``jac``: the fitted form's log Jacobian at the runs (n, P),
+    whose directions REML projects out; default Chinchilla's at ``theta``."""
     keep = _inliers(resid)  # outliers would pass for noise and hide the field
+    jac = None if jac is None else jac[keep]
     x, loss, resid = x[keep], loss[keep], resid[keep]
     if len(resid) > MAX_POINTS:
         idx = np.random.default_rng(seed).choice(len(resid), MAX_POINTS, replace=False)
         x, loss, resid = x[idx], loss[idx], resid[idx]
+        jac = None if jac is None else jac[idx]
     n = len(resid)
     e = resid * loss  # nats
     ln10 = math.log(10.0)
-    j = log_law_jacobian(theta, x[:, 0] * ln10, x[:, 1] * ln10) * loss[:, None]  # d pred / d theta, nats
+    j = (log_law_jacobian(theta, x[:, 0] * ln10, x[:, 1] * ln10) if jac is None else jac) * loss[:, None]  # nats
     level = float(np.median(loss))
     d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
     m = n - j.shape[1]
@@ -210,16 +214,25 @@ def _targets(v: np.ndarray, compute: float) -> np.ndarray:
         return np.array([p.a, p.b, *np.log([n_opt, d_opt, l_opt])])
 
 
-def discrepancy_sd(theta: np.ndarray, n, d, loss, disc: Discrepancy, compute: float) -> dict[str, float]:
+def field_parameter_cov(jac: np.ndarray, x: np.ndarray, loss, disc: Discrepancy) -> np.ndarray:
+    """The smooth field's share of the fit's parameter covariance (P, P): the sandwich of the
+    (nearly least-squares) estimator with the form's log Jacobian ``jac`` (n, P) at the runs."""
+    info = jac.T @ jac + 1e-9 * np.eye(jac.shape[1])
+    b = np.linalg.solve(info, jac.T)
+    return replace(disc, sigma=0.0).sandwich(x, np.asarray(loss, float), b)
+
+
+def discrepancy_sd(theta: np.ndarray, n, d, loss, disc: Discrepancy, compute: float, form=None,
+                   X: dict | None = None) -> dict[str, float]:
     """Standard deviations that the smooth field (not the noise) gives a, b (absolute) and
-    ln N_opt, ln D_opt, ln L* at ``compute``."""
+    ln N_opt, ln D_opt, ln L* at ``compute``. ``form`` (orchestrator.fitting.forms; default
+    Chinchilla's, theta then its five-vector) with its inputs ``X`` at the runs."""
     ln_n, ln_d = np.log(np.asarray(n, float)), np.log(np.asarray(d, float))
-    j = log_law_jacobian(theta, ln_n, ln_d)
+    j = log_law_jacobian(theta, ln_n, ln_d) if form is None else form.log_jacobian(theta[None, :], X)[0]
     x = np.stack([ln_n, ln_d], axis=1) / math.log(10.0)
-    info = j.T @ j + 1e-9 * np.eye(5)
-    b = np.linalg.solve(info, j.T)
-    cov = replace(disc, sigma=0.0).sandwich(x, np.asarray(loss, float), b)
-    grads = jacobian_fd(lambda v: _targets(v, compute), theta)
+    cov = field_parameter_cov(j, x, loss, disc)
+    targets = (lambda v: _targets(v, compute)) if form is None else (lambda v: form.targets(v, compute))
+    grads = jacobian_fd(targets, theta)
     sd = np.sqrt(np.maximum(np.einsum("ki,ij,kj->k", grads, cov, grads), 0.0))
     return dict(zip(("a", "b", "n_opt", "d_opt", "loss_opt"), (float(s) for s in sd)))
 

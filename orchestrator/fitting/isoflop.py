@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orchestrator.fitting.errors import InsufficientData
+from orchestrator.errors import InsufficientData
 from orchestrator.report.text import flops_str
 
 __all__ = ["IsoFlopMinimum", "PowerLaw", "Approach1Fit", "Approach2Fit", "fit_approach1", "fit_approach2",

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.optimize import minimize, nnls
 
-from orchestrator.fitting.errors import InsufficientData
+from orchestrator.errors import InsufficientData
 from orchestrator.fitting.screening import law_data_problem
 
 __all__ = ["LawParams", "Approach3Fit", "InsufficientData", "fit_approach3", "refine", "huber_objective",

@@ -35,11 +35,13 @@ class ColumnMap:
     loss: str | None = None
     budget: str | None = None
     name: str | None = None
+    u: str | None = None  # unique tokens (the data-constrained form)
 
 
-DEFAULTS = ColumnMap(n="n_params", d="tokens", c="flops", loss="eval_loss", budget="budget", name="name")
+DEFAULTS = ColumnMap(n="n_params", d="tokens", c="flops", loss="eval_loss", budget="budget", name="name",
+                     u="unique_tokens")
 OPTION = {"n": "--n-col", "d": "--d-col", "c": "--c-col", "loss": "--loss-col", "budget": "--budget-col",
-          "name": "--name-col"}
+          "name": "--name-col", "u": "--u-col"}
 
 
 @dataclass
@@ -106,11 +108,46 @@ def _column(df: pd.DataFrame, key: str, cols: ColumnMap, source: str, required: 
     return values
 
 
-def load_runs(path: str, cols: ColumnMap = ColumnMap()) -> Runs:
-    """Read ``path`` (results directory or .csv/.parquet file) into a trials-shaped table."""
+def _is_file(path: str, what: str) -> bool:
     is_file = path.lower().endswith(FILE_SUFFIXES) or os.path.isfile(path)
     if is_file and not os.path.exists(path) and "://" not in path:
-        raise UserError(f"{path}: file not found (expected a CSV or Parquet file of runs, or a results directory)")
+        raise UserError(f"{path}: file not found (expected a CSV or Parquet file of {what})")
+    return is_file
+
+
+def load_points(path: str, cols: ColumnMap, form) -> dict:
+    """``--predict`` points: N with D (or C, C = 6ND) and U where the file has them, as arrays
+    keyed N, D, U; the same column names (and options) as the runs."""
+    if not _is_file(path, "points (N and D, or N and C)") or not os.path.exists(path):
+        raise UserError(f"--predict {path}: expected a CSV or Parquet file of points (N and D, or N and C)")
+    df = _read_file(path)
+    if not len(df):
+        raise UserError(f"--predict {path}: the file has no rows")
+    n = _column(df, "n", cols, path, required=True)
+    d = _column(df, "d", cols, path, required=False)
+    c = _column(df, "c", cols, path, required=False)
+    u = _column(df, "u", cols, path, required=False)
+    if d is None and c is not None:
+        d = pd.Series(tokens_for_budget(c.to_numpy(float), n.to_numpy(float)), index=df.index)
+    out = {"N": n.to_numpy(float)}
+    if d is not None:
+        out["D"] = d.to_numpy(float)
+    if u is not None:
+        out["U"] = u.to_numpy(float)
+    elif "U" in form.inputs and "D" in out:
+        out["U"] = out["D"]  # no unique-token column: fresh data, no repetition
+    for key, v in out.items():
+        bad = ~(np.isfinite(v) & (v > 0))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise UserError(f"--predict {path}: row {i} has {key} = {v[i]!r} (expected a finite number > 0)")
+    return out
+
+
+def load_runs(path: str, cols: ColumnMap = ColumnMap(), need_d: bool = True) -> Runs:
+    """Read ``path`` (results directory or .csv/.parquet file) into a trials-shaped table.
+    ``need_d`` False: the law reads N alone, and a table without D or C is fine."""
+    is_file = _is_file(path, "runs, or a results directory")
     if is_file:
         df, target, planner = _read_file(path), None, None
     else:
@@ -122,6 +159,8 @@ def load_runs(path: str, cols: ColumnMap = ColumnMap()) -> Runs:
     loss = _column(df, "loss", cols, path, required=True)
     d = _column(df, "d", cols, path, required=False)
     c = _column(df, "c", cols, path, required=False)
+    if d is None and c is None and not need_d:
+        d = c = pd.Series(np.nan, index=df.index)
     if d is None and c is None:
         raise UserError(f"{path}: needs tokens D (--d-col) or training compute C (--c-col); found neither "
                         f"{DEFAULTS.d!r} nor {DEFAULTS.c!r} (columns: {', '.join(map(str, df.columns))})")
@@ -143,5 +182,9 @@ def load_runs(path: str, cols: ColumnMap = ColumnMap()) -> Runs:
         "budget": budget.fillna(0.0) if budget is not None else 0.0,
         "eval_loss": loss,
         "error": df["error"] if "error" in df else None,
-    }).reset_index(drop=True)
+    })
+    u = _column(df, "u", cols, path, required=False)
+    if u is not None:
+        table["unique_tokens"] = u
+    table = table.reset_index(drop=True)
     return Runs(table, path, target, planner)

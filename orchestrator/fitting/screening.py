@@ -20,7 +20,7 @@ import pandas as pd
 from workers.store import TrialStatus
 
 __all__ = ["Exclusion", "EXCLUSION_REASONS", "usable", "excluded_text", "law_data_problem", "distinct_count", "distinct_points",
-           "N_PARAMS", "MIN_LEVELS", "MIN_SPREAD"]
+           "N_PARAMS", "MIN_LEVELS", "MIN_SPREAD", "form_data_problem"]
 
 N_PARAMS = 5  # E, A, B, alpha, beta
 MIN_LEVELS = 3  # distinct N (and D): E + A/N^alpha has three parameters along N
@@ -56,13 +56,15 @@ _DESCRIPTIONS = {
 EXCLUSION_REASONS = {e.value: e.description for e in Exclusion}  # value -> description, in print order
 
 
-def usable(trials: pd.DataFrame, drop_highest: int = 0) -> tuple[pd.DataFrame, dict[str, int], list[dict]]:
+def usable(trials: pd.DataFrame, drop_highest: int = 0, need_d: bool = True,
+           extra: tuple[str, ...] = ()) -> tuple[pd.DataFrame, dict[str, int], list[dict]]:
     """Completed trials with finite, positive N, D, C and loss; the count of each kind left out
-    (keys of EXCLUSION_REASONS) and one record per excluded run."""
+    (keys of EXCLUSION_REASONS) and one record per excluded run. ``need_d`` False: a law of N
+    alone (D and C may be missing); ``extra``: more size columns the law needs (unique tokens)."""
     status = trials["status"].astype(str)
     keep = (status == TrialStatus.COMPLETED.value).to_numpy()
     loss = pd.to_numeric(trials["eval_loss"], errors="coerce").astype(float).to_numpy()
-    cols = ["n_params", "tokens"] + (["flops"] if "flops" in trials else [])
+    cols = (["n_params", "tokens"] + (["flops"] if "flops" in trials else []) if need_d else ["n_params"]) + list(extra)
     sizes = np.stack([pd.to_numeric(trials[c], errors="coerce").astype(float).to_numpy() for c in cols], axis=1)
     reason = np.full(len(trials), "", dtype=object)
     # Later lines win: a failed trial is "failed" whatever its loss; a run with a bad loss and a
@@ -112,6 +114,19 @@ def distinct_points(n, d) -> int:
     order = np.lexsort((kd, kn))
     kn, kd = kn[order], kd[order]
     return 1 + int(((kn[1:] != kn[:-1]) | (kd[1:] != kd[:-1])).sum())
+
+
+def form_data_problem(n_params: int, n, loss, d=None) -> str:
+    """Why runs cannot determine a form of ``n_params`` parameters (a general form), or ""."""
+    points = distinct_points(n, d) if d is not None else distinct_count(n)
+    if points < n_params:
+        return (f"the form has {n_params} parameters and needs at least {n_params} distinct "
+                f"{'(N, D) points' if d is not None else 'N'}; the {len(n)} runs have {points}")
+    if distinct_count(n) < MIN_LEVELS:
+        return f"the law needs at least {MIN_LEVELS} distinct N; the runs have {distinct_count(n)}"
+    if np.max(loss) <= np.min(loss) * (1 + 1e-9):
+        return f"every run has the same loss ({loss[0]:.6g}): there is no fall with N or D to fit"
+    return ""
 
 
 def law_data_problem(n, d, loss) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LEVELS", "Z", "Z80", "Z95", "MAD_TO_SD", "robust_sd"]
+__all__ = ["LEVELS", "Z", "Z80", "Z95", "MAD_TO_SD", "robust_sd", "residual_scale"]
 
 LEVELS = (0.80, 0.95)  # the two-sided interval levels reported everywhere
 Z80 = 1.2815515655446004  # two-sided 80 % interval half-width in standard deviations (normal)
@@ -23,3 +23,12 @@ def robust_sd(x, axis=None):
     x = np.asarray(x, float)
     med = np.median(x, axis=axis, keepdims=True)
     return MAD_TO_SD * np.median(np.abs(x - med), axis=axis)
+
+
+def residual_scale(resid, n_params: int = 5) -> float:
+    """Robust standard deviation (:func:`robust_sd`) of a fit's residuals, inflated by
+    sqrt(n / (n - n_params)) because ``n_params`` fitted parameters shrink in-sample residuals
+    (5: Chinchilla's form)."""
+    r = np.asarray(resid, float)
+    mad = robust_sd(r)
+    return float(max(mad * np.sqrt(len(r) / max(len(r) - n_params, 1)), 1e-12))

@@ -23,7 +23,6 @@ import pandas as pd  # noqa: E402
 
 from orchestrator.errors import UserError  # noqa: E402
 from orchestrator.fitting.analysis import SweepFit  # noqa: E402
-from orchestrator.fitting.law import compute_optimal, optimal_allocation, predict_loss  # noqa: E402
 from orchestrator.report.text import format_fit  # noqa: E402
 from workers.flops import tokens_for_budget  # noqa: E402
 from workers.store import ResultStore  # noqa: E402
@@ -35,8 +34,14 @@ MAX_LEGEND_BUDGETS = 10  # more budgets than this get a colour bar instead of a 
 MAX_CURVES = 12  # fitted curves drawn at most (every k-th budget past that): 60 curves are a smear
 
 
+def _law_at(fit: SweepFit, n, d) -> np.ndarray:
+    """The fitted form's loss at (N, D), fresh data (U = D) where the form reads U."""
+    n, d = np.broadcast_arrays(np.asarray(n, float), np.asarray(d, float))
+    return fit.law.predict({"N": n, "D": d, "U": d})
+
+
 def _isoflop(fit: SweepFit, ax) -> None:
-    used, p = fit.used, fit.approach3.params
+    used = fit.used
     budgets = sorted(b for b in used["budget"].unique() if b > 0)
     cmap = plt.get_cmap("viridis")
     many = len(budgets) > MAX_LEGEND_BUDGETS
@@ -49,7 +54,7 @@ def _isoflop(fit: SweepFit, ax) -> None:
                    label=None if many else f"C = {c:.2g} FLOPs")
         if i % every == 0 or i == len(budgets) - 1:
             n = np.geomspace(pts["n_params"].min() / 1.5, pts["n_params"].max() * 1.5, 100)
-            ax.plot(n, predict_loss(p, n, tokens_for_budget(c, n)), color=color, lw=1.2)
+            ax.plot(n, _law_at(fit, n, tokens_for_budget(c, n)), color=color, lw=1.2)
     for m in fit.minima:
         ax.scatter([m.n_opt], [m.loss], marker="*", s=60 if many else 160, color="black" if not m.at_edge else "red",
                    zorder=4)
@@ -57,7 +62,7 @@ def _isoflop(fit: SweepFit, ax) -> None:
     ax.set_xlabel("parameters N")
     ax.set_ylabel("held-out loss (nats/token)")
     shown = f", every {every}th budget's" if every > 1 else ""
-    ax.set_title(f"IsoFLOP curves (lines: Approach 3 fit{shown}; stars: parabola minima)", fontsize=10)
+    ax.set_title(f"IsoFLOP curves (lines: {_law_name(fit)} fit{shown}; stars: parabola minima)", fontsize=10)
     if many:
         plt.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="log10 C (FLOPs per trial)")
     elif budgets:
@@ -69,8 +74,8 @@ def _frontier(fit: SweepFit, ax) -> None:
     sc = ax.scatter(used["flops"], used["eval_loss"], c=np.log10(used["n_params"]), cmap="plasma", s=22, zorder=3)
     plt.colorbar(sc, ax=ax, label="log10 N")
     c = _compute_axis(fit)
-    front = [compute_optimal(fit.approach3.params, x)["loss"] for x in c]
-    ax.plot(c, front, color="black", lw=1.5, label="compute-optimal frontier (Approach 3)")
+    front = [fit.law.optimum(x)["loss"] for x in c]
+    ax.plot(c, front, color="black", lw=1.5, label=f"compute-optimal frontier ({_law_name(fit)})")
     band = _band(fit, c, 2)
     if band is not None:
         ax.fill_between(c, band[0], band[1], color="gray", alpha=0.3, label="80 % bootstrap band")
@@ -88,16 +93,19 @@ def _compute_axis(fit: SweepFit) -> np.ndarray:
     return np.geomspace(used["flops"].min() / 2, max(used["flops"].max() * 2, fit.target["compute"]), 100)
 
 
+def _law_name(fit: SweepFit) -> str:
+    return "Approach 3" if fit.law.form.name == "chinchilla" else f"{fit.law.form.name} form"
+
+
 def _band(fit: SweepFit, computes: np.ndarray, which: int):
     """10th and 90th percentiles over the bootstrap draws of N_opt (0), D_opt (1) or L* (2)."""
     b = fit.bootstrap
-    if b is None or "alpha" not in b.draws:
+    if b is None or b.laws is None or not len(b.laws):
         return None
-    d = b.draws
     lo, hi = [], []
     with np.errstate(all="ignore"):
         for c in computes:
-            x = optimal_allocation(d["E"], d["A"], d["B"], d["alpha"], d["beta"], c)[which]
+            x = fit.law.form.optimum(b.laws, c)[which]
             x = x[np.isfinite(x)]
             if not len(x):
                 return None
@@ -110,9 +118,9 @@ def _allocation(fit: SweepFit, ax, which: int) -> None:
     """N_opt (which=0) or D_opt (which=1) against C: Approach 3 with its band, Approach 2."""
     key, label = ("n_opt", "parameters N_opt") if which == 0 else ("d_opt", "tokens D_opt")
     c = _compute_axis(fit)
-    a3 = fit.approach3.params
-    ax.plot(c, [compute_optimal(a3, x)[key] for x in c], color="black",
-            label=f"Approach 3: {'a' if which == 0 else 'b'} = {(a3.a if which == 0 else a3.b):.3f}")
+    exponent = fit.intervals.get("a" if which == 0 else "b")
+    shown = f": {'a' if which == 0 else 'b'} = {exponent.estimate:.3f}" if exponent is not None else ""
+    ax.plot(c, [fit.law.optimum(x)[key] for x in c], color="black", label=f"{_law_name(fit)}{shown}")
     band = _band(fit, c, which)
     if band is not None:
         ax.fill_between(c, band[0], band[1], color="gray", alpha=0.3, label="80 % bootstrap band")
@@ -134,7 +142,7 @@ def _allocation(fit: SweepFit, ax, which: int) -> None:
 
 def _residuals(fit: SweepFit, ax) -> None:
     used = fit.used
-    resid = used["eval_loss"].to_numpy(float) - predict_loss(fit.approach3.params, used["n_params"], used["tokens"])
+    resid = used["eval_loss"].to_numpy(float) - fit.law.predict(fit.fit_inputs)
     ax.axhline(0, color="black", lw=0.8)
     sc = ax.scatter(used["flops"], resid, c=np.log10(used["n_params"]), cmap="plasma", s=22, zorder=3)
     plt.colorbar(sc, ax=ax, label="log10 N")
@@ -147,7 +155,7 @@ def _residuals(fit: SweepFit, ax) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("training compute C (FLOPs)")
     ax.set_ylabel("observed - fitted loss (nats/token)")
-    ax.set_title("Residuals of the Approach 3 fit")
+    ax.set_title(f"Residuals of the {_law_name(fit)} fit")
 
 
 def _order(fit: SweepFit, ax) -> None:
@@ -160,8 +168,8 @@ def _order(fit: SweepFit, ax) -> None:
     else:  # results from before finish times were recorded
         ax.scatter(used["n_params"], used["tokens"], color="tab:blue", s=24, zorder=3, label="runs (order not recorded)")
     c = np.geomspace(used["flops"].min(), max(used["flops"].max(), fit.target["compute"]), 50)
-    ax.plot([compute_optimal(fit.approach3.params, x)["n_opt"] for x in c],
-            [compute_optimal(fit.approach3.params, x)["d_opt"] for x in c], color="black", lw=1,
+    path = [fit.law.optimum(x) for x in c]
+    ax.plot([p["n_opt"] for p in path], [p["d_opt"] for p in path], color="black", lw=1,
             label="fitted compute-optimal path")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -185,12 +193,38 @@ def _flops_over_time(fit: SweepFit, ax) -> None:
     ax.set_title("FLOPs spent over time")
 
 
+def _held_out(fit: SweepFit, ax) -> None:
+    """The extrapolation check: each held-out run's observed loss against the refit's prediction,
+    with its 80 % and 95 % predictive intervals."""
+    h = fit.holdout
+    if h is None or h.bounds is None:
+        why = fit.unavailable.get("extrapolation", "the extrapolation check did not run")
+        ax.text(0.5, 0.5, why[:90], ha="center", transform=ax.transAxes, fontsize=8, wrap=True)
+        return
+    pred = h.observed + h.errors
+    for lv, color in ((0.95, "lightgray"), (0.80, "gray")):
+        lo, hi = h.bounds[lv]
+        ax.errorbar(h.observed, pred, yerr=[pred - lo, hi - pred], fmt="none", ecolor=color, elinewidth=3 if lv < 0.9 else 1.5,
+                    label=f"{round(100 * lv)} % predictive interval")
+    outside = np.abs(h.z) > 1.96
+    ax.scatter(h.observed[~outside], pred[~outside], color="tab:blue", zorder=3, s=24, label="held-out run")
+    if outside.any():
+        ax.scatter(h.observed[outside], pred[outside], color="red", zorder=4, s=30, label="outside its 95 % interval")
+    lim = [min(h.observed.min(), np.min(h.bounds[0.95][0])), max(h.observed.max(), np.max(h.bounds[0.95][1]))]
+    ax.plot(lim, lim, color="black", lw=0.8)
+    ax.set_xlabel("observed loss (nats/token)")
+    ax.set_ylabel("predicted by the refit without them")
+    ax.set_title(f"Held-out runs (C >= {h.threshold:.2g}): {_law_name(fit)} refit's predictions", fontsize=10)
+    ax.legend(fontsize=8)
+
+
 PLOTS = {
     "isoflop": _isoflop,
     "frontier": _frontier,
     "n_opt": lambda fit, ax: _allocation(fit, ax, 0),
     "d_opt": lambda fit, ax: _allocation(fit, ax, 1),
     "residuals": _residuals,
+    "held_out": _held_out,
     "order": _order,
     "flops_over_time": _flops_over_time,
 }

@@ -55,7 +55,30 @@ def _iv(fit, key: str, fmt, inline: bool = False) -> str:
 
 def format_fit(fit) -> str:
     """Human-readable summary printed by ``run`` and ``fit`` (fit: an analysis.SweepFit)."""
-    return "\n".join(_law_lines(fit) + _form_lines(fit) + _flag_lines(fit) + _frontier_lines(fit))
+    return "\n".join(_comparison_lines(fit) + _law_lines(fit) + _form_lines(fit) + _flag_lines(fit)
+                     + _frontier_lines(fit))
+
+
+def _comparison_lines(fit) -> list[str]:
+    """The forms ranked by extrapolation (orchestrator.fitting.forms.selection), when compared."""
+    c = fit.comparison
+    if c is None:
+        return []
+    lines = [f"Law forms compared by extrapolation (refit without the {c.n_held_out} runs at C >= {c.threshold:.3g}; "
+             "errors are predicted - observed):",
+             f"  {'form':<18}{'params':>6}  {'held-out RMS':>12}  {'mean err':>9}  {'mean |err|/L':>12}  "
+             f"{'in-sample RMS':>13}"]
+    for sc in sorted(c.scores, key=lambda x: (bool(x.error), x.held_out_rms)):
+        if sc.error:
+            lines.append(f"  {sc.form:<18}{sc.n_params:>6}  not scored: {sc.error}")
+            continue
+        mark = " <- chosen" if sc.form == c.chosen else (" (best)" if sc.form == c.best else "")
+        mark += "" if sc.within_noise or sc.form == c.best else "  beyond noise"
+        lines.append(f"  {sc.form:<18}{sc.n_params:>6}  {sc.held_out_rms:>12.4f}  {sc.held_out_mean:>+9.4f}  "
+                     f"{100 * sc.held_out_rel:>11.2f}%  {sc.in_sample_rms:>13.4f}{mark}")
+    lines.append(f"  (chosen: the fewest parameters among the forms within one standard error of the best's held-out "
+                 f"error; best: {c.best})")
+    return lines
 
 
 def _g4(x) -> str:
@@ -67,41 +90,67 @@ def _f3(x) -> str:
 
 
 def _law_lines(fit) -> list[str]:
-    """The Approach 3 law, what was excluded, and the estimates with their intervals."""
+    """The fitted law, what was excluded, and the estimates with their intervals."""
     from orchestrator.fitting.screening import excluded_text
 
-    p, a3 = fit.approach3.params, fit.approach3
-    lines = [
-        f"Fitted law (Approach 3, {a3.n_points} runs, Huber objective {a3.objective:.4g}):",
-        f"  L(N, D) = {p.E:.4f} + {p.A:.4g} / N^{p.alpha:.4f} + {p.B:.4g} / D^{p.beta:.4f}",
-        f"  excluded: {excluded_text(fit.excluded)}",
-    ]
+    law = fit.law
+    if law.form.name == "chinchilla":
+        p = fit.approach3.params
+        head = [f"Fitted law (Approach 3, {law.n_points} runs, Huber objective {law.objective:.4g}):",
+                f"  L(N, D) = {p.E:.4f} + {p.A:.4g} / N^{p.alpha:.4f} + {p.B:.4g} / D^{p.beta:.4f}"]
+    else:
+        head = [f"Fitted law ({law.form.name} form, {law.n_points} runs, Huber objective {law.objective:.4g}):",
+                f"  {law.form.formula}"]
+    lines = head + [f"  excluded: {excluded_text(fit.excluded)}"]
     for r in fit.excluded_runs[:5]:
         if r["error"]:
             lines.append(f"    {r['name']}: {r['error']}")
-    boot = fit.bootstrap
-    if boot:
-        how = ", each one Newton step from the full fit" if boot.refits == "newton" else ""
-        lines.append(f"  {'':<22}{'estimate':>10}  {'80 % interval':<24}  {'95 % interval':<24}"
-                     f"({boot.n_boot} bootstrap resamples of the runs{how}, seed {boot.seed})")
-        if fit.discrepancy is not None:
-            dd, dt = fit.discrepancy, fit.discrepancy_targets
-            whose = "a and b's intervals" if dt is not None and dt != dd else "a, b and the targets' intervals"
-            lines.append(f"  ({whose} also cover a smooth residual of {dd.s_r:.2g} nats over {_decades(dd.ell)}, plus "
-                         f"noise of {dd.sigma:.2g} nats at loss {dd.level:.3g} growing as L^{dd.q:g}, fitted to the "
-                         f"residuals{_reml_sample(a3.n_points)} by REML)")
-            if dt is not None and dt != dd:
-                lines.append(f"  (N_opt, D_opt and L* are extrapolations, which a longer field moves more: theirs cover "
-                             f"one of {dt.s_r:.2g} nats over {_decades(dt.ell)})")
-    rows = [("E", "E", _g4), ("A", "A", _g4), ("B", "B", _g4), ("alpha", "alpha", _g4), ("beta", "beta", _g4),
-            ("a (N_opt ∝ C^a)", "a", _f3), ("b (D_opt ∝ C^b)", "b", _f3)]
-    for label, key, fmt in rows:
-        value = {"a": p.a, "b": p.b}.get(key, getattr(p, key, None))
-        lines.append(f"  {label:<22}{fmt(value):>10}  {_iv(fit, key, fmt)}")
+    lines.extend(_interval_header(fit))
+    values = dict(law.values)
     t = fit.target
-    lines.append(f"At the target C = {t['compute']:.3g} FLOPs (Approach 3):")
+    if law.form.has_optimum:
+        values.update(a=fit.intervals["a"].estimate if "a" in fit.intervals else _local(law, t, "a"),
+                      b=fit.intervals["b"].estimate if "b" in fit.intervals else _local(law, t, "b"))
+    order = ("E", "A", "B", "alpha", "beta") if law.form.name == "chinchilla" else law.form.names
+    rows = [(k, k, _g4) for k in order]
+    if law.form.has_optimum:
+        local = "" if law.form.name == "chinchilla" else " at C"
+        rows += [(f"a (N_opt ∝ C^a){local}", "a", _f3), (f"b (D_opt ∝ C^b){local}", "b", _f3)]
+    for label, key, fmt in rows:
+        lines.append(f"  {label:<22}{fmt(values[key]):>10}  {_iv(fit, key, fmt)}")
+    if not law.form.has_optimum:
+        return lines + [f"  (the {law.form.name} form has no compute-optimal allocation: it does not depend on D)"]
+    lines.append(f"At the target C = {t['compute']:.3g} FLOPs ({'Approach 3' if law.form.name == 'chinchilla' else law.form.name}):")
     for label, key, fmt in (("N_opt", "n_opt", si), ("D_opt", "d_opt", si), ("L*", "loss_opt", _f3)):
         lines.append(f"  {label:<22}{fmt(t['loss' if key == 'loss_opt' else key]):>10}  {_iv(fit, key, fmt)}")
+    return lines
+
+
+def _local(law, target, key) -> float:
+    import math
+
+    if not math.isfinite(target["compute"]):
+        return math.nan
+    t = law.form.targets(law.z, target["compute"])
+    return float(t[0] if key == "a" else t[1])
+
+
+def _interval_header(fit) -> list[str]:
+    boot = fit.bootstrap
+    if not boot:
+        return []
+    how = ", each one Newton step from the full fit" if boot.refits == "newton" else ""
+    lines = [f"  {'':<22}{'estimate':>10}  {'80 % interval':<24}  {'95 % interval':<24}"
+             f"({boot.n_boot} bootstrap resamples of the runs{how}, seed {boot.seed})"]
+    if fit.discrepancy is not None:
+        dd, dt = fit.discrepancy, fit.discrepancy_targets
+        whose = "a and b's intervals" if dt is not None and dt != dd else "a, b and the targets' intervals"
+        lines.append(f"  ({whose} also cover a smooth residual of {dd.s_r:.2g} nats over {_decades(dd.ell)}, plus "
+                     f"noise of {dd.sigma:.2g} nats at loss {dd.level:.3g} growing as L^{dd.q:g}, fitted to the "
+                     f"residuals{_reml_sample(fit.law.n_points)} by REML)")
+        if dt is not None and dt != dd:
+            lines.append(f"  (N_opt, D_opt and L* are extrapolations, which a longer field moves more: theirs cover "
+                         f"one of {dt.s_r:.2g} nats over {_decades(dt.ell)})")
     return lines
 
 
@@ -127,9 +176,11 @@ def _form_lines(fit) -> list[str]:
     h = fit.holdout
     if h:
         j = h.to_json()
+        judged = (f"{h.outside95} of {j['n_runs']} outside their 95 % predictive intervals (worst {h.max_abs_z:.1f} "
+                  "predictive sd)" if h.bounds is not None else f"= {h.max_abs_z:.1f} sigma (residual scale {h.sigma:.4f} nats)")
         lines.append(f"Extrapolation check: refit without the {j['n_runs']} runs at C >= {h.threshold:.3g}; predicted - "
-                     f"observed loss: mean {j['mean_error_nats']:+.4f} nats, worst {j['max_abs_error_nats']:.4f} nats "
-                     f"= {h.max_abs_z:.1f} sigma (residual scale {h.sigma:.4f} nats)")
+                     f"observed loss: mean {j['mean_error_nats']:+.4f} nats, worst {j['max_abs_error_nats']:.4f} nats; "
+                     + judged)
     return lines
 
 
@@ -151,9 +202,11 @@ def _flag_lines(fit) -> list[str]:
 
 def _frontier_lines(fit) -> list[str]:
     """N_opt, D_opt and the loss at each IsoFLOP budget and at the target."""
+    if not fit.law.form.has_optimum:
+        return []
     budgets = sorted({m.budget for m in fit.minima})
     computes = sorted(set(budgets) | {fit.target["compute"]})
-    lines = ["Compute-optimal frontier (Approach 3):"]
+    lines = [f"Compute-optimal frontier ({'Approach 3' if fit.law.form.name == 'chinchilla' else fit.law.form.name}):"]
     lines.append(f"  {'C (FLOPs)':>10}  {'N_opt':>8}  {'D_opt':>8}  {'D/N':>6}  {'loss':>7}")
     for row in fit.frontier(computes):
         lines.append(
@@ -163,20 +216,35 @@ def _frontier_lines(fit) -> list[str]:
     return lines
 
 
+def prediction_lines(rows: list[dict], form: str) -> list[str]:
+    """``fit --predict``: one line per point with its 80 % and 95 % predictive intervals."""
+    lines = [f"Predicted loss ({form} form; intervals cover the law's bootstrap spread, the residual field and one "
+             "run's noise at that loss):",
+             f"  {'N':>8}  {'D':>8}  {'loss':>7}  {'80 % interval':<18}  {'95 % interval':<18}"]
+    for r in rows:
+        d = si(r["d"]) if r.get("d") is not None else "-"
+        lines.append(f"  {si(r['n']):>8}  {d:>8}  {r['loss']:>7.4f}  "
+                     + "  ".join(f"[{r[k][0]:.4f}, {r[k][1]:.4f}]".ljust(18) for k in ("80%", "95%")))
+    return lines
+
+
 def fit_json(fit) -> dict:
     """The fit (an orchestrator.fitting.analysis.SweepFit) as JSON-ready data: ``scalesweep fit --json``."""
     from orchestrator.fitting.discrepancy import MAX_POINTS as DISCREPANCY_POINTS
     from orchestrator.fitting.screening import EXCLUSION_REASONS
 
-    p, a2, a1 = fit.approach3.params, fit.approach2, fit.approach1
+    law, a2, a1 = fit.law, fit.approach2, fit.approach1
+    chin = law.form.name == "chinchilla"
+    p = fit.approach3.params if chin else None
     out = {
-        "law": "L = E + A/N^alpha + B/D^beta",
-        "params": {"E": p.E, "A": p.A, "B": p.B, "alpha": p.alpha, "beta": p.beta},
-        "a": p.a,
-        "b": p.b,
-        "objective": fit.approach3.objective,
+        "form": law.form.name,
+        "law": "L = E + A/N^alpha + B/D^beta" if chin else law.form.formula,
+        "params": {"E": p.E, "A": p.A, "B": p.B, "alpha": p.alpha, "beta": p.beta} if chin else law.values,
+        "a": p.a if chin else (fit.intervals["a"].estimate if "a" in fit.intervals else _local(law, fit.target, "a")),
+        "b": p.b if chin else (fit.intervals["b"].estimate if "b" in fit.intervals else _local(law, fit.target, "b")),
+        "objective": law.objective,
         "n_trials": fit.n_runs,
-        "n_fitted": fit.approach3.n_points,
+        "n_fitted": law.n_points,
         "flops_spent": fit.flops_spent,
         "excluded": fit.excluded,
         "excluded_reasons": {k: EXCLUSION_REASONS[k] for k, v in fit.excluded.items() if v},
@@ -186,7 +254,7 @@ def fit_json(fit) -> dict:
         "intervals": {k: v.to_json() for k, v in fit.intervals.items()},
         "discrepancy": None if fit.discrepancy is None else {
             **_discrepancy_json(fit.discrepancy), "method": "REML", "widens": ["a", "b"],
-            "reml_runs": min(fit.approach3.n_points, DISCREPANCY_POINTS),
+            "reml_runs": min(law.n_points, DISCREPANCY_POINTS),
             "targets": {**_discrepancy_json(fit.discrepancy_targets), "widens": ["n_opt", "d_opt", "loss_opt"]}},
         "bootstrap": None if fit.bootstrap is None else {
             "resamples": fit.bootstrap.n_boot, "requested": fit.n_boot_requested, "seed": fit.bootstrap.seed,
@@ -205,6 +273,7 @@ def fit_json(fit) -> dict:
             "error": fit.unavailable.get("approach1"),
         },
         "extrapolation": fit.holdout.to_json() if fit.holdout else {"error": fit.unavailable.get("extrapolation")},
+        "forms": fit.comparison.to_json() if fit.comparison else None,
         "flags": fit.flags,
         "notes": fit.notes,
         "outliers": fit.outliers,

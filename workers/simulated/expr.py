@@ -76,11 +76,11 @@ class Expression:
     :class:`ExpressionError` if it is not allowed. Instances are immutable and compare by their text.
     """
 
-    __slots__ = ("_text", "_fn", "_variables")
+    __slots__ = ("_text", "_fn", "_variables", "_parameters")
 
-    def __init__(self, text: str):
-        fn, variables = _compile(text)
-        self._text, self._fn, self._variables = text, fn, frozenset(variables)
+    def __init__(self, text: str, variables: tuple[str, ...] = _VARIABLES, parameters: bool = False):
+        fn, used, params = _compile(text, variables, parameters)
+        self._text, self._fn, self._variables, self._parameters = text, fn, frozenset(used), tuple(params)
 
     @property
     def text(self) -> str:
@@ -88,8 +88,23 @@ class Expression:
 
     @property
     def variables(self) -> frozenset[str]:
-        """The variables the expression uses: a subset of {"N", "D"}."""
+        """The variables the expression uses: a subset of those it was compiled with ({"N", "D"})."""
         return self._variables
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The free parameters, in order of first use: every other name, when compiled with
+        ``parameters=True`` (a law form to fit, orchestrator.fitting.forms); else ()."""
+        return self._parameters
+
+    def evaluate(self, env: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Evaluate with every variable and parameter bound in ``env`` (anything numpy
+        broadcasts: a (k, 1) column of parameter values against (n,) runs gives (k, n))."""
+        missing = [name for name in (*self._variables, *self._parameters) if name not in env]
+        if missing:
+            raise ExpressionError(f"no value for {', '.join(missing)} in {_snippet(self._text)}")
+        with np.errstate(all="ignore"):
+            return np.asarray(self._fn({k: np.asarray(v, dtype=np.float64) for k, v in env.items()}), dtype=np.float64)
 
     def __call__(self, N, D) -> np.ndarray:
         """Evaluate at N and D (broadcast together) in float64; returns a new array of the broadcast shape."""
@@ -111,9 +126,13 @@ class Expression:
         return hash((Expression, self._text))
 
 
-def compile_expression(text: str) -> Expression:
-    """Parse and validate ``text`` once; the returned :class:`Expression` is evaluated by calling it."""
-    return Expression(text)
+def compile_expression(text: str, variables: tuple[str, ...] = _VARIABLES, parameters: bool = False) -> Expression:
+    """Parse and validate ``text`` once; the returned :class:`Expression` is evaluated by calling it.
+
+    ``variables``: the names that are inputs. ``parameters``: every other name (not a constant
+    or a function) is a free parameter, listed in :attr:`Expression.parameters`, instead of an
+    error; a name used as a function or constant cannot be a parameter."""
+    return Expression(text, tuple(variables), parameters)
 
 
 def check_finite_positive(values, N=None, D=None, *, what: str = "expression") -> np.ndarray:
@@ -143,7 +162,7 @@ def _snippet(text: str) -> str:
     return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
-def _compile(text) -> tuple[_Eval, set[str]]:
+def _compile(text, variables=_VARIABLES, parameters: bool = False) -> tuple[_Eval, set[str], list[str]]:
     if not isinstance(text, str):
         raise ExpressionError(f"a scaling-law expression must be a string, got {type(text).__name__}; "
                               f"for example {_EXAMPLE}")
@@ -161,23 +180,28 @@ def _compile(text) -> tuple[_Eval, set[str]]:
     except (ValueError, RecursionError, MemoryError) as exc:  # null bytes; nesting too deep for the parser
         raise ExpressionError(f"{_snippet(text)} could not be parsed ({type(exc).__name__}: {exc}); "
                               f"write one arithmetic expression in N and D, e.g. {_EXAMPLE}") from exc
-    compiler = _Compiler(source)
-    return compiler.build(tree.body, 1), compiler.variables
+    compiler = _Compiler(source, tuple(variables), parameters)
+    return compiler.build(tree.body, 1), compiler.variables, compiler.parameters
 
 
 class _Compiler:
     """Checks one parsed tree against the whitelist and turns it into numpy closures in the same walk."""
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, variables: tuple[str, ...] = _VARIABLES, parameters: bool = False):
         self.text = text
         self.nodes = 0
+        self.allowed_variables = variables
+        self.free = parameters
         self.variables: set[str] = set()
+        self.parameters: list[str] = []
 
     def reject(self, node: ast.AST, what: str, hint: str = "") -> ExpressionError:
         col = getattr(node, "col_offset", None)
         at = f" at column {col + 1}" if col is not None else ""
+        allowed = _ALLOWED if self.allowed_variables == _VARIABLES else _ALLOWED.replace(
+            "the variables N and D", "the variables " + ", ".join(self.allowed_variables) + " and named parameters")
         return ExpressionError(f"{what} is not allowed in a scaling-law expression ({_snippet(self.text)}{at}"
-                               f"{'; ' + hint if hint else ''}); {_ALLOWED}")
+                               f"{'; ' + hint if hint else ''}); {allowed}")
 
     def build(self, node: ast.AST, depth: int) -> _Eval:
         self.nodes += 1
@@ -222,7 +246,7 @@ class _Compiler:
 
     def _name(self, node: ast.Name) -> _Eval:
         name = node.id
-        if name in _VARIABLES:
+        if name in self.allowed_variables:
             self.variables.add(name)
             return lambda env: env[name]
         if name in _CONSTANTS:
@@ -230,7 +254,13 @@ class _Compiler:
             return lambda env: value
         if name in _FUNCTIONS:
             raise self.reject(node, f"function {name!r} without a call", f"write {name}(...)")
-        raise self.reject(node, f"name {name!r}", "the only variables are N (parameters) and D (tokens)")
+        if self.free and name.isidentifier() and not name.startswith("_"):
+            if name not in self.parameters:
+                self.parameters.append(name)
+            return lambda env: env[name]
+        raise self.reject(node, f"name {name!r}", "the only variables are " + " and ".join(self.allowed_variables)
+                          if self.allowed_variables != _VARIABLES else
+                          "the only variables are N (parameters) and D (tokens)")
 
     def _call(self, node: ast.Call, depth: int) -> _Eval:
         if not isinstance(node.func, ast.Name):
