@@ -326,7 +326,7 @@ def _target(args, runs) -> float | None:
 
 
 def _target_line(fit) -> str:
-    if not fit.target_source:
+    if not fit.target_source or not fit.law.form.has_optimum:
         return ""
     return f"Target compute {fit.target['compute']:.3g} FLOPs ({fit.target_source}; set it with --compute)"
 
@@ -351,7 +351,7 @@ def cmd_fit(args) -> int:
     form = _form(args)
     cols = ColumnMap(n=args.n_col, d=args.d_col, c=args.c_col, loss=args.loss_col, budget=args.budget_col,
                      name=args.name_col, u=args.u_col)
-    need_d = form == "auto" or "D" in form.inputs
+    need_d = form != "auto" and "D" in form.inputs  # auto on a table without D: the forms of N alone
     runs = load_runs(args.results, cols, need_d=need_d)
     points = load_points(args.predict, cols, form) if args.predict else None
     with FitBar() as progress:

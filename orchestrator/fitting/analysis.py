@@ -27,7 +27,7 @@ from orchestrator.fitting.discrepancy import Discrepancy, discrepancy_sd, estima
 from orchestrator.errors import InsufficientData
 from orchestrator.fitting.isoflop import (Approach1Fit, Approach2Fit, IsoFlopMinimum, budget_inference, fit_approach1,
                                           fit_approach2, fit_isoflop_parabolas)
-from orchestrator.fitting.forms import FORMS, LawForm
+from orchestrator.fitting.forms import FORMS, LawForm, resolve_form
 from orchestrator.fitting.forms.builtin import Chinchilla
 from orchestrator.fitting.forms.general import FormFit, fit_law
 from orchestrator.fitting.law import Approach3Fit, fit_approach3, no_optimum
@@ -109,7 +109,7 @@ def analyse(trials: pd.DataFrame, target_compute: float | None, *, n_boot: int =
     NEWTON_MIN_RUNS runs on each resample is one Newton step (orchestrator.fitting.bootstrap); the
     fit's notes say which.
 
-    ``form``: the law form (orchestrator.fitting.forms; default Chinchilla's), or "auto": every
+    ``form``: the law form (orchestrator.fitting.forms, or its name; default Chinchilla's), or "auto": every
     built-in form the runs allow is compared by extrapolation (orchestrator.fitting.forms.selection)
     and the chosen one fitted. ``compare``: run that comparison anyway when the runs have
     MIN_BUDGETS budgets or an equivalent spread, and flag a form that extrapolates better.
@@ -127,6 +127,8 @@ def analyse(trials: pd.DataFrame, target_compute: float | None, *, n_boot: int =
     """
     stage = progress or (lambda name: None)
     auto = form == "auto"
+    if isinstance(form, str) and not auto:
+        form = resolve_form(form)
     form = None if auto else (form or Chinchilla())
     runs = _screen_runs(trials, drop_highest, form)
     target_source = ""
@@ -279,8 +281,9 @@ def _screen_runs(trials: pd.DataFrame, drop_highest: int, form: LawForm | None =
     used = used.reset_index(drop=True)
     n, loss = used["n_params"].to_numpy(float), used["eval_loss"].to_numpy(float)
     d = pd.to_numeric(used["tokens"], errors="coerce").to_numpy(float) if need_d else np.full_like(n, np.nan)
-    problem = (law_data_problem(n, d, loss) if form is None or form.name == "chinchilla"
-               else form_data_problem(form.n_params, n, loss, d if need_d else None))
+    chinchilla = need_d and (form is None or form.name == "chinchilla")
+    problem = (law_data_problem(n, d, loss) if chinchilla
+               else form_data_problem(form.n_params if form is not None else 3, n, loss, d if need_d else None))
     if problem:
         raise InsufficientData(f"fit: {problem} (excluded: {excluded_text(excluded)})")
     compute = (used["flops"].to_numpy(float) if "flops" in used else train_flops(n, d)) if need_d else np.full_like(n, np.nan)

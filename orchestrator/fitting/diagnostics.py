@@ -56,6 +56,7 @@ class Holdout:
     observed: np.ndarray | None = field(default=None, repr=False)
     bounds: dict | None = field(default=None, repr=False)
     form: str = "chinchilla"
+    key: str = "C"  # what the held-out runs are the top of: compute C, or N for a law of N alone
 
     @property
     def z(self) -> np.ndarray:
@@ -75,7 +76,8 @@ class Holdout:
         return int((np.abs(self.z) > Z95).sum())
 
     def to_json(self) -> dict:
-        out = {"held_out_compute_at_least": self.threshold, "n_runs": len(self.errors), "form": self.form,
+        out = {"held_out_compute_at_least" if self.key == "C" else "held_out_n_at_least": self.threshold,
+               "n_runs": len(self.errors), "form": self.form,
                "mean_error_nats": float(np.mean(self.errors)), "rms_error_nats": float(np.sqrt(np.mean(self.errors**2))),
                "max_abs_error_nats": float(np.max(np.abs(self.errors))), "sigma_nats": self.sigma,
                "max_abs_z": self.max_abs_z, "outside_95": self.outside95 if self.bounds is not None else None}
@@ -100,6 +102,7 @@ def held_out_mask(compute, budget, min_runs: int = 3) -> np.ndarray:
 
 
 HOLDOUT_RESAMPLES = 200  # bootstrap refits of the held-out check's refit (its parameter uncertainty)
+HOLDOUT_FIELD_RUNS = 8  # runs below the held-out budget before the refit gets a residual model (as analyse's)
 
 
 def holdout_check(form, X: dict, loss, compute, budget, names, *, n_boot: int = HOLDOUT_RESAMPLES,
@@ -107,8 +110,9 @@ def holdout_check(form, X: dict, loss, compute, budget, names, *, n_boot: int = 
     """Extrapolation check of ``form`` (orchestrator.fitting.forms): refit without the largest
     budget and judge each held-out run against the refit's predictive interval. InsufficientData
     when fewer than the form's parameters + 1 runs would remain to refit."""
+    from orchestrator.fitting.discrepancy import estimate_discrepancies
     from orchestrator.fitting.forms.general import fit_law
-    from orchestrator.fitting.forms.predict import predictive_bounds, resample_laws
+    from orchestrator.fitting.forms.predict import grid_x, predictive, resample_laws
 
     loss, compute = np.asarray(loss, float), np.asarray(compute, float)
     out = held_out_mask(compute, budget)
@@ -120,13 +124,16 @@ def holdout_check(form, X: dict, loss, compute, budget, names, *, n_boot: int = 
     X_out = {k: np.asarray(v, float)[out] for k, v in X.items()}
     refit = fit_law(form, X_in, loss[~out])
     Z = resample_laws(refit, X_in, loss[~out], n_boot, seed)
-    pred = refit.predict(X_out)
-    noise = residual_scale(refit.residuals, form.n_params)  # log units: relative noise
-    with np.errstate(all="ignore"):
-        draws = form.loss(Z, X_out) if len(Z) else None
-    bounds = predictive_bounds(pred, draws, np.full(len(pred), noise))
+    disc = None
+    if (~out).sum() >= HOLDOUT_FIELD_RUNS:
+        # The refit's own residual model, as `fit --predict` uses the full fit's: its field
+        # (any length scale: the held-out runs are an extrapolation) and its noise at each loss.
+        jac = form.log_jacobian(refit.z[None, :], X_in)[0]
+        disc = estimate_discrepancies(refit.z, grid_x(X_in), loss[~out], refit.residuals, seed=seed, jac=jac)[-1]
+    pred, bounds = predictive(refit, X_in, loss[~out], Z, disc, X_out)
+    noise = residual_scale(refit.residuals, form.n_params)
     return Holdout(float(compute[out].min()), [str(x) for x in np.asarray(names)[out]], pred - loss[out],
-                   float(noise * np.median(loss[~out])), loss[out], bounds, form.name)
+                   float(noise * np.median(loss[~out])), loss[out], bounds, form.name, "C" if "D" in X else "N")
 
 
 def outliers(resid_nats, names, observed) -> list[dict]:
@@ -206,7 +213,7 @@ def _holdout_flag(h: Holdout) -> list[str]:
     lo, hi = h.bounds[0.95]
     pred = h.observed + h.errors
     beyond = np.where(h.observed > hi, h.observed - hi, np.where(h.observed < lo, lo - h.observed, 0.0))
-    return [f"{bad} of {len(h.errors)} held-out runs (C >= {flops_str(h.threshold)}) fall outside their 95 % "
+    return [f"{bad} of {len(h.errors)} held-out runs ({h.key} >= {flops_str(h.threshold)}) fall outside their 95 % "
             f"predictive intervals from the refit without them (worst by {beyond.max():.4f} nats, "
             f"{h.max_abs_z:.1f} predictive sd; mean error {float(np.mean(pred - h.observed)):+.4f} nats): the "
             "law does not extrapolate to them"]

@@ -163,7 +163,8 @@ def load_runs(path: str, cols: ColumnMap = ColumnMap(), need_d: bool = True) -> 
         d = c = pd.Series(np.nan, index=df.index)
     if d is None and c is None:
         raise UserError(f"{path}: needs tokens D (--d-col) or training compute C (--c-col); found neither "
-                        f"{DEFAULTS.d!r} nor {DEFAULTS.c!r} (columns: {', '.join(map(str, df.columns))})")
+                        f"{DEFAULTS.d!r} nor {DEFAULTS.c!r} (columns: {', '.join(map(str, df.columns))}; a law of N "
+                        "alone: --form n-only)")
     # The project's one FLOPs formula (C = 6ND) fills in whichever of D and C is missing.
     if d is None:
         d = pd.Series([tokens_for_budget(cc, nn) if nn else np.nan for cc, nn in zip(c, n)], index=df.index)

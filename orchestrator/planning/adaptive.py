@@ -13,9 +13,17 @@ Loop (driven by :class:`~orchestrator.running.driver.Driver` through ``ask``/``t
 3. Stop when the 80 % intervals of ln N_opt and ln L* at the target compute are narrower than
    the spec asks, or the FLOP budget or trial cap is spent, or no allowed trial is left to propose.
 
+The law is the spec's ``fit.form`` (``FitSpec.law_form(planner=True)``; "auto" plans with
+Chinchilla's). Chinchilla's form takes its own path (Approach 3 with its warm starts, the
+analytic design model); any other form is fitted by orchestrator.fitting.forms.general.fit_law
+(seeded from a Chinchilla fit of the same points) and its design model works through the
+form's Jacobian and optimum. Until there are as many finished trials as the form has
+parameters (at least five) there is no fit, and step 2 explores as below.
+
 While the law fitted so far has no compute-optimal allocation (fit.no_optimum: the loss does
-not fall with N, or with D) there is no target to sharpen, and step 2 spreads trials over the
-whole allowed region instead, as the initial design does over its cheap end.
+not fall with N, or with D; for another form: its optimum at the target compute is not finite)
+there is no target to sharpen, and step 2 spreads trials over the whole allowed region
+instead, as the initial design does over its cheap end.
 
 At scale (more than EXACT_MAX trials) the exact GLS model, an n x n inverse, gives way to the
 inducing-point :class:`~orchestrator.planning.design.SparseDesignModel`, kept between proposals (new
@@ -47,7 +55,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from orchestrator.errors import FitError
 from orchestrator.planning.design import Z80, DesignModel, SparseDesignModel
+from orchestrator.fitting.forms.general import fit_law, refine_form
 from orchestrator.fitting.law import LawParams, fit_approach3, no_optimum
 from orchestrator.fitting.stats import robust_sd
 from orchestrator.planning.trials import TrialFactory
@@ -64,6 +74,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 _LOG6 = math.log10(6.0)
 EXACT_MAX = 300  # points up to which the exact GLS design model is used (O(n^3) per build)
 REBUILD_GROWTH = 1.1  # the sparse model is rebuilt once the finished trials grow by this factor
+# A form other than Chinchilla's has an optimum to sharpen only where doubling N, or D, lowers
+# ln L there by more than this (real laws: ~0.01 at 1e20 FLOPs; a flat fit: ~1e-30).
+FALL_MIN = 1e-6
 
 
 class StopReason(str, enum.Enum):
@@ -90,6 +103,8 @@ class AdaptivePlanner:
     def __init__(self, spec: SweepSpec, factory: TrialFactory, storage_path: str, inner_trials: int = 12):
         self.cfg, self.factory = spec.adaptive, factory
         self.target = spec.fit.target_compute
+        self.form = spec.fit.law_form(planner=True)
+        self.chinchilla = self.form.name == "chinchilla"  # Approach 3's own path, as before forms
         self.inner_trials = inner_trials
         a = self.cfg
         self.bounds_n = (math.log10(a.n_range[0]), math.log10(a.n_range[1]))
@@ -113,6 +128,7 @@ class AdaptivePlanner:
         self.theta: np.ndarray | None = None
         self._sparse: SparseDesignModel | None = None
         self._sparse_obs = 0  # finished trials when the sparse model was built
+        self._fitted_obs = 0  # finished trials at the last fit of a form other than Chinchilla's
         self._resume()
         if self.n_told and not self.requeue:
             with threadpool_limits(1, user_api="blas"):
@@ -237,8 +253,10 @@ class AdaptivePlanner:
         return bool(self.stopped)
 
     def _fit(self) -> np.ndarray | None:
-        if len(self.obs) < 5:
+        if len(self.obs) < max(5, self.form.n_params):
             return None
+        if not self.chinchilla:
+            return self._fit_form()
         o = np.array(self.obs)
         n, d, loss = 10 ** o[:, 0], 10 ** o[:, 1], o[:, 2]
         extra = [self.theta] if self.theta is not None else []
@@ -255,6 +273,54 @@ class AdaptivePlanner:
         self._resid = fit.residuals
         return self.theta
 
+    def _fit_form(self) -> np.ndarray | None:
+        """``_fit`` for a form other than Chinchilla's: its internal vector (FormFit.z). Past
+        EXACT_MAX points a local refit from the last vector; else the global fit, seeded from a
+        Chinchilla fit of the same points, or the refit from the last vector where it is better.
+        Fitted once per set of finished trials (``_check_stop`` and ``_propose`` both ask)."""
+        if self.theta is not None and self._fitted_obs == len(self.obs):
+            return self.theta
+        o = np.array(self.obs)
+        X, loss = {"N": 10 ** o[:, 0], "D": 10 ** o[:, 1]}, o[:, 2]
+        log_l, w = np.log(loss), np.ones((1, len(loss)))
+        try:
+            best = None
+            if self.theta is not None:
+                z, f, _ = refine_form(self.form, self.theta[None, :], X, log_l, w)
+                best = (float(f[0]), z[0]) if np.isfinite(f[0]) else None
+            if best is None or len(o) <= EXACT_MAX:
+                try:
+                    grid = np.linspace(0.05, 1.5, 16)  # as Chinchilla's path: the seed need not be exact
+                    p = fit_approach3(X["N"], X["D"], loss, keep=4, alphas=grid, betas=grid).params
+                    seed = {"E": p.E, "A": p.A, "B": p.B, "alpha": p.alpha, "beta": p.beta}
+                except (ValueError, np.linalg.LinAlgError):
+                    seed = {}  # no seeds: the form's own starts only
+                fit = fit_law(self.form, X, loss, chinchilla=seed)
+                if best is None or fit.objective <= best[0]:
+                    best = (fit.objective, fit.z)
+        except (FitError, ValueError, np.linalg.LinAlgError) as e:  # degenerate early data
+            log.debug("%s fit failed: %s", self.form.name, e)
+            return self.theta
+        self.theta, self._fitted_obs = np.asarray(best[1], float), len(self.obs)
+        with np.errstate(all="ignore"):
+            self._resid = self.form.log_loss(self.theta[None, :], X)[0] - log_l
+        return self.theta
+
+    def _has_optimum(self, theta: np.ndarray) -> bool:
+        """Chinchilla's ``no_optimum``; for another form, a finite optimum at the target compute
+        where the fitted loss still falls with both N and D (doubling either lowers ln L by more
+        than FALL_MIN): a fit that makes the loss flat, e.g. an exponent at its bound driving a
+        term to 1e-30 of E, has a finite but meaningless optimum, and zero target variance."""
+        if self.chinchilla:
+            return not no_optimum(LawParams.from_vector(theta))
+        n_opt, d_opt, _ = (float(v[0]) for v in self.form.optimum(theta[None, :], self.target))
+        if not (math.isfinite(n_opt) and math.isfinite(d_opt)):
+            return False
+        with np.errstate(all="ignore"):
+            f = self.form.log_loss(theta[None, :], {"N": np.array([n_opt, 2 * n_opt, n_opt]),
+                                                    "D": np.array([d_opt, d_opt, 2 * d_opt])})[0]
+        return bool(np.isfinite(f).all() and f[0] - f[1] > FALL_MIN and f[0] - f[2] > FALL_MIN)
+
     def _model(self) -> DesignModel | SparseDesignModel | None:
         sparse = len(self.obs) + len(self.pending) > EXACT_MAX
         if sparse and self._sparse is not None and len(self.obs) < REBUILD_GROWTH * self._sparse_obs:
@@ -263,7 +329,7 @@ class AdaptivePlanner:
         theta = self._fit()
         if theta is None:
             return None
-        if no_optimum(LawParams.from_vector(theta)):
+        if not self._has_optimum(theta):
             return None  # nothing to sharpen yet: _propose explores the region instead
         resid = getattr(self, "_resid", np.zeros(1))
         # Robust residual scale (MAD), floored: few points understate it. Split as discrepancy
@@ -271,7 +337,10 @@ class AdaptivePlanner:
         scale = max(float(robust_sd(resid)), 2e-3)
         w = (1.0 / self.cfg.target_width**2, 1.0 / self.cfg.loss_width**2)
         kind = SparseDesignModel if sparse else DesignModel
-        model = kind(theta, x, self.target, sigma=0.5 * scale, s_r=scale, ell=0.5, weights=w)
+        form = {} if self.chinchilla else {"form": self.form}
+        model = kind(theta, x, self.target, sigma=0.5 * scale, s_r=scale, ell=0.5, weights=w, **form)
+        if not self.chinchilla and not np.isfinite(model.target_sd()).all():
+            return None  # the optimum is at the search's edge near theta: explore, as without one
         if sparse:
             self._sparse, self._sparse_obs = model, len(self.obs)
         return model

@@ -6,7 +6,8 @@ predictions, per FLOP it costs (sequential Bayesian optimal design, Chaloner & V
 1995, section 2; cost-aware as in Li et al. 2026, "Spend Less, Fit Better").
 
 Model of an observation in log space: log y = f_theta(N, D) + delta(N, D) + noise, with
-f the Chinchilla log-sum-exp law in theta = (a, b, e, alpha, beta), noise i.i.d. with sd
+f the Chinchilla log-sum-exp law in theta = (a, b, e, alpha, beta) by default, or any law form
+(orchestrator.fitting.forms.LawForm, ``form=``) in its internal vector, noise i.i.d. with sd
 sigma, and delta a smooth model discrepancy: a Gaussian process in (log10 N, log10 D) with
 amplitude ``s_r`` and length scale ``ell`` decades. Real sweeps show 0.003-0.03 nats of
 smooth residual around a fitted law (Porian et al. 2024; :mod:`orchestrator.fitting.discrepancy`); ignoring it, i.i.d. Fisher
@@ -37,11 +38,20 @@ import numpy as np
 from orchestrator.fitting.law import LawParams, compute_optimal
 from orchestrator.fitting.stats import Z80
 
-__all__ = ["DesignModel", "SparseDesignModel", "Z80", "jacobian_fd", "log_law_jacobian", "squared_exponential"]
+__all__ = ["DesignModel", "SparseDesignModel", "Z80", "jacobian_fd", "law_jacobian", "log_law_jacobian",
+           "prior_precision", "squared_exponential", "target_gradients"]
 
 # Weak prior precision on theta = (a, b, e, alpha, beta): keeps the information matrix
 # invertible with few points without pulling the estimate (sd 10 on logs, 1 on exponents).
 _PRIOR = np.diag([0.01, 0.01, 0.01, 1.0, 1.0])
+# For any other law form, whose parameters' scales are not known here: 0.01 on each internal
+# parameter (sd 10: on a log parameter a factor e^10, weaker still than Chinchilla's on exponents).
+_FORM_PRIOR = 0.01
+# Central-difference step (relative) for target gradients through a searched optimum
+# (LawForm.optimum's golden section): its ln N_opt is exact only to ~1e-8 (the loss is flat
+# there), so 1e-5 steps give gradient errors ~4e-3; 1e-3 gives ~6e-5 (truncation), on
+# Chinchilla's form against its closed form. Closed-form optima keep jacobian_fd's 1e-5.
+_SEARCH_FD_STEP = 1e-3
 _INDUCING_JITTER = 1e-6  # added to K_ZZ's diagonal, relative to s_r^2: keeps it invertible
 
 
@@ -54,11 +64,12 @@ def log_law_jacobian(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) ->
     return np.stack([w[0], w[1], w[2], -w[0] * log_n, -w[1] * log_d], axis=1)
 
 
-def jacobian_fd(fn, theta: np.ndarray) -> np.ndarray:
-    """Central-difference Jacobian of the vector function ``fn`` at ``theta`` (rows: outputs)."""
+def jacobian_fd(fn, theta: np.ndarray, rel: float = 1e-5) -> np.ndarray:
+    """Central-difference Jacobian of the vector function ``fn`` at ``theta`` (rows: outputs),
+    steps ``rel`` * max(1, |theta_i|)."""
     cols = []
     for i in range(len(theta)):
-        h = 1e-5 * max(1.0, abs(theta[i]))
+        h = rel * max(1.0, abs(theta[i]))
         up, down = theta.copy(), theta.copy()
         up[i] += h
         down[i] -= h
@@ -67,14 +78,43 @@ def jacobian_fd(fn, theta: np.ndarray) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
-def target_gradients(theta: np.ndarray, compute: float) -> np.ndarray:
-    """Rows: gradients of ln N_opt(C) and ln L*(C) in theta."""
+def target_gradients(theta: np.ndarray, compute: float, form=None) -> np.ndarray:
+    """Rows: gradients of ln N_opt(C) and ln L*(C) in theta (Chinchilla's vector, or ``form``'s:
+    central differences of its ``targets`` (ln N_opt, ln L*: entries 2 and 4), from its optimum)."""
+    if form is not None:
+        from orchestrator.fitting.forms.base import LawForm  # lazily: fitting imports this module
+
+        def g(v):  # form.targets(v, compute)[[2, 4]] without its second optimum (at 1.05 C)
+            n_opt, _, loss = form.optimum(v[None, :], compute)
+            with np.errstate(all="ignore"):  # no optimum: NaN (the planner checks for one first)
+                return np.log([n_opt[0], loss[0]])
+
+        searched = getattr(type(form), "optimum", None) is LawForm.optimum
+        return jacobian_fd(g, np.asarray(theta, float), _SEARCH_FD_STEP if searched else 1e-5)
+
     def g(v):
         opt = compute_optimal(LawParams.from_vector(v), compute)
         with np.errstate(all="ignore"):  # a law without an optimum: NaN, and no point scores (the planner checks no_optimum first)
             return np.log([opt["n_opt"], opt["loss"]])
 
     return jacobian_fd(g, theta)
+
+
+def law_jacobian(theta: np.ndarray, x: np.ndarray, form=None) -> np.ndarray:
+    """d log L / d theta at points ``x`` (rows: log10 N, log10 D): Chinchilla's analytic one, or
+    ``form``'s ``log_jacobian`` (n, P)."""
+    if form is None:
+        ln10 = math.log(10.0)
+        return log_law_jacobian(theta, x[:, 0] * ln10, x[:, 1] * ln10)
+    return form.log_jacobian(np.asarray(theta, float)[None, :], {"N": 10.0 ** x[:, 0], "D": 10.0 ** x[:, 1]})[0]
+
+
+def prior_precision(form=None) -> np.ndarray:
+    """The weak prior precision on theta: _PRIOR for Chinchilla's vector (``form`` None or
+    Chinchilla's), else _FORM_PRIOR on each of the form's parameters."""
+    if form is None or form.name == "chinchilla":
+        return _PRIOR.copy()
+    return _FORM_PRIOR * np.eye(form.n_params)
 
 
 @dataclass
@@ -88,17 +128,18 @@ class DesignModel:
     s_r: float  # discrepancy amplitude in log-loss units
     ell: float  # discrepancy length scale in decades
     weights: tuple[float, float]  # 1 / width^2 for ln N_opt and ln L*
+    form: object = None  # a LawForm whose internal vector theta is; None: Chinchilla's own path
 
     def __post_init__(self):
-        self.G = target_gradients(self.theta, self.compute)
+        self.G = target_gradients(self.theta, self.compute, self.form)
+        self._prior = prior_precision(self.form)
         self._refresh()
 
     def _kern(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return squared_exponential(a, b, self.s_r, self.ell)
 
     def _jac(self, x: np.ndarray) -> np.ndarray:
-        ln10 = math.log(10.0)
-        return log_law_jacobian(self.theta, x[:, 0] * ln10, x[:, 1] * ln10)
+        return law_jacobian(self.theta, x, self.form)
 
     def _refresh(self) -> None:
         n = len(self.x)
@@ -106,10 +147,10 @@ class DesignModel:
             sigma_mat = self._kern(self.x, self.x) + self.sigma**2 * np.eye(n)
             self.s_inv = np.linalg.inv(sigma_mat)
             self.J = self._jac(self.x)
-            info = self.J.T @ self.s_inv @ self.J + _PRIOR
+            info = self.J.T @ self.s_inv @ self.J + self._prior
         else:
-            self.s_inv, self.J = np.zeros((0, 0)), np.zeros((0, 5))
-            info = _PRIOR.copy()
+            self.s_inv, self.J = np.zeros((0, 0)), np.zeros((0, len(self._prior)))
+            info = self._prior.copy()
         self.cov = np.linalg.inv(info)
 
     def target_sd(self) -> np.ndarray:
@@ -146,23 +187,26 @@ class SparseDesignModel:
     over the points' box, padded by ``ell``), prior u ~ N(0, K_ZZ). A point's features are
     h = [J, K_xZ K_ZZ^-1] and its noise lambda = sigma^2 + k(x, x) - Q(x, x) (the FITC diagonal:
     the part of the discrepancy the inducing points do not carry counts as independent).
-    Posterior precision P = prior + sum h h^T / lambda; the state is C = P^-1.
+    Posterior precision P = prior + sum h h^T / lambda; the state is C = P^-1. ``form`` as
+    :class:`DesignModel`'s.
     """
 
     def __init__(self, theta: np.ndarray, x: np.ndarray, compute: float, sigma: float, s_r: float, ell: float,
-                 weights: tuple[float, float]):
-        self.theta, self.sigma, self.s_r, self.ell = theta, sigma, s_r, ell
+                 weights: tuple[float, float], form=None):
+        self.theta, self.sigma, self.s_r, self.ell, self.form = theta, sigma, s_r, ell, form
         self.weights = np.asarray(weights)
-        g = target_gradients(theta, compute)
+        g = target_gradients(theta, compute, form)
+        prior = prior_precision(form)
+        k = len(prior)
         lo, hi = x.min(axis=0) - ell, x.max(axis=0) + ell
         axes = [np.arange(lo[i], hi[i] + 1e-9, 0.8 * ell) for i in range(2)]
         self.z = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 2)
         m = len(self.z)
         kzz = squared_exponential(self.z, self.z, s_r, ell) + _INDUCING_JITTER * s_r**2 * np.eye(m)
         self._kzz_inv = np.linalg.inv(kzz)
-        precision = np.zeros((5 + m, 5 + m))
-        precision[:5, :5] = _PRIOR
-        precision[5:, 5:] = self._kzz_inv
+        precision = np.zeros((k + m, k + m))
+        precision[:k, :k] = prior
+        precision[k:, k:] = self._kzz_inv
         for start in range(0, len(x), 4096):  # bounded memory at any n
             h, lam = self._features(x[start:start + 4096])
             precision += (h / lam[:, None]).T @ h
@@ -170,8 +214,7 @@ class SparseDesignModel:
         self.gt = np.hstack([g, np.zeros((2, m))])
 
     def _features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ln10 = math.log(10.0)
-        j = log_law_jacobian(self.theta, x[:, 0] * ln10, x[:, 1] * ln10)
+        j = law_jacobian(self.theta, x, self.form)
         kxz = squared_exponential(x, self.z, self.s_r, self.ell)
         phi = kxz @ self._kzz_inv
         lam = self.sigma**2 + np.maximum(self.s_r**2 - (phi * kxz).sum(axis=1), 0.0)

@@ -145,6 +145,7 @@ def _interval_header(fit) -> list[str]:
     if fit.discrepancy is not None:
         dd, dt = fit.discrepancy, fit.discrepancy_targets
         whose = "a and b's intervals" if dt is not None and dt != dd else "a, b and the targets' intervals"
+        whose = whose if fit.law.form.has_optimum else "the predictions' intervals"
         lines.append(f"  ({whose} also cover a smooth residual of {dd.s_r:.2g} nats over {_decades(dd.ell)}, plus "
                      f"noise of {dd.sigma:.2g} nats at loss {dd.level:.3g} growing as L^{dd.q:g}, fitted to the "
                      f"residuals{_reml_sample(fit.law.n_points)} by REML)")
@@ -178,7 +179,7 @@ def _form_lines(fit) -> list[str]:
         j = h.to_json()
         judged = (f"{h.outside95} of {j['n_runs']} outside their 95 % predictive intervals (worst {h.max_abs_z:.1f} "
                   "predictive sd)" if h.bounds is not None else f"= {h.max_abs_z:.1f} sigma (residual scale {h.sigma:.4f} nats)")
-        lines.append(f"Extrapolation check: refit without the {j['n_runs']} runs at C >= {h.threshold:.3g}; predicted - "
+        lines.append(f"Extrapolation check: refit without the {j['n_runs']} runs at {h.key} >= {h.threshold:.3g}; predicted - "
                      f"observed loss: mean {j['mean_error_nats']:+.4f} nats, worst {j['max_abs_error_nats']:.4f} nats; "
                      + judged)
     return lines

@@ -23,7 +23,7 @@ import numpy as np
 
 from orchestrator.fitting.stats import LEVELS, Z, residual_scale
 
-__all__ = ["predictive_bounds", "resample_laws", "predict_points"]
+__all__ = ["predictive_bounds", "predictive", "resample_laws", "predict_points", "extra_sd", "grid_x"]
 
 
 def predictive_bounds(estimate: np.ndarray, draws: np.ndarray | None, extra_sd: np.ndarray) -> dict:
@@ -65,16 +65,11 @@ def predict_points(sweep_fit, X: dict) -> list[dict]:
     """Per row of X (arrays N, D[, U]): the predicted loss with its 80 % and 95 % predictive
     intervals (module docstring). ``sweep_fit``: an orchestrator.fitting.analysis.SweepFit."""
     law = sweep_fit.law
-    form = law.form
     X = {k: np.asarray(v, float) for k, v in X.items()}
-    est = law.predict(X)
     boot = sweep_fit.bootstrap
-    draws = None
-    if boot is not None and boot.laws is not None and len(boot.laws):
-        with np.errstate(all="ignore"):
-            draws = form.loss(boot.laws, X)
-    extra = _extra_sd(sweep_fit, X, est)
-    bounds = predictive_bounds(est, draws, extra)
+    disc = sweep_fit.discrepancy_targets or sweep_fit.discrepancy
+    est, bounds = predictive(law, sweep_fit.fit_inputs, sweep_fit.used["eval_loss"].to_numpy(float),
+                             boot.laws if boot is not None else None, disc, X)
     rows = []
     for i in range(len(est)):
         row = {"n": float(X["N"][i]), "d": float(X["D"][i]) if "D" in X else None}
@@ -86,27 +81,37 @@ def predict_points(sweep_fit, X: dict) -> list[dict]:
     return rows
 
 
-def _extra_sd(sweep_fit, X: dict, est: np.ndarray) -> np.ndarray:
-    """The field's and the noise's sd (log units) at each predicted point (module docstring)."""
+def predictive(law, X_runs: dict, loss_runs, laws: np.ndarray | None, disc, X: dict) -> tuple[np.ndarray, dict]:
+    """(predicted loss (m,), {level: (lo, hi)}) at the points X for the fitted form ``law``
+    (orchestrator.fitting.forms.general.FormFit) of the runs X_runs with losses ``loss_runs``,
+    its bootstrap refits ``laws`` (k, P) and residual model ``disc`` (None: the fit's residual
+    scale stands for the noise, and no field is added)."""
+    form = law.form
+    est = law.predict(X)
+    draws = None
+    if laws is not None and len(laws):
+        with np.errstate(all="ignore"):
+            draws = form.loss(laws, X)
+    return est, predictive_bounds(est, draws, extra_sd(law, X_runs, loss_runs, disc, X, est))
+
+
+def extra_sd(law, X_runs: dict, loss_runs, disc, X: dict, est: np.ndarray) -> np.ndarray:
+    """The field's and one run's noise's sd (log units) at each predicted point (module docstring)."""
     from orchestrator.fitting.discrepancy import field_parameter_cov
 
-    law = sweep_fit.law
-    disc = sweep_fit.discrepancy_targets or sweep_fit.discrepancy
     if disc is None:
         return np.full(len(est), residual_scale(law.residuals, law.form.n_params))
     noise = disc.noise_sd(est) / est
     field = disc.s_r / est
-    used = sweep_fit.used
-    Xr = sweep_fit.fit_inputs
-    cov = field_parameter_cov(law.form.log_jacobian(law.z[None, :], Xr)[0], _grid_x(used), used["eval_loss"].to_numpy(float), disc)
+    jac = law.form.log_jacobian(law.z[None, :], X_runs)[0]
+    cov = field_parameter_cov(jac, grid_x(X_runs), np.asarray(loss_runs, float), disc)
     g = law.form.log_jacobian(law.z[None, :], X)[0]
     param = np.sqrt(np.maximum(np.einsum("mi,ij,mj->m", g, cov, g), 0.0))
     return np.sqrt(noise**2 + field**2 + param**2)
 
 
-def _grid_x(used) -> np.ndarray:
-    """(log10 N, log10 D) of the runs, the residual model's coordinates (D as 1 when absent)."""
-    n = used["n_params"].to_numpy(float)
-    d = used["tokens"].to_numpy(float) if "tokens" in used else np.ones_like(n)
-    d = np.where(np.isfinite(d) & (d > 0), d, 1.0)
+def grid_x(X: dict) -> np.ndarray:
+    """(log10 N, log10 D) of runs, the residual model's coordinates (D as 1 for a law of N alone)."""
+    n = np.asarray(X["N"], float)
+    d = np.asarray(X["D"], float) if "D" in X else np.ones_like(n)
     return np.stack([np.log10(n), np.log10(d)], axis=1)

@@ -12,6 +12,10 @@ run, e_form^2 - e_best^2: the noise common to both cancels) are "within noise" o
 simplest of them (fewest parameters, then lowest held-out RMS) is chosen: the one-standard-
 error rule (Hastie, Tibshirani & Friedman 2009, section 7.10), since a more flexible form
 always fits the runs at least as well and only extrapolation can tell whether it is right.
+
+When another form than the one fitted is the best, the fit flags it only when the gain is
+clear (``Comparison.better_than``: FLAG_SE standard errors and FLAG_RATIO in RMS): a one-SE
+gain happens by chance on right-form sweeps, and a flag must not.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ __all__ = ["FormScore", "Comparison", "compare_forms", "candidate_forms", "compa
 MIN_BUDGETS = 3  # budgets (or equivalent spread) before ``fit`` compares forms unasked
 MIN_SPREAD_DECADES = 1.0  # without budgets: the runs' compute must span this many decades ...
 MIN_UNBUDGETED_RUNS = 15  # ... over at least this many runs
+FLAG_SE = 2.0  # the "extrapolates better" flag: the gain beyond this many standard errors ...
+FLAG_RATIO = 1.5  # ... and a held-out RMS at least this many times smaller
 
 
 @dataclass
@@ -44,6 +50,8 @@ class FormScore:
     held_out_rel: float  # mean |error| / loss
     errors: np.ndarray = field(repr=False)  # per held-out run, nats
     within_noise: bool = False
+    excess: float = 0.0  # mean held-out squared error above the best form's, nats^2
+    excess_se: float = 0.0  # its standard error (paired over the held-out runs)
     error: str = ""  # why the form could not be scored
 
     def to_json(self) -> dict:
@@ -65,9 +73,14 @@ class Comparison:
         return next((s for s in self.scores if s.form == name), None)
 
     def better_than(self, name: str) -> FormScore | None:
-        """The best form when it extrapolates better than ``name`` beyond the noise, else None."""
+        """The best form when it extrapolates clearly better than ``name`` (a flag), else None:
+        its held-out mean squared error lower by more than FLAG_SE standard errors and its RMS
+        at most 1/FLAG_RATIO of ``name``'s. Stricter than the one-SE rule of the choice, so that
+        the flag stays quiet on right-form sweeps (docs/benchmarks.md)."""
         mine, best = self.score(name), self.score(self.best)
-        if mine is None or best is None or mine.within_noise or mine.error or name == self.best:
+        if mine is None or best is None or mine.error or name == self.best:
+            return None
+        if mine.excess <= FLAG_SE * mine.excess_se or mine.held_out_rms < FLAG_RATIO * best.held_out_rms:
             return None
         return best
 
@@ -130,6 +143,7 @@ def compare_forms(forms: list[LawForm], X: dict, loss, compute, budget) -> Compa
     for s in ok:
         diff = s.errors**2 - best.errors**2
         se = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
-        s.within_noise = bool(np.mean(diff) <= se)
+        s.excess, s.excess_se = float(np.mean(diff)), se
+        s.within_noise = bool(s.excess <= se)
     chosen = min((s for s in ok if s.within_noise), key=lambda s: (s.n_params, s.held_out_rms))
     return Comparison(scores, best.form, chosen.form, int(out.sum()), float(np.asarray(compute)[out].min()))
