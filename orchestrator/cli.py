@@ -331,15 +331,20 @@ def _target_line(fit) -> str:
     return f"Target compute {fit.target['compute']:.3g} FLOPs ({fit.target_source}; set it with --compute)"
 
 
-def _form(args):
-    """--form/--param as a law form, or "auto"."""
+def _form(args, runs=None):
+    """--form/--param as a law form, or "auto"; without --form, the sweep's fit.form (its
+    plan.json), else Chinchilla's."""
     from orchestrator.fitting.forms import resolve_form
 
-    if args.form == "auto":
-        if args.param:
+    name, params = args.form, args.param or ()
+    if name is None:
+        name = (runs.form if runs is not None else None) or "chinchilla"
+        params = params or (runs.form_params if runs is not None and runs.form else ())
+    if name == "auto":
+        if params:
             raise UserError("--param applies to a custom --form expression, not to --form auto")
         return "auto"
-    return resolve_form(args.form, args.param or ())
+    return resolve_form(name, params)
 
 
 def cmd_fit(args) -> int:
@@ -348,12 +353,14 @@ def cmd_fit(args) -> int:
     from orchestrator.fitting.runs import ColumnMap, load_points, load_runs
     from orchestrator.report.text import fit_json, format_fit, prediction_lines
 
-    form = _form(args)
+    asked = _form(args) if args.form is not None else None
     cols = ColumnMap(n=args.n_col, d=args.d_col, c=args.c_col, loss=args.loss_col, budget=args.budget_col,
                      name=args.name_col, u=args.u_col)
-    need_d = form != "auto" and "D" in form.inputs  # auto on a table without D: the forms of N alone
+    # auto on a table without D: the forms of N alone
+    need_d = asked is None or (asked != "auto" and "D" in asked.inputs)
     runs = load_runs(args.results, cols, need_d=need_d)
-    points = load_points(args.predict, cols, form) if args.predict else None
+    form = asked if asked is not None else _form(args, runs)
+    points = load_points(args.predict, cols) if args.predict else None
     with FitBar() as progress:
         fit = analyse(runs.table, _target(args, runs), n_boot=args.bootstrap, seed=args.seed,
                       drop_highest=args.drop_highest, isoflop=runs.isoflop, progress=progress, form=form,
@@ -391,7 +398,7 @@ def cmd_report(args) -> int:
     runs = results_runs(store, args.results)
     trials = runs.table
     with FitBar() as progress:
-        fit = analyse(trials, _target(args, runs), isoflop=runs.isoflop, progress=progress, form=_form(args),
+        fit = analyse(trials, _target(args, runs), isoflop=runs.isoflop, progress=progress, form=_form(args, runs),
                       compare=True)
     if _target_line(fit):
         print(_target_line(fit), file=sys.stderr)
@@ -427,10 +434,10 @@ SHARED_HELP = ("the results directory is mounted at the same path on every node 
 def _form_options(p) -> None:
     from orchestrator.fitting.forms import FORMS
 
-    p.add_argument("--form", default="chinchilla", metavar="FORM",
+    p.add_argument("--form", default=None, metavar="FORM",
                    help=f"law form: {', '.join(FORMS)}; auto (the best extrapolator of those the runs allow); or an "
                         "expression in N, D and U, e.g. \"E + A/N**alpha + B/D**beta + G/(N**alpha * D**beta)\" "
-                        "(default: chinchilla)")
+                        "(default: a sweep's fit.form, else chinchilla)")
     p.add_argument("--param", action="append", metavar="NAME=INIT:LO:HI",
                    help="initial value and bounds of a custom form's parameter (repeat per parameter; E, A, B, alpha "
                         "and beta have defaults)")

@@ -74,6 +74,8 @@ def _record_spec(spec: SweepSpec, store: ResultStore, trials: list) -> None:
         "sweep": spec.name,
         "planner": spec.planner,
         "target_compute": spec.fit.target_compute,
+        "form": spec.fit.form,  # `scalesweep fit` and `report` on these results fit it by default
+        "form_params": list(spec.fit.params),
         "trials": [
             {"trial_id": t.trial_id, "name": t.name, "budget": t.budget, "n_params": t.n_params,
              "tokens": t.tokens, "flops": train_flops(t.n_params, t.tokens)}

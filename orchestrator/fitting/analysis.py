@@ -484,5 +484,7 @@ def _with_discrepancy(intervals: dict[str, Interval], sd: dict[str, float]) -> d
 def _total_flops(trials: pd.DataFrame) -> float:
     if "flops" in trials:
         return float(pd.to_numeric(trials["flops"], errors="coerce").fillna(0).sum())
+    if "tokens" not in trials:
+        return 0.0  # a law of N alone: the table has no compute to count
     n, d = (pd.to_numeric(trials[c], errors="coerce").fillna(0) for c in ("n_params", "tokens"))
     return float(train_flops(n, d).sum())

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from orchestrator.errors import InsufficientData
+from orchestrator.fitting.screening import distinct_count
 from orchestrator.fitting.stats import Z95, residual_scale, robust_sd
 from orchestrator.report.text import flops_str
 
@@ -120,6 +121,12 @@ def holdout_check(form, X: dict, loss, compute, budget, names, *, n_boot: int = 
     if (~out).sum() < need:
         raise InsufficientData(f"the extrapolation check needs at least {need} runs below the largest budget "
                                f"to refit the {form.name} form; have {(~out).sum()}")
+    levels = distinct_count(np.where(np.asarray(budget)[~out] > 0, np.asarray(budget)[~out], compute[~out]))
+    if form.name != "chinchilla" and (np.asarray(budget) > 0).any() and levels < 2:
+        # One budget below the largest: a general form's local bootstrap refits do not show
+        # how poorly one compute level determines it, so the check would judge noise.
+        raise InsufficientData(f"the extrapolation check of the {form.name} form needs at least 2 budgets below the "
+                               "largest to refit it; have 1")
     X_in = {k: np.asarray(v, float)[~out] for k, v in X.items()}
     X_out = {k: np.asarray(v, float)[out] for k, v in X.items()}
     refit = fit_law(form, X_in, loss[~out])

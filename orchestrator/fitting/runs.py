@@ -50,6 +50,8 @@ class Runs:
     source: str
     target_compute: float | None  # the sweep's, when the source is a results directory
     planner: str | None = None  # the sweep's planner ("static", "adaptive"), when known
+    form: str | None = None  # the sweep's fit.form, when known
+    form_params: tuple[str, ...] = ()  # and its fit.params
 
     @property
     def isoflop(self) -> bool:
@@ -85,8 +87,10 @@ def results_runs(store, source: str) -> Runs:
         target = float(plan["target_compute"])
     except (KeyError, TypeError, ValueError):
         target = None
-    planner = plan.get("planner")
-    return Runs(store.read_table("trials").to_pandas(), source, target, planner if isinstance(planner, str) else None)
+    planner, form, params = plan.get("planner"), plan.get("form"), plan.get("form_params")
+    return Runs(store.read_table("trials").to_pandas(), source, target, planner if isinstance(planner, str) else None,
+                form if isinstance(form, str) else None,
+                tuple(str(p) for p in params) if isinstance(params, list) else ())
 
 
 def _column(df: pd.DataFrame, key: str, cols: ColumnMap, source: str, required: bool) -> pd.Series | None:
@@ -115,9 +119,9 @@ def _is_file(path: str, what: str) -> bool:
     return is_file
 
 
-def load_points(path: str, cols: ColumnMap, form) -> dict:
-    """``--predict`` points: N with D (or C, C = 6ND) and U where the file has them, as arrays
-    keyed N, D, U; the same column names (and options) as the runs."""
+def load_points(path: str, cols: ColumnMap) -> dict:
+    """``--predict`` points: N with D (or C, C = 6ND) and U where the file has them (else U = D:
+    fresh data), as arrays keyed N, D, U; the same column names (and options) as the runs."""
     if not _is_file(path, "points (N and D, or N and C)") or not os.path.exists(path):
         raise UserError(f"--predict {path}: expected a CSV or Parquet file of points (N and D, or N and C)")
     df = _read_file(path)
@@ -134,13 +138,13 @@ def load_points(path: str, cols: ColumnMap, form) -> dict:
         out["D"] = d.to_numpy(float)
     if u is not None:
         out["U"] = u.to_numpy(float)
-    elif "U" in form.inputs and "D" in out:
+    elif "D" in out:
         out["U"] = out["D"]  # no unique-token column: fresh data, no repetition
     for key, v in out.items():
         bad = ~(np.isfinite(v) & (v > 0))
         if bad.any():
             i = int(np.argmax(bad))
-            raise UserError(f"--predict {path}: row {i} has {key} = {v[i]!r} (expected a finite number > 0)")
+            raise UserError(f"--predict {path}: row {i} has {key} = {float(v[i])!r} (expected a finite number > 0)")
     return out
 
 
@@ -148,6 +152,7 @@ def load_runs(path: str, cols: ColumnMap = ColumnMap(), need_d: bool = True) -> 
     """Read ``path`` (results directory or .csv/.parquet file) into a trials-shaped table.
     ``need_d`` False: the law reads N alone, and a table without D or C is fine."""
     is_file = _is_file(path, "runs, or a results directory")
+    found = None
     if is_file:
         df, target, planner = _read_file(path), None, None
     else:
@@ -188,4 +193,6 @@ def load_runs(path: str, cols: ColumnMap = ColumnMap(), need_d: bool = True) -> 
     if u is not None:
         table["unique_tokens"] = u
     table = table.reset_index(drop=True)
+    if found is not None:
+        return Runs(table, path, target, planner, found.form, found.form_params)
     return Runs(table, path, target, planner)

@@ -29,6 +29,7 @@ from orchestrator.fitting.diagnostics import held_out_mask
 from orchestrator.errors import FitError
 from orchestrator.fitting.forms import FORMS, LawForm
 from orchestrator.fitting.forms.general import fit_law
+from orchestrator.fitting.law import fit_approach3
 from orchestrator.fitting.screening import distinct_count, distinct_points
 
 __all__ = ["FormScore", "Comparison", "compare_forms", "candidate_forms", "comparison_applies", "MIN_BUDGETS"]
@@ -107,14 +108,25 @@ def comparison_applies(budget: np.ndarray, compute: np.ndarray) -> bool:
     return len(c) >= MIN_UNBUDGETED_RUNS and math.log10(c.max() / c.min()) >= MIN_SPREAD_DECADES
 
 
-def _score(form: LawForm, X: dict, loss, out: np.ndarray) -> FormScore:
+def _chinchilla_seed(X: dict, loss) -> dict | None:
+    """A Chinchilla fit's values, the other forms' starting points (fitted once per data set)."""
+    if "D" not in X:
+        return None
+    try:
+        p = fit_approach3(X["N"], X["D"], loss).params
+    except FitError:
+        return None
+    return {"E": p.E, "A": p.A, "B": p.B, "alpha": p.alpha, "beta": p.beta}
+
+
+def _score(form: LawForm, X: dict, loss, out: np.ndarray, seeds: tuple) -> FormScore:
     X_in = {k: v[~out] for k, v in X.items()}
     X_out = {k: v[out] for k, v in X.items()}
     points = distinct_points(X_in["N"], X_in["D"]) if "D" in X_in else distinct_count(X_in["N"])
     if points < form.n_params:
         raise FitError(f"{points} distinct points below the held-out budget for {form.n_params} parameters")
-    full = fit_law(form, X, loss)
-    refit = fit_law(form, X_in, loss[~out])
+    full = fit_law(form, X, loss, chinchilla=seeds[0])
+    refit = fit_law(form, X_in, loss[~out], chinchilla=seeds[1])
     e = refit.predict(X_out) - loss[out]
     if not np.isfinite(e).all():
         raise FitError("the refit's prediction is not finite at the held-out runs")
@@ -128,10 +140,11 @@ def compare_forms(forms: list[LawForm], X: dict, loss, compute, budget) -> Compa
     loss = np.asarray(loss, float)
     X = {k: np.asarray(v, float) for k, v in X.items()}
     out = held_out_mask(compute, budget)
+    seeds = (_chinchilla_seed(X, loss), _chinchilla_seed({k: v[~out] for k, v in X.items()}, loss[~out]))
     scores = []
     for form in forms:
         try:
-            scores.append(_score(form, X, loss, out))
+            scores.append(_score(form, X, loss, out, seeds))
         except FitError as e:
             scores.append(FormScore(form.name, form.n_params, math.nan, math.nan, math.nan, math.nan,
                                     np.zeros(0), error=str(e)))
