@@ -419,7 +419,7 @@ def holdout_fires(n, d, loss, budget, seed) -> bool:
     h = holdout_check(FORMS["chinchilla"](), {"N": n, "D": d}, loss, 6 * n * d, budget, np.arange(len(n)), seed=seed)
     assert len(h.errors) == 7 and h.bounds is not None
     flags = _holdout_flag(h)
-    assert bool(flags) == (h.outside95 >= 3)  # 7 held-out runs: 3 or more outside is beyond Binomial(7, .05)'s 99 %
+    assert bool(flags) == (h.outside95 >= 4)  # 7 held-out runs: 4 or more outside is beyond Binomial(7, .05)'s 99.9 %
     return any(HOLDOUT_FLAG in f for f in flags)
 
 
@@ -436,7 +436,9 @@ def test_extrapolation_check_rarely_fires_on_right_form_sweeps_and_catches_a_dat
         X = {"N": n, "D": d, "U": np.full_like(n, 3e10)}
         loss = loss * dc.loss(z, X)[0] / chin.loss(true_z("chinchilla"), X)[0]
         hits += holdout_fires(n, d, loss, budget, seed=s)
-    assert hits >= 5, f"the check fired on only {hits} of 8 misspecified sweeps"
+    # 4 of 8 at the 99.9 % binomial threshold (7 or 8 of 8 at 99 %, which false-alarmed on 12 % of
+    # right-form sweeps of Chinchilla's design: docs/benchmarks.md)
+    assert hits >= 4, f"the check fired on only {hits} of 8 misspecified sweeps"
 
 
 def test_analyse_runs_the_holdout_check_with_n_boot_0_and_flags_the_data_constrained_world():

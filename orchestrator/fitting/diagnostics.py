@@ -204,14 +204,16 @@ def law_flags(holdout: Holdout | None, field_sd: float | None = None, noise_sd: 
     return flags
 
 
-HOLDOUT_FLAG_QUANTILE = 0.99  # runs outside their 95 % intervals beyond this binomial quantile: a flag
+# Runs outside their 95 % intervals beyond this binomial quantile make a flag. Not 0.99: the
+# held-out runs share the residual field at the largest budget, so their misses come together
+# (0.99 flagged 12 % of right-form sweeps of Chinchilla's design under the benchmark noise).
+HOLDOUT_FLAG_QUANTILE = 0.999
 
 
 def _holdout_flag(h: Holdout) -> list[str]:
     """A flag when more held-out runs fall outside their 95 % predictive intervals than chance
-    makes likely: more than the HOLDOUT_FLAG_QUANTILE quantile of Binomial(n, 0.05), so that a
-    right-form sweep raises it about 1 % of the time per check (with 4 held-out runs: 2 or more
-    outside; 14: 4 or more)."""
+    makes likely: more than the HOLDOUT_FLAG_QUANTILE quantile of Binomial(n, 0.05) (with 4
+    held-out runs: 3 or more outside; 11: 5 or more; 100: 14 or more)."""
     from scipy.stats import binom
 
     bad = h.outside95
