@@ -386,7 +386,7 @@ def _diagnose(runs: _Runs, law: FormFit, target: dict, intervals: dict[str, Inte
         mine = comparison.score(law.form.name)
         flags.append(f"form {better.form} extrapolates better than the fitted {law.form.name} (held-out RMS error "
                      f"{better.held_out_rms:.4f} vs {mine.held_out_rms:.4f} nats on the {comparison.n_held_out} runs at "
-                     f"C >= {comparison.threshold:.3g}, beyond the noise); fit it with --form {better.form}")
+                     f"{comparison.key} >= {comparison.threshold:.3g}, beyond the noise); fit it with --form {better.form}")
     design_notes = approach2_flags(intervals, minima)
     if isoflop:
         flags, design_notes = flags + design_notes, []

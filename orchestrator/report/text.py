@@ -64,7 +64,7 @@ def _comparison_lines(fit) -> list[str]:
     c = fit.comparison
     if c is None:
         return []
-    lines = [f"Law forms compared by extrapolation (refit without the {c.n_held_out} runs at C >= {c.threshold:.3g}; "
+    lines = [f"Law forms compared by extrapolation (refit without the {c.n_held_out} runs at {c.key} >= {c.threshold:.3g}; "
              "errors are predicted - observed):",
              f"  {'form':<18}{'params':>6}  {'held-out RMS':>12}  {'mean err':>9}  {'mean |err|/L':>12}  "
              f"{'in-sample RMS':>13}"]

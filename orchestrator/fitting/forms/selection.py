@@ -69,7 +69,8 @@ class Comparison:
     best: str  # lowest held-out RMS
     chosen: str  # the simplest form within noise of the best
     n_held_out: int
-    threshold: float  # held-out compute at least this
+    threshold: float  # held-out compute (or N, for a table without D) at least this
+    key: str = "C"  # what the threshold is of: compute C, or N
 
     def score(self, name: str) -> FormScore | None:
         return next((s for s in self.scores if s.form == name), None)
@@ -88,7 +89,7 @@ class Comparison:
 
     def to_json(self) -> dict:
         return {"best": self.best, "chosen": self.chosen, "held_out_runs": self.n_held_out,
-                "held_out_compute_at_least": self.threshold, "rule": "one standard error of the paired held-out "
+                "held_out_compute_at_least" if self.key == "C" else "held_out_n_at_least": self.threshold, "rule": "one standard error of the paired held-out "
                 "squared-error difference; the fewest parameters within it",
                 "scores": [s.to_json() for s in self.scores]}
 
@@ -160,4 +161,5 @@ def compare_forms(forms: list[LawForm], X: dict, loss, compute, budget) -> Compa
         s.excess, s.excess_se = float(np.mean(diff)), se
         s.within_noise = bool(s.excess <= se)
     chosen = min((s for s in ok if s.within_noise), key=lambda s: (s.n_params, s.held_out_rms))
-    return Comparison(scores, best.form, chosen.form, int(out.sum()), float(np.asarray(compute)[out].min()))
+    return Comparison(scores, best.form, chosen.form, int(out.sum()), float(np.asarray(compute)[out].min()),
+                      "C" if "D" in X else "N")
