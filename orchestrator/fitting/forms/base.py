@@ -14,6 +14,7 @@ parameter, else the value; :meth:`LawForm.values` turns one into named values.
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 
@@ -69,7 +70,7 @@ class Param:
         return zlo, zhi
 
 
-class LawForm:
+class LawForm(abc.ABC):
     """Base class: subclasses define ``name``, ``params``, ``inputs``, ``formula`` and ``log_loss``."""
 
     name: str = ""
@@ -106,10 +107,10 @@ class LawForm:
         return np.clip(Z, self.lower, self.upper)
 
     # --- the law -----------------------------------------------------------------------------
+    @abc.abstractmethod
     def log_loss(self, Z: np.ndarray, X: dict) -> np.ndarray:
         """log L at every run for every parameter row: Z (k, P), X's arrays (n,) or (k, n) -> (k, n).
         NaN where the law is undefined (a fitter treats that as an infinite objective)."""
-        raise NotImplementedError
 
     def loss(self, Z, X) -> np.ndarray:
         with np.errstate(all="ignore"):
