@@ -28,6 +28,7 @@ import pandas as pd
 
 from orchestrator.fitting.analysis import analyse
 from orchestrator.fitting.forms.predict import predict_points
+from orchestrator.fitting.forms.selection import paired_excess
 from workers.config import NoiseConfig, WorldConfig
 from workers.simulated.world import World
 from workers.flops import tokens_for_budget
@@ -100,9 +101,8 @@ def _within_noise(fit, a: str, b: str) -> bool:
     sa, sb = fit.comparison.score(a), fit.comparison.score(b)
     if sa is None or sb is None or sa.error or sb.error:
         return False
-    diff = sa.errors**2 - sb.errors**2
-    se = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
-    return bool(np.mean(diff) <= se)
+    excess, se = paired_excess(sa.errors, sb.errors)
+    return excess <= se
 
 
 def selection(seeds: int, n_boot: int) -> dict:

@@ -15,7 +15,7 @@ and runs the extrapolation check and misspecification flags (orchestrator.fittin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ from orchestrator.fitting.isoflop import (Approach1Fit, Approach2Fit, IsoFlopMin
 from orchestrator.fitting.forms import FORMS, LawForm, resolve_form
 from orchestrator.fitting.forms.builtin import Chinchilla
 from orchestrator.fitting.forms.general import FormFit, fit_law
+from orchestrator.fitting.forms.predict import grid_x
 from orchestrator.fitting.law import Approach3Fit, fit_approach3, no_optimum
 from orchestrator.fitting.screening import (EXCLUSION_REASONS, N_PARAMS, distinct_points, excluded_text,
                                             form_data_problem, law_data_problem, usable)
@@ -188,12 +189,8 @@ def _fit_chinchilla(runs: "_Runs", form: LawForm | None) -> Approach3Fit | None:
 
 def _fit_form(runs: "_Runs", form: LawForm, a3: Approach3Fit | None) -> FormFit:
     if form.name == "chinchilla":
-        return FormFit(form, a3.params.as_vector(), a3.objective, a3.n_points, a3.converged, a3.residuals)
-    seed = None
-    if a3 is not None:
-        p = a3.params
-        seed = {"E": p.E, "A": p.A, "B": p.B, "alpha": p.alpha, "beta": p.beta}
-    return fit_law(form, runs.X, runs.loss, chinchilla=seed)
+        return FormFit.of_approach3(a3)
+    return fit_law(form, runs.X, runs.loss, chinchilla=asdict(a3.params) if a3 is not None else None)
 
 
 def _compare(runs: "_Runs", auto: bool, custom: LawForm | None = None) -> Comparison | None:
@@ -341,7 +338,7 @@ def _widen_for_residual_field(runs: _Runs, law: FormFit, intervals: dict[str, In
     bootstrap intervals widened by their fields."""
     n, loss = runs.n, runs.loss
     d = runs.d if runs.has_d else np.ones_like(n)  # a law of N alone: the field lives along N
-    x = np.stack([np.log10(n), np.log10(d)], axis=1)
+    x = grid_x(runs.X)
     theta = law.z
     general = law.form.name != "chinchilla"
     jac = law.form.log_jacobian(theta[None, :], runs.X)[0] if general else None

@@ -57,7 +57,7 @@ from optuna.trial import TrialState
 
 from orchestrator.errors import FitError
 from orchestrator.planning.design import Z80, DesignModel, SparseDesignModel
-from orchestrator.fitting.forms.general import fit_law, refine_form
+from orchestrator.fitting.forms.general import chinchilla_seed, fit_law, refine_form
 from orchestrator.fitting.law import LawParams, fit_approach3, no_optimum
 from orchestrator.fitting.stats import robust_sd
 from orchestrator.planning.trials import TrialFactory
@@ -289,12 +289,9 @@ class AdaptivePlanner:
                 z, f, _ = refine_form(self.form, self.theta[None, :], X, log_l, w)
                 best = (float(f[0]), z[0]) if np.isfinite(f[0]) else None
             if best is None or len(o) <= EXACT_MAX:
-                try:
-                    grid = np.linspace(0.05, 1.5, 16)  # as Chinchilla's path: the seed need not be exact
-                    p = fit_approach3(X["N"], X["D"], loss, keep=4, alphas=grid, betas=grid).params
-                    seed = {"E": p.E, "A": p.A, "B": p.B, "alpha": p.alpha, "beta": p.beta}
-                except (ValueError, np.linalg.LinAlgError):
-                    seed = {}  # no seeds: the form's own starts only
+                grid = np.linspace(0.05, 1.5, 16)  # as Chinchilla's path: the seed need not be exact
+                # {} without a Chinchilla fit: the form's own starts only
+                seed = chinchilla_seed(X, loss, keep=4, alphas=grid, betas=grid) or {}
                 fit = fit_law(self.form, X, loss, chinchilla=seed)
                 if best is None or fit.objective <= best[0]:
                     best = (fit.objective, fit.z)

@@ -254,9 +254,11 @@ class Custom(LawForm):
         env = {k: v for k, v in X.items() if k in self.expr.variables}
         env.update({p.name: _col(Z, i) for i, p in enumerate(self.params)})
         with np.errstate(all="ignore"):
-            out = self.expr.evaluate(env)
-            shape = np.broadcast_shapes(out.shape, (len(Z), 1), *(np.shape(v) for v in env.values()))
-            return np.log(np.where(np.broadcast_to(out, shape) > 0, np.broadcast_to(out, shape), np.nan))
+            # An expression that omits a parameter or an input returns a smaller array: broadcast it
+            # to every (parameter row, run); a loss <= 0 is undefined (NaN), as an infinite objective.
+            shape = np.broadcast_shapes((len(Z), 1), *(np.shape(v) for v in env.values()))
+            out = np.broadcast_to(self.expr.evaluate(env), shape)
+            return np.log(np.where(out > 0, out, np.nan))
 
     def seeds(self, c):
         if not c:

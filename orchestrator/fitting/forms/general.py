@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy.stats import qmc
@@ -28,7 +28,7 @@ from orchestrator.errors import InsufficientData
 from orchestrator.fitting.forms.base import LawForm
 from orchestrator.fitting.law import HUBER_DELTA, fit_approach3
 
-__all__ = ["FormFit", "fit_law", "refine_form", "refit_resamples", "inputs_of", "N_RANDOM_STARTS"]
+__all__ = ["FormFit", "fit_law", "chinchilla_seed", "refine_form", "refit_resamples", "inputs_of", "N_RANDOM_STARTS"]
 
 N_RANDOM_STARTS = 128  # Sobol points of the start box scored by the global search
 KEEP_STARTS = 8  # of all starts, the best this many (and every seed) are refined
@@ -47,6 +47,13 @@ class FormFit:
     n_points: int
     converged: bool
     residuals: np.ndarray = field(repr=False)
+
+    @classmethod
+    def of_approach3(cls, a3) -> "FormFit":
+        """Chinchilla's form as fitted by Approach 3 (orchestrator.fitting.law.Approach3Fit)."""
+        from orchestrator.fitting.forms.builtin import Chinchilla
+
+        return cls(Chinchilla(), a3.params.as_vector(), a3.objective, a3.n_points, a3.converged, a3.residuals)
 
     @property
     def values(self) -> dict[str, float]:
@@ -145,14 +152,9 @@ def fit_law(form: LawForm, X: dict, loss, *, weights=None, chinchilla: dict | No
                                f"{form.n_params} runs; have {n}")
     w = np.ones(n) if weights is None else np.asarray(weights, float)
     if form.name == "chinchilla":
-        a3 = fit_approach3(X["N"], X["D"], loss, weights=weights)
-        return FormFit(form, a3.params.as_vector(), a3.objective, n, a3.converged, a3.residuals)
-    if chinchilla is None and "D" in X and n >= 5:
-        try:
-            p = fit_approach3(X["N"], X["D"], loss, weights=weights).params
-            chinchilla = {"E": p.E, "A": p.A, "B": p.B, "alpha": p.alpha, "beta": p.beta}
-        except InsufficientData:
-            chinchilla = None
+        return FormFit.of_approach3(fit_approach3(X["N"], X["D"], loss, weights=weights))
+    if chinchilla is None:
+        chinchilla = chinchilla_seed(X, loss, weights)
     log_l = np.log(loss)
     seeds = form.seeds(chinchilla)
     starts = _starts(form, seeds, n_random, seed)
@@ -168,6 +170,18 @@ def fit_law(form: LawForm, X: dict, loss, *, weights=None, chinchilla: dict | No
     with np.errstate(all="ignore"):
         resid = form.log_loss(Z, X)[0] - log_l
     return FormFit(form, Z[0], float(f[0]), n, bool(conv[0]), np.broadcast_to(resid, log_l.shape).copy())
+
+
+def chinchilla_seed(X: dict, loss, weights=None, **search) -> dict | None:
+    """A Chinchilla fit's values (E, A, B, alpha, beta) on runs X, the other forms' starting
+    points (LawForm.seeds); None without D or when the runs cannot determine it. ``search``:
+    fit_approach3's global-search options."""
+    if "D" not in X or len(loss) < 5:
+        return None
+    try:
+        return asdict(fit_approach3(X["N"], X["D"], loss, weights=weights, **search).params)
+    except (ValueError, np.linalg.LinAlgError):  # InsufficientData, or degenerate early data
+        return None
 
 
 def refit_resamples(fit: FormFit, X: dict, loss, counts: np.ndarray, delta: float = HUBER_DELTA) -> np.ndarray:

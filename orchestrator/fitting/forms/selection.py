@@ -28,11 +28,11 @@ import numpy as np
 from orchestrator.fitting.diagnostics import held_out_mask
 from orchestrator.errors import FitError
 from orchestrator.fitting.forms import FORMS, LawForm
-from orchestrator.fitting.forms.general import fit_law
-from orchestrator.fitting.law import fit_approach3
+from orchestrator.fitting.forms.general import chinchilla_seed, fit_law
 from orchestrator.fitting.screening import distinct_count, distinct_points
 
-__all__ = ["FormScore", "Comparison", "compare_forms", "candidate_forms", "comparison_applies", "MIN_BUDGETS"]
+__all__ = ["FormScore", "Comparison", "compare_forms", "candidate_forms", "comparison_applies", "paired_excess",
+           "MIN_BUDGETS"]
 
 MIN_BUDGETS = 3  # budgets (or equivalent spread) before ``fit`` compares forms unasked
 MIN_SPREAD_DECADES = 1.0  # without budgets: the runs' compute must span this many decades ...
@@ -110,15 +110,11 @@ def comparison_applies(budget: np.ndarray, compute: np.ndarray) -> bool:
     return len(c) >= MIN_UNBUDGETED_RUNS and math.log10(c.max() / c.min()) >= MIN_SPREAD_DECADES
 
 
-def _chinchilla_seed(X: dict, loss) -> dict | None:
-    """A Chinchilla fit's values, the other forms' starting points (fitted once per data set)."""
-    if "D" not in X:
-        return None
-    try:
-        p = fit_approach3(X["N"], X["D"], loss).params
-    except FitError:
-        return None
-    return {"E": p.E, "A": p.A, "B": p.B, "alpha": p.alpha, "beta": p.beta}
+def paired_excess(errors, reference) -> tuple[float, float]:
+    """Mean of errors^2 - reference^2 over the same held-out runs, and its standard error."""
+    diff = np.asarray(errors, float) ** 2 - np.asarray(reference, float) ** 2
+    se = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    return float(np.mean(diff)), se
 
 
 def _score(form: LawForm, X: dict, loss, out: np.ndarray, seeds: tuple) -> FormScore:
@@ -142,7 +138,8 @@ def compare_forms(forms: list[LawForm], X: dict, loss, compute, budget) -> Compa
     loss = np.asarray(loss, float)
     X = {k: np.asarray(v, float) for k, v in X.items()}
     out = held_out_mask(compute, budget)
-    seeds = (_chinchilla_seed(X, loss), _chinchilla_seed({k: v[~out] for k, v in X.items()}, loss[~out]))
+    # Chinchilla fitted once per data set, as every other form's seed
+    seeds = (chinchilla_seed(X, loss), chinchilla_seed({k: v[~out] for k, v in X.items()}, loss[~out]))
     scores = []
     for form in forms:
         try:
@@ -156,10 +153,8 @@ def compare_forms(forms: list[LawForm], X: dict, loss, compute, budget) -> Compa
             f"{s.form}: {s.error}" for s in scores))
     best = min(ok, key=lambda s: s.held_out_rms)
     for s in ok:
-        diff = s.errors**2 - best.errors**2
-        se = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
-        s.excess, s.excess_se = float(np.mean(diff)), se
-        s.within_noise = bool(s.excess <= se)
+        s.excess, s.excess_se = paired_excess(s.errors, best.errors)
+        s.within_noise = bool(s.excess <= s.excess_se)
     chosen = min((s for s in ok if s.within_noise), key=lambda s: (s.n_params, s.held_out_rms))
     return Comparison(scores, best.form, chosen.form, int(out.sum()), float(np.asarray(compute)[out].min()),
                       "C" if "D" in X else "N")
