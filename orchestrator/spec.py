@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import UserError
-from workers.config import DataConfig, PositiveFloat, TrainConfig, WorldConfig
+from workers.config import DataConfig, PositiveFloat, PowerRule, TrainConfig, Tune, WorldConfig
 
 __all__ = ["SweepSpec", "load_spec", "parse_spec"]
 
@@ -45,6 +45,20 @@ class ModelSpec(_Strict):
     head_dim: int = Field(8, ge=1, le=512)
     aspect_ratio: PositiveFloat = 32.0
     max_layers: int = Field(64, ge=1, le=512)
+    # μP (Yang et al. 2022, "Tensor Programs V"): learning rates and initialisation scale with
+    # base_width / d_model, so a learning rate tuned at base_width transfers to wider models
+    # (workers/gpt/model.py has the rules).
+    parametrization: Literal["standard", "mup"] = "standard"
+    base_width: int | None = Field(None, ge=1, le=1 << 20)
+
+    @model_validator(mode="after")
+    def _mup(self):
+        if self.parametrization == "mup" and self.base_width is None:
+            raise ValueError("model.parametrization: mup needs model.base_width (the width whose learning rate "
+                             "is transferred, e.g. base_width: 64)")
+        if self.parametrization == "standard" and self.base_width is not None:
+            raise ValueError("model.base_width: only for parametrization: mup (set parametrization: mup, or remove it)")
+        return self
 
 
 class IsoFlopSweep(_Strict):
@@ -134,6 +148,39 @@ class FitSpec(_Strict):
         return resolve_form(self.form, self.params)
 
 
+class TuneSpec(_Strict):
+    """How a hyperparameter written as ``tune`` is searched at each design point
+    (orchestrator.planning.tuning)."""
+
+    # Spacing of the search (a factor between neighbouring values) and its first trials: the
+    # loss basin in ln lr is broad (a 2x miss costs ~0.3 % of the loss, shared/BENCHMARK.md's
+    # landscape), so 3 values a factor 2 apart usually bracket the optimum.
+    factor: float = Field(2.0, gt=1, le=100, allow_inf_nan=False)
+    initial: int = Field(3, ge=3, le=15)
+    max_trials_per_point: int = Field(8, ge=3, le=100)
+    # Where the search may go: values outside are never tried. A search that reaches a bound
+    # with the best still at it reports the point as not bracketed.
+    lr_range: tuple[PositiveFloat, PositiveFloat] = (1e-6, 10.0)
+    batch_range: tuple[PositiveFloat, PositiveFloat] = (1.0, 1e9)
+    # Ladder: tune only points of at most this many FLOPs; the others use the rule fitted to the
+    # tuned points (their rows say so). None tunes every point.
+    up_to_flops: PositiveFloat | None = None
+    # The point's loss: the parabola's minimum through the best three (in ln lr, of ln loss,
+    # as Chinchilla's IsoFLOP parabolas), which averages three trials' noise, or the best trial.
+    objective: Literal["parabola", "best"] = "parabola"
+
+    @model_validator(mode="after")
+    def _can_bracket(self):
+        if self.initial > self.max_trials_per_point:
+            raise ValueError(f"tune.initial={self.initial} > tune.max_trials_per_point={self.max_trials_per_point} "
+                             "(expected room for the first trials of a point)")
+        for name, (lo, hi) in (("lr_range", self.lr_range), ("batch_range", self.batch_range)):
+            if hi < lo * self.factor ** 2:
+                raise ValueError(f"tune.{name} [{lo:g}, {hi:g}] cannot hold 3 values {self.factor:g}x apart "
+                                 f"(expected max >= min * factor^2 = {lo * self.factor ** 2:g})")
+        return self
+
+
 class AdaptiveSpec(_Strict):
     """Region, target and stopping rule of the adaptive planner."""
 
@@ -176,6 +223,7 @@ class SweepSpec(_Strict):
     # volume), so a submitted job or a multi-node cluster may write there (orchestrator.running.cluster).
     results_shared: bool = False
     fit: FitSpec = FitSpec()
+    tune: TuneSpec = TuneSpec()
 
     @field_validator("name")
     @classmethod
@@ -203,21 +251,62 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _batch_fits(self):
-        if self.trainer == "gpt" and self.train.batch_tokens % self.model.seq_len:
-            raise ValueError(
-                f"train.batch_tokens={self.train.batch_tokens} is not a multiple of model.seq_len={self.model.seq_len}"
-            )
+        bt = self.train.batch_tokens
+        if self.trainer == "gpt" and isinstance(bt, int) and bt % self.model.seq_len:
+            raise ValueError(f"train.batch_tokens={bt} is not a multiple of model.seq_len={self.model.seq_len}")
         return self
+
+    @model_validator(mode="after")
+    def _recipe(self):
+        tuned = [k for k in ("lr", "batch_tokens") if isinstance(getattr(self.train, k), Tune)]
+        rules = [getattr(self.train, k) for k in ("lr", "batch_tokens")]
+        rules += [r.tune for r in rules if isinstance(r, Tune)]
+        if self.trainer == "simulated" and any(isinstance(r, PowerRule) and r.n == "nonembed" for r in rules):
+            raise ValueError("train: a simulated trial has one parameter count: write n: total in its rules")
+        if self.trainer == "simulated" and (tuned or any(isinstance(r, PowerRule) for r in rules)) \
+                and (self.world is None or self.world.hparams is None):
+            raise ValueError("train: learning-rate or batch rules change nothing in a world without world.hparams "
+                             "(expected a world with a hyperparameter landscape, or fixed numbers)")
+        if len(tuned) == 2 and 2 * self.tune.initial - 1 > self.tune.max_trials_per_point:
+            raise ValueError(f"tune.max_trials_per_point={self.tune.max_trials_per_point} cannot bracket both lr and "
+                             f"batch_tokens (expected at least 2 * tune.initial - 1 = {2 * self.tune.initial - 1})")
+        if self.tune.up_to_flops is not None and not tuned:
+            raise ValueError("tune.up_to_flops: nothing is tuned (expected train.lr or train.batch_tokens: tune)")
+        return self
+
+    @property
+    def tuned(self) -> tuple[str, ...]:
+        """The hyperparameters searched per point: ("lr",), ("lr", "batch_tokens"), ... or ()."""
+        return tuple(k for k in ("lr", "batch_tokens") if isinstance(getattr(self.train, k), Tune))
 
     @property
     def sweep_dir(self) -> str:
         return f"{self.results.rstrip('/')}/{self.name}"
 
 
+# pydantic's names of the branches of a recipe setting (a number, a PowerRule, a Tune)
+_RECIPE_BRANCHES = ("constrained-float", "constrained-int", "PowerRule", "Tune")
+
+
 def _loc(loc: tuple) -> str:
     # drop union tags: the sweep kinds, and pydantic's names of a union's branches (list[...])
-    parts = [str(p) for p in loc if p not in ("isoflop", "grid", "LawConfig") and "[" not in str(p)]
+    drop = ("isoflop", "grid", "LawConfig") + _RECIPE_BRANCHES
+    parts = [str(p) for p in loc if p not in drop and "[" not in str(p)]
     return ".".join(parts) or "(top level)"
+
+
+def _recipe_branch(e: dict, data: object) -> int:
+    """How many of the recipe-setting unions on the error's path it takes a branch other than
+    the one the value was written as (a mapping with ``tune``: Tune; another mapping: PowerRule;
+    anything else: a number): the error to report has 0."""
+    value, misses = data, 0
+    for part in e["loc"]:
+        if part in _RECIPE_BRANCHES:
+            meant = ("Tune" if "tune" in value else "PowerRule") if isinstance(value, dict) else "number"
+            misses += not (part == meant or (meant == "number" and part.startswith("constrained")))
+            continue
+        value = value.get(part) if isinstance(value, dict) else None
+    return misses
 
 
 def _valid_keys(loc: tuple) -> list[str]:
@@ -225,6 +314,9 @@ def _valid_keys(loc: tuple) -> list[str]:
     for part in loc[:-1]:
         if part in ("isoflop", "grid"):
             model = IsoFlopSweep if part == "isoflop" else GridSweep
+            continue
+        if part in ("PowerRule", "Tune"):
+            model = PowerRule if part == "PowerRule" else Tune
             continue
         if model is None:
             return []
@@ -241,12 +333,15 @@ def _model_in(ann) -> type[BaseModel] | None:
     return models[0] if len(models) == 1 else None
 
 
-def _one_line(err: ValidationError, source: str) -> str:
-    errors = err.errors()
+def _one_line(err: ValidationError, source: str, data: object = None) -> str:
+    errors = sorted(err.errors(), key=lambda x: _recipe_branch(x, data))
     # A value that fails one branch of a union by type (a map where a list could be) is
     # reported by the branch its type matches, whose error says what is wrong in it.
     e = next((x for x in errors if x["type"] not in ("list_type", "dict_type")), errors[0])
     where = _loc(e["loc"])
+    if e["loc"] and e["loc"][-1] in _RECIPE_BRANCHES and isinstance(e["input"], str):
+        return (f"{source}: {where}: expected a number, a power rule {{coef, n_exp, d_exp}}, tune, or "
+                f"{{tune: number or rule}} (got {e['input']!r})")
     if e["type"] == "extra_forbidden":
         keys = _valid_keys(e["loc"])
         return f"{source}: {where}: unknown key (valid keys: {', '.join(keys)})"
@@ -268,7 +363,7 @@ def parse_spec(data: object, source: str = "spec") -> SweepSpec:
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as err:
-        raise UserError(_one_line(err, source)) from None
+        raise UserError(_one_line(err, source, data)) from None
 
 
 def load_spec(path: str | Path) -> SweepSpec:

@@ -22,7 +22,7 @@ from orchestrator.fitting.analysis import SweepFit, analyse
 from orchestrator.running.driver import Driver, ProgressSink
 from orchestrator.errors import FitError, UserError
 from orchestrator.planning.estimate import Capacity, check, estimate_sweep, local_capacity
-from orchestrator.running.executor import Executor, RayExecutor
+from orchestrator.running.executor import OnDemandExecutor, RayExecutor
 from orchestrator.running.lock import DriverLock
 from orchestrator.planning.trials import TrialFactory, plan_trials
 from orchestrator.planning.protocol import Planner, StaticPlanner
@@ -125,22 +125,32 @@ def _run(spec, store, factory, static, executor_factory, sink, write_report, fit
         from orchestrator.planning.adaptive import AdaptivePlanner
 
         planner = AdaptivePlanner(spec, factory, os.path.join(store.root, PLANNER_JOURNAL))
+    elif spec.tuned:  # searches replay from the store: every point is proposed, the driver skips what is done
+        planner = StaticPlanner(static)
     else:
         statuses = store.trial_statuses()
         todo = [t for t in static if not (t.trial_id in statuses and statuses[t.trial_id].is_finished())]
         planner = StaticPlanner(todo)
+    if spec.tuned:
+        from orchestrator.planning.tuning import TuningPlanner
+
+        planner = TuningPlanner(planner, factory, spec)
     trained = failed = diverged = skipped = 0
-    if not planner.finished():  # start Ray only when there is something to do
+    if not planner.finished():
         r = spec.resources
-        executor: Executor = (executor_factory or (lambda: RayExecutor(r.cpus, r.gpus, r.max_retries)))()
+        # Ray starts at the first trial that must train: a finished tuned sweep replays its
+        # searches from the store without it.
+        executor = OnDemandExecutor(executor_factory or (lambda: RayExecutor(r.cpus, r.gpus, r.max_retries)))
         driver = Driver(planner, store, executor, sink)
         driver.run()
-        store.compact_if_large()  # nothing runs now; queries of large sweeps read 2 files, not 20,000
+        if executor.started:
+            store.compact_if_large()  # nothing runs now; queries of large sweeps read 2 files, not 20,000
         p = driver.progress
         trained, failed, diverged, skipped = p.done, p.failed, p.diverged, p.skipped
-    if spec.planner == "static":
+    if spec.planner == "static" and not spec.tuned:
         skipped = len(static) - trained
-    ids = {t.trial_id for t in static} if spec.planner == "static" else None
+    # A static sweep's rows: its planned trials, or (tuned) every trial of its planned points.
+    ids = {t.trial_id for t in static} | {t.point_id for t in static} if spec.planner == "static" else None
     out = finish(spec, store, ids, write_report, fit_progress)
     out.trained, out.skipped, out.failed, out.diverged = trained, skipped, failed, diverged
     out.stop_reason = planner.stopped
@@ -151,8 +161,8 @@ def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, writ
            fit_progress=None) -> SweepOutcome:
     """Fit (and report) the sweep's trials: ``trial_ids``, or every trial in the store."""
     table = store.read_table("trials").to_pandas()
-    if trial_ids is not None:
-        table = table[table["trial_id"].isin(trial_ids)]
+    if trial_ids is not None:  # trial ids, or point ids (every trial of a point's search)
+        table = table[table["trial_id"].isin(trial_ids) | table["point_id"].isin(trial_ids)]
     fit, fit_error, report = None, "", []
     try:
         fit = analyse(table, spec.fit.target_compute, isoflop=spec.planner != "adaptive", progress=fit_progress,

@@ -7,9 +7,16 @@ import pytest
 
 from typing import get_args
 
-from workers.config import LawConfig, NoiseConfig, WorldConfig
+from dataclasses import replace
+
+from orchestrator.errors import UserError
+from orchestrator.planning.trials import TrialFactory, content_id
+from orchestrator.spec import parse_spec
+from workers.config import HparamLandscape, LawConfig, NoiseConfig, WorldConfig, identity
 from workers.simulated.expr import ExpressionError
-from bench.worlds import VISIBLE_LAWS
+from workers.simulated.trainer import simulate
+from workers.store import TrialStatus
+from bench.worlds import VISIBLE_LAWS, hparams_spec, law_spec
 from workers.simulated.world import SEED_NOISE_TIERS, World, observation_key
 
 T0 = VISIBLE_LAWS["T0"]
@@ -181,3 +188,147 @@ def test_expression_world_must_be_a_positive_loss_where_it_is_used():
     no_d = World(WorldConfig(expression="1.7 + 400/N**0.3"))
     with pytest.raises(ValueError, match="no interior minimum"):
         no_d.compute_optimal(1e20)
+
+
+# --- the learning-rate / batch-size landscape (docs/benchmarks.md, "Hyperparameter landscape") ---
+
+STEP = HparamLandscape.model_validate(hparams_spec())
+
+
+def landscape_world(noise=QUIET, **settings) -> World:
+    return World(WorldConfig.chinchilla(T0, noise=noise, hparams=STEP, **settings))
+
+
+def test_a_world_without_a_landscape_keeps_its_identity():
+    # The fingerprint every simulated trial id of this world hashes (orchestrator.planning.trials);
+    # tests/test_plan.py pins whole trial ids of such worlds.
+    plain = WorldConfig.chinchilla(T0)
+    assert "hparams" not in identity(plain)
+    assert content_id({"world": identity(plain)}) == content_id({"world": identity(WorldConfig.chinchilla(T0))})
+    assert content_id({"world": identity(plain)}) == "5c34bd6360b5185b"
+    with_landscape = WorldConfig.chinchilla(T0, hparams=STEP)
+    assert identity(with_landscape) == identity(plain) | {"hparams": STEP.model_dump(mode="json")}
+    steeper = WorldConfig.chinchilla(T0, hparams=STEP.model_copy(update={"k_lr": 0.01}))
+    assert len({content_id(identity(w)) for w in (plain, with_landscape, steeper)}) == 3
+
+
+def test_the_landscape_at_its_optimum_is_the_law():
+    world = landscape_world()
+    for key, (n, d) in enumerate([(1e6, 1e8), (3e7, 6e8), (2e9, 4e10)]):
+        lr, batch = world.optimal_hparams(n, d)
+        assert lr == pytest.approx(1.79 * n**-0.713 * d**0.307) and batch == pytest.approx(0.58 * d**0.571)
+        assert world.observe(n, d, key, lr=lr, batch=batch) == pytest.approx(float(world.true_loss(n, d)), rel=1e-14)
+    lrs, batches = world.optimal_hparams(np.array([1e7, 1e8]), np.array([2e8, 2e9]))  # vectorised
+    assert lrs.shape == batches.shape == (2,) and lrs[1] < lrs[0] and batches[1] > batches[0]
+    # the minimum over (lr, B) is L(N, D): the law's frontier stays the truth
+    u, v = np.meshgrid(np.linspace(-2, 2, 41), np.linspace(-2, 2, 41))
+    lr, batch = world.optimal_hparams(1e8, 2e9)
+    assert world.hparam_factor(1e8, 2e9, lr * np.exp(u), batch * np.exp(v)).min() == 1.0
+    assert world.compute_optimal(1e20) == World(WorldConfig.chinchilla(T0)).compute_optimal(1e20)
+
+
+def test_a_2x_miss_costs_about_0_28_percent_and_5x_about_1_5():
+    world = landscape_world()
+    n, d = 1e9, 1e11
+    lr, batch = world.optimal_hparams(n, d)
+    law = float(world.true_loss(n, d))
+    for miss in ({"lr": 2 * lr, "batch": batch}, {"lr": lr / 2, "batch": batch}, {"lr": lr, "batch": 2 * batch}):
+        assert world.observe(n, d, 0, **miss) / law - 1 == pytest.approx(0.0028, abs=0.0001)
+    assert world.observe(n, d, 0, lr=3 * lr, batch=batch) > world.observe(n, d, 0, lr=2 * lr, batch=batch)
+    assert world.observe(n, d, 0, lr=lr / 5, batch=batch) / law - 1 == pytest.approx(0.015, abs=0.001)
+
+
+def test_a_larger_batch_wants_a_larger_learning_rate():
+    world = landscape_world()
+    n, d = 3e8, 6e9
+    lr, batch = world.optimal_hparams(n, d)
+    grid = lr * np.exp(np.linspace(-1.0, 1.0, 2001))
+    best = {b: grid[np.argmin(world.hparam_factor(n, d, grid, b * batch))] for b in (0.5, 1.0, 2.0)}
+    assert best[1.0] == pytest.approx(lr, rel=1e-3)
+    # d/du (k_lr u^2 + k_x u v) = 0 at u = -k_x v / (2 k_lr): about x1.43 at 2x B*
+    assert math.log(best[2.0] / lr) == pytest.approx(0.0060 * math.log(2) / (2 * 0.0058), abs=1e-3)
+    assert best[0.5] < lr < best[2.0]
+
+
+def test_divergence_band():
+    world = landscape_world(noise=NoiseConfig())
+    n, d = 1e8, 2e9
+    lr, batch = world.optimal_hparams(n, d)
+    keys = range(2000)
+
+    def diverged(factor):
+        return np.array([math.isnan(world.observe(n, d, k, lr=factor * lr, batch=batch)) for k in keys])
+
+    assert not diverged(3.99).any() and not diverged(4.0).any()
+    assert diverged(8.0).all() and diverged(20.0).all()
+    half = diverged(math.sqrt(32))  # halfway between 4x and 8x in log lr
+    assert 0.45 < half.mean() < 0.55
+    again = World(world.config)  # deterministic per key, in any world built from the same config
+    np.testing.assert_array_equal(
+        half, [math.isnan(again.observe(n, d, k, lr=math.sqrt(32) * lr, batch=batch)) for k in keys])
+    np.testing.assert_allclose(world.divergence_probability(n, d, lr * np.array([1, 4, math.sqrt(32), 8, 16])),
+                               [0, 0, 0.5, 1, 1], atol=1e-12)
+    # small batches do not diverge by themselves: only the learning rate is bounded
+    assert not any(math.isnan(world.observe(n, d, k, lr=lr, batch=batch / 100)) for k in range(200))
+
+
+def test_the_landscape_leaves_the_noise_draws_alone():
+    noise = NoiseConfig(residual_amplitude=0.02)
+    plain, tuned = World(WorldConfig.chinchilla(T0, seed=4, noise=noise)), landscape_world(noise=noise, seed=4)
+    n, d = 1e8, 2e9
+    lr, batch = tuned.optimal_hparams(n, d)
+    for key in range(200):
+        assert tuned.observe(n, d, key, lr=lr, batch=batch) == pytest.approx(plain.observe(n, d, key), rel=1e-14)
+        # and a world without a landscape ignores lr and batch
+        assert plain.observe(n, d, key, lr=1.0, batch=7) == plain.observe(n, d, key)
+
+
+def test_landscape_validation_is_one_readable_line(tmp_path):
+    def error(hparams, trainer="simulated") -> str:
+        spec = {"name": "sim", "trainer": trainer, "results": str(tmp_path), "train": {"lr": 1e-3, "batch_tokens": 512},
+                "world": {"law": law_spec(T0), "hparams": hparams},
+                "sweep": {"kind": "isoflop", "budgets": [1e16], "model_sizes": [1e7]}, "fit": {"target_compute": 1e20}}
+        with pytest.raises(UserError) as info:
+            parse_spec(spec)
+        message = str(info.value)
+        assert "\n" not in message and "world.hparams" in message, message
+        return message
+
+    good = hparams_spec()
+    assert parse_spec({"name": "sim", "trainer": "simulated", "results": str(tmp_path), "world": {"law": law_spec(T0),
+                       "hparams": good}, "sweep": {"kind": "isoflop", "budgets": [1e16], "model_sizes": [1e7]},
+                       "fit": {"target_compute": 1e20}}).world.hparams == STEP
+    assert "4 * k_lr * k_b > k_x^2" in error(good | {"k_x": -0.02})
+    assert "k_lr" in error(good | {"k_lr": -0.001})
+    assert "diverge_from" in error(good | {"diverge_from": 8.0, "diverge_all": 4.0})
+    assert "diverge_from" in error(good | {"diverge_from": 1.0})
+    assert "required" in error({k: v for k, v in good.items() if k != "batch"})
+    assert "valid keys" in error(good | {"k_y": 0.0})
+    assert "n: total" in error(good | {"lr": {"coef": 1.79, "n_exp": -0.713, "d_exp": 0.307}})
+    with pytest.raises(ValueError, match="needs lr and batch"):
+        landscape_world().observe(1e8, 2e9, 0, lr=1e-3)
+    with pytest.raises(ValueError, match="lr"):
+        landscape_world().observe(1e8, 2e9, 0, lr=-1e-3, batch=512)
+    with pytest.raises(ValueError, match="no hyperparameter landscape"):
+        World(WorldConfig.chinchilla(T0)).optimal_hparams(1e8, 2e9)
+
+
+def test_the_simulated_trainer_records_lr_and_batch_and_a_diverged_row(tmp_path):
+    world = WorldConfig.chinchilla(T0, noise=QUIET, hparams=STEP)
+    spec = parse_spec({"name": "sim", "trainer": "simulated", "results": str(tmp_path), "world": world.model_dump(),
+                       "sweep": {"kind": "isoflop", "budgets": [1e16], "model_sizes": [1e7]},
+                       "fit": {"target_compute": 1e20}})
+    cfg = TrialFactory(spec).make(1e7, 2e8, 0.0, 0, "test")
+    lr, batch = World(world).optimal_hparams(cfg.n_params, cfg.tokens)
+
+    def run(lr, batch):
+        row, steps = simulate(replace(cfg, train=cfg.train.model_copy(update={"lr": lr, "batch_tokens": batch})))
+        assert steps is None and (row["lr"], row["batch_tokens"]) == (lr, batch)
+        return row
+
+    law = float(World(world).true_loss(cfg.n_params, cfg.tokens))
+    best, missed = run(lr, round(batch)), run(2 * lr, round(batch))
+    assert best["status"] == missed["status"] == TrialStatus.COMPLETED.value
+    assert best["eval_loss"] == pytest.approx(law, rel=1e-5) and missed["eval_loss"] > best["eval_loss"]
+    gone = run(10 * lr, round(batch))
+    assert gone["status"] == TrialStatus.DIVERGED.value and math.isnan(gone["eval_loss"])

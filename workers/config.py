@@ -19,15 +19,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from workers.flops import train_flops
 from workers.gpt.arch import GPTShape
 from workers.simulated.expr import compile_expression
 from workers.store import TrialStatus
 
-__all__ = ["DataConfig", "HashedAs", "LawConfig", "NOT_IN_ID", "NoiseConfig", "PositiveFloat", "TrainConfig",
-           "TrialConfig", "TrialResult", "WorldConfig", "identity", "trial_row"]
+__all__ = ["DataConfig", "HashedAs", "HparamLandscape", "LawConfig", "NOT_IN_ID", "NoiseConfig", "PositiveFloat",
+           "PowerRule", "TrainConfig", "TrialConfig", "TrialResult", "Tune", "WorldConfig", "identity", "trial_row"]
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
@@ -71,14 +71,59 @@ class _Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PowerRule(_Settings):
+    """A hyperparameter as a power law of the trial's size: value = coef * N^n_exp * D^d_exp.
+
+    The form of Li et al. 2025 ("Predictable Scale: Part I, Step Law"), who fit
+    lr* = 1.79 N^-0.713 D^0.307 and B* = 0.58 D^0.571 tokens over 3,700 runs with N counted
+    without embeddings; ``n`` says which count this rule's N is (a simulated trial has one
+    count only, its total).
+    """
+
+    coef: PositiveFloat
+    n_exp: float = Field(0.0, ge=-10, le=10, allow_inf_nan=False)
+    d_exp: float = Field(0.0, ge=-10, le=10, allow_inf_nan=False)
+    n: Literal["nonembed", "total"] = "nonembed"
+
+    def at(self, n: float, d: float) -> float:
+        return self.coef * float(n) ** self.n_exp * float(d) ** self.d_exp
+
+    def describe(self, unit: str = "") -> str:
+        n = "N" if self.n == "total" else "N_nonembed"
+        return f"{self.coef:.4g}{unit} * {n}^{self.n_exp:+.3f} * D^{self.d_exp:+.3f}"
+
+
+class Tune(_Settings):
+    """Search this hyperparameter per design point (orchestrator.planning.tuning), log-spaced
+    around ``tune``: a number, a rule, or (written as the bare word ``tune``) the default."""
+
+    tune: PositiveFloat | PowerRule | None = None
+
+
+def _tune_word(v):
+    # ``lr: tune`` is the short form of ``lr: {tune: null}``.
+    return {"tune": None} if v == "tune" else v
+
+
+# A hyperparameter of the recipe: a number, a power rule in N and D, or a search per point.
+# The driver hands workers numbers only: TrialFactory resolves rules and searches per trial.
+LrSetting = Annotated[PositiveFloat | PowerRule | Tune, BeforeValidator(_tune_word)]
+BatchSetting = Annotated[Annotated[int, Field(ge=1)] | PowerRule | Tune, BeforeValidator(_tune_word)]
+LR_DEFAULT, BATCH_DEFAULT = 6e-3, 1024
+
+
 class TrainConfig(_Settings):
-    """The ``train:`` section: the optimiser, its schedule, and how a trial is recorded."""
+    """The ``train:`` section: the optimiser, its schedule, and how a trial is recorded.
+
+    ``lr`` and ``batch_tokens`` may be rules or searches in a spec; a trial's own TrainConfig
+    (TrialConfig.train) always holds numbers, resolved by orchestrator.planning.trials.
+    """
 
     optimizer: Annotated[Literal["adamw"], NOT_IN_ID] = "adamw"  # one choice: nothing to tell apart
-    lr: PositiveFloat = 6e-3
+    lr: LrSetting = LR_DEFAULT
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
-    batch_tokens: int = Field(1024, ge=1)
+    batch_tokens: BatchSetting = BATCH_DEFAULT
     weight_decay: float = Field(0.1, ge=0)
     # Hashed as beta1 and beta2: the payload's form is that of the ids finished trials are stored
     # under, and any other form would train them again.
@@ -176,6 +221,40 @@ class NoiseConfig(_Settings):
         return self
 
 
+class HparamLandscape(_Settings):
+    """The ``world.hparams:`` section: a learning-rate and batch-size landscape around true optima
+    (the model is described in :mod:`workers.simulated.world`).
+
+    The optima are power rules in the trial's N (its one count, the total) and D; the curvatures
+    are per unit of ln^2, and their defaults are the quadratic fit near the optimum of a 1B-parameter,
+    100B-token grid that the planner benchmark quotes (a 2x miss of either costs about 0.28 %).
+    No default optima: a world states its truth.
+    """
+
+    lr: PowerRule  # lr*(N, D)
+    batch: PowerRule  # B*(N, D) in tokens
+    k_lr: float = Field(0.0058, ge=0, allow_inf_nan=False)
+    k_b: float = Field(0.0057, ge=0, allow_inf_nan=False)
+    k_x: float = Field(-0.0060, allow_inf_nan=False)  # < 0: a larger batch wants a larger learning rate
+    # lr / lr* at which a trial starts to diverge (NaN), and from which it always does.
+    diverge_from: float = Field(4.0, gt=1, allow_inf_nan=False)
+    diverge_all: float = Field(8.0, gt=1, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _landscape(self):
+        for name in ("lr", "batch"):
+            if getattr(self, name).n != "total":
+                raise ValueError(f"world.hparams.{name}: a simulated trial has one parameter count, its total "
+                                 "(expected n: total)")
+        if not 4 * self.k_lr * self.k_b > self.k_x**2:
+            raise ValueError(f"world.hparams: k_lr={self.k_lr}, k_b={self.k_b}, k_x={self.k_x} is not a basin "
+                             "(expected 4 * k_lr * k_b > k_x^2)")
+        if not self.diverge_from < self.diverge_all:
+            raise ValueError(f"world.hparams: diverge_from={self.diverge_from} >= diverge_all={self.diverge_all} "
+                             "(expected diverge_from < diverge_all)")
+        return self
+
+
 class WorldConfig(_Settings):
     """The ``world:`` section: a known law that a simulated trial samples instead of training,
     its noise and its seed (workers.simulated.world)."""
@@ -188,6 +267,10 @@ class WorldConfig(_Settings):
     # Per-trial sleep the simulated trainer emulates. The loss does not depend on it, so it is
     # hashed as 0 (the key stays: finished trials' ids were computed with it).
     duration_s: Annotated[float, HashedAs(lambda s: {"duration_s": 0})] = Field(0.0, ge=0, le=86400)
+    # A learning-rate and batch-size landscape (None: the loss does not depend on them). Hashed
+    # only when set: worlds without one keep the ids their finished trials were stored under.
+    hparams: Annotated[HparamLandscape | None,
+                       HashedAs(lambda h: {} if h is None else {"hparams": h.model_dump(mode="json")})] = None
 
     @field_validator("expression")
     @classmethod
@@ -230,6 +313,14 @@ class TrialConfig:
     cache_dir: str = ""
     sim_n_params: int = 0
     trainer: str = "gpt"  # a key of workers.entry.TRAINERS
+    # The content hash of the trial without its hyperparameters (lr, batch): the trials of one
+    # design point's search share it (orchestrator.planning.tuning); "" = the trial id.
+    point_id: str = ""
+    # Where the trial's lr and batch came from: "fixed", "rule", "tune", or "ladder" (the rule
+    # fitted to the tuned points below tune.up_to_flops), with the rule written out.
+    recipe: str = "fixed"
+    # μP (Yang et al. 2022, Tensor Programs V) relative to this width; 0 = standard parametrisation.
+    mup_base_width: int = 0
 
     @property
     def n_params(self) -> int:
@@ -275,4 +366,6 @@ def trial_row(cfg: TrialConfig, n_params: int, status: TrialStatus, eval_loss: f
         "error": error,
         "name": cfg.name,
         "finished_at": time.time(),
+        "point_id": cfg.point_id or cfg.trial_id,
+        "recipe": cfg.recipe,
     }

@@ -83,6 +83,8 @@ TRIALS_SCHEMA = pa.schema(
         ("error", pa.string()),
         ("name", pa.string()),
         ("finished_at", pa.float64()),  # unix time the row was committed (order, FLOPs over time)
+        ("point_id", pa.string()),  # the design point: the trial's content hash without lr and batch
+        ("recipe", pa.string()),  # where lr and batch came from (workers.config.TrialConfig.recipe)
     ]
 )
 

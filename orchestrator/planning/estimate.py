@@ -231,7 +231,9 @@ def estimate_sweep(spec: SweepSpec, factory: TrialFactory, trials: list, capacit
     the adaptive region allows into a shape.
     """
     simulated, adaptive = spec.trainer == "simulated", spec.planner == "adaptive"
-    shapes: list[tuple[str, GPTShape]] = []
+    shapes: list[tuple[str, GPTShape, int]] = []  # (trial name, shape, its batch in tokens)
+    # A batch search may try one step above its centre before it brackets.
+    batch_up = spec.tune.factor if "batch_tokens" in spec.tuned else 1.0
     if adaptive:
         a = spec.adaptive
         n_trials, largest = a.max_trials, a.max_flops
@@ -240,16 +242,25 @@ def estimate_sweep(spec: SweepSpec, factory: TrialFactory, trials: list, capacit
         # 6 N D <= max_flops, N^2 <= max_flops / (6 dn_min), which is tokens_for_budget(max_flops, dn_min).
         n_max = min(a.n_range[1], math.sqrt(tokens_for_budget(a.max_flops, a.dn_range[0])))
         if not simulated:
-            shapes = [(f"the largest that adaptive.n_range and max_flops allow (N={n_max:.3g})", factory.n_for(n_max)[1])]
+            n, shape = factory.n_for(n_max)
+            batch = factory.recipe_at(n, shape, tokens_for_budget(a.max_flops, n)).batch_tokens
+            shapes = [(f"the largest that adaptive.n_range and max_flops allow (N={n_max:.3g})", shape,
+                       factory.round_batch(batch * batch_up))]
         time_field, memory_field = "adaptive.flop_budget", "adaptive.n_range"
     else:
         flops = [train_flops(t.n_params, t.tokens) for t in trials]
         n_trials, total, largest = len(trials), sum(flops), max(flops, default=0.0)
-        seen: set[GPTShape] = set()
+        if spec.tuned:  # each searched point runs at least tune.initial trials
+            up_to = spec.tune.up_to_flops or math.inf
+            searched = [f for f in flops if f <= up_to]
+            n_trials += (spec.tune.initial - 1) * len(searched)
+            total += (spec.tune.initial - 1) * sum(searched)
+        seen: set[tuple[GPTShape, int]] = set()
         for t in trials:  # largest compute first (plan_trials): each shape named by its first trial
-            if t.shape is not None and t.shape not in seen:
-                seen.add(t.shape)
-                shapes.append((t.name, t.shape))
+            batch = factory.round_batch(t.train.batch_tokens * batch_up)
+            if t.shape is not None and (t.shape, batch) not in seen:
+                seen.add((t.shape, batch))
+                shapes.append((t.name, t.shape, batch))
         time_field = "sweep.tokens" if isinstance(spec.sweep, GridSweep) else "sweep.budgets"
         memory_field = "sweep.model_sizes"
     if simulated:  # no FLOPs are computed: a simulated trial takes what its world says
@@ -260,7 +271,7 @@ def estimate_sweep(spec: SweepSpec, factory: TrialFactory, trials: list, capacit
     seconds = longest_s if not capacity.workers else max(total_s / capacity.workers, longest_s)
     if adaptive and not simulated and capacity.workers and longest_s > total_s / capacity.workers:
         time_field = "adaptive.max_flops"
-    memory = sorted(((name, trial_memory(shape, spec.train.batch_tokens)) for name, shape in shapes),
+    memory = sorted(((name, trial_memory(shape, batch)) for name, shape, batch in shapes),
                     key=lambda nm: -nm[1].total)
     return SweepEstimate(n_trials, total, largest, seconds, capacity, simulated, adaptive, time_field, memory,
                          memory_field, spec.world.duration_s if simulated else 0.0)
@@ -280,7 +291,8 @@ def check(est: SweepEstimate, spec: SweepSpec, allow_long: bool = False) -> None
         raise UserError(
             f"{where}: trial {name!r}{more} needs ~{_bytes(m.total)} (parameters, gradients and AdamW state "
             f"{_bytes(m.state)}, activations {_bytes(m.activations)}, logits {_bytes(m.logits)} at "
-            f"train.batch_tokens={spec.train.batch_tokens}), but one trial has {_bytes(c.memory)} "
+            f"train.batch_tokens={spec.train.batch_tokens if isinstance(spec.train.batch_tokens, int) else 'its rule'}"
+            f"), but one trial has {_bytes(c.memory)} "
             f"({c.memory_source}); expected trials that fit: lower the model size or train.batch_tokens "
             f"(or set resources.memory_gb if a trial has more)")
     limit = spec.resources.max_hours

@@ -18,16 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from orchestrator.errors import UserError
 from orchestrator.spec import GridSweep, IsoFlopSweep, SweepSpec
 from workers.gpt.arch import GPTShape, ShapeRule, shape_for_params
 from workers.gpt.data import DataError, load_corpus
 from workers.flops import tokens_for_budget
-from workers.config import TrialConfig, identity
+from workers.config import BATCH_DEFAULT, LR_DEFAULT, PowerRule, TrialConfig, Tune, identity
 
-__all__ = ["TRAINER_VERSION", "content_id", "TrialFactory", "plan_trials", "trial_name"]
+__all__ = ["TRAINER_VERSION", "content_id", "Hparams", "TrialFactory", "plan_trials", "trial_name"]
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,32 @@ def _si(x: float) -> str:
     return f"{x:.3g}"
 
 
-def trial_name(n_params: int, tokens: int, budget: float, seed: int) -> str:
-    """Readable name shown in the Ray dashboard, e.g. 'N=24.7k D=6.76M C=1e+12 s0'."""
+def trial_name(n_params: int, tokens: int, budget: float, seed: int, lr: float | None = None) -> str:
+    """Readable name shown in the Ray dashboard, e.g. 'N=24.7k D=6.76M C=1e+12 s0' (with
+    ' lr=3e-03' for a trial of a per-point search)."""
     c = f" C={budget:.2g}" if budget > 0 else ""
-    return f"N={_si(n_params)} D={_si(tokens)}{c} s{seed}"
+    hp = f" lr={lr:.2g}" if lr is not None else ""
+    return f"N={_si(n_params)} D={_si(tokens)}{c} s{seed}{hp}"
+
+
+@dataclass(frozen=True)
+class Hparams:
+    """A trial's learning rate and batch (tokens), and where they came from (TrialConfig.recipe)."""
+
+    lr: float
+    batch_tokens: int
+    recipe: str = "fixed"
+
+
+@dataclass(frozen=True)
+class _Point:
+    """A design point as planned, before its hyperparameters: what a variant is remade from."""
+
+    n_target: float
+    d_target: float
+    budget: float
+    seed: int
+    where: str
 
 
 class TrialFactory:
@@ -85,6 +107,9 @@ class TrialFactory:
         m = spec.model
         self.rule = ShapeRule(head_dim=m.head_dim, aspect_ratio=m.aspect_ratio, max_layers=m.max_layers)
         self._settings_id = self._settings_payload()  # the same for every trial of the spec
+        self.mup_base_width = m.base_width if m.parametrization == "mup" else 0
+        self.landscape = self.world is not None and getattr(self.world, "hparams", None) is not None
+        self._points: dict[str, _Point] = {}
 
     def _settings_payload(self) -> dict:
         """The part of every trial id that the spec's settings fix (version, train, data or world)."""
@@ -92,16 +117,16 @@ class TrialFactory:
             return {"version": SIMULATOR_VERSION, "world": self.fingerprint}
         data = identity(self.data) | {"fingerprint": self.fingerprint}
         # eval_tokens is a data: setting hashed with the training settings: that is where the
-        # ids of finished trials have it, and moving it would train them again.
+        # ids of finished trials have it, and moving it would train them again. lr and batch
+        # may be rules here; every trial's own numbers replace them (payload).
         train = identity(self.train) | {"eval_tokens": data.pop("eval_tokens")}
         return {"version": TRAINER_VERSION, "train": train, "data": data}
 
-    def round_tokens(self, d: float, where: str) -> int:
+    def round_tokens(self, d: float, where: str, bt: int) -> int:
         if self.world is not None:  # no optimiser steps in a simulated world
             if d < 1:
                 raise UserError(f"{where}: gives {d:.3g} tokens (expected at least 1)")
             return int(round(d))
-        bt = self.spec.train.batch_tokens
         steps = round(d / bt)
         if steps < self.spec.train.min_steps:
             raise UserError(
@@ -117,22 +142,90 @@ class TrialFactory:
         shape = shape_for_params(n_target, self.vocab, self.spec.model.seq_len, self.rule)
         return shape.n_params, shape
 
-    def make(self, n_target: float, tokens: float | None, budget: float, seed: int, where: str) -> TrialConfig:
-        """A trial at ``n_target`` parameters and ``tokens`` (or C / 6N tokens of ``budget``)."""
+    def make(self, n_target: float, tokens: float | None, budget: float, seed: int, where: str,
+             hparams: Hparams | None = None) -> TrialConfig:
+        """A trial at ``n_target`` parameters and ``tokens`` (or C / 6N tokens of ``budget``), with
+        ``hparams`` or (default) the spec's recipe at that point: its numbers, its rules, or the
+        centre of its searches (:meth:`recipe_at`)."""
         n, shape = self.n_for(n_target)
         d = tokens if tokens is not None else tokens_for_budget(budget, n)
-        tokens = self.round_tokens(d, where)
+        hp = hparams or self.recipe_at(n, shape, d)
+        rounded = self.round_tokens(d, where, hp.batch_tokens)
+        point = _Point(n_target, d, budget, seed, where)
+        point_id = content_id(self.point_payload(n, shape, d, seed))
+        self._points.setdefault(point_id, point)
+        train = self.train.model_copy(update={"lr": hp.lr, "batch_tokens": hp.batch_tokens})
+        searched = hparams is not None and hp.recipe == "tune"  # a trial of a point's search
         return TrialConfig(
-            trial_id=content_id(self.payload(n, shape, tokens, seed)), name=trial_name(n, tokens, budget, seed),
-            sweep=self.spec.name, shape=shape, tokens=tokens, seed=seed, budget=budget, train=self.train,
+            trial_id=content_id(self.payload(n, shape, rounded, seed, train)),
+            name=trial_name(n, rounded, budget, seed, hp.lr if searched else None),
+            sweep=self.spec.name, shape=shape, tokens=rounded, seed=seed, budget=budget, train=train,
             data=self.data, results=self.results, threads=self.threads, device=self.device, world=self.world,
-            cache_dir=self.cache_dir, sim_n_params=n, trainer=self.spec.trainer,
+            cache_dir=self.cache_dir, sim_n_params=n, trainer=self.spec.trainer, point_id=point_id,
+            recipe=hp.recipe, mup_base_width=self.mup_base_width,
         )
 
-    def payload(self, n: int, shape: GPTShape | None, tokens: int, seed: int) -> dict:
-        """What the trial id of a trial at (N, shape, tokens, seed) hashes."""
+    def variant(self, trial: TrialConfig, hparams: Hparams) -> TrialConfig:
+        """The trial of the same design point as ``trial`` with other hyperparameters. Raises
+        UserError when they leave the point too few optimiser steps (train.min_steps)."""
+        p = self._points[trial.point_id]
+        return self.make(p.n_target, p.d_target, p.budget, p.seed, p.where, hparams)
+
+    def recipe_at(self, n: int, shape: GPTShape | None, d: float) -> Hparams:
+        """The spec's learning rate and batch at (N, D): a number as it is, a rule evaluated,
+        a search at its centre (the number, the rule, or the default it is written around)."""
+        lr, lr_how = self._resolve(self.train.lr, n, shape, d, LR_DEFAULT)
+        bt, bt_how = self._resolve(self.train.batch_tokens, n, shape, d, BATCH_DEFAULT)
+        how = {lr_how, bt_how}
+        recipe = "tune" if "tune" in how else "rule" if "rule" in how else "fixed"
+        return Hparams(lr, self.round_batch(bt), recipe)
+
+    def _resolve(self, setting, n: int, shape: GPTShape | None, d: float, default: float) -> tuple[float, str]:
+        how = "fixed"
+        if isinstance(setting, Tune):
+            setting, how = (default if setting.tune is None else setting.tune), "tune"
+        if isinstance(setting, PowerRule):
+            n_rule = shape.n_params_nonembed if shape is not None and setting.n == "nonembed" else n
+            return setting.at(n_rule, d), "rule" if how == "fixed" else how
+        return float(setting), how
+
+    def round_batch(self, batch: float) -> int:
+        """A batch in whole sequences (GPT; at least one), or whole tokens (simulated)."""
+        if self.world is not None:
+            return max(1, int(round(batch)))
+        seq = self.spec.model.seq_len
+        return max(1, int(round(batch / seq))) * seq
+
+    def n_rule(self, trial: TrialConfig, rule: PowerRule) -> float:
+        """The N a rule is evaluated at for ``trial`` (its non-embedding count where the rule says so)."""
+        if trial.shape is not None and rule.n == "nonembed":
+            return trial.shape.n_params_nonembed
+        return trial.n_params
+
+    def d_target(self, trial: TrialConfig) -> float:
+        """The tokens planned for ``trial``'s point, before rounding to whole batches."""
+        return self._points[trial.point_id].d_target
+
+    def payload(self, n: int, shape: GPTShape | None, tokens: int, seed: int, train=None) -> dict:
+        """What the trial id of a trial at (N, shape, tokens, seed) with ``train`` (default: the
+        spec's, with numbers) hashes."""
+        settings = self._settings_id
+        if train is not None and self.world is None:
+            settings = settings | {"train": settings["train"] | {"lr": train.lr, "batch_tokens": train.batch_tokens}}
         point = {"shape": asdict(shape)} if shape is not None else {"n_params": n}
-        return self._settings_id | point | {"tokens": int(tokens), "seed": int(seed)}
+        if self.landscape and train is not None:  # the world's loss depends on them only then
+            point |= {"lr": train.lr, "batch_tokens": train.batch_tokens}
+        if self.mup_base_width:  # standard-parametrisation ids stay as they were
+            point |= {"mup_base_width": self.mup_base_width}
+        return settings | point | {"tokens": int(tokens), "seed": int(seed)}
+
+    def point_payload(self, n: int, shape: GPTShape | None, d: float, seed: int) -> dict:
+        """What a design point's id hashes: the trial's payload without lr and batch, with the
+        tokens as planned (a batch search rounds them to each batch's whole steps)."""
+        payload = self.payload(n, shape, int(round(d)), seed)
+        if "train" in payload:
+            payload["train"] = {k: v for k, v in payload["train"].items() if k not in ("lr", "batch_tokens")}
+        return payload | {"point": 1}
 
 
 def plan_trials(spec: SweepSpec, factory: TrialFactory) -> list[TrialConfig]:

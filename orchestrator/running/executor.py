@@ -28,7 +28,7 @@ from typing import Callable, Protocol, runtime_checkable
 from workers.config import TrialConfig, TrialResult
 from workers.entry import run_trial
 
-__all__ = ["Completion", "Executor", "InlineExecutor", "RayExecutor"]
+__all__ = ["Completion", "Executor", "InlineExecutor", "OnDemandExecutor", "RayExecutor"]
 
 
 @dataclass
@@ -44,6 +44,32 @@ class Executor(Protocol):
     def wait(self, timeout: float) -> list[Completion]: ...
     def slots(self) -> int: ...
     def in_flight(self) -> int: ...
+
+
+class OnDemandExecutor:
+    """An executor built at the first ``submit`` (``factory()``): until then it has one slot and
+    nothing in flight, so a sweep whose trials are all in the store never starts Ray."""
+
+    def __init__(self, factory: Callable[[], Executor]):
+        self._factory, self._inner = factory, None
+
+    @property
+    def started(self) -> bool:
+        return self._inner is not None
+
+    def submit(self, trial: TrialConfig) -> None:
+        if self._inner is None:
+            self._inner = self._factory()
+        self._inner.submit(trial)
+
+    def wait(self, timeout: float) -> list[Completion]:
+        return self._inner.wait(timeout) if self._inner is not None else []
+
+    def slots(self) -> int:
+        return self._inner.slots() if self._inner is not None else 1
+
+    def in_flight(self) -> int:
+        return self._inner.in_flight() if self._inner is not None else 0
 
 
 class InlineExecutor:

@@ -3,7 +3,7 @@
 A :class:`World` answers a trial at (N parameters, D tokens) without training anything, following the
 noise model of the planner benchmark (docs/benchmarks.md)::
 
-    y = L(N, D) + residual(N, D) + seed_noise(L) + outlier
+    y = L(N, D) * exp(k_lr u**2 + k_b v**2 + k_x u v) + residual(N, D) + seed_noise(L) + outlier
 
 - L is the true law: the Chinchilla form E + A / N**alpha + B / D**beta (Hoffmann et al. 2022, eq. 2),
   or any arithmetic expression in N and D, parsed safely by :mod:`workers.simulated.expr` (never ``eval``), so a
@@ -23,16 +23,30 @@ noise model of the planner benchmark (docs/benchmarks.md)::
 - outliers: with probability ``outlier_prob`` (2 %) a trial adds U(outlier_low, outlier_high) nats, a
   run gone wrong; Besiroglu et al. 2024 ("Chinchilla Scaling: A replication attempt") find about 2 % of
   Chinchilla's points were dropped as outliers.
+- the hyperparameter landscape (only in a world with ``hparams``; without one the factor is 1 and a
+  trial's lr and batch are ignored): u = ln(lr / lr*(N, D)) and v = ln(B / B*(N, D)), B in tokens. The
+  true optima are power rules; the benchmark's visible landscape (bench.worlds) is the Step Law of Li et
+  al. 2025 ("Predictable Scale: Part I"), lr* = 1.79 N^-0.713 D^0.307 and B* = 0.58 D^0.571. The default
+  curvatures k_lr = 0.0058, k_b = 0.0057, k_x = -0.0060 (per ln^2) are a quadratic fit of log loss near
+  the optimum of a published 1B-parameter, 100B-token grid of 117 runs: a 2x miss of either costs about
+  0.28 % of the loss, and k_x < 0 means a larger batch wants a larger learning rate. The factor is >= 1
+  with equality at (lr*, B*), so L(N, D) stays the minimum over (lr, B) and ``compute_optimal`` and
+  ``exponent_a`` remain the truth. Divergence is a modelling choice, not a published figure (real runs
+  diverge somewhere above their optimum): from lr = diverge_from * lr* (4x) a trial returns NaN with a
+  probability rising linearly in log lr to 1 at diverge_all * lr* (8x); its uniform is drawn on a stream
+  of its own, so the noise a (seed, key) draws does not depend on the landscape.
 
 Contract: a world is a pure function of its :class:`workers.config.WorldConfig` (the spec's ``world:``
 section, validated there). ``true_loss`` and ``residual`` are
-vectorised and fixed by the config; ``observe(n, d, key)`` is deterministic in (world seed, key), so a
+vectorised and fixed by the config, and so are ``optimal_hparams``, ``hparam_factor`` and
+``divergence_probability``; ``observe(n, d, key, lr, batch)`` is deterministic in (world seed, key), so a
 retried trial reproduces its value, and different keys give independent noise (derive the key from the
 trial id with :func:`observation_key`). The noise streams depend only on (seed, key), not on the law, so
 two worlds with one seed see common random numbers. ``observe`` may return nan or inf where an expression
-law is undefined; that is a diverged trial, data for the caller. The world does not sleep:
-``duration_s`` is for the caller that emulates a trial's wall time. ``compute_optimal`` and
-``exponent_a`` describe the true law (noise-free), the ground truth a planner is scored against.
+law is undefined or where the learning rate is in the divergence band; that is a diverged trial, data for
+the caller. The world does not sleep: ``duration_s`` is for the caller that emulates a trial's wall time.
+``compute_optimal`` and ``exponent_a`` describe the true law (noise-free), the ground truth a planner is
+scored against.
 """
 
 from __future__ import annotations
@@ -64,7 +78,7 @@ _CHUNK = 4096  # points per block when evaluating the field, bounding memory at 
 # that reaches the targets' optima (N ~ 1e10 at C = 1e21).
 _PROBE_N, _PROBE_D = (1e6, 1e11), (1e6, 1e13)
 # Independent random streams of one world seed.
-_STREAM_RESIDUAL, _STREAM_OBSERVE = 0, 1
+_STREAM_RESIDUAL, _STREAM_OBSERVE, _STREAM_DIVERGE = 0, 1, 2
 
 
 def _nonneg(owner: str, name: str, value, *, positive: bool = False) -> float:
@@ -75,6 +89,17 @@ def _nonneg(owner: str, name: str, value, *, positive: bool = False) -> float:
     if not math.isfinite(x) or x < 0 or (positive and x == 0):
         raise ValueError(f"{owner}.{name}={value!r}: expected a finite number {'> 0' if positive else '>= 0'}")
     return x
+
+
+def _power(rule, n, d) -> np.ndarray:
+    """A PowerRule (coef * N^n_exp * D^d_exp) evaluated over arrays."""
+    n = np.asarray(n, dtype=np.float64)
+    d = np.asarray(d, dtype=np.float64)
+    return rule.coef * n**rule.n_exp * d**rule.d_exp
+
+
+def _scalar_or_array(x: np.ndarray):
+    return float(x) if np.ndim(x) == 0 else x
 
 
 def observation_key(trial_id: str) -> int:
@@ -100,7 +125,8 @@ class World:
 
     def __repr__(self) -> str:
         law = f"law={self.config.law.params}" if self.config.law is not None else f"expression={self.config.expression!r}"
-        return f"World({law}, tier={self.config.noise.tier!r}, seed={self.config.seed})"
+        landscape = ", hparams" if self.config.hparams is not None else ""
+        return f"World({law}{landscape}, tier={self.config.noise.tier!r}, seed={self.config.seed})"
 
     def true_loss(self, n, d) -> np.ndarray:
         """The noiseless law L(N, D), vectorised over anything numpy broadcasts."""
@@ -137,15 +163,60 @@ class World:
             t = np.clip((np.log(loss) - math.log(l0)) / (math.log(l1) - math.log(l0)), 0.0, 1.0)
         return np.exp(math.log(low) + t * (math.log(high) - math.log(low)))
 
-    def observe(self, n: float, d: float, key: int) -> float:
-        """One trial's final loss at (n, d); the same (world seed, key) always gives the same value."""
+    def optimal_hparams(self, n, d):
+        """The true optima (lr*, B*) at (N, D), B in tokens; vectorised (floats for scalar inputs).
+
+        Raises ValueError in a world without a landscape: there the loss does not depend on them.
+        """
+        h = self._landscape("optimal_hparams")
+        return _scalar_or_array(_power(h.lr, n, d)), _scalar_or_array(_power(h.batch, n, d))
+
+    def hparam_factor(self, n, d, lr, batch) -> np.ndarray:
+        """exp(k_lr u^2 + k_b v^2 + k_x u v), the factor on L(N, D) at (lr, batch); >= 1, 1 at the optimum."""
+        h = self._landscape("hparam_factor")
+        u = np.log(np.asarray(lr, dtype=np.float64) / _power(h.lr, n, d))
+        v = np.log(np.asarray(batch, dtype=np.float64) / _power(h.batch, n, d))
+        return np.exp(h.k_lr * u**2 + h.k_b * v**2 + h.k_x * u * v)
+
+    def divergence_probability(self, n, d, lr) -> np.ndarray:
+        """Probability that a trial at learning rate ``lr`` diverges: 0 up to diverge_from * lr*, linear in
+        log lr up to 1 at diverge_all * lr* (a modelling choice; module docstring)."""
+        h = self._landscape("divergence_probability")
+        u = np.log(np.asarray(lr, dtype=np.float64) / _power(h.lr, n, d))
+        lo, hi = math.log(h.diverge_from), math.log(h.diverge_all)
+        return np.clip((u - lo) / (hi - lo), 0.0, 1.0)
+
+    def _landscape(self, what: str):
+        if self.config.hparams is None:
+            raise ValueError(f"{what}: this world has no hyperparameter landscape (set world.hparams)")
+        return self.config.hparams
+
+    def observe(self, n: float, d: float, key: int, lr: float | None = None,
+                batch: float | None = None) -> float:
+        """One trial's final loss at (n, d), trained at (lr, batch tokens); the same (world seed, key) always
+        gives the same value. Without a landscape lr and batch are ignored; with one both are required."""
         if isinstance(key, bool) or not isinstance(key, numbers.Integral) or key < 0:
             raise ValueError(f"observe key={key!r}: expected an integer >= 0 (see observation_key)")
         noise = self.config.noise
-        mean = float(self.true_loss(n, d) + self.residual(n, d))
+        if self.config.hparams is None:
+            mean = float(self.true_loss(n, d) + self.residual(n, d))
+            diverged = False
+        else:
+            if lr is None or batch is None:
+                raise ValueError(f"observe: this world has a hyperparameter landscape (world.hparams), so a trial "
+                                 f"needs lr and batch (got lr={lr!r}, batch={batch!r})")
+            lr = _nonneg("observe", "lr", lr, positive=True)
+            batch = _nonneg("observe", "batch", batch, positive=True)
+            loss = float(self.true_loss(n, d)) * float(self.hparam_factor(n, d, lr, batch))
+            mean = loss + float(self.residual(n, d))
+            # A stream of its own: the seed noise and outliers of (seed, key) stay those of a world without one.
+            p = float(self.divergence_probability(n, d, lr))
+            diverged = np.random.default_rng([self.config.seed, _STREAM_DIVERGE, int(key)]).random() < p
         rng = np.random.default_rng([self.config.seed, _STREAM_OBSERVE, int(key)])
         # Draw all three numbers whatever the config, so changing outlier settings leaves seed noise alone.
         z, u, jump = rng.standard_normal(), rng.random(), rng.uniform(noise.outlier_low, noise.outlier_high)
+        if diverged:
+            return math.nan
         outlier = jump if u < noise.outlier_prob else 0.0
         return float(mean + float(self.seed_sigma(mean)) * z + outlier)
 

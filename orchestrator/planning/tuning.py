@@ -1,0 +1,413 @@
+"""Per-point hyperparameter searches: the recipe re-tuned at every scale.
+
+A frontier measured with one learning rate is that recipe's frontier, not the model family's:
+the optimal learning rate follows a power law in N and D and the optimal batch one in D (Li et
+al. 2025, "Predictable Scale: Part I, Step Law"), and tuning them per scale moves the fitted
+exponents (Porian et al. 2024, "Resolving Discrepancies in Compute-Optimal Scaling of Language
+Models"). A spec that writes ``train.lr: tune`` (or ``batch_tokens: tune``) gets, at each
+design point, a :class:`PointSearch`:
+
+1. ``tune.initial`` trials log-spaced ``tune.factor`` apart around the centre (the spec's
+   number or rule at the point; once enough points are tuned, the rule fitted to them: a
+   shared prior, so later searches start near their optimum);
+2. while the best is at an end of what was tried, one more trial beyond that end (the search
+   extends until the optimum is bracketed); a diverged trial (NaN loss: a learning rate too
+   high) is data that bounds the search, never its best;
+3. once bracketed, optionally one trial at the vertex of the parabola in ln(value) of ln(loss)
+   through the best three, when it is more than a quarter step from the best (Chinchilla's
+   IsoFLOP parabolas, in the hyperparameter);
+4. with two hyperparameters, one axis at a time (lr at the centre batch, then the batch at
+   the best lr, then lr again if the batch moved): the basin is tilted (a larger batch wants
+   a larger learning rate), so one pass per axis would miss the joint optimum;
+all within ``tune.max_trials_per_point`` and ``tune.lr_range``/``batch_range``.
+
+The point's loss is the parabola's minimum through the best three of its last axis
+(``tune.objective: parabola``, averaging three trials' noise; ``best`` takes the best trial).
+Every trial keeps its own row; trials of one point share ``point_id``
+(:meth:`TrialFactory.point_payload`), so ``status`` and the fit group them.
+
+:class:`TuningPlanner` wraps any planner (static or adaptive): the inner planner proposes
+design points as if untuned; each becomes a search; when a search ends, the inner planner is
+told the point with its optimal loss and the FLOPs the search spent. Ladder mode
+(``tune.up_to_flops``) tunes only points up to that compute and runs the others once at the
+rule fitted to the tuned ones, recorded as ``recipe = "ladder: ..."`` in their rows.
+
+Searches are deterministic given results, so a resumed sweep proposes the same trials again
+and the driver answers the finished ones from the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from orchestrator.errors import UserError
+from orchestrator.planning.protocol import Planner
+from orchestrator.planning.trials import Hparams, TrialFactory
+from orchestrator.spec import SweepSpec, TuneSpec
+from workers.config import PowerRule, TrialConfig, TrialResult
+from workers.flops import train_flops
+from workers.store import TrialStatus
+
+__all__ = ["PointOptimum", "PointSearch", "TuningPlanner", "fit_rule", "parabola_vertex"]
+
+log = logging.getLogger(__name__)
+
+AXES = ("lr", "batch_tokens")
+MIN_RULE_POINTS = 3  # bracketed points before a fitted rule centres later searches (or feeds the ladder)
+REFINE_FROM = 0.25  # a vertex this many steps (of tune.factor) from the best earns one more trial
+
+
+def parabola_vertex(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
+    """(x*, y*) of the parabola through three points, or None when it does not open upwards.
+    x* is clamped to the points' range (a vertex outside it is an extrapolation)."""
+    a, b, c = np.polyfit(np.asarray(x, float), np.asarray(y, float), 2)
+    if not a > 0:
+        return None
+    xv = float(np.clip(-b / (2 * a), min(x), max(x)))
+    return xv, float(np.polyval((a, b, c), xv))
+
+
+def fit_rule(points: list["PointOptimum"], axis: str, n_kind: str) -> PowerRule | None:
+    """The power rule value = coef N^n_exp D^d_exp fitted by least squares in logs to the
+    bracketed points' optima (None below MIN_RULE_POINTS). A variable with fewer than 2
+    distinct values among them cannot be identified: its exponent is fixed at 0."""
+    pts = [p for p in points if p.bracketed and getattr(p, axis) is not None]
+    if len(pts) < MIN_RULE_POINTS:
+        return None
+    ln_n = np.log([p.n_rule for p in pts])
+    ln_d = np.log([p.d for p in pts])
+    y = np.log([getattr(p, axis) for p in pts])
+    cols = [np.ones(len(pts))]
+    free = [np.ptp(ln_n) > 1e-9, np.ptp(ln_d) > 1e-9]
+    cols += [v for v, f in zip((ln_n, ln_d), free) if f]
+    X = np.stack(cols, axis=1)
+    if np.linalg.matrix_rank(X) < X.shape[1]:  # N and D move together: keep N's exponent only
+        X, free = X[:, :2], [free[0], False]
+    beta = np.linalg.lstsq(X, y, rcond=None)[0]
+    exps = iter(beta[1:])
+    n_exp = float(next(exps)) if free[0] else 0.0
+    d_exp = float(next(exps)) if free[1] else 0.0
+    return PowerRule(coef=float(math.exp(beta[0])), n_exp=n_exp, d_exp=d_exp, n=n_kind)
+
+
+@dataclass
+class PointOptimum:
+    """The outcome of one point's search."""
+
+    point_id: str
+    n: int
+    n_rule: float  # N as the recipe's rules count it (non-embedding for a GPT by default)
+    d: float
+    lr: float
+    batch_tokens: int | None  # the searched batch's optimum; None when the batch was not searched
+    loss: float  # nan when no trial of the point finished with a finite loss
+    bracketed: bool  # every searched axis had its best between two tried values
+    trials: int
+    flops: float  # spent by the point's trials
+
+
+@dataclass
+class _Tried:
+    lr: float
+    batch_tokens: int
+    loss: float | None = None  # None while running; nan: diverged or failed
+
+
+@dataclass
+class PointSearch:
+    """One design point's search (module docstring). ``propose`` gives trials to run now,
+    ``observe`` takes each one's result; ``done`` once the search has nothing more to try."""
+
+    base: TrialConfig  # the point as the inner planner proposed it
+    centre: Hparams
+    axes: tuple[str, ...]
+    cfg: TuneSpec
+    factory: TrialFactory
+    tried: dict[str, _Tried] = field(default_factory=dict)  # trial id -> what it tried
+    blocked: set[tuple[int, float]] = field(default_factory=set)  # (lr, batch) values that cannot run
+    phase: int = 0  # index into the axis cycle
+    refined: set[int] = field(default_factory=set)  # phases that spent their one refinement trial
+    unbracketed: set[str] = field(default_factory=set)
+    flops: float = 0.0
+    done: bool = False
+    n_kind: str = "nonembed"  # the N of the recipe's rules (PowerRule.n)
+
+    def __post_init__(self):
+        self.current = {"lr": self.centre.lr, "batch_tokens": self.centre.batch_tokens}
+        self._cycle = list(self.axes) + (["lr"] if len(self.axes) == 2 else [])
+
+    # -- protocol -----------------------------------------------------------------------------
+    def propose(self) -> list[TrialConfig]:
+        if self.done or any(t.loss is None for t in self.tried.values()):
+            return []
+        while self.phase < len(self._cycle):
+            values = self._next_values(self._cycle[self.phase])
+            if values is None:  # this axis is settled: the next one starts at the best so far
+                self._settle(self._cycle[self.phase])
+                self.phase += 1
+                continue
+            trials = [t for t in (self._trial(v) for v in values) if t is not None]
+            if trials:
+                return trials
+        self.done = True
+        return []
+
+    def observe(self, trial: TrialConfig, result: TrialResult | None) -> None:
+        t = self.tried[trial.trial_id]
+        ok = result is not None and result.status is TrialStatus.COMPLETED and math.isfinite(result.eval_loss)
+        t.loss = float(result.eval_loss) if ok else math.nan
+        self.flops += train_flops(trial.n_params, trial.tokens)
+
+    def optimum(self) -> PointOptimum:
+        finite = [t for t in self.tried.values() if t.loss is not None and math.isfinite(t.loss)]
+        b = self.base
+        n_rule = self.factory.n_rule(b, PowerRule(coef=1.0, n=self.n_kind))
+        if not finite:
+            return PointOptimum(b.point_id, b.n_params, n_rule, self.factory.d_target(b), self.current["lr"], None,
+                                math.nan, False, len(self.tried), self.flops)
+        best = min(finite, key=lambda t: t.loss)
+        lr, lr_loss = self._vertex("lr", best) if "lr" in self.axes else (best.lr, best.loss)
+        batch, batch_loss = self._vertex("batch_tokens", best) if "batch_tokens" in self.axes else (None, best.loss)
+        if self.cfg.objective == "best":
+            loss = best.loss
+        else:  # the minimum of the last axis searched, whose line runs through the best trial
+            loss = lr_loss if self._cycle[-1] == "lr" else batch_loss
+        return PointOptimum(b.point_id, b.n_params, n_rule, self.factory.d_target(b), lr,
+                            int(round(batch)) if batch is not None else None, loss,
+                            not self.unbracketed, len(self.tried), self.flops)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _line(self, axis: str, fixed: dict) -> list[_Tried]:
+        """Tried values along ``axis`` with the other hyperparameter at ``fixed``'s value."""
+        other = [a for a in AXES if a != axis][0]
+        return sorted((t for t in self.tried.values() if _same(getattr(t, other), fixed[other])),
+                      key=lambda t: getattr(t, axis))
+
+    def _next_values(self, axis: str) -> list[float] | None:
+        """Values of ``axis`` to try next at the current other value, or None when settled."""
+        f, line = self.cfg.factor, self._line(axis, self.current)
+        centre = self.current[axis]
+        if not line:
+            m = self.cfg.initial
+            return [centre * f ** (k - (m - 1) // 2) for k in range(m)]
+        if len(self.tried) >= self.cfg.max_trials_per_point:
+            self._unbracketed_unless_interior(axis, line)
+            return None
+        finite = [t for t in line if math.isfinite(t.loss)]
+        if not finite:  # everything diverged (or failed): step below the lowest
+            return self._beyond(axis, getattr(line[0], axis) / f)
+        best = min(finite, key=lambda t: t.loss)
+        i = line.index(best)
+        if i == len(line) - 1:
+            return self._beyond(axis, getattr(best, axis) * f)
+        if i == 0:
+            return self._beyond(axis, getattr(best, axis) / f)
+        lo, hi = line[i - 1], line[i + 1]
+        if not math.isfinite(hi.loss) or not math.isfinite(lo.loss):
+            # Bounded by a diverged neighbour: halve the gap on that side once, then settle.
+            edge = hi if not math.isfinite(hi.loss) else lo
+            mid = math.sqrt(getattr(best, axis) * getattr(edge, axis))
+            if abs(math.log(getattr(edge, axis) / getattr(best, axis))) > 0.6 * math.log(f):
+                return [mid] if self._can_try(axis, mid) else None
+            return None
+        v = parabola_vertex(np.log([getattr(t, axis) for t in (lo, best, hi)]), np.log([lo.loss, best.loss, hi.loss]))
+        if v is None or self.cfg.objective != "parabola":
+            return None
+        target = math.exp(v[0])
+        nearest = min(abs(math.log(getattr(t, axis) / target)) for t in line)
+        if self.phase not in self.refined and nearest > REFINE_FROM * math.log(f) and self._can_try(axis, target):
+            self.refined.add(self.phase)
+            return [target]
+        return None
+
+    def _beyond(self, axis: str, value: float) -> list[float] | None:
+        if self._can_try(axis, value):
+            return [value]
+        self.unbracketed.add(axis)  # the best sits at a bound of the range (or of the steps)
+        return None
+
+    def _unbracketed_unless_interior(self, axis: str, line: list[_Tried]) -> None:
+        finite = [t for t in line if math.isfinite(t.loss)]
+        if not finite or min(finite, key=lambda t: t.loss) in (line[0], line[-1]):
+            self.unbracketed.add(axis)
+
+    def _can_try(self, axis: str, value: float) -> bool:
+        lo, hi = self.cfg.lr_range if axis == "lr" else self.cfg.batch_range
+        if not lo <= value <= hi or len(self.tried) >= self.cfg.max_trials_per_point:
+            return False
+        hp = dict(self.current, **{axis: value})
+        if axis == "batch_tokens":
+            hp[axis] = self.factory.round_batch(value)
+        return not any(_same(t.lr, hp["lr"]) and t.batch_tokens == hp["batch_tokens"] for t in self.tried.values()) \
+            and (hp["lr"], hp["batch_tokens"]) not in self.blocked
+
+    def _trial(self, value_or_none) -> TrialConfig | None:
+        axis = self._cycle[self.phase]
+        hp = dict(self.current, **{axis: value_or_none})
+        hp["batch_tokens"] = self.factory.round_batch(hp["batch_tokens"])
+        try:
+            trial = self.factory.variant(self.base, Hparams(hp["lr"], hp["batch_tokens"], "tune"))
+        except UserError:  # too few optimiser steps at this batch: a bound of the search
+            self.blocked.add((hp["lr"], hp["batch_tokens"]))
+            return None
+        if trial.trial_id in self.tried:
+            return None
+        self.tried[trial.trial_id] = _Tried(trial.train.lr, trial.train.batch_tokens)
+        return trial
+
+    def _settle(self, axis: str) -> None:
+        finite = [t for t in self._line(axis, self.current) if math.isfinite(t.loss)]
+        if finite:
+            best = min(finite, key=lambda t: t.loss)
+            self.current = {"lr": best.lr, "batch_tokens": best.batch_tokens}
+        # The closing lr pass is needed only when the batch moved away from the centre.
+        if self.phase == 1 and len(self._cycle) == 3 and self.current["batch_tokens"] == self.centre.batch_tokens:
+            self._cycle = self._cycle[:2]
+
+    def _vertex(self, axis: str, best: _Tried) -> tuple[float, float]:
+        """The axis's optimum and loss at the best trial's line: the parabola's vertex through
+        the best and its two neighbours when they are finite, else the best trial."""
+        line = [t for t in self._line(axis, {"lr": best.lr, "batch_tokens": best.batch_tokens})
+                if math.isfinite(t.loss)]
+        i = line.index(best)
+        if 0 < i < len(line) - 1:
+            three = line[i - 1:i + 2]
+            v = parabola_vertex(np.log([getattr(t, axis) for t in three]), np.log([t.loss for t in three]))
+            if v is not None:
+                return math.exp(v[0]), math.exp(v[1])
+        return float(getattr(best, axis)), best.loss
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-12 * max(abs(a), abs(b))
+
+
+class TuningPlanner:
+    """A planner of design points (``inner``) whose points are each searched (module docstring).
+
+    The inner planner's contract holds for it unchanged: every point it proposes is told once,
+    with the point's optimal loss (a COMPLETED result; DIVERGED when every trial diverged;
+    None when none finished) and ``row["flops_spent"]``, the FLOPs its trials spent.
+    """
+
+    def __init__(self, inner: Planner, factory: TrialFactory, spec: SweepSpec):
+        self.inner, self.factory, self.cfg = inner, factory, spec.tune
+        self.axes = spec.tuned
+        self.eager = inner.eager  # a static design starts every search at once
+        self.optima: list[PointOptimum] = []
+        self.rules: dict[str, PowerRule] = {}  # fitted to the bracketed optima so far
+        self._ready: list[TrialConfig] = []
+        self._searches: dict[str, PointSearch] = {}  # point id -> search in progress
+        self._owner: dict[str, str] = {}  # trial id -> point id of its search
+        self._direct: dict[str, TrialConfig] = {}  # trial id of a ladder trial -> the inner planner's point
+        self._waiting: list[TrialConfig] = []  # ladder points waiting for the rule
+        self._n_kind = "total" if spec.trainer == "simulated" else next(
+            (r.n for r in (getattr(spec.train, k) for k in AXES) for r in (getattr(r, "tune", r),)
+             if isinstance(r, PowerRule)), "nonembed")
+
+    @property
+    def stopped(self) -> str:
+        return self.inner.stopped
+
+    def expected(self) -> tuple[int, float]:
+        n, flops = self.inner.expected()  # about `initial` trials a point; at least that many
+        return n * self.cfg.initial, flops * self.cfg.initial
+
+    def finished(self) -> bool:
+        return self.inner.finished() and not (self._searches or self._waiting or self._ready)
+
+    def ask(self, n: int) -> list[TrialConfig]:
+        while len(self._ready) < n and not self.inner.finished():
+            batch = self.inner.ask(n - len(self._ready))
+            if not batch:
+                break
+            for point in batch:
+                self._start(point)
+        self._release_waiting()
+        out, self._ready = self._ready[:n], self._ready[n:]
+        return out
+
+    def tell(self, trial: TrialConfig, result: TrialResult | None) -> None:
+        point = self._direct.pop(trial.trial_id, None)
+        if point is not None:  # a ladder trial stands for its point
+            flops = {"flops_spent": train_flops(trial.n_params, trial.tokens)}
+            self.inner.tell(point, None if result is None else
+                            TrialResult(point.trial_id, result.status, result.eval_loss, result.wall_s, result.error,
+                                        flops))
+            return
+        search = self._searches[self._owner.pop(trial.trial_id)]
+        search.observe(trial, result)
+        self._propose(search)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _start(self, point: TrialConfig) -> None:
+        if self.cfg.up_to_flops is not None and train_flops(point.n_params, point.tokens) > self.cfg.up_to_flops:
+            self._waiting.append(point)
+            return
+        centre = {"lr": point.train.lr, "batch_tokens": point.train.batch_tokens}
+        for axis, rule in self.rules.items():  # a shared prior: start near the fitted optimum
+            centre[axis] = rule.at(self.factory.n_rule(point, rule), self.factory.d_target(point))
+        hp = Hparams(centre["lr"], self.factory.round_batch(centre["batch_tokens"]), "tune")
+        search = PointSearch(point, hp, self.axes, self.cfg, self.factory, n_kind=self._n_kind)
+        self._searches[point.point_id] = search
+        self._propose(search)
+
+    def _propose(self, search: PointSearch) -> None:
+        trials = search.propose()
+        for t in trials:
+            self._owner[t.trial_id] = search.base.point_id
+        self._ready += trials
+        if search.done:
+            self._finish(search)
+
+    def _finish(self, search: PointSearch) -> None:
+        del self._searches[search.base.point_id]
+        opt = search.optimum()
+        self.optima.append(opt)
+        for axis in self.axes:
+            rule = fit_rule(self.optima, axis, self._n_kind)
+            if rule is not None:
+                self.rules[axis] = rule
+        if not opt.bracketed:
+            log.warning("point %s: the %s search did not bracket its optimum within tune.max_trials_per_point=%d "
+                        "and the tune ranges (best of %d trials kept)", search.base.name, "/".join(search.unbracketed),
+                        self.cfg.max_trials_per_point, opt.trials)
+        base = search.base
+        if math.isfinite(opt.loss):
+            result = TrialResult(base.trial_id, TrialStatus.COMPLETED, opt.loss, 0.0, "", {"flops_spent": opt.flops})
+        elif any(t.loss is not None for t in search.tried.values()):
+            result = TrialResult(base.trial_id, TrialStatus.DIVERGED, math.nan, 0.0, "every trial diverged",
+                                 {"flops_spent": opt.flops})
+        else:
+            result = None
+        self.inner.tell(base, result)
+
+    def _release_waiting(self) -> None:
+        """Ladder points run once every tuned point has finished: at the fitted rule, or
+        searched themselves when too few tuned points bracketed an optimum for a rule."""
+        if not self._waiting or self._searches:
+            return
+        waiting, self._waiting = self._waiting, []
+        if len(self.rules) < len(self.axes):
+            log.warning("ladder: fewer than %d tuned points bracketed an optimum below tune.up_to_flops=%g; "
+                        "searching the %d larger points too", MIN_RULE_POINTS, self.cfg.up_to_flops, len(waiting))
+            saved, self.cfg = self.cfg, self.cfg.model_copy(update={"up_to_flops": None})
+            for point in waiting:
+                self._start(point)
+            self.cfg = saved
+            return
+        tuned = sum(o.bracketed for o in self.optima)
+        for point in waiting:
+            hp = {"lr": point.train.lr, "batch_tokens": point.train.batch_tokens}
+            parts = []
+            for axis, rule in self.rules.items():
+                hp[axis] = rule.at(self.factory.n_rule(point, rule), self.factory.d_target(point))
+                parts.append(f"{'lr' if axis == 'lr' else 'batch'} = {rule.describe()}")
+            recipe = f"ladder: {', '.join(parts)} fitted to {tuned} tuned points"
+            trial = self.factory.variant(point, Hparams(hp["lr"], self.factory.round_batch(hp["batch_tokens"]), recipe))
+            self._direct[trial.trial_id] = point
+            self._ready.append(trial)
