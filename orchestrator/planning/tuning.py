@@ -13,7 +13,7 @@ design point, a :class:`PointSearch`:
 2. while the best is at an end of what was tried, one more trial beyond that end (the search
    extends until the optimum is bracketed); a diverged trial (NaN loss: a learning rate too
    high) is data that bounds the search, never its best;
-3. once bracketed, optionally one trial at the vertex of the parabola in ln(value) of ln(loss)
+3. once bracketed, one trial at the vertex (unless ``tune.refine: false``) of the parabola in ln(value) of ln(loss)
    through the best three, when it is more than a quarter step from the best (Chinchilla's
    IsoFLOP parabolas, in the hyperparameter);
 4. with two hyperparameters, one axis at a time (lr at the centre batch, then the batch at
@@ -215,7 +215,7 @@ class PointSearch:
                 return [mid] if self._can_try(axis, mid) else None
             return None
         v = parabola_vertex(np.log([getattr(t, axis) for t in (lo, best, hi)]), np.log([lo.loss, best.loss, hi.loss]))
-        if v is None or self.cfg.objective != "parabola":
+        if v is None or self.cfg.objective != "parabola" or not self.cfg.refine:
             return None
         target = math.exp(v[0])
         nearest = min(abs(math.log(getattr(t, axis) / target)) for t in line)
