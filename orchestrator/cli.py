@@ -281,21 +281,30 @@ def cmd_status(args) -> int:
 
     store = open_results(args.results)
     trials = store.read_table("trials").to_pandas()
-    planned = plan_record(store).get("trials")
+    plan = plan_record(store)
+    planned, tuned = plan.get("trials"), plan.get("tuned") or []
     counts = trials["status"].value_counts().to_dict()
-    done_ids = set(trials.loc[trials["status"].isin([st.value for st in TrialStatus if st.is_finished()]), "trial_id"])
+    finished = trials[trials["status"].isin([st.value for st in TrialStatus if st.is_finished()])]
+    # A tuned sweep plans points, each searched by several trials: a point is unfinished while
+    # none of its trials has finished (`run` resumes its search).
+    key = "point_id" if tuned else "trial_id"
+    done_ids = set(finished[key])
     total = len(planned) if planned is not None else len(trials)
-    pending = sum(1 for t in planned if t["trial_id"] not in done_ids) if planned is not None else 0
+    pending = sum(1 for t in planned if t.get(key) not in done_ids) if planned is not None else 0
     head = f"{total} trials planned" if planned else "adaptive planner"
+    if tuned:
+        head = (f"{total if planned else trials['point_id'].nunique()} design points, {' and '.join(tuned)} searched "
+                f"per point in {len(trials)} trials")
     print(f"{args.results}: {head}; " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-          + (f"; {pending} not finished" if planned else ""))
+          + (f"; {pending} {'points without a finished trial' if tuned else 'not finished'}" if planned else ""))
     print(f"FLOPs spent: {si(trials['flops'].sum())}; wall time in trials: {_fmt_s(trials['wall_s'].sum())}")
     ok = trials[trials["status"] == TrialStatus.COMPLETED.value]
     if len(ok):
         best = ok.sort_values("eval_loss").groupby("budget", sort=True).head(1).sort_values("budget")
         print("Best held-out loss per budget:")
         for _, r in best.iterrows():
-            print(f"  C={r['budget']:.3g}: {r['eval_loss']:.4f} at N={si(r['n_params'])} D={si(r['tokens'])}")
+            hp = f" lr={r['lr']:.3g} batch={r['batch_tokens']}" if tuned else ""
+            print(f"  C={r['budget']:.3g}: {r['eval_loss']:.4f} at N={si(r['n_params'])} D={si(r['tokens'])}{hp}")
     for _, r in trials[trials["status"] == TrialStatus.FAILED.value].iterrows():
         print(f"  failed {r['trial_id']} {r['name']}: {str(r['error']).splitlines()[0] if r['error'] else ''}")
     return 0

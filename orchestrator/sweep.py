@@ -76,9 +76,10 @@ def _record_spec(spec: SweepSpec, store: ResultStore, trials: list) -> None:
         "target_compute": spec.fit.target_compute,
         "form": spec.fit.form,  # `scalesweep fit` and `report` on these results fit it by default
         "form_params": list(spec.fit.params),
+        "tuned": list(spec.tuned),  # searched per point: the trials below are the points' centres
         "trials": [
-            {"trial_id": t.trial_id, "name": t.name, "budget": t.budget, "n_params": t.n_params,
-             "tokens": t.tokens, "flops": train_flops(t.n_params, t.tokens)}
+            {"trial_id": t.trial_id, "point_id": t.point_id, "name": t.name, "budget": t.budget,
+             "n_params": t.n_params, "tokens": t.tokens, "flops": train_flops(t.n_params, t.tokens)}
             for t in trials
         ],
     }

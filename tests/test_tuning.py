@@ -206,3 +206,28 @@ def test_mup_needs_a_base_width(tmp_path):
     with pytest.raises(UserError, match="model.parametrization: mup needs model.base_width"):
         parse_spec({"name": "m", "data": {"builtin": "python-stdlib"}, "model": {"parametrization": "mup"},
                     "sweep": {"kind": "grid", "model_sizes": [1e4], "tokens": [1e6]}})
+
+
+def test_mup_enters_the_trial_and_its_id_and_standard_ids_stay(tmp_path):
+    def spec(model):
+        return parse_spec({"name": "m", "data": {"builtin": "python-stdlib"}, "model": model,
+                           "sweep": {"kind": "grid", "model_sizes": [2e4], "tokens": [1e6]}})
+    std = spec({})
+    mup = spec({"parametrization": "mup", "base_width": 32})
+    t_std = plan_trials(std, TrialFactory(std))[0]
+    t_mup = plan_trials(mup, TrialFactory(mup))[0]
+    assert t_std.mup_base_width == 0 and t_mup.mup_base_width == 32
+    assert t_std.trial_id != t_mup.trial_id and t_std.shape == t_mup.shape
+
+
+def test_rules_resolve_per_trial_and_count_n_as_they_say(tmp_path):
+    spec = parse_spec({"name": "r", "data": {"builtin": "python-stdlib"},
+                       "sweep": {"kind": "grid", "model_sizes": [2e4, 8e4], "tokens": [2e6]},
+                       "train": {"lr": {"coef": 1.79, "n_exp": -0.713, "d_exp": 0.307},
+                                 "batch_tokens": {"coef": 0.58, "d_exp": 0.571, "n": "total"}}})
+    for t in plan_trials(spec, TrialFactory(spec)):
+        n_ne = t.shape.n_params_nonembed
+        assert t.train.lr == pytest.approx(1.79 * n_ne ** -0.713 * 2e6 ** 0.307)
+        assert t.train.batch_tokens % 128 == 0  # whole sequences
+        assert abs(t.train.batch_tokens - 0.58 * 2e6 ** 0.571) <= 64
+        assert t.recipe == "rule" and t.tokens % t.train.batch_tokens == 0
