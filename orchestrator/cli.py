@@ -198,6 +198,8 @@ def cmd_run(args) -> int:
           f"{out.failed} failed, {out.diverged} diverged ({time.monotonic() - t0:.0f}s)")
     if out.stop_reason:
         print(f"Adaptive planner stopped: {out.stop_reason}")
+    if out.recipe:
+        print(out.recipe)
     if out.fit:
         print(format_fit(out.fit))
     else:

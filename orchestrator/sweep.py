@@ -49,6 +49,7 @@ class SweepOutcome:
     report: list[str]
     results: str
     stop_reason: str = ""
+    recipe: str = ""  # what a tuned sweep's searches found (TuningPlanner.summary)
 
 
 def _open_for_writing(spec: SweepSpec) -> ResultStore:
@@ -155,6 +156,7 @@ def _run(spec, store, factory, static, executor_factory, sink, write_report, fit
     out = finish(spec, store, ids, write_report, fit_progress)
     out.trained, out.skipped, out.failed, out.diverged = trained, skipped, failed, diverged
     out.stop_reason = planner.stopped
+    out.recipe = planner.summary() if spec.tuned else ""
     return out
 
 

@@ -305,6 +305,8 @@ class TuningPlanner:
         self._owner: dict[str, str] = {}  # trial id -> point id of its search
         self._direct: dict[str, TrialConfig] = {}  # trial id of a ladder trial -> the inner planner's point
         self._waiting: list[TrialConfig] = []  # ladder points waiting for the rule
+        self._bases: list[TrialConfig] = []  # the point of each optimum, in order
+        self._laddered = 0
         self._n_kind = "total" if spec.trainer == "simulated" else next(
             (r.n for r in (getattr(spec.train, k) for k in AXES) for r in (getattr(r, "tune", r),)
              if isinstance(r, PowerRule)), "nonembed")
@@ -343,6 +345,31 @@ class TuningPlanner:
         search.observe(trial, result)
         self._propose(search)
 
+    def summary(self) -> str:
+        """What the searches found, for the end of ``scalesweep run``: which values were used and why."""
+        names = " and ".join("learning rate" if a == "lr" else "batch" for a in self.axes)
+        centre = {a: getattr(self.factory.train, a).tune for a in self.axes}
+        around = ", ".join(f"{a} {'default' if v is None else v.describe() if isinstance(v, PowerRule) else f'{v:g}'}"
+                           for a, v in centre.items())
+        opts = self.optima
+        lines = [f"{names.capitalize()} searched per point (factor {self.cfg.factor:g} around {around}): "
+                 f"{len(opts)} points in {sum(o.trials for o in opts)} trials, "
+                 f"{sum(o.bracketed for o in opts)} bracketed"]
+        by_budget: dict[float, list[PointOptimum]] = {}
+        for o, base in zip(opts, self._bases):
+            by_budget.setdefault(base.budget, []).append(o)
+        for budget, group in sorted(by_budget.items()):
+            group.sort(key=lambda o: o.n)
+            what = ", ".join(f"N={o.n:.3g}: {o.lr:.2g}" + (f" / {o.batch_tokens}" if o.batch_tokens else "")
+                             + ("" if o.bracketed else " (not bracketed)") for o in group)
+            lines.append(f"  {'C=%.3g' % budget if budget else 'grid'}: lr*{' / B*' if 'batch_tokens' in self.axes else ''} "
+                         f"{what}")
+        if self._laddered:
+            lines.append(f"  {self._laddered} points above tune.up_to_flops={self.cfg.up_to_flops:g} ran once at the "
+                         f"rule fitted to the searched ones: " + "; ".join(
+                             f"{'lr' if a == 'lr' else 'batch'} = {r.describe()}" for a, r in self.rules.items()))
+        return "\n".join(lines)
+
     # -- internals ----------------------------------------------------------------------------
     def _start(self, point: TrialConfig) -> None:
         if self.cfg.up_to_flops is not None and train_flops(point.n_params, point.tokens) > self.cfg.up_to_flops:
@@ -368,6 +395,7 @@ class TuningPlanner:
         del self._searches[search.base.point_id]
         opt = search.optimum()
         self.optima.append(opt)
+        self._bases.append(search.base)
         for axis in self.axes:
             rule = fit_rule(self.optima, axis, self._n_kind)
             if rule is not None:
@@ -411,3 +439,4 @@ class TuningPlanner:
             trial = self.factory.variant(point, Hparams(hp["lr"], self.factory.round_batch(hp["batch_tokens"]), recipe))
             self._direct[trial.trial_id] = point
             self._ready.append(trial)
+            self._laddered += 1
