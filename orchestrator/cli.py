@@ -359,8 +359,9 @@ def _form(args, runs=None):
 
 
 def cmd_fit(args) -> int:
-    from orchestrator.fitting.analysis import analyse
     from orchestrator.fitting.forms.predict import predict_points
+    from orchestrator.fitting.hparams.command import search_columns
+    from orchestrator.fitting.hparams.tuned import analyse_trials
     from orchestrator.fitting.runs import ColumnMap, load_points, load_runs
     from orchestrator.report.text import fit_json, format_fit, prediction_lines
 
@@ -372,10 +373,11 @@ def cmd_fit(args) -> int:
     runs = load_runs(args.results, cols, need_d=need_d)
     form = asked if asked is not None else _form(args, runs)
     points = load_points(args.predict, cols) if args.predict else None
+    table = search_columns(args.results, runs.table) if need_d else runs.table  # a tuned sweep: its searches
     with FitBar() as progress:
-        fit = analyse(runs.table, _target(args, runs), n_boot=args.bootstrap, seed=args.seed,
-                      drop_highest=args.drop_highest, isoflop=runs.isoflop, progress=progress, form=form,
-                      compare=True)
+        fit = analyse_trials(table, _target(args, runs), n_boot=args.bootstrap, seed=args.seed,
+                             drop_highest=args.drop_highest, isoflop=runs.isoflop, progress=progress, form=form,
+                             compare=True)
     predictions = predict_points(fit, _point_inputs(points, fit.form)) if points is not None else None
     if args.json:
         out = fit_json(fit)
@@ -400,7 +402,7 @@ def _point_inputs(points, form) -> dict:
 
 
 def cmd_report(args) -> int:
-    from orchestrator.fitting.analysis import analyse
+    from orchestrator.fitting.hparams.tuned import analyse_trials
     from orchestrator.report.page import write_report
     from orchestrator.results import open_results
     from orchestrator.fitting.runs import results_runs
@@ -409,8 +411,8 @@ def cmd_report(args) -> int:
     runs = results_runs(store, args.results)
     trials = runs.table
     with FitBar() as progress:
-        fit = analyse(trials, _target(args, runs), isoflop=runs.isoflop, progress=progress, form=_form(args, runs),
-                      compare=True)
+        fit = analyse_trials(trials, _target(args, runs), isoflop=runs.isoflop, progress=progress,
+                             form=_form(args, runs), compare=True)
     if _target_line(fit):
         print(_target_line(fit), file=sys.stderr)
     for path in write_report(store, trials, fit, os.path.basename(args.results.rstrip("/"))):
@@ -536,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(fn=cmd_query)
 
     _fit_parser(sub)
+    from orchestrator.fitting.hparams.command import add_parser as hparams_parser  # argparse only: no pandas
+
+    hparams_parser(sub, _positive_float)
 
     rp = sub.add_parser("report", help="write PNG plots and an HTML report under RESULTS/report")
     rp.add_argument("results")

@@ -18,7 +18,7 @@ from typing import Callable
 
 import yaml
 
-from orchestrator.fitting.analysis import SweepFit, analyse
+from orchestrator.fitting.analysis import SweepFit
 from orchestrator.running.driver import Driver, ProgressSink
 from orchestrator.errors import FitError, UserError
 from orchestrator.planning.estimate import Capacity, check, estimate_sweep, local_capacity
@@ -167,9 +167,11 @@ def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, writ
     if trial_ids is not None:  # trial ids, or point ids (every trial of a point's search)
         table = table[table["trial_id"].isin(trial_ids) | table["point_id"].isin(trial_ids)]
     fit, fit_error, report = None, "", []
+    from orchestrator.fitting.hparams.tuned import analyse_trials  # a tuned sweep: fits its per-point optima
+
     try:
-        fit = analyse(table, spec.fit.target_compute, isoflop=spec.planner != "adaptive", progress=fit_progress,
-                      form=spec.fit.law_form(), compare=True)
+        fit = analyse_trials(table, spec.fit.target_compute, isoflop=spec.planner != "adaptive", progress=fit_progress,
+                             form=spec.fit.law_form(), compare=True, objective=spec.tune.objective)
     except FitError as e:
         fit_error = str(e)
     if fit is not None and write_report:

@@ -35,7 +35,7 @@ from orchestrator.fitting.law import Approach3Fit, fit_approach3, no_optimum
 from orchestrator.fitting.screening import (EXCLUSION_REASONS, N_PARAMS, distinct_points, excluded_text,
                                             form_data_problem, law_data_problem, usable)
 from orchestrator.fitting.forms.selection import Comparison, candidate_forms, compare_forms, comparison_applies
-from orchestrator.fitting.stats import Z
+from orchestrator.fitting import Z
 from workers.flops import train_flops
 
 __all__ = ["SweepFit", "analyse", "usable", "EXCLUSION_REASONS", "FIT_STAGES"]
@@ -75,6 +75,9 @@ class SweepFit:
     n_boot_requested: int = 0  # resamples asked for (the bootstrap's n_boot may be fewer: MAX_RESAMPLE_RUNS)
     law: FormFit | None = None  # the fitted form (Chinchilla's: approach3 as a FormFit)
     comparison: Comparison | None = None  # the forms ranked by extrapolation, when run
+    # A tuned sweep's hyperparameter laws and recommendation (orchestrator.fitting.hparams.tuned
+    # sets it; the law above is then fitted to one row per design point, its optimum).
+    hparams: "HparamFit | None" = None  # noqa: F821
 
     @property
     def form(self) -> LawForm:

@@ -43,7 +43,7 @@ from threadpoolctl import threadpool_limits
 
 from orchestrator.fitting.isoflop import MIN_SIZES
 from orchestrator.fitting.law import HUBER_DELTA, Approach3Fit, lbfgs, one_step, optimal_allocation, refine, step_terms
-from orchestrator.fitting.stats import LEVELS
+from orchestrator.fitting import LEVELS
 from workers.flops import train_flops
 
 __all__ = ["Interval", "Bootstrap", "bootstrap", "resample_counts", "newton_applies", "refit_chinchilla", "LEVELS"]

@@ -22,7 +22,7 @@ import numpy as np
 
 from orchestrator.errors import InsufficientData
 from orchestrator.fitting.screening import distinct_count
-from orchestrator.fitting.stats import Z95, residual_scale, robust_sd
+from orchestrator.fitting import Z95, residual_scale, robust_sd
 from orchestrator.report.text import flops_str
 
 __all__ = ["Holdout", "residual_scale", "held_out_mask", "holdout_check", "outliers", "law_flags", "approach2_flags",

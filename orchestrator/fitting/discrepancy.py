@@ -56,7 +56,7 @@ from threadpoolctl import threadpool_limits
 
 from orchestrator.planning.design import jacobian_fd, log_law_jacobian, squared_exponential
 from orchestrator.fitting.law import LawParams, optimal_allocation
-from orchestrator.fitting.stats import robust_sd
+from orchestrator.fitting import robust_sd
 
 __all__ = ["Discrepancy", "estimate_discrepancies", "discrepancy_sd", "widen", "LOCAL_ELL", "MAX_POINTS"]
 

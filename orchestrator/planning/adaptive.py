@@ -59,7 +59,7 @@ from orchestrator.errors import FitError
 from orchestrator.planning.design import Z80, DesignModel, SparseDesignModel
 from orchestrator.fitting.forms.general import chinchilla_seed, fit_law, refine_form
 from orchestrator.fitting.law import LawParams, fit_approach3, no_optimum
-from orchestrator.fitting.stats import robust_sd
+from orchestrator.fitting import robust_sd
 from orchestrator.planning.trials import TrialFactory
 from orchestrator.spec import SweepSpec
 from workers.flops import train_flops

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator.fitting.law import LawParams, compute_optimal
-from orchestrator.fitting.stats import Z80
+from orchestrator.fitting import Z80
 
 __all__ = ["DesignModel", "SparseDesignModel", "Z80", "jacobian_fd", "law_jacobian", "log_law_jacobian",
            "prior_precision", "squared_exponential", "target_gradients"]

@@ -43,6 +43,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from orchestrator.errors import UserError
 from orchestrator.planning.protocol import Planner
@@ -91,6 +92,8 @@ def fit_rule(points: list["PointOptimum"], axis: str, n_kind: str) -> PowerRule 
     exps = iter(beta[1:])
     n_exp = float(next(exps)) if free[0] else 0.0
     d_exp = float(next(exps)) if free[1] else 0.0
+    if not (abs(beta[0]) < 300 and abs(n_exp) <= 10 and abs(d_exp) <= 10):  # a few noisy points, no rule
+        return None
     return PowerRule(coef=float(math.exp(beta[0])), n_exp=n_exp, d_exp=d_exp, n=n_kind)
 
 
@@ -307,6 +310,7 @@ class TuningPlanner:
         self._waiting: list[TrialConfig] = []  # ladder points waiting for the rule
         self._bases: list[TrialConfig] = []  # the point of each optimum, in order
         self._laddered = 0
+        self._runs: list[dict] = []  # every finished trial of the searches, for the rules
         self._n_kind = "total" if spec.trainer == "simulated" else next(
             (r.n for r in (getattr(spec.train, k) for k in AXES) for r in (getattr(r, "tune", r),)
              if isinstance(r, PowerRule)), "nonembed")
@@ -396,10 +400,9 @@ class TuningPlanner:
         opt = search.optimum()
         self.optima.append(opt)
         self._bases.append(search.base)
-        for axis in self.axes:
-            rule = fit_rule(self.optima, axis, self._n_kind)
-            if rule is not None:
-                self.rules[axis] = rule
+        self._runs += [{"point": search.base.point_id, "n": opt.n_rule, "d": opt.d, "lr": t.lr, "batch": t.batch_tokens,
+                        "loss": t.loss, "status": TrialStatus.COMPLETED.value} for t in search.tried.values()]
+        self._refit_rules()
         if not opt.bracketed:
             log.warning("point %s: the %s search did not bracket its optimum within tune.max_trials_per_point=%d "
                         "and the tune ranges (best of %d trials kept)", search.base.name, "/".join(search.unbracketed),
@@ -413,6 +416,23 @@ class TuningPlanner:
         else:
             result = None
         self.inner.tell(base, result)
+
+    def _refit_rules(self) -> None:
+        """The rules that centre later searches and run the ladder: the landscape fitted jointly
+        to every finished trial (orchestrator.fitting.hparams.landscape: each point weighted by
+        how sharply its trials pin it down), or, with too few points for it, a regression over
+        the points' optima (:func:`fit_rule`)."""
+        from orchestrator.fitting.hparams.landscape import fit_landscape
+
+        runs = pd.DataFrame(self._runs)
+        runs = runs[np.isfinite(runs["loss"])]
+        joint = fit_landscape(runs, tuple("lr" if a == "lr" else "batch" for a in self.axes), self._n_kind,
+                              n_draws=0) if len(runs) else None
+        for axis in self.axes:
+            law = joint and joint["lr" if axis == "lr" else "batch"]
+            rule = law.rule() if law else fit_rule(self.optima, axis, self._n_kind)
+            if rule is not None:
+                self.rules[axis] = rule
 
     def _release_waiting(self) -> None:
         """Ladder points run once every tuned point has finished: at the fitted rule, or

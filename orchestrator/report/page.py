@@ -4,7 +4,9 @@ Plots follow the figures readers know from Hoffmann et al. (2022): IsoFLOP curve
 against N per budget (their Figure 3, left), loss against compute with the compute-optimal
 frontier and its 80 % band, N_opt and D_opt against C for Approaches 2 and 3 (Figure 3,
 centre and right); then residuals with the flagged runs, the order in which points were run
-(the planner's choices), and FLOPs spent over time. Axes carry units; N, D and C use log scales.
+(the planner's choices), and FLOPs spent over time. A tuned sweep (orchestrator.fitting.hparams)
+adds loss against learning rate per design point with each point's fitted optimum, and lr* (and
+B*) against N and D with their fitted laws. Axes carry units; N, D and C use log scales.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pandas as pd  # noqa: E402
 
 from orchestrator.errors import UserError  # noqa: E402
 from orchestrator.fitting.analysis import SweepFit  # noqa: E402
-from orchestrator.report.text import format_fit  # noqa: E402
+from orchestrator.report.text import format_fit, si  # noqa: E402
 from workers.flops import tokens_for_budget  # noqa: E402
 from workers.store import ResultStore  # noqa: E402
 
@@ -218,6 +220,111 @@ def _held_out(fit: SweepFit, ax) -> None:
     ax.legend(fontsize=8)
 
 
+def _panels(ax, k: int, width: float = 11.0, height: float = 3.4):
+    """``k`` axes in place of ``ax`` (a plot of several panels), at most 3 a row."""
+    fig = ax.figure
+    ax.remove()
+    cols = min(k, 3) if k != 4 else 2
+    rows = -(-k // cols)
+    fig.set_size_inches(width, height * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for extra in axes[k:]:
+        extra.remove()
+    return list(axes[:k])
+
+
+MAX_LR_PANELS = 6
+
+
+def _lr_loss(fit: SweepFit, ax) -> None:
+    """Loss against learning rate at each design point (one panel per budget, or per N in a
+    grid), at the point's best batch, with the point's fitted optimum: a star (open where the
+    optimum is not bracketed); diverged trials as crosses along the top."""
+    h = fit.hparams
+    runs, pts = h.runs, {p.point: p for p in h.points}
+    by_budget = bool((runs["budget"] > 0).any())
+    key = runs["budget"] if by_budget else runs["n_total"].round(-1)
+    groups = sorted(key.unique())
+    if len(groups) > MAX_LR_PANELS:
+        groups = [groups[i] for i in np.linspace(0, len(groups) - 1, MAX_LR_PANELS).round().astype(int)]
+    axes = _panels(ax, len(groups))
+    lo, hi = np.log10(runs["n_total"].min()), np.log10(runs["n_total"].max())
+    cmap = plt.get_cmap("plasma")
+    for a, g in zip(axes, groups):
+        sub = runs[key == g]
+        top = np.nanmax(sub["loss"]) if sub["loss"].notna().any() else 1.0
+        for pid, r in sub.groupby("point"):
+            p = pts[pid]
+            color = cmap(0.85 * (np.log10(p.n_total) - lo) / (hi - lo) if hi > lo else 0.0)
+            ok = r[r["loss"].notna() & (r["status"] == "completed")]
+            if len(ok) and p.batch_opt is not None:  # the row of the best trial's batch
+                ok = ok[np.isclose(ok["batch"], ok.loc[ok["loss"].idxmin(), "batch"])]
+            ok = ok.sort_values("lr")
+            a.plot(ok["lr"], ok["loss"], "o-", color=color, ms=3, lw=1, label=f"N={si(p.n_total)} D={si(p.d)}")
+            div = r[r["loss"].isna()]
+            a.scatter(div["lr"], np.full(len(div), top), marker="x", color=color, s=25)
+            if np.isfinite(p.lr_opt) and np.isfinite(p.loss_opt):
+                a.scatter([p.lr_opt], [p.loss_opt], marker="*", s=120, zorder=4, edgecolors=color,
+                          facecolors=color if p.lr_bracketed else "none")
+        a.set_xscale("log")
+        a.set_xlabel("learning rate")
+        a.set_ylabel("held-out loss (nats/token)")
+        a.set_title(f"C = {g:.2g} FLOPs" if by_budget else f"N = {si(g)}", fontsize=9)
+        if sub["point"].nunique() <= 6:
+            a.legend(fontsize=6)
+    axes[0].figure.suptitle("Loss against learning rate per design point (stars: fitted optima, open: not "
+                            "bracketed; x: diverged)", fontsize=10)
+
+
+def _hparam_laws(fit: SweepFit, ax) -> None:
+    """lr* (and B*) against N and against D with the fitted law: each panel shows the optimum
+    divided by the other variable's power (a partial plot), so the law is one line in it."""
+    h = fit.hparams
+    laws = [(w, law) for w, law in (("lr", h.lr_law), ("batch", h.batch_law)) if law is not None]
+    if not laws:
+        ax.text(0.5, 0.5, "no hyperparameter law fitted", ha="center", transform=ax.transAxes)
+        return
+    axes = _panels(ax, 2 * len(laws), width=10.0, height=3.8)
+    label = {"lr": "lr*", "batch": "B* (tokens)"}
+    for (what, law), pair in zip(laws, np.reshape(axes, (-1, 2))):
+        opt = [(p, p.lr_opt if what == "lr" else p.batch_opt, p.lr_bracketed if what == "lr" else p.batch_bracketed)
+               for p in h.points]
+        opt = [(p, v, b) for p, v, b in opt if v is not None and np.isfinite(v)]
+        for a, var in zip(pair, ("n", "d")):
+            other, j = ("d", 2) if var == "n" else ("n", 1)
+            x = np.array([getattr(p, var) for p, _, _ in opt])
+            y = np.array([v / getattr(p, other) ** law.beta[j] for p, v, _ in opt])
+            used = np.array([b for _, _, b in opt], bool)
+            dropped = np.array([p.point in {law.points[i] for i in law.dropped if i < len(law.points)}
+                                for p, _, _ in opt], bool)
+            used &= ~dropped
+            a.scatter(x[used], y[used], color="tab:blue", s=18, zorder=3, label="bracketed optima")
+            if dropped.any():
+                a.scatter(x[dropped], y[dropped], marker="x", color="red", s=30, zorder=4, label="outliers (left out)")
+            if (~used & ~dropped).any():
+                a.scatter(x[~used & ~dropped], y[~used & ~dropped], facecolors="none", edgecolors="gray", s=18,
+                          label="not bracketed (left out)")
+            xs = np.geomspace(x.min() / 1.5, max(x.max(), h.at.get(var, 0)) * 1.5, 60)
+            k = 1 if var == "n" else 2
+            a.plot(xs, np.exp(law.beta[0] + law.beta[k] * np.log(xs)), color="black", lw=1.2,
+                   label=f"{law.formula()}")
+            # Each draw at the points' typical value of the other variable, divided out as the
+            # points are: the band then carries the draws' covariance of coef with both exponents.
+            ref = float(np.mean(np.log([getattr(p, other) for p, _, _ in opt])))
+            with np.errstate(over="ignore"):
+                band = np.exp(law.draws[:, [0]] + law.draws[:, [k]] * np.log(xs)[None, :]
+                              + (law.draws[:, [j]] - law.beta[j]) * ref)
+            a.fill_between(xs, *np.percentile(band, [10, 90], axis=0), color="gray", alpha=0.3, label="80 % band")
+            a.set_xscale("log")
+            a.set_yscale("log")
+            a.set_xlabel("non-embedding parameters N" if var == "n" and h.n_kind == "nonembed"
+                         else ("parameters N" if var == "n" else "tokens D"))
+            a.set_ylabel(label[what] + (f" / {other.upper()}^{law.beta[j]:.3f}" if law.beta[j] else ""))
+            a.legend(fontsize=6)
+    axes[0].figure.suptitle("Hyperparameter laws (each panel divides out the other variable's fitted power)",
+                            fontsize=10)
+
+
 PLOTS = {
     "isoflop": _isoflop,
     "frontier": _frontier,
@@ -235,7 +342,8 @@ def write_report(store: ResultStore, trials: pd.DataFrame, fit: SweepFit, title:
     UserError, naming the directory, when the sweep's results cannot be written to (nothing
     there is changed: every file is drawn first and written atomically)."""
     images = {}
-    for name, draw in PLOTS.items():
+    tuned = {"lr_loss": _lr_loss, "hparam_laws": _hparam_laws} if getattr(fit, "hparams", None) is not None else {}
+    for name, draw in (PLOTS | tuned).items():
         fig, ax = plt.subplots(figsize=(7, 4.8), dpi=110)
         draw(fit, ax)
         fig.tight_layout()
@@ -244,6 +352,8 @@ def write_report(store: ResultStore, trials: pd.DataFrame, fit: SweepFit, title:
         plt.close(fig)
         images[name] = buf.getvalue()
     cols = ["name", "status", "n_params", "tokens", "flops", "budget", "eval_loss", "train_loss", "wall_s"]
+    if tuned:
+        cols[-2:-2] = ["lr", "batch_tokens"]
     table = trials[[c for c in cols if c in trials]].sort_values(["budget", "n_params"]).to_html(
         index=False, float_format=lambda x: f"{x:.4g}", border=0)
     figs = "\n".join(

@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from orchestrator.fitting.stats import LEVELS
+from orchestrator.fitting import LEVELS
 
-__all__ = ["format_fit", "fit_json", "si", "flops_str"]
+__all__ = ["format_fit", "fit_json", "si", "flops_str", "hparam_lines", "hparams_json"]
 
 
 def flops_str(c: float) -> str:
@@ -56,7 +56,14 @@ def _iv(fit, key: str, fmt, inline: bool = False) -> str:
 def format_fit(fit) -> str:
     """Human-readable summary printed by ``run`` and ``fit`` (fit: an analysis.SweepFit)."""
     return "\n".join(_comparison_lines(fit) + _law_lines(fit) + _form_lines(fit) + _flag_lines(fit)
-                     + _frontier_lines(fit))
+                     + _frontier_lines(fit) + _hparam_lines(fit))
+
+
+def _hparam_lines(fit) -> list[str]:
+    """A tuned sweep's hyperparameter laws and recommendation (``hparam_lines``)."""
+    if getattr(fit, "hparams", None) is None:
+        return []
+    return hparam_lines(fit.hparams)
 
 
 def _comparison_lines(fit) -> list[str]:
@@ -279,6 +286,8 @@ def fit_json(fit) -> dict:
         "notes": fit.notes,
         "outliers": fit.outliers,
     }
+    if getattr(fit, "hparams", None) is not None:  # a tuned sweep (orchestrator.fitting.hparams.tuned)
+        out["hparams"] = hparams_json(fit.hparams)
     return _finite_or_none(out)
 
 
@@ -300,3 +309,107 @@ def _finite_or_none(x):
     if isinstance(x, np.bool_):
         return bool(x)
     return x
+
+
+# -- hyperparameter laws (orchestrator.fitting.hparams): after a tuned sweep's frontier, and `hparams` --
+
+_HP_LABEL = {"lr": "learning rate", "batch": "batch size (tokens)"}
+
+
+def _hp_cells(v: dict, fmt) -> str:
+    return "  ".join(f"[{fmt(v[k][0])}, {fmt(v[k][1])}]".ljust(24) for k in (f"{round(100 * lv)}%" for lv in LEVELS)).rstrip()
+
+
+def _hp_g(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _hp_exp(x: float) -> str:
+    return f"{x:+.3f}"
+
+
+def n_words(n_kind: str) -> str:
+    """What the hyperparameter laws' N counts."""
+    if n_kind.startswith("column"):
+        return f"the {n_kind}"
+    return "non-embedding parameters" if n_kind == "nonembed" else "parameters"
+
+
+def _loss_words(h) -> str:
+    fitted = sum(p.loss_fitted for p in h.points)
+    best = sum(not p.loss_fitted and math.isfinite(p.loss_opt) for p in h.points)
+    if h.objective == "best":
+        return f"each point's loss is its best trial's (objective: best; {best} points)"
+    return (f"each point's loss is the minimum of its fitted parabola or surface ({fitted} points: it averages the "
+            f"noise of the trials near the bottom), or its best trial's where the optimum is not bracketed or the point "
+            f"was not searched ({best})")
+
+
+def _hp_law_lines(law) -> list[str]:
+    """A law's formula and its coefficients with their intervals."""
+    how = (f"fitted jointly to {law.trials} trials of {law.n_points} points" if law.method == "joint" else
+           f"{law.n_points} bracketed points; scatter {law.residual_sd:.3f} in ln")
+    lines = [f"  {law.formula()}   ({how})",
+             f"  {'':<22}{'estimate':>10}  {'80 % interval':<24}  95 % interval"]
+    for name, v in law.intervals().items():
+        if v.get("fixed"):
+            lines.append(f"  {name:<22}{'0':>10}  (fixed: not identified by the points)")
+            continue
+        fmt = _hp_g if name == "coef" else _hp_exp
+        lines.append(f"  {name:<22}{fmt(v['estimate']):>10}  {_hp_cells(v, fmt)}")
+    return lines
+
+
+def _hp_recommendation(h) -> list[str]:
+    """lr* and B* at the point ``h.at`` (a tuned fit's target, or ``hparams --at-n/--compute``)."""
+    if not h.at or (h.lr_opt is None and h.batch_opt is None):
+        return []
+    at = h.at
+    where = f"N = {si(at['n'])}, D = {si(at['d'])}"
+    if "compute" in at:
+        total = at.get("n_total", at["n"])
+        iv = (at.get("n_opt_interval") or {}).get("80%")
+        band = f" (80 %: {si(iv[0])}-{si(iv[1])})" if iv else ""
+        where = f"N_opt = {si(total)}{band}, D_opt = {si(at['d'])} (C = {at['compute']:.3g} FLOPs)"
+        if at.get("n_mapped"):
+            where += (f"; the laws' N there: {si(at['n'])} {n_words(h.n_kind)}, from the points' own ratio of the "
+                      "two counts")
+    lines = [f"Recommended at {where}:"]
+    for what, rec, fixed in (("lr", h.lr_opt, h.lr_fixed), ("batch", h.batch_opt, h.batch_fixed)):
+        if rec is not None:
+            fmt = _hp_g if what == "lr" else si  # batch sizes in tokens, as counts: 568k
+            lines.append(f"  {_HP_LABEL[what]:<22}{fmt(rec['estimate']):>10}  {_hp_cells(rec, fmt)}")
+        elif fixed:
+            lines.append(f"  {_HP_LABEL[what]:<22}{'-':>10}  {fixed}")
+    if at.get("n_opt_drawn"):
+        lines.append("  (intervals: the laws' draws, each at an N_opt drawn from its 80 % interval as a lognormal)")
+    return lines
+
+
+def hparam_lines(h, head: str = "") -> list[str]:
+    """The laws, the recommendation and the notes, as ``fit`` prints them after the frontier."""
+    n_trials = sum(p.n_trials for p in h.points)
+    lines = [head or f"Hyperparameter laws (fitted to the optima of {len(h.points)} design points, {n_trials} trials; "
+             f"N: {n_words(h.n_kind)}; D: tokens):", f"  {_loss_words(h)}"]
+    for what, law, fixed in (("lr", h.lr_law, h.lr_fixed), ("batch", h.batch_law, h.batch_fixed)):
+        if law is not None:
+            lines.extend(_hp_law_lines(law))
+        elif fixed:
+            lines.append(f"  {_HP_LABEL[what]}: {fixed}")
+    lines.extend(_hp_recommendation(h))
+    if h.notes:
+        lines.append("Hyperparameter notes:")
+        lines.extend(f"  - {n}" for n in h.notes)
+    return lines
+
+
+def hparams_json(h) -> dict:
+    """``hparams`` of ``fit --json`` and the output of ``hparams --json``."""
+    return _finite_or_none({
+        "lr_law": h.lr_law.to_json() if h.lr_law is not None else None,
+        "batch_law": h.batch_law.to_json() if h.batch_law is not None else None,
+        "lr_opt": h.lr_opt, "batch_opt": h.batch_opt, "at": h.at or None,
+        "lr_fixed": h.lr_fixed or None, "batch_fixed": h.batch_fixed or None,
+        "n": h.n_kind, "objective": h.objective, "notes": h.notes,
+        "points": [p.to_json() for p in h.points],
+    })

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from orchestrator.fitting.stats import LEVELS, Z, residual_scale
+from orchestrator.fitting import LEVELS, Z, residual_scale
 
 __all__ = ["predictive_bounds", "predictive", "resample_laws", "predict_points", "extra_sd", "grid_x"]
 
