@@ -12,7 +12,7 @@ import numpy as np
 
 from orchestrator.fitting.bootstrap import bootstrap
 from orchestrator.fitting.law import LawParams, compute_optimal, fit_approach3, optimal_allocation, predict_loss
-from orchestrator.fitting.stats import LEVELS
+from orchestrator.fitting import LEVELS
 from workers.flops import tokens_for_budget
 
 __all__ = ["synthetic_isoflop", "coverage"]

@@ -229,10 +229,10 @@ def test_strided_local_scale_follows_the_noise_level():
 
 def test_text_formatting_loads_no_fitting_engine():
     """``scalesweep status`` formats sizes and FLOPs with orchestrator.report.text: importing it
-    must not load scipy or the fit (only the numpy-only orchestrator.fitting.stats)."""
+    must not load scipy or the fit (only the numpy-only orchestrator.fitting)."""
     code = ("import sys, orchestrator.report.text; "
             "bad = [m for m in sys.modules if m.split('.')[0] == 'scipy' or "
-            "m.startswith('orchestrator.fitting.') and m not in ('orchestrator.fitting.stats',)]; "
+            "m.startswith('orchestrator.fitting.') and m not in ('orchestrator.fitting',)]; "
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1])
