@@ -389,7 +389,7 @@ def _hp_recommendation(h) -> list[str]:
 def hparam_lines(h, head: str = "") -> list[str]:
     """The laws, the recommendation and the notes, as ``fit`` prints them after the frontier."""
     n_trials = sum(p.n_trials for p in h.points)
-    lines = [head or f"Hyperparameter laws (fitted to the optima of {len(h.points)} design points, {n_trials} trials; "
+    lines = [head or f"Hyperparameter laws ({len(h.points)} design points, {n_trials} trials; "
              f"N: {n_words(h.n_kind)}; D: tokens):", f"  {_loss_words(h)}"]
     for what, law, fixed in (("lr", h.lr_law, h.lr_fixed), ("batch", h.batch_law, h.batch_fixed)):
         if law is not None:

@@ -160,7 +160,9 @@ def _point_notes(points: list[PointOptimum], h: HparamFit) -> list[str]:
         if not out:
             continue
         names = ", ".join(p.name for p in out[:3]) + (" ..." if len(out) > 3 else "")
-        notes.append(f"{_bracket_text(points, what)}; left out of the {what} law (extend their search): {names}")
+        use = ("their trials near the best still enter the joint fit, one-sidedly" if law is not None
+               and law.method == "joint" else f"left out of the {what} law")
+        notes.append(f"{_bracket_text(points, what)}; {use} (extend their search): {names}")
         off = _inside_tried(out, law, what)
         if off:
             notes.append(f"the fitted {what} law puts the optimum inside the tried range of {off} of those points, "
