@@ -285,6 +285,14 @@ class PointSearch:
         return float(getattr(best, axis)), best.loss
 
 
+def _rule(law) -> PowerRule | None:
+    """A fitted law as a recipe rule, or None where its values are outside a rule's bounds."""
+    try:
+        return law.rule()
+    except ValueError:  # pydantic's ValidationError: a coefficient or exponent out of range
+        return None
+
+
 def _same(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-12 * max(abs(a), abs(b))
 
@@ -430,7 +438,8 @@ class TuningPlanner:
                               n_draws=0) if len(runs) else None
         for axis in self.axes:
             law = joint and joint["lr" if axis == "lr" else "batch"]
-            rule = law.rule() if law else fit_rule(self.optima, axis, self._n_kind)
+            rule = _rule(law) if law else None
+            rule = rule or fit_rule(self.optima, axis, self._n_kind)
             if rule is not None:
                 self.rules[axis] = rule
 

@@ -8,6 +8,26 @@ Design choices, each with its reason:
   flash / memory-efficient kernels on GPUs and a fused kernel on CPUs;
 - GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer)
   (Radford et al. 2019, section 2.3).
+
+μP (``mup_base_width`` > 0; Yang et al. 2022, "Tensor Programs V", Table 3, AdamW column, as the
+``mup`` package implements GPT-2 with a tied readout, ``MuSharedReadout``): with width multiplier
+m = d_model / base_width, the optimal learning rate stops moving with width, so it can be tuned on
+a narrow model and reused on a wide one. Three things change here, all of them the identity at
+m = 1 except the attention scale:
+- hidden matrices (attention qkv and projection, MLP fc and projection) start at std 0.02/sqrt(m),
+  i.e. variance proportional to 1/fan_in (the residual projections keep their 1/sqrt(2 n_layer));
+  their AdamW learning rate is lr/m, which :func:`workers.gpt.train._optimizer` applies from
+  :meth:`GPT.hidden_matrix_names` and :attr:`GPT.width_mult`;
+- the readout's input is multiplied by 1/m (the output multiplier), because the tied head's
+  rows keep the embedding's O(1) coordinates and an O(1)-coordinate update, so without it the
+  logits' change after one Adam step grows like the width;
+- attention logits are q.k / head_dim instead of q.k / sqrt(head_dim) (the paper's attention
+  rule; the mup README: "use 1/d instead of 1/sqrt(d)"): once training aligns q with k, q.k
+  grows like head_dim. Here widths grow by adding heads of a fixed head_dim, so this is one
+  constant factor at every width; it matters for transfer only where head_dim grows.
+Vector-like parameters (token and position embeddings, LayerNorm gains) keep their init and
+learning rate. With ``mup_base_width`` = 0 (standard parametrisation) nothing here runs: the
+model, its initial weights and its losses are bit for bit those of the model before μP.
 """
 
 from __future__ import annotations
@@ -24,9 +44,10 @@ __all__ = ["GPT"]
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, shape: GPTShape):
+    def __init__(self, shape: GPTShape, scale: float | None = None):
         super().__init__()
         self.n_head = shape.n_head
+        self.scale = scale  # None: SDPA's default 1/sqrt(head_dim)
         self.c_attn = nn.Linear(shape.d_model, 3 * shape.d_model, bias=False)
         self.c_proj = nn.Linear(shape.d_model, shape.d_model, bias=False)
 
@@ -35,7 +56,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(c, dim=2)
         # (B, T, C) -> (B, n_head, T, head_dim)
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
         return self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
 
 
@@ -50,10 +71,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, shape: GPTShape):
+    def __init__(self, shape: GPTShape, attn_scale: float | None = None):
         super().__init__()
         self.ln_1 = nn.LayerNorm(shape.d_model, bias=False)
-        self.attn = CausalSelfAttention(shape)
+        self.attn = CausalSelfAttention(shape, attn_scale)
         self.ln_2 = nn.LayerNorm(shape.d_model, bias=False)
         self.mlp = MLP(shape.d_model)
 
@@ -63,26 +84,49 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """Decoder-only transformer. ``forward(idx, targets)`` returns (logits, mean CE loss)."""
+    """Decoder-only transformer. ``forward(idx, targets)`` returns (logits, mean CE loss).
 
-    def __init__(self, shape: GPTShape):
+    ``mup_base_width`` > 0 parametrises it in μP relative to that width (module docstring).
+    """
+
+    def __init__(self, shape: GPTShape, mup_base_width: int = 0):
         super().__init__()
+        if mup_base_width < 0:
+            raise ValueError(f"mup_base_width={mup_base_width}: expected 0 (standard) or a positive base width")
         self.shape = shape
+        self.mup_base_width = mup_base_width
+        # m = d_model / base_width; 1.0 in the standard parametrisation, where it changes nothing.
+        self.width_mult = shape.d_model / mup_base_width if mup_base_width else 1.0
+        head_dim = shape.d_model // shape.n_head
+        attn_scale = 1.0 / head_dim if mup_base_width else None
         self.wte = nn.Embedding(shape.vocab_size, shape.d_model)
         self.wpe = nn.Embedding(shape.seq_len, shape.d_model)
-        self.blocks = nn.ModuleList(Block(shape) for _ in range(shape.n_layer))
+        self.blocks = nn.ModuleList(Block(shape, attn_scale) for _ in range(shape.n_layer))
         self.ln_f = nn.LayerNorm(shape.d_model, bias=False)
         self.lm_head = nn.Linear(shape.d_model, shape.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying
-        self.apply(self._init_weights)
+        # The same draws in the same order whatever the parametrisation; μP only rescales those of
+        # the hidden matrices (0.02 / sqrt(1.0) is exactly 0.02, so standard init is unchanged).
+        hidden_std = 0.02 / math.sqrt(self.width_mult)
+        hidden = set(self.hidden_matrix_names())
+        for name, module in self._leaf_modules_in_apply_order():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                std = hidden_std if f"{name}.weight" in hidden else 0.02
+                nn.init.normal_(module.weight, mean=0.0, std=std)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * shape.n_layer))
+                nn.init.normal_(p, mean=0.0, std=hidden_std / math.sqrt(2 * shape.n_layer))
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    def _leaf_modules_in_apply_order(self):
+        # nn.Module.apply visits children before parents, named_modules parents first; the leaves
+        # (the only modules initialised) come in the same order either way, so the random draws
+        # are those of nanoGPT's self.apply(_init_weights). The tied lm_head is drawn last and
+        # so sets the shared embedding, as it always has.
+        return ((n, m) for n, m in self.named_modules() if not list(m.children()))
+
+    def hidden_matrix_names(self) -> list[str]:
+        """Parameters that are μP's hidden matrices: both dimensions grow with the width."""
+        return [n for n, p in self.named_parameters() if n.startswith("blocks.") and p.dim() >= 2]
 
     def num_params(self) -> int:
         """Total trainable parameters, the tied head counted once."""
@@ -94,7 +138,10 @@ class GPT(nn.Module):
         x = self.wte(idx) + self.wpe(pos)
         for block in self.blocks:
             x = block(x)
-        logits = self.lm_head(self.ln_f(x))
+        x = self.ln_f(x)
+        if self.width_mult != 1.0:  # μP output multiplier 1/m (MuSharedReadout divides its input)
+            x = x / self.width_mult
+        logits = self.lm_head(x)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))

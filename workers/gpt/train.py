@@ -42,7 +42,8 @@ __all__ = ["train", "lr_at", "evaluate", "CHECKPOINT_VERSION"]
 log = logging.getLogger(__name__)
 
 # Bump when the checkpoint layout changes; a checkpoint of another version is ignored.
-CHECKPOINT_VERSION = 1
+# 2: the optimiser's param groups carry lr_mult (μP), which _step reads.
+CHECKPOINT_VERSION = 2
 
 # Called with the number of steps done after each log boundary (and after its checkpoint).
 # A no-op; tests replace it to interrupt a trial at a known step.
@@ -68,16 +69,34 @@ def _device(name: str) -> torch.device:
 
 
 def _optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW whose param groups each carry ``lr_mult``: ``_step`` sets a group's lr to the
+    schedule's lr times it. One group of matrices and one of vectors, both at 1.0, in the standard
+    parametrisation; under μP the hidden matrices get their own group at 1/m."""
     # Decay matrices only; norms and nothing else (nanoGPT configure_optimizers).
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if not model.mup_base_width:
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_mult": 1.0},
+                  {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0}]
+    else:
+        # μP for Adam (Yang et al. 2022, Table 3): hidden matrices learn at lr/m, so that their
+        # O(lr)-per-coordinate update moves a fan-in-m sum by O(1). Their weight decay is
+        # multiplied by m, as the mup package's MuAdamW does (decoupled_wd=False), so the decay
+        # per step (lr * weight_decay) is the same at every width. Embeddings and gains keep lr.
+        m, names = model.width_mult, set(model.hidden_matrix_names())
+        hidden = [p for n, p in model.named_parameters() if n in names]
+        other = [p for n, p in model.named_parameters() if n not in names and p.dim() >= 2]
+        groups = [{"params": hidden, "weight_decay": cfg.weight_decay * m, "lr_mult": 1.0 / m},
+                  {"params": other, "weight_decay": cfg.weight_decay, "lr_mult": 1.0},
+                  {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0}]
+    for g in groups:
+        g["lr"] = cfg.lr * g["lr_mult"]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=device.type == "cuda")
 
 
 def _build(cfg: TrialConfig, device: torch.device) -> tuple[GPT, torch.optim.AdamW]:
     torch.manual_seed(cfg.seed)  # the only randomness: initial weights (no dropout)
-    model = GPT(cfg.shape).to(device)
+    model = GPT(cfg.shape, mup_base_width=cfg.mup_base_width).to(device)
     return model, _optimizer(model, cfg.train, device)
 
 
@@ -229,7 +248,7 @@ class _Run:
     def _step(self, forward, step: int, lr: float) -> torch.Tensor:
         """One optimiser step at learning rate ``lr``; its loss, still on the device."""
         for group in self.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_mult"]  # 1.0 but for μP's hidden matrices (_optimizer)
         x, y = self.corpus.batch(self.cfg.seed, step, self.batch_size, self.seq_len)
         with _autocast(self.device):
             _, loss = forward(torch.from_numpy(x).to(self.device, non_blocking=True),

@@ -121,7 +121,9 @@ def fit_landscape(runs: pd.DataFrame, axes: tuple[str, ...], n_kind: str = "none
         theta = least_squares(lambda th: m.profiled(th, w) / max(scale, 1e-12), theta, bounds=(lower, np.inf),
                               loss="soft_l1", f_scale=SOFT_L1_SCALE, x_scale="jac").x
         w = _noise_weights(m, theta)
-    _, k = m.unpack(theta)
+    laws, k = m.unpack(theta)
+    if any(abs(v) > (50 if name == "c" else 5) for law in laws.values() for name, v in law.items()):
+        return None  # exponents beyond any published law's: too few points to carry the model
     if k.get("k_lr", 1.0) <= 1e-6 or k.get("k_b", 1.0) <= 1e-6 or (
             len(axes) == 2 and 4 * k["k_lr"] * k["k_b"] <= k["k_x"] ** 2):
         return None
