@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: reports are written on clusters without a display
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -267,6 +268,7 @@ def _lr_loss(fit: SweepFit, ax) -> None:
                 a.scatter([p.lr_opt], [p.loss_opt], marker="*", s=120, zorder=4, edgecolors=color,
                           facecolors=color if p.lr_bracketed else "none")
         a.set_xscale("log")
+        a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # a 4x range: minor labels collide
         a.set_xlabel("learning rate")
         a.set_ylabel("held-out loss (nats/token)")
         a.set_title(f"C = {g:.2g} FLOPs" if by_budget else f"N = {si(g)}", fontsize=9)
