@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
 from orchestrator.errors import UserError
 from orchestrator.planning.trials import TrialFactory, plan_trials
-from orchestrator.planning.tuning import PointSearch, fit_rule, parabola_vertex
+from orchestrator.planning.tuning import PointSearch, SearchResult, fit_rule
 from orchestrator.running.executor import InlineExecutor
 from orchestrator.spec import parse_spec
 from orchestrator.sweep import run_sweep
@@ -72,13 +71,6 @@ def bowl(lr_opt, k=0.0058, level=2.5, diverge=None):
     return f
 
 
-def test_parabola_vertex_recovers_a_quadratic_and_refuses_a_cap():
-    x = np.array([-1.0, 0.2, 1.5])
-    v = parabola_vertex(x, 3 * (x - 0.4) ** 2 + 1)
-    assert v == pytest.approx((0.4, 1.0))
-    assert parabola_vertex(x, -(x ** 2)) is None
-
-
 @pytest.mark.parametrize("centre_over_opt", [1.0, 0.05, 30.0])
 def test_search_brackets_and_finds_the_optimum_from_any_centre(tmp_path, centre_over_opt):
     s = drive(new_search(tmp_path, 3e-3 * centre_over_opt, max_trials_per_point=12), bowl(3e-3))
@@ -117,13 +109,11 @@ def test_a_search_that_cannot_bracket_says_so(tmp_path):
 
 
 def test_fit_rule_recovers_a_power_law_and_fixes_an_unidentified_exponent():
-    from orchestrator.planning.tuning import PointOptimum
-
-    pts = [PointOptimum(str(i), int(n), n, d, 1.79 * n ** -0.713 * d ** 0.307, None, 2.0, True, 3, 0.0)
+    pts = [SearchResult(str(i), int(n), n, d, 1.79 * n ** -0.713 * d ** 0.307, None, 2.0, True, 3, 0.0)
            for i, (n, d) in enumerate([(1e6, 1e8), (1e7, 1e8), (1e6, 1e10), (1e8, 1e11)])]
     rule = fit_rule(pts, "lr", "total")
     assert (rule.coef, rule.n_exp, rule.d_exp) == pytest.approx((1.79, -0.713, 0.307), rel=1e-6)
-    same_d = [PointOptimum(str(i), int(n), n, 1e9, 0.1 * n ** -0.5, None, 2.0, True, 3, 0.0) for i, n in
+    same_d = [SearchResult(str(i), int(n), n, 1e9, 0.1 * n ** -0.5, None, 2.0, True, 3, 0.0) for i, n in
               enumerate([1e6, 1e7, 1e8])]
     rule = fit_rule(same_d, "lr", "total")
     assert rule.d_exp == 0.0 and rule.n_exp == pytest.approx(-0.5)

@@ -45,7 +45,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from orchestrator.errors import UserError
+from orchestrator.errors import FitError, UserError
+from orchestrator.fitting.hparams.laws import MIN_POINTS, fit_power_law
+from orchestrator.fitting.hparams.optima import parabola
 from orchestrator.planning.protocol import Planner
 from orchestrator.planning.trials import Hparams, TrialFactory
 from orchestrator.spec import SweepSpec, TuneSpec
@@ -53,52 +55,29 @@ from workers.config import PowerRule, TrialConfig, TrialResult
 from workers.flops import train_flops
 from workers.store import TrialStatus
 
-__all__ = ["PointOptimum", "PointSearch", "TuningPlanner", "fit_rule", "parabola_vertex"]
+__all__ = ["SearchResult", "PointSearch", "TuningPlanner", "fit_rule"]
 
 log = logging.getLogger(__name__)
 
 AXES = ("lr", "batch_tokens")
-MIN_RULE_POINTS = 3  # bracketed points before a fitted rule centres later searches (or feeds the ladder)
 REFINE_FROM = 0.25  # a vertex this many steps (of tune.factor) from the best earns one more trial
 
 
-def parabola_vertex(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
-    """(x*, y*) of the parabola through three points, or None when it does not open upwards.
-    x* is clamped to the points' range (a vertex outside it is an extrapolation)."""
-    a, b, c = np.polyfit(np.asarray(x, float), np.asarray(y, float), 2)
-    if not a > 0:
-        return None
-    xv = float(np.clip(-b / (2 * a), min(x), max(x)))
-    return xv, float(np.polyval((a, b, c), xv))
-
-
-def fit_rule(points: list["PointOptimum"], axis: str, n_kind: str) -> PowerRule | None:
-    """The power rule value = coef N^n_exp D^d_exp fitted by least squares in logs to the
-    bracketed points' optima (None below MIN_RULE_POINTS). A variable with fewer than 2
-    distinct values among them cannot be identified: its exponent is fixed at 0."""
+def fit_rule(points: list["SearchResult"], axis: str, n_kind: str) -> PowerRule | None:
+    """The power rule fitted by least squares in logs to the bracketed points' optima
+    (orchestrator.fitting.hparams.laws.fit_power_law, without intervals), or None where the points
+    cannot carry one."""
     pts = [p for p in points if p.bracketed and getattr(p, axis) is not None]
-    if len(pts) < MIN_RULE_POINTS:
+    try:
+        law = fit_power_law([p.n_rule for p in pts], [p.d for p in pts], [getattr(p, axis) for p in pts],
+                            "lr" if axis == "lr" else "batch", n_boot=0, n_kind=n_kind)
+    except FitError:
         return None
-    ln_n = np.log([p.n_rule for p in pts])
-    ln_d = np.log([p.d for p in pts])
-    y = np.log([getattr(p, axis) for p in pts])
-    cols = [np.ones(len(pts))]
-    free = [np.ptp(ln_n) > 1e-9, np.ptp(ln_d) > 1e-9]
-    cols += [v for v, f in zip((ln_n, ln_d), free) if f]
-    X = np.stack(cols, axis=1)
-    if np.linalg.matrix_rank(X) < X.shape[1]:  # N and D move together: keep N's exponent only
-        X, free = X[:, :2], [free[0], False]
-    beta = np.linalg.lstsq(X, y, rcond=None)[0]
-    exps = iter(beta[1:])
-    n_exp = float(next(exps)) if free[0] else 0.0
-    d_exp = float(next(exps)) if free[1] else 0.0
-    if not (abs(beta[0]) < 300 and abs(n_exp) <= 10 and abs(d_exp) <= 10):  # a few noisy points, no rule
-        return None
-    return PowerRule(coef=float(math.exp(beta[0])), n_exp=n_exp, d_exp=d_exp, n=n_kind)
+    return _rule(law)
 
 
 @dataclass
-class PointOptimum:
+class SearchResult:
     """The outcome of one point's search."""
 
     point_id: str
@@ -165,12 +144,12 @@ class PointSearch:
         t.loss = float(result.eval_loss) if ok else math.nan
         self.flops += train_flops(trial.n_params, trial.tokens)
 
-    def optimum(self) -> PointOptimum:
+    def optimum(self) -> SearchResult:
         finite = [t for t in self.tried.values() if t.loss is not None and math.isfinite(t.loss)]
         b = self.base
         n_rule = self.factory.n_rule(b, PowerRule(coef=1.0, n=self.n_kind))
         if not finite:
-            return PointOptimum(b.point_id, b.n_params, n_rule, self.factory.d_target(b), self.current["lr"], None,
+            return SearchResult(b.point_id, b.n_params, n_rule, self.factory.d_target(b), self.current["lr"], None,
                                 math.nan, False, len(self.tried), self.flops)
         best = min(finite, key=lambda t: t.loss)
         lr, lr_loss = self._vertex("lr", best) if "lr" in self.axes else (best.lr, best.loss)
@@ -179,7 +158,7 @@ class PointSearch:
             loss = best.loss
         else:  # the minimum of the last axis searched, whose line runs through the best trial
             loss = lr_loss if self._cycle[-1] == "lr" else batch_loss
-        return PointOptimum(b.point_id, b.n_params, n_rule, self.factory.d_target(b), lr,
+        return SearchResult(b.point_id, b.n_params, n_rule, self.factory.d_target(b), lr,
                             int(round(batch)) if batch is not None else None, loss,
                             not self.unbracketed, len(self.tried), self.flops)
 
@@ -217,7 +196,7 @@ class PointSearch:
             if abs(math.log(getattr(edge, axis) / getattr(best, axis))) > 0.6 * math.log(f):
                 return [mid] if self._can_try(axis, mid) else None
             return None
-        v = parabola_vertex(np.log([getattr(t, axis) for t in (lo, best, hi)]), np.log([lo.loss, best.loss, hi.loss]))
+        v = _vertex_of([lo, best, hi], axis)
         if v is None or self.cfg.objective != "parabola" or not self.cfg.refine:
             return None
         target = math.exp(v[0])
@@ -279,10 +258,17 @@ class PointSearch:
         i = line.index(best)
         if 0 < i < len(line) - 1:
             three = line[i - 1:i + 2]
-            v = parabola_vertex(np.log([getattr(t, axis) for t in three]), np.log([t.loss for t in three]))
+            v = _vertex_of(three, axis)
             if v is not None:
                 return math.exp(v[0]), math.exp(v[1])
         return float(getattr(best, axis)), best.loss
+
+
+def _vertex_of(three: list[_Tried], axis: str) -> tuple[float, float] | None:
+    """(ln value, ln loss) at the vertex of the parabola in ln value of ln loss through three
+    tried values, clamped to them (orchestrator.fitting.hparams.optima.parabola)."""
+    x = np.log([getattr(t, axis) for t in three])
+    return parabola(x, np.log([t.loss for t in three]), x.min(), x.max())
 
 
 def _rule(law) -> PowerRule | None:
@@ -309,7 +295,7 @@ class TuningPlanner:
         self.inner, self.factory, self.cfg = inner, factory, spec.tune
         self.axes = spec.tuned
         self.eager = inner.eager  # a static design starts every search at once
-        self.optima: list[PointOptimum] = []
+        self.optima: list[SearchResult] = []
         self.rules: dict[str, PowerRule] = {}  # fitted to the bracketed optima so far
         self._ready: list[TrialConfig] = []
         self._searches: dict[str, PointSearch] = {}  # point id -> search in progress
@@ -367,7 +353,7 @@ class TuningPlanner:
         lines = [f"{names.capitalize()} searched per point (factor {self.cfg.factor:g} around {around}): "
                  f"{len(opts)} points in {sum(o.trials for o in opts)} trials, "
                  f"{sum(o.bracketed for o in opts)} bracketed"]
-        by_budget: dict[float, list[PointOptimum]] = {}
+        by_budget: dict[float, list[SearchResult]] = {}
         for o, base in zip(opts, self._bases):
             by_budget.setdefault(base.budget, []).append(o)
         for budget, group in sorted(by_budget.items()):
@@ -451,7 +437,7 @@ class TuningPlanner:
         waiting, self._waiting = self._waiting, []
         if len(self.rules) < len(self.axes):
             log.warning("ladder: fewer than %d tuned points bracketed an optimum below tune.up_to_flops=%g; "
-                        "searching the %d larger points too", MIN_RULE_POINTS, self.cfg.up_to_flops, len(waiting))
+                        "searching the %d larger points too", MIN_POINTS, self.cfg.up_to_flops, len(waiting))
             saved, self.cfg = self.cfg, self.cfg.model_copy(update={"up_to_flops": None})
             for point in waiting:
                 self._start(point)

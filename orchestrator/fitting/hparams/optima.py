@@ -38,7 +38,7 @@ import pandas as pd
 
 from workers.store import TrialStatus
 
-__all__ = ["Method", "PointOptimum", "point_optima", "trials_runs", "RUN_COLUMNS", "levels"]
+__all__ = ["Method", "PointOptimum", "point_optima", "trials_runs", "RUN_COLUMNS", "levels", "parabola"]
 
 RUN_COLUMNS = ("point", "name", "n", "n_total", "d", "lr", "batch", "loss", "status", "budget")
 WINDOW = math.log(3.0)  # half-width in ln lr of a parabola's fit: the best's neighbours at 2x, all of a finer search
@@ -234,7 +234,7 @@ def _along(x: np.ndarray, y: np.ndarray, x_div: np.ndarray = np.array([])) -> _A
     v = _window_parabola(ux, uy, i) if interior else None
     if v is None:  # the three through the best (bounded: the top three), always convex when interior
         j = min(max(i - 1, 0), len(ux) - 3)
-        v = _parabola(ux[j:j + 3], uy[j:j + 3], ux[0], ux[-1])
+        v = parabola(ux[j:j + 3], uy[j:j + 3], ux[0], ux[-1])
     if v is None:  # three equal losses: the best itself
         v = (ux[i], uy[i])
     return _Axis(v[0], v[1], Method.PARABOLA if interior else Method.DIVERGENCE, True, fitted=True)
@@ -254,7 +254,7 @@ def _drop_bumps(ux: np.ndarray, uy: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return ux, uy
 
 
-def _parabola(x, y, lo: float, hi: float) -> tuple[float, float] | None:
+def parabola(x, y, lo: float, hi: float) -> tuple[float, float] | None:
     """Vertex (clamped to [lo, hi]) and value of the least-squares parabola, or None when it
     does not open upwards."""
     a, b, c = np.polyfit(x, y, 2)
@@ -272,7 +272,7 @@ def _window_parabola(ux, uy, i) -> tuple[float, float] | None:
     near = np.abs(ux - ux[i]) <= w
     if near.sum() <= 3:
         return None
-    v = _parabola(ux[near], uy[near], -np.inf, np.inf)
+    v = parabola(ux[near], uy[near], -np.inf, np.inf)
     if v is None or not ux[i - 1] <= v[0] <= ux[i + 1]:
         return None
     return v
