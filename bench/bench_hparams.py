@@ -34,11 +34,10 @@ import platform
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from bench.bench_planner import GRID_BUDGETS, TARGETS, BatchExecutor, deadweight, grid_flops, grid_sizes
+from bench.bench_planner import GRID_BUDGETS, TARGETS, BatchExecutor, deadweight, grid_flops, grid_sizes, run_jobs
 from bench.worlds import VISIBLE_LAWS, hparams_spec, law_spec
 
 DESIGNS = ("grid-plain", "grid-fixed", "grid-tuned", "adaptive-plain", "adaptive-tuned")
@@ -176,12 +175,8 @@ def main() -> None:
     args.refine = bool(args.refine)
     jobs = [(w, d, s, args) for w in args.worlds.split(",") for s in range(args.seeds)
             for d in args.designs.split(",")]
-    t0, rows = time.time(), []
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for i, r in enumerate(pool.map(run_one, jobs, chunksize=1)):
-            rows.append(r)
-            if (i + 1) % 10 == 0:
-                print(f"{i + 1}/{len(jobs)} runs, {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+    t0 = time.time()
+    rows = run_jobs(run_one, jobs, args.jobs)
     summary = summarise(rows)
     meta = {"command": "python -m bench.bench_hparams " + " ".join(sys.argv[1:]),
             "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),

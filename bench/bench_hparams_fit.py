@@ -160,12 +160,17 @@ def law_coverage(seeds: int, mode="lr", n_boot=1000) -> dict:
         runs = trials_runs(tuned_sweep(s, mode))
         h = fit_hparams(point_optima(runs), runs, n_boot=n_boot, seed=s, n_kind="total")
         h.recommend_at(n0, d0)
-        for what, rec, rule in (("lr", h.lr_opt, LR), ("batch", h.batch_opt, BATCH)):
-            if rec is not None:
-                truth = float(power(rule, n0, d0))
-                lo, hi = rec["80%"]
-                out[what].append((abs(math.log(rec["estimate"] / truth)), lo <= truth <= hi))
+        _score(out, h, n0, d0)
     return {k: _stats(v) for k, v in out.items() if v}
+
+
+def _score(out: dict, h, n0: float, d0: float) -> None:
+    """Each recommendation's |ln error| and whether its 80 % interval covers the truth at (n0, d0)."""
+    for what, rec, rule in (("lr", h.lr_opt, LR), ("batch", h.batch_opt, BATCH)):
+        if rec is not None:
+            truth = float(power(rule, n0, d0))
+            lo, hi = rec["80%"]
+            out[what].append((abs(math.log(rec["estimate"] / truth)), lo <= truth <= hi))
 
 
 def target_coverage(seeds: int, mode="lr", n_boot=1000) -> dict:
@@ -181,11 +186,7 @@ def target_coverage(seeds: int, mode="lr", n_boot=1000) -> dict:
         h = fit.hparams
         iv = fit.intervals["n_opt"].bounds[0.80]
         out["n_opt"].append((abs(math.log(fit.target["n_opt"] / n0)), iv[0] <= n0 <= iv[1]))
-        for what, rec, rule in (("lr", h.lr_opt, LR), ("batch", h.batch_opt, BATCH)):
-            if rec is not None:
-                truth = float(power(rule, n0, d0))
-                lo, hi = rec["80%"]
-                out[what].append((abs(math.log(rec["estimate"] / truth)), lo <= truth <= hi))
+        _score(out, h, n0, d0)
     return {k: _stats(v) for k, v in out.items() if v}
 
 

@@ -153,6 +153,17 @@ def run_one(args) -> dict:
     return out
 
 
+def run_jobs(fn, jobs: list, n_jobs: int) -> list[dict]:
+    """``fn`` over ``jobs`` in ``n_jobs`` processes, in order, with a progress line every 10."""
+    t0, rows = time.time(), []
+    with ProcessPoolExecutor(n_jobs) as pool:
+        for i, r in enumerate(pool.map(fn, jobs, chunksize=1)):
+            rows.append(r)
+            if (i + 1) % 10 == 0:
+                print(f"{i + 1}/{len(jobs)} runs, {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+    return rows
+
+
 def deadweight(truth, n_hat: float, c_t: float) -> float:
     """1 - C_eq / C_t: C_eq reaches, at the optimal allocation, the loss of N_hat trained on C_t."""
     loss = float(truth.true_loss(n_hat, c_t / (6 * n_hat)))
@@ -268,12 +279,7 @@ def main() -> None:
     fractions = [None] + [float(f) for f in args.fractions.split(",")]
     jobs = [(w, s, f, args.boot) for w in args.worlds.split(",") for s in range(args.seeds) for f in fractions]
     t0 = time.time()
-    rows = []
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for i, r in enumerate(pool.map(run_one, jobs, chunksize=1)):
-            rows.append(r)
-            if (i + 1) % 10 == 0:
-                print(f"{i + 1}/{len(jobs)} runs, {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+    rows = run_jobs(run_one, jobs, args.jobs)
     summary = summarise(rows)
     meta = {"command": "python -m bench.bench_planner " + " ".join(sys.argv[1:]), "machine": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "wall_s": time.time() - t0,
