@@ -166,7 +166,7 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=200, help="bootstrap resamples per fit")
     ap.add_argument("--fraction", type=float, default=0.1, help="adaptive-plain's FLOPs, a share of the grid's")
     ap.add_argument("--adaptive-factor", type=float, default=3.0, help="adaptive-tuned's FLOPs over adaptive-plain's")
-    ap.add_argument("--up-to-flops", type=float, default=1e17, help="adaptive-tuned searches points up to this")
+    ap.add_argument("--up-to-flops", type=float, default=1e18, help="adaptive-tuned searches points up to this")
     ap.add_argument("--max-trials", type=int, default=12, help="tune.max_trials_per_point")
     ap.add_argument("--refine", type=int, default=1, help="tune.refine (1 or 0)")
     ap.add_argument("--jobs", type=int, default=2)

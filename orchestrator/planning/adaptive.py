@@ -100,6 +100,13 @@ class AdaptivePlanner:
 
     eager = False  # each proposal should see every result there is: only slots + 1 in flight
 
+    @staticmethod
+    def expected_cost(flops: float) -> float:
+        """What a point of ``flops`` will cost until it is told: itself. A wrapper that runs
+        several trials per point (orchestrator.planning.tuning) replaces this, so the FLOP
+        budget counts what pending points will spend, not only their centres."""
+        return flops
+
     def __init__(self, spec: SweepSpec, factory: TrialFactory, storage_path: str, inner_trials: int = 12):
         self.cfg, self.factory = spec.adaptive, factory
         self.target = spec.fit.target_compute
@@ -220,7 +227,7 @@ class AdaptivePlanner:
         if trial.trial_id in self.pending:
             return None
         flops = train_flops(trial.n_params, trial.tokens)
-        if seed is None and flops > self._remaining():
+        if seed is None and self.expected_cost(flops) > self._remaining():
             # Proposals are priced at their compute level; the trial's shape and whole batches
             # can cost a little more (under 1 % of a small budget), past the budget.
             return None
@@ -234,7 +241,7 @@ class AdaptivePlanner:
         return trial
 
     def _remaining(self) -> float:
-        committed = self.spent + sum(f for _, _, f in self.pending.values())
+        committed = self.spent + sum(self.expected_cost(f) for _, _, f in self.pending.values())
         return self.cfg.flop_budget - committed
 
     def _check_stop(self) -> bool:

@@ -305,6 +305,8 @@ class TuningPlanner:
         self._bases: list[TrialConfig] = []  # the point of each optimum, in order
         self._laddered = 0
         self._runs: list[dict] = []  # every finished trial of the searches, for the rules
+        if hasattr(inner, "expected_cost"):  # the adaptive planner's budget then counts the searches
+            inner.expected_cost = self._expected_cost
         self._n_kind = "total" if spec.trainer == "simulated" else next(
             (r.n for r in (getattr(spec.train, k) for k in AXES) for r in (getattr(r, "tune", r),)
              if isinstance(r, PowerRule)), "nonembed")
@@ -369,6 +371,15 @@ class TuningPlanner:
         return "\n".join(lines)
 
     # -- internals ----------------------------------------------------------------------------
+    def _expected_cost(self, flops: float) -> float:
+        """A pending point's FLOPs as its search will spend them: times the trials per point seen
+        so far (tune.initial before any), once for a ladder point."""
+        if self.cfg.up_to_flops is not None and flops > self.cfg.up_to_flops:
+            return flops
+        searched = [o for o in self.optima if o.trials > 1]
+        per_point = sum(o.trials for o in searched) / len(searched) if searched else self.cfg.initial
+        return flops * per_point
+
     def _start(self, point: TrialConfig) -> None:
         if self.cfg.up_to_flops is not None and train_flops(point.n_params, point.tokens) > self.cfg.up_to_flops:
             self._waiting.append(point)
