@@ -119,7 +119,7 @@ def run_one(job) -> dict:
         out[f"M3_{c:.0e}"] = abs(math.log(t["n_opt"] / tr["n_opt"]))
         out[f"M4_{c:.0e}"] = deadweight(truth, t["n_opt"], c)
     tr = truth.compute_optimal(TARGETS[0])
-    for key, true in (("n_opt", tr["n_opt"]), ("loss", tr["loss"])):
+    for key, true in (("n_opt", tr["n_opt"]), ("loss_opt", tr["loss"])):
         iv = fit.intervals.get(key)
         out[f"M6_{key}"] = bool(iv.contains(true)) if iv is not None and iv.n_draws else None
     h = fit.hparams
