@@ -89,7 +89,7 @@ def _check_positive(values, key: str, name: str, source: str, rows, allow_nan: b
         bad &= ~np.isnan(v) & ~np.isinf(v)
     if bad.any():
         i = int(np.argmax(bad))
-        raise UserError(f"{OPTION[key]} {name!r} in {source}: row {i} has {v[i]!r} (expected {WHAT[key]} > 0; "
+        raise UserError(f"{OPTION[key]} {name!r} in {source}: row {i} has {float(v[i]):g} (expected {WHAT[key]} > 0; "
                         f"{int(bad.sum())} such rows)")
 
 
