@@ -41,9 +41,9 @@ __all__ = ["train", "lr_at", "evaluate", "CHECKPOINT_VERSION"]
 
 log = logging.getLogger(__name__)
 
-# Bump when the checkpoint layout changes; a checkpoint of another version is ignored.
-# 2: the optimiser's param groups carry lr_mult (μP), which _step reads.
-CHECKPOINT_VERSION = 2
+# Bump when the checkpoint layout changes; a checkpoint of another version is ignored. (The
+# param groups' lr_mult, added for μP, needs no bump: a group saved without it is at 1.0.)
+CHECKPOINT_VERSION = 1
 
 # Called with the number of steps done after each log boundary (and after its checkpoint).
 # A no-op; tests replace it to interrupt a trial at a known step.
@@ -248,7 +248,7 @@ class _Run:
     def _step(self, forward, step: int, lr: float) -> torch.Tensor:
         """One optimiser step at learning rate ``lr``; its loss, still on the device."""
         for group in self.opt.param_groups:
-            group["lr"] = lr * group["lr_mult"]  # 1.0 but for μP's hidden matrices (_optimizer)
+            group["lr"] = lr * group.get("lr_mult", 1.0)  # 1.0 but for μP's hidden matrices (_optimizer)
         x, y = self.corpus.batch(self.cfg.seed, step, self.batch_size, self.seq_len)
         with _autocast(self.device):
             _, loss = forward(torch.from_numpy(x).to(self.device, non_blocking=True),
