@@ -377,7 +377,7 @@ def cmd_fit(args) -> int:
     with FitBar() as progress:
         fit = analyse_trials(table, _target(args, runs), n_boot=args.bootstrap, seed=args.seed,
                              drop_highest=args.drop_highest, isoflop=runs.isoflop, progress=progress, form=form,
-                             compare=True)
+                             compare=True, objective=runs.objective)
     predictions = predict_points(fit, _point_inputs(points, fit.form)) if points is not None else None
     if args.json:
         out = fit_json(fit)
@@ -412,7 +412,7 @@ def cmd_report(args) -> int:
     trials = runs.table
     with FitBar() as progress:
         fit = analyse_trials(trials, _target(args, runs), isoflop=runs.isoflop, progress=progress,
-                             form=_form(args, runs), compare=True)
+                             form=_form(args, runs), compare=True, objective=runs.objective)
     if _target_line(fit):
         print(_target_line(fit), file=sys.stderr)
     for path in write_report(store, trials, fit, os.path.basename(args.results.rstrip("/"))):

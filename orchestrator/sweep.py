@@ -78,6 +78,7 @@ def _record_spec(spec: SweepSpec, store: ResultStore, trials: list) -> None:
         "form": spec.fit.form,  # `scalesweep fit` and `report` on these results fit it by default
         "form_params": list(spec.fit.params),
         "tuned": list(spec.tuned),  # searched per point: the trials below are the points' centres
+        "tune_objective": spec.tune.objective,  # how `fit` takes a searched point's loss
         "trials": [
             {"trial_id": t.trial_id, "point_id": t.point_id, "name": t.name, "budget": t.budget,
              "n_params": t.n_params, "tokens": t.tokens, "flops": train_flops(t.n_params, t.tokens)}

@@ -52,6 +52,7 @@ class Runs:
     planner: str | None = None  # the sweep's planner ("static", "adaptive"), when known
     form: str | None = None  # the sweep's fit.form, when known
     form_params: tuple[str, ...] = ()  # and its fit.params
+    objective: str = "parabola"  # the sweep's tune.objective: how a searched point's loss is taken
 
     @property
     def isoflop(self) -> bool:
@@ -88,9 +89,11 @@ def results_runs(store, source: str) -> Runs:
     except (KeyError, TypeError, ValueError):
         target = None
     planner, form, params = plan.get("planner"), plan.get("form"), plan.get("form_params")
+    objective = plan.get("tune_objective")
     return Runs(store.read_table("trials").to_pandas(), source, target, planner if isinstance(planner, str) else None,
                 form if isinstance(form, str) else None,
-                tuple(str(p) for p in params) if isinstance(params, list) else ())
+                tuple(str(p) for p in params) if isinstance(params, list) else (),
+                objective if objective in ("parabola", "best") else "parabola")
 
 
 def _column(df: pd.DataFrame, key: str, cols: ColumnMap, source: str, required: bool) -> pd.Series | None:
