@@ -56,6 +56,12 @@ def trial_name(n_params: int, tokens: int, budget: float, seed: int, lr: float |
     return f"N={_si(n_params)} D={_si(tokens)}{c} s{seed}{hp}"
 
 
+def _rule_n(rule: PowerRule, n: int, shape: GPTShape | None) -> float:
+    """N as ``rule`` counts it: the shape's non-embedding parameters where it says so (a
+    simulated trial has only its total, ``n``)."""
+    return shape.n_params_nonembed if shape is not None and rule.n == "nonembed" else n
+
+
 @dataclass(frozen=True)
 class Hparams:
     """A trial's learning rate and batch (tokens), and where they came from (TrialConfig.recipe)."""
@@ -185,8 +191,7 @@ class TrialFactory:
         if isinstance(setting, Tune):
             setting, how = (default if setting.tune is None else setting.tune), "tune"
         if isinstance(setting, PowerRule):
-            n_rule = shape.n_params_nonembed if shape is not None and setting.n == "nonembed" else n
-            return setting.at(n_rule, d), "rule" if how == "fixed" else how
+            return setting.at(_rule_n(setting, n, shape), d), "rule" if how == "fixed" else how
         return float(setting), how
 
     def round_batch(self, batch: float) -> int:
@@ -198,9 +203,7 @@ class TrialFactory:
 
     def n_rule(self, trial: TrialConfig, rule: PowerRule) -> float:
         """The N a rule is evaluated at for ``trial`` (its non-embedding count where the rule says so)."""
-        if trial.shape is not None and rule.n == "nonembed":
-            return trial.shape.n_params_nonembed
-        return trial.n_params
+        return _rule_n(rule, trial.n_params, trial.shape)
 
     def d_target(self, trial: TrialConfig) -> float:
         """The tokens planned for ``trial``'s point, before rounding to whole batches."""
