@@ -360,7 +360,6 @@ def _form(args, runs=None):
 
 def cmd_fit(args) -> int:
     from orchestrator.fitting.forms.predict import predict_points
-    from orchestrator.fitting.hparams.command import search_columns
     from orchestrator.fitting.hparams.tuned import analyse_trials
     from orchestrator.fitting.runs import ColumnMap, load_points, load_runs
     from orchestrator.report.text import fit_json, format_fit, prediction_lines
@@ -373,9 +372,8 @@ def cmd_fit(args) -> int:
     runs = load_runs(args.results, cols, need_d=need_d)
     form = asked if asked is not None else _form(args, runs)
     points = load_points(args.predict, cols) if args.predict else None
-    table = search_columns(args.results, runs.table) if need_d else runs.table  # a tuned sweep: its searches
     with FitBar() as progress:
-        fit = analyse_trials(table, _target(args, runs), n_boot=args.bootstrap, seed=args.seed,
+        fit = analyse_trials(runs.table, _target(args, runs), n_boot=args.bootstrap, seed=args.seed,
                              drop_highest=args.drop_highest, isoflop=runs.isoflop, progress=progress, form=form,
                              compare=True, objective=runs.objective)
     predictions = predict_points(fit, _point_inputs(points, fit.form)) if points is not None else None

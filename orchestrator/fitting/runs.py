@@ -71,6 +71,11 @@ def _read_file(path: str) -> pd.DataFrame:
         raise UserError(f"{path}: cannot read runs ({str(e).splitlines()[0]}; expected a CSV or Parquet file)") from None
 
 
+# The columns of a tuned sweep's search that a table of runs keeps (orchestrator.fitting.hparams):
+# its points, their settings, and the N that the recipe's rules count.
+SEARCH_COLUMNS = ("point_id", "lr", "batch_tokens", "n_params_nonembed")
+
+
 def plan_record(store) -> dict:
     """The sweep's plan.json (orchestrator.sweep writes it): {} when there is none."""
     try:
@@ -195,7 +200,11 @@ def load_runs(path: str, cols: ColumnMap = ColumnMap(), need_d: bool = True) -> 
     u = _column(df, "u", cols, path, required=False)
     if u is not None:
         table["unique_tokens"] = u
+    # A tuned sweep's search (orchestrator.fitting.hparams): its points, settings and the rules' N
+    for key in SEARCH_COLUMNS:
+        if key in df and key not in table:
+            table[key] = df[key]
     table = table.reset_index(drop=True)
     if found is not None:
-        return Runs(table, path, target, planner, found.form, found.form_params)
+        return Runs(table, path, target, planner, found.form, found.form_params, found.objective)
     return Runs(table, path, target, planner)

@@ -90,6 +90,7 @@ class SearchResult:
     bracketed: bool  # every searched axis had its best between two tried values
     trials: int
     flops: float  # spent by the point's trials
+    budget: float = 0.0  # the point's compute label (0 for a grid point)
 
 
 @dataclass
@@ -110,7 +111,7 @@ class PointSearch:
     cfg: TuneSpec
     factory: TrialFactory
     tried: dict[str, _Tried] = field(default_factory=dict)  # trial id -> what it tried
-    blocked: set[tuple[int, float]] = field(default_factory=set)  # (lr, batch) values that cannot run
+    blocked: set[tuple[float, int]] = field(default_factory=set)  # (lr, batch) values that cannot run
     phase: int = 0  # index into the axis cycle
     refined: set[int] = field(default_factory=set)  # phases that spent their one refinement trial
     unbracketed: set[str] = field(default_factory=set)
@@ -150,7 +151,7 @@ class PointSearch:
         n_rule = self.factory.n_rule(b, PowerRule(coef=1.0, n=self.n_kind))
         if not finite:
             return SearchResult(b.point_id, b.n_params, n_rule, self.factory.d_target(b), self.current["lr"], None,
-                                math.nan, False, len(self.tried), self.flops)
+                                math.nan, False, len(self.tried), self.flops, b.budget)
         best = min(finite, key=lambda t: t.loss)
         lr, lr_loss = self._vertex("lr", best) if "lr" in self.axes else (best.lr, best.loss)
         batch, batch_loss = self._vertex("batch_tokens", best) if "batch_tokens" in self.axes else (None, best.loss)
@@ -160,7 +161,7 @@ class PointSearch:
             loss = lr_loss if self._cycle[-1] == "lr" else batch_loss
         return SearchResult(b.point_id, b.n_params, n_rule, self.factory.d_target(b), lr,
                             int(round(batch)) if batch is not None else None, loss,
-                            not self.unbracketed, len(self.tried), self.flops)
+                            not self.unbracketed, len(self.tried), self.flops, b.budget)
 
     # -- internals ----------------------------------------------------------------------------
     def _line(self, axis: str, fixed: dict) -> list[_Tried]:
@@ -296,13 +297,13 @@ class TuningPlanner:
         self.axes = spec.tuned
         self.eager = inner.eager  # a static design starts every search at once
         self.optima: list[SearchResult] = []
-        self.rules: dict[str, PowerRule] = {}  # fitted to the bracketed optima so far
+        self._rules: dict[str, PowerRule] = {}  # fitted to the searches finished so far (``rules``)
+        self._rules_stale = False
         self._ready: list[TrialConfig] = []
         self._searches: dict[str, PointSearch] = {}  # point id -> search in progress
         self._owner: dict[str, str] = {}  # trial id -> point id of its search
         self._direct: dict[str, TrialConfig] = {}  # trial id of a ladder trial -> the inner planner's point
         self._waiting: list[TrialConfig] = []  # ladder points waiting for the rule
-        self._bases: list[TrialConfig] = []  # the point of each optimum, in order
         self._laddered = 0
         self._runs: list[dict] = []  # every finished trial of the searches, for the rules
         if hasattr(inner, "expected_cost"):  # the adaptive planner's budget then counts the searches
@@ -356,8 +357,8 @@ class TuningPlanner:
                  f"{len(opts)} points in {sum(o.trials for o in opts)} trials, "
                  f"{sum(o.bracketed for o in opts)} bracketed"]
         by_budget: dict[float, list[SearchResult]] = {}
-        for o, base in zip(opts, self._bases):
-            by_budget.setdefault(base.budget, []).append(o)
+        for o in opts:
+            by_budget.setdefault(o.budget, []).append(o)
         for budget, group in sorted(by_budget.items()):
             group.sort(key=lambda o: o.n)
             what = ", ".join(f"N={o.n:.3g}: {o.lr:.2g}" + (f" / {o.batch_tokens}" if o.batch_tokens else "")
@@ -380,8 +381,9 @@ class TuningPlanner:
         per_point = sum(o.trials for o in searched) / len(searched) if searched else self.cfg.initial
         return flops * per_point
 
-    def _start(self, point: TrialConfig) -> None:
-        if self.cfg.up_to_flops is not None and train_flops(point.n_params, point.tokens) > self.cfg.up_to_flops:
+    def _start(self, point: TrialConfig, ladder: bool = True) -> None:
+        if ladder and self.cfg.up_to_flops is not None and \
+                train_flops(point.n_params, point.tokens) > self.cfg.up_to_flops:
             self._waiting.append(point)
             return
         centre = {"lr": point.train.lr, "batch_tokens": point.train.batch_tokens}
@@ -404,10 +406,9 @@ class TuningPlanner:
         del self._searches[search.base.point_id]
         opt = search.optimum()
         self.optima.append(opt)
-        self._bases.append(search.base)
         self._runs += [{"point": search.base.point_id, "n": opt.n_rule, "d": opt.d, "lr": t.lr, "batch": t.batch_tokens,
                         "loss": t.loss, "status": TrialStatus.COMPLETED.value} for t in search.tried.values()]
-        self._refit_rules()
+        self._rules_stale = True  # refitted when next needed, not on the driver loop at every point
         if not opt.bracketed:
             log.warning("point %s: the %s search did not bracket its optimum within tune.max_trials_per_point=%d "
                         "and the tune ranges (best of %d trials kept)", search.base.name, "/".join(search.unbracketed),
@@ -422,13 +423,17 @@ class TuningPlanner:
             result = None
         self.inner.tell(base, result)
 
-    def _refit_rules(self) -> None:
+    @property
+    def rules(self) -> dict[str, PowerRule]:
         """The rules that centre later searches and run the ladder: the landscape fitted jointly
         to every finished trial (orchestrator.fitting.hparams.landscape: each point weighted by
         how sharply its trials pin it down), or, with too few points for it, a regression over
-        the points' optima (:func:`fit_rule`)."""
+        the points' optima (:func:`fit_rule`). Refitted only when a search has finished since."""
         from orchestrator.fitting.hparams.landscape import fit_landscape
 
+        if not self._rules_stale:
+            return self._rules
+        self._rules_stale = False
         runs = pd.DataFrame(self._runs)
         runs = runs[np.isfinite(runs["loss"])]
         joint = fit_landscape(runs, tuple("lr" if a == "lr" else "batch" for a in self.axes), self._n_kind,
@@ -438,7 +443,8 @@ class TuningPlanner:
             rule = _rule(law) if law else None
             rule = rule or fit_rule(self.optima, axis, self._n_kind)
             if rule is not None:
-                self.rules[axis] = rule
+                self._rules[axis] = rule
+        return self._rules
 
     def _release_waiting(self) -> None:
         """Ladder points run once every tuned point has finished: at the fitted rule, or
@@ -446,19 +452,18 @@ class TuningPlanner:
         if not self._waiting or self._searches:
             return
         waiting, self._waiting = self._waiting, []
-        if len(self.rules) < len(self.axes):
+        rules = self.rules
+        if len(rules) < len(self.axes):
             log.warning("ladder: fewer than %d tuned points bracketed an optimum below tune.up_to_flops=%g; "
                         "searching the %d larger points too", MIN_POINTS, self.cfg.up_to_flops, len(waiting))
-            saved, self.cfg = self.cfg, self.cfg.model_copy(update={"up_to_flops": None})
             for point in waiting:
-                self._start(point)
-            self.cfg = saved
+                self._start(point, ladder=False)
             return
         tuned = sum(o.bracketed for o in self.optima)
         for point in waiting:
             hp = {"lr": point.train.lr, "batch_tokens": point.train.batch_tokens}
             parts = []
-            for axis, rule in self.rules.items():
+            for axis, rule in rules.items():
                 hp[axis] = rule.at(self.factory.n_rule(point, rule), self.factory.d_target(point))
                 parts.append(f"{'lr' if axis == 'lr' else 'batch'} = {rule.describe()}")
             recipe = f"ladder: {', '.join(parts)} fitted to {tuned} tuned points"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_parser", "cmd_hparams", "load_hparam_runs", "search_columns"]
+__all__ = ["add_parser", "cmd_hparams", "load_hparam_runs"]
 
 DEFAULTS = {"n": "n_params_nonembed", "n_total": "n_params", "d": "tokens", "lr": "lr", "batch": "batch_tokens",
             "loss": "eval_loss"}
@@ -20,7 +20,6 @@ WHAT = {"n": "a parameter count", "n_total": "a parameter count", "d": "a number
         "batch": "a batch size", "loss": "a loss"}
 HELP = {"n": "parameter counts N", "d": "training tokens D", "lr": "learning rates", "batch": "batch sizes (tokens)",
         "loss": "final losses (NaN: diverged)"}
-SEARCH_COLUMNS = ("point_id", "lr", "batch_tokens", "n_params_nonembed")
 
 
 def _positive(what: str):
@@ -144,32 +143,6 @@ def load_hparam_runs(path: str, args) -> tuple:
         "budget": pd.to_numeric(df["budget"], errors="coerce").fillna(0.0) if "budget" in df else 0.0,
     })[rows].reset_index(drop=True)
     return with_points(runs), n_kind
-
-
-def search_columns(path: str, table):
-    """``table`` (orchestrator.fitting.runs.load_runs's, of ``path``) with the columns of a tuned
-    sweep's search where ``path`` is one: ``scalesweep fit`` then fits the per-point optima."""
-    import pandas as pd
-
-    from orchestrator.errors import UserError
-    from orchestrator.fitting.hparams.tuned import is_tuned
-    from orchestrator.fitting.runs import _is_file, _read_file
-
-    if _is_file(path, "runs, or a results directory"):
-        head = pd.read_csv(path, nrows=0) if path.lower().endswith(".csv") else None
-        if head is not None and "point_id" not in head.columns:
-            return table  # a plain table of runs: not read twice
-        raw = _read_file(path)
-    else:
-        from orchestrator.results import open_results
-
-        raw = open_results(path).read_table("trials").to_pandas()
-    if not is_tuned(raw):
-        return table
-    if len(raw) != len(table):  # the same files, listed in the same order, unless a trial was added between
-        raise UserError(f"{path}: the results changed while they were read (a sweep still running?); run fit again")
-    extra = raw[[c for c in SEARCH_COLUMNS if c in raw]].reset_index(drop=True)
-    return pd.concat([table.drop(columns=[c for c in extra if c in table]), extra], axis=1)
 
 
 def cmd_hparams(args) -> int:
