@@ -114,7 +114,7 @@ class TrialFactory:
         self.rule = ShapeRule(head_dim=m.head_dim, aspect_ratio=m.aspect_ratio, max_layers=m.max_layers)
         self._settings_id = self._settings_payload()  # the same for every trial of the spec
         self.mup_base_width = m.base_width if m.parametrization == "mup" else 0
-        self.landscape = self.world is not None and getattr(self.world, "hparams", None) is not None
+        self.landscape = self.world is not None and self.world.hparams is not None
         self._points: dict[str, _Point] = {}
 
     def _settings_payload(self) -> dict:
