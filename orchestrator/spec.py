@@ -51,15 +51,6 @@ class ModelSpec(_Strict):
     parametrization: Literal["standard", "mup"] = "standard"
     base_width: int | None = Field(None, ge=1, le=1 << 20)
 
-    @model_validator(mode="after")
-    def _mup(self):
-        if self.parametrization == "mup" and self.base_width is None:
-            raise ValueError("model.parametrization: mup needs model.base_width (the width whose learning rate "
-                             "is transferred, e.g. base_width: 64)")
-        if self.parametrization == "standard" and self.base_width is not None:
-            raise ValueError("model.base_width: only for parametrization: mup (set parametrization: mup, or remove it)")
-        return self
-
 
 class IsoFlopSweep(_Strict):
     """Compute budgets, and model sizes per budget (one list for all, or a map per budget)."""
@@ -258,6 +249,16 @@ class SweepSpec(_Strict):
         bt = self.train.batch_tokens
         if self.trainer == "gpt" and isinstance(bt, int) and bt % self.model.seq_len:
             raise ValueError(f"train.batch_tokens={bt} is not a multiple of model.seq_len={self.model.seq_len}")
+        return self
+
+    @model_validator(mode="after")
+    def _mup(self):
+        m = self.model
+        if m.parametrization == "mup" and m.base_width is None:
+            raise ValueError("model.parametrization: mup needs model.base_width (the width whose learning rate "
+                             "is transferred, e.g. base_width: 64)")
+        if m.parametrization == "standard" and m.base_width is not None:
+            raise ValueError("model.base_width: only for parametrization: mup (set parametrization: mup, or remove it)")
         return self
 
     @model_validator(mode="after")
