@@ -144,8 +144,14 @@ def _run(spec, store, factory, static, executor_factory, sink, write_report, fit
         # Ray starts at the first trial that must train: a finished tuned sweep replays its
         # searches from the store without it.
         executor = OnDemandExecutor(executor_factory or (lambda: RayExecutor(r.cpus, r.gpus, r.max_retries)))
+        if spec.train.reuses:  # wsd: points become stem segments and cooldown branches
+            from orchestrator.running.reuse import ReuseExecutor
+
+            executor = ReuseExecutor(executor, store, spec.train.keep_stems)
         driver = Driver(planner, store, executor, sink)
         driver.run()
+        if spec.train.reuses:
+            executor.close(complete=planner.finished())
         if executor.started:
             store.compact_if_large()  # nothing runs now; queries of large sweeps read 2 files, not 20,000
         p = driver.progress

@@ -14,6 +14,7 @@ that do not change a trial's result, :class:`HashedAs` for those hashed under ot
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,8 +27,8 @@ from workers.gpt.arch import GPTShape
 from workers.simulated.expr import compile_expression
 from workers.store import TrialStatus
 
-__all__ = ["DataConfig", "HashedAs", "HparamLandscape", "LawConfig", "NOT_IN_ID", "NoiseConfig", "PositiveFloat",
-           "PowerRule", "TrainConfig", "TrialConfig", "TrialResult", "Tune", "WorldConfig", "identity", "trial_row"]
+__all__ = ["CooldownConfig", "DataConfig", "HashedAs", "HparamLandscape", "LawConfig", "NOT_IN_ID", "NoiseConfig", "PositiveFloat",
+           "PowerRule", "Role", "TrainConfig", "TrialConfig", "TrialResult", "Tune", "WorldConfig", "identity", "trial_row"]
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
@@ -112,6 +113,16 @@ BatchSetting = Annotated[Annotated[int, Field(ge=1)] | PowerRule | Tune, BeforeV
 LR_DEFAULT, BATCH_DEFAULT = 6e-3, 1024
 
 
+class CooldownConfig(_Settings):
+    """The ``train.cooldown:`` of a warmup-stable-decay schedule: the last ``fraction`` of a
+    trial's steps decay the learning rate to ``min_lr_ratio`` of its peak, in ``shape``
+    (workers.schedule). Hägele et al. 2024 ("Scaling Laws and Compute-Optimal Training Beyond
+    Fixed Training Durations") find about 20 % in the (1 - sqrt) shape matches or beats cosine."""
+
+    fraction: float = Field(0.2, gt=0, lt=1, allow_inf_nan=False)
+    shape: Literal["1-sqrt", "linear"] = "1-sqrt"
+
+
 class TrainConfig(_Settings):
     """The ``train:`` section: the optimiser, its schedule, and how a trial is recorded.
 
@@ -142,6 +153,41 @@ class TrainConfig(_Settings):
     # torch.compile the model for training (worth it on GPUs for trials of minutes or more; the
     # first steps pay the compilation). Changes results only at float rounding.
     compile: Annotated[bool, NOT_IN_ID] = False
+    # The learning-rate schedule (workers.schedule): cosine over exactly each trial's steps, or
+    # warmup-stable-decay, whose constant phase does not depend on D, so that one stable run of a
+    # shape (its stem) serves every D through short cooldown branches (orchestrator.running.reuse).
+    # Hashed only when not cosine, and the cooldown only with wsd: cosine trials keep their ids.
+    schedule: Annotated[Literal["cosine", "wsd"], HashedAs(lambda s: {} if s == "cosine" else {"schedule": s})] = "cosine"
+    cooldown: Annotated[CooldownConfig | None,
+                        HashedAs(lambda c: {} if c is None else {"cooldown": c.model_dump(mode="json")})] = None
+    # wsd: branch every D of a stem off its checkpoints (true, the default) or train each trial
+    # from step 0. A branch computes exactly what the whole run does, so this stays out of the id.
+    reuse: Annotated[bool | None, NOT_IN_ID] = None
+    # wsd with reuse: keep each stem's last checkpoint after the sweep, so that a later run adds
+    # a longer D to a shape for the price of its extension and cooldown (storage: one model and
+    # optimiser state per stem).
+    keep_stems: Annotated[bool, NOT_IN_ID] = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wsd_defaults(cls, data):
+        if isinstance(data, dict) and data.get("schedule") == "wsd" and data.get("cooldown") is None:
+            data = {**data, "cooldown": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _schedule(self):
+        if self.schedule == "cosine":
+            for name in ("cooldown", "reuse"):
+                if getattr(self, name):
+                    raise ValueError(f"train.{name} applies to schedule: wsd (expected schedule: wsd, or no {name}: "
+                                     "a cosine run decays over its own D, so nothing can branch off it)")
+        return self
+
+    @property
+    def reuses(self) -> bool:
+        """Whether trials that differ only in D share a stem (wsd, unless reuse: false)."""
+        return self.schedule == "wsd" and self.reuse is not False
 
 
 def _eval_every(eval_fraction: float) -> int:
@@ -291,6 +337,14 @@ class WorldConfig(_Settings):
         return cls(law=LawConfig.of(law), **settings)
 
 
+class Role(str, enum.Enum):
+    """What a trials row is: a design point (fitted), or a segment of a stem (a wsd stable run
+    that only serves its branches; orchestrator.running.reuse)."""
+
+    POINT = "point"
+    STEM = "stem"
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     """Everything a worker needs; the fields that change the result go into the trial id."""
@@ -321,6 +375,14 @@ class TrialConfig:
     recipe: str = "fixed"
     # μP (Yang et al. 2022, Tensor Programs V) relative to this width; 0 = standard parametrisation.
     mup_base_width: int = 0
+    # Run reuse (wsd schedules, orchestrator.running.reuse). A point with a ``stem_id`` and
+    # ``start_step`` > 0 is a branch: it starts from its stem's checkpoint at that step and trains
+    # only its cooldown. A STEM row trains the stem's stable phase up to ``tokens`` and saves a
+    # checkpoint at every step of ``stops`` (the branch points it serves; the last is its end).
+    role: Role = Role.POINT
+    stem_id: str = ""
+    start_step: int = 0
+    stops: tuple[int, ...] = ()
 
     @property
     def n_params(self) -> int:
@@ -329,7 +391,13 @@ class TrialConfig:
 
     @property
     def steps(self) -> int:
-        return self.tokens // self.train.batch_tokens
+        """Optimiser steps; a simulated trial counts in tokens (its ``step_tokens`` is 1)."""
+        return self.tokens // self.step_tokens
+
+    @property
+    def step_tokens(self) -> int:
+        """Tokens per step: the batch of a GPT trial; 1 for a simulated one, which has no steps."""
+        return self.train.batch_tokens if self.shape is not None else 1
 
 
 @dataclass
@@ -343,8 +411,12 @@ class TrialResult:
 
 
 def trial_row(cfg: TrialConfig, n_params: int, status: TrialStatus, eval_loss: float, train_loss: float,
-         wall_s: float, error: str, tokens: int | None = None) -> dict:
+         wall_s: float, error: str, tokens: int | None = None, flops_spent: float | None = None) -> dict:
+    """The trials row of ``cfg``. ``flops_spent`` is what this row itself computed (default: its
+    tokens from ``start_step`` on: a branch's cooldown); ``flops`` is the point's 6 N D."""
     tokens = cfg.tokens if tokens is None else tokens
+    if flops_spent is None:
+        flops_spent = train_flops(n_params, max(0, tokens - cfg.start_step * cfg.step_tokens))
     return {
         "sweep": cfg.sweep,
         "trial_id": cfg.trial_id,
@@ -368,4 +440,7 @@ def trial_row(cfg: TrialConfig, n_params: int, status: TrialStatus, eval_loss: f
         "finished_at": time.time(),
         "point_id": cfg.point_id or cfg.trial_id,
         "recipe": cfg.recipe,
+        "role": cfg.role.value,
+        "parent_id": cfg.stem_id if cfg.role is Role.STEM or cfg.start_step > 0 else "",
+        "flops_spent": flops_spent,
     }

@@ -7,6 +7,8 @@ it should keep and never trains a finished point again)::
     <root>/steps/<trial_id>.parquet    the trial's step rows, schema STEPS_SCHEMA
     <root>/checkpoints/<trial_id>.pt   a running trial's training state (workers.gpt.train);
                                        deleted once the trial's rows are committed
+    <root>/checkpoints/<stem_id>/<step>.pt  a wsd stem's state at a branch point; deleted once
+                                       the branches that start there have committed
     <root>/<table>/part-<ns>-<u>.parquet  many trials' rows, merged by ``compact``
 
 One file per trial keeps commits independent (no two workers ever write one file), but a
@@ -43,7 +45,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["TrialStatus", "TRIALS_SCHEMA", "STEPS_SCHEMA", "ResultStore", "checkpoint_path"]
+__all__ = ["TrialStatus", "TRIALS_SCHEMA", "STEPS_SCHEMA", "ResultStore", "checkpoint_path", "stem_checkpoint_path"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,9 @@ TRIALS_SCHEMA = pa.schema(
         ("finished_at", pa.float64()),  # unix time the row was committed (order, FLOPs over time)
         ("point_id", pa.string()),  # the design point: the trial's content hash without lr and batch
         ("recipe", pa.string()),  # where lr and batch came from (workers.config.TrialConfig.recipe)
+        ("role", pa.string()),  # point (fitted) or stem (a wsd stable run its branches start from)
+        ("parent_id", pa.string()),  # a branch's or stem segment's stem; "" for a point trained whole
+        ("flops_spent", pa.float64()),  # what this row itself computed (a branch: its cooldown)
     ]
 )
 
@@ -105,6 +110,12 @@ STEPS_SCHEMA = pa.schema(
 def checkpoint_path(trial_id: str) -> str:
     """Where a trial's checkpoint lives, relative to the sweep's root."""
     return f"checkpoints/{trial_id}.pt"
+
+
+def stem_checkpoint_path(stem_id: str, step: int) -> str:
+    """Where a wsd stem's state after ``step`` steps lives (orchestrator.running.reuse): one
+    file per step, so a branch point's checkpoint is never overwritten by a later one."""
+    return f"checkpoints/{stem_id}/{int(step)}.pt"
 
 
 def _damaged_consequence(path: str) -> str:
@@ -277,6 +288,18 @@ class ResultStore:
                 return f.read()
         except FileNotFoundError:  # deleted between the check and the open
             return None
+
+    def list_names(self, rel_dir: str, dirs: bool = False) -> list[str]:
+        """Names of the committed blobs (or, ``dirs``, the folders) in ``root/rel_dir``, temporary
+        ones excluded; [] when there is none."""
+        sel = pafs.FileSelector(self._abs(rel_dir), allow_not_found=True)
+        kind = pafs.FileType.Directory if dirs else pafs.FileType.File
+        return sorted(i.base_name for i in self.fs.get_file_info(sel) if i.type == kind and not i.base_name.startswith("."))
+
+    def stem_steps(self, stem_id: str) -> list[int]:
+        """Steps at which a wsd stem has a checkpoint (:func:`stem_checkpoint_path`), ascending."""
+        names = self.list_names(f"checkpoints/{stem_id}")
+        return sorted(int(n[:-3]) for n in names if n.endswith(".pt") and n[:-3].isdigit())
 
     def delete(self, rel_path: str) -> None:
         """Remove the blob at ``root/rel_path``; nothing to do when it does not exist."""

@@ -200,8 +200,8 @@ class AdaptivePlanner:
 
     def _tell(self, trial: TrialConfig, result: TrialResult | None) -> None:
         ot, x, flops = self.pending.pop(trial.trial_id)
-        if result is not None and "flops_spent" in result.row:  # a tuned point: its search's trials
-            flops = float(result.row["flops_spent"])  # (orchestrator.planning.tuning)
+        if result is not None and "search_flops" in result.row:  # a tuned point: its search's trials
+            flops = float(result.row["search_flops"])  # (orchestrator.planning.tuning)
             ot.set_user_attr("flops", flops)
         self.spent += flops
         self.n_told += 1

@@ -26,6 +26,7 @@ from workers.gpt.arch import GPTShape, ShapeRule, shape_for_params
 from workers.gpt.data import DataError, load_corpus
 from workers.flops import tokens_for_budget
 from workers.config import BATCH_DEFAULT, LR_DEFAULT, PowerRule, TrialConfig, Tune, identity
+from workers.schedule import cooldown_start
 
 __all__ = ["TRAINER_VERSION", "content_id", "Hparams", "TrialFactory", "plan_trials", "trial_name"]
 
@@ -162,14 +163,37 @@ class TrialFactory:
         self._points.setdefault(point_id, point)
         train = self.train.model_copy(update={"lr": hp.lr, "batch_tokens": hp.batch_tokens})
         searched = hparams is not None and hp.recipe == "tune"  # a trial of a point's search
+        payload = self.payload(n, shape, rounded, seed, train)
+        stem_id, start = "", 0
+        if train.schedule == "wsd":
+            stem_id, trial_id = self._wsd_ids(payload)
+            if train.reuses:
+                start = cooldown_start(rounded // (hp.batch_tokens if shape is not None else 1), train)
+        else:
+            trial_id = content_id(payload)
         return TrialConfig(
-            trial_id=content_id(self.payload(n, shape, rounded, seed, train)),
+            trial_id=trial_id,
             name=trial_name(n, rounded, budget, seed, hp.lr if searched else None),
             sweep=self.spec.name, shape=shape, tokens=rounded, seed=seed, budget=budget, train=train,
             data=self.data, results=self.results, threads=self.threads, device=self.device, world=self.world,
             cache_dir=self.cache_dir, sim_n_params=n, trainer=self.spec.trainer, point_id=point_id,
-            recipe=hp.recipe, mup_base_width=self.mup_base_width,
+            recipe=hp.recipe, mup_base_width=self.mup_base_width, stem_id=stem_id, start_step=start,
         )
+
+    @staticmethod
+    def _wsd_ids(payload: dict) -> tuple[str, str]:
+        """(stem id, trial id) of a wsd trial: the stem hashes everything but D and what only the
+        cooldown reads (its shape and length, min_lr_ratio), so every D of a shape and recipe
+        shares it; the trial hashes its stem, its D and its cooldown. A branch and the same
+        trial trained whole compute the same thing, so they share the id."""
+        cooldown = {"cooldown": payload.get("cooldown"), "min_lr_ratio": payload.get("min_lr_ratio")}
+        stem = {k: v for k, v in payload.items() if k not in ("tokens", "cooldown", "min_lr_ratio")}
+        if "train" in payload:
+            train = payload["train"]
+            cooldown = {"cooldown": train["cooldown"], "min_lr_ratio": train["min_lr_ratio"]}
+            stem["train"] = {k: v for k, v in train.items() if k not in ("cooldown", "min_lr_ratio")}
+        stem_id = content_id(stem | {"role": "stem"})
+        return stem_id, content_id({"stem": stem_id, "tokens": payload["tokens"], **cooldown})
 
     def variant(self, trial: TrialConfig, hparams: Hparams) -> TrialConfig:
         """The trial of the same design point as ``trial`` with other hyperparameters. Raises
@@ -220,6 +244,9 @@ class TrialFactory:
             point |= {"lr": train.lr, "batch_tokens": train.batch_tokens}
         if self.mup_base_width:  # standard-parametrisation ids stay as they were
             point |= {"mup_base_width": self.mup_base_width}
+        if self.world is not None and self.train.schedule == "wsd":  # the simulated schedule effect
+            point |= {"schedule": "wsd", "cooldown": self.train.cooldown.model_dump(mode="json"),
+                      "min_lr_ratio": self.train.min_lr_ratio}
         return settings | point | {"tokens": int(tokens), "seed": int(seed)}
 
     def point_payload(self, n: int, shape: GPTShape | None, d: float, seed: int) -> dict:

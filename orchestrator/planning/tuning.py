@@ -289,7 +289,7 @@ class TuningPlanner:
 
     The inner planner's contract holds for it unchanged: every point it proposes is told once,
     with the point's optimal loss (a COMPLETED result; DIVERGED when every trial diverged;
-    None when none finished) and ``row["flops_spent"]``, the FLOPs its trials spent.
+    None when none finished) and ``row["search_flops"]``, the FLOPs its trials spent.
     """
 
     def __init__(self, inner: Planner, factory: TrialFactory, spec: SweepSpec):
@@ -337,7 +337,7 @@ class TuningPlanner:
     def tell(self, trial: TrialConfig, result: TrialResult | None) -> None:
         point = self._direct.pop(trial.trial_id, None)
         if point is not None:  # a ladder trial stands for its point
-            flops = {"flops_spent": train_flops(trial.n_params, trial.tokens)}
+            flops = {"search_flops": train_flops(trial.n_params, trial.tokens)}
             self.inner.tell(point, None if result is None else
                             TrialResult(point.trial_id, result.status, result.eval_loss, result.wall_s, result.error,
                                         flops))
@@ -415,10 +415,10 @@ class TuningPlanner:
                         self.cfg.max_trials_per_point, opt.trials)
         base = search.base
         if math.isfinite(opt.loss):
-            result = TrialResult(base.trial_id, TrialStatus.COMPLETED, opt.loss, 0.0, "", {"flops_spent": opt.flops})
+            result = TrialResult(base.trial_id, TrialStatus.COMPLETED, opt.loss, 0.0, "", {"search_flops": opt.flops})
         elif any(t.loss is not None for t in search.tried.values()):
             result = TrialResult(base.trial_id, TrialStatus.DIVERGED, math.nan, 0.0, "every trial diverged",
-                                 {"flops_spent": opt.flops})
+                                 {"search_flops": opt.flops})
         else:
             result = None
         self.inner.tell(base, result)

@@ -34,8 +34,9 @@ import torch
 from workers.gpt.data import Corpus, load_corpus
 from workers.flops import train_flops
 from workers.gpt.model import GPT
-from workers.store import ResultStore, TrialStatus, checkpoint_path
-from workers.config import TrainConfig, TrialConfig, trial_row
+from workers.store import ResultStore, TrialStatus, checkpoint_path, stem_checkpoint_path
+from workers.config import Role, TrialConfig, trial_row
+from workers.schedule import lr_at
 
 __all__ = ["train", "lr_at", "evaluate", "CHECKPOINT_VERSION"]
 
@@ -48,18 +49,6 @@ CHECKPOINT_VERSION = 1
 # Called with the number of steps done after each log boundary (and after its checkpoint).
 # A no-op; tests replace it to interrupt a trial at a known step.
 _after_log_boundary: Callable[[int], None] = lambda steps_done: None
-
-
-def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
-    """Learning rate for optimiser step ``step`` (0-based) of ``total_steps``."""
-    warmup = max(1, int(cfg.warmup_fraction * total_steps))
-    if step < warmup:  # 1) linear warmup
-        return cfg.lr * (step + 1) / warmup
-    # 2) cosine from lr to min_lr over the remaining steps, ending exactly at the last step
-    progress = (step - warmup) / max(1, total_steps - 1 - warmup)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    min_lr = cfg.lr * cfg.min_lr_ratio
-    return min_lr + coeff * (cfg.lr - min_lr)
 
 
 def _device(name: str) -> torch.device:
@@ -101,48 +90,55 @@ def _build(cfg: TrialConfig, device: torch.device) -> tuple[GPT, torch.optim.Ada
 
 
 def _save_checkpoint(store: ResultStore, cfg: TrialConfig, steps_done: int, model: GPT,
-                     opt: torch.optim.Optimizer, steps: list[dict], train_loss: float, eval_loss: float,
-                     elapsed_s: float) -> None:
+                     opt: torch.optim.Optimizer, p: "_Progress", elapsed_s: float, stem: bool = False) -> None:
+    """The trial's own checkpoint, or (``stem``) its stem's state after ``steps_done`` steps,
+    which any trial of that stem may start from (its total is the stem's: None)."""
+    path = stem_checkpoint_path(cfg.stem_id, steps_done) if stem else checkpoint_path(cfg.trial_id)
     state = {
         "version": CHECKPOINT_VERSION,
-        "trial_id": cfg.trial_id,
-        "total_steps": cfg.steps,
+        "trial_id": cfg.stem_id if stem else cfg.trial_id,
+        "total_steps": None if stem else cfg.steps,
         "step": steps_done,
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),
-        "steps": steps,  # dicts of str/int/float/None: loadable with weights_only
-        "train_loss": train_loss,
-        "eval_loss": eval_loss,
+        "steps": p.steps,  # dicts of str/int/float/None: loadable with weights_only
+        "train_loss": p.train_loss,
+        "eval_loss": p.eval_loss,
         "elapsed_s": elapsed_s,
+        "started_at": p.started_at,  # where this trial's own computation began (flops_spent)
     }
     buf = io.BytesIO()
     torch.save(state, buf)
     try:
-        store.write_bytes(checkpoint_path(cfg.trial_id), buf.getvalue())
+        store.write_bytes(path, buf.getvalue())
     except OSError as e:  # the trial's result does not depend on it; only its preemption cover does
         log.warning("trial %s: writing checkpoint %s/%s at step %d failed (%s); training on without it",
-                    cfg.trial_id, store.uri, checkpoint_path(cfg.trial_id), steps_done, e)
+                    cfg.trial_id, store.uri, path, steps_done, e)
 
 
-def _load_checkpoint(store: ResultStore, cfg: TrialConfig, device: torch.device) -> dict | None:
-    """The trial's checkpoint if there is a usable one, else None (a bad one is warned about)."""
-    where = f"{store.uri}/{checkpoint_path(cfg.trial_id)}"
+def _load_checkpoint(store: ResultStore, cfg: TrialConfig, device: torch.device, stem_step: int = 0,
+                     fallback: str = "training from step 0") -> dict | None:
+    """The trial's checkpoint (or its stem's at ``stem_step``) if usable, else None; a bad one is
+    warned about, naming the file and what happens instead (``fallback``)."""
+    path = stem_checkpoint_path(cfg.stem_id, stem_step) if stem_step else checkpoint_path(cfg.trial_id)
+    expected = (CHECKPOINT_VERSION, cfg.stem_id, None) if stem_step else (CHECKPOINT_VERSION, cfg.trial_id, cfg.steps)
+    last = stem_step if stem_step else cfg.steps - 1
     try:
-        data = store.read_bytes(checkpoint_path(cfg.trial_id))
+        data = store.read_bytes(path)
         if data is None:
             return None
         # weights_only: tensors and primitive containers only, so a file in storage cannot
         # run code when loaded. map_location: a GPU checkpoint resumes on CPU and vice versa.
         state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
-        expected = (CHECKPOINT_VERSION, cfg.trial_id, cfg.steps)
         found = (state.get("version"), state.get("trial_id"), state.get("total_steps"))
         if found != expected:
             raise ValueError(f"(version, trial_id, total_steps) = {found}, expected {expected}")
-        if not (isinstance(state["step"], int) and 0 < state["step"] < cfg.steps and isinstance(state["steps"], list)):
-            raise ValueError(f"step {state['step']!r} outside 1..{cfg.steps - 1}")
+        if not (isinstance(state["step"], int) and 0 < state["step"] <= last and isinstance(state["steps"], list)
+                and (not stem_step or state["step"] == stem_step)):
+            raise ValueError(f"step {state['step']!r} outside 1..{last}")
     except Exception as e:  # any unreadable checkpoint means: start over, never crash
-        log.warning("trial %s: ignoring unusable checkpoint %s (%s: %s); training from step 0",
-                    cfg.trial_id, where, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        log.warning("trial %s: ignoring unusable checkpoint %s/%s (%s: %s); %s", cfg.trial_id, store.uri, path,
+                    type(e).__name__, str(e).splitlines()[0] if str(e) else "", fallback)
         return None
     return state
 
@@ -178,6 +174,7 @@ class _Progress:
     train_loss: float = float("nan")
     eval_loss: float = float("nan")
     elapsed_s: float = 0.0
+    started_at: int = 0  # the step this trial's own training began at: its flops_spent count from there
 
 
 class _Run:
@@ -195,26 +192,60 @@ class _Run:
         self.model, self.opt = _build(cfg, self.device)
         self.n_params = self.model.num_params()
         n_evals, n_steps = self.tc.n_evals, cfg.steps
-        self.eval_at = {round(n_steps * (i + 1) / (n_evals + 1)) - 1 for i in range(n_evals)} | {n_steps - 1}
+        self.stem = cfg.role is Role.STEM
+        # A stem segment evaluates at its end only (its rows are not fitted); a point as before.
+        self.eval_at = {n_steps - 1} if self.stem else (
+            {round(n_steps * (i + 1) / (n_evals + 1)) - 1 for i in range(n_evals)} | {n_steps - 1})
+        # Steps after which the stem's state is saved for others: a segment's stops, or the branch
+        # point of a branch that found no stem checkpoint there and trains the stem part itself.
+        self.stem_saves = set(cfg.stops) if self.stem else set()
         self.progress = self._resume()
         self.t0 -= self.progress.elapsed_s  # wall_s counts the time trained before an interruption
 
-    def _resume(self) -> _Progress:
-        """The progress restored from the trial's checkpoint, or none (training from step 0)."""
-        cfg = self.cfg
-        ckpt = _load_checkpoint(self.store, cfg, self.device)
+    def _restore(self, ckpt: dict | None, what: str) -> _Progress | None:
         if ckpt is None:
-            return _Progress()
+            return None
         try:
             self.model.load_state_dict(ckpt["model"])
             self.opt.load_state_dict(ckpt["optimizer"])
         except Exception as e:  # e.g. a shape mismatch: the half-restored model is rebuilt
-            log.warning("trial %s: cannot restore checkpoint state (%s: %s); training from step 0",
-                        cfg.trial_id, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
-            self.model, self.opt = _build(cfg, self.device)
+            log.warning("trial %s: cannot restore %s (%s: %s)", self.cfg.trial_id, what, type(e).__name__,
+                        str(e).splitlines()[0] if str(e) else "")
+            self.model, self.opt = _build(self.cfg, self.device)
+            return None
+        steps = [r | {"trial_id": self.cfg.trial_id} for r in ckpt["steps"]]
+        started = ckpt.get("started_at")  # a checkpoint saved before flops_spent has none
+        return _Progress(ckpt["step"], steps, ckpt["train_loss"], ckpt["eval_loss"], ckpt["elapsed_s"],
+                         started if isinstance(started, int) else 0)
+
+    def _resume(self) -> _Progress:
+        """The progress restored from the trial's own checkpoint; else, for a stem segment or a
+        branch, from its stem's latest checkpoint at or before where it starts; else none."""
+        cfg = self.cfg
+        if not self.stem:
+            p = self._restore(_load_checkpoint(self.store, cfg, self.device), "its checkpoint")
+            if p is not None:
+                log.info("resuming trial %s from step %d of %d", cfg.trial_id, p.step, cfg.steps)
+                return p
+        if not (self.stem or cfg.start_step):
             return _Progress()
-        log.info("resuming trial %s from step %d of %d", cfg.trial_id, ckpt["step"], cfg.steps)
-        return _Progress(ckpt["step"], ckpt["steps"], ckpt["train_loss"], ckpt["eval_loss"], ckpt["elapsed_s"])
+        want = cfg.steps - 1 if self.stem else cfg.start_step
+        for step in reversed([s for s in self.store.stem_steps(cfg.stem_id) if s <= want]):
+            ckpt = _load_checkpoint(self.store, cfg, self.device, stem_step=step,
+                                    fallback="trying the stem's previous checkpoint")
+            p = self._restore(ckpt, f"stem checkpoint at step {step}")
+            if p is not None:
+                p.elapsed_s, p.started_at = 0.0, p.step  # this row's time and FLOPs are its own
+                break
+        else:
+            p = _Progress()
+        if not self.stem and p.step < cfg.start_step:
+            # The branch point's checkpoint is missing or damaged (a warning named it): train the
+            # stem part here, and save it there for the other trials that start at it.
+            log.warning("trial %s: no usable stem checkpoint %s/%s; training the stem from step %d",
+                        cfg.trial_id, self.store.uri, stem_checkpoint_path(cfg.stem_id, cfg.start_step), p.step)
+            self.stem_saves = {cfg.start_step}
+        return p
 
     def train(self) -> TrialStatus:
         """Run the remaining optimiser steps; DIVERGED at the first non-finite loss."""
@@ -225,22 +256,26 @@ class _Run:
         forward = torch.compile(self.model) if tc.compile else self.model
         loss_sum = torch.zeros((), device=self.device)
         window = 0  # checkpoints are taken at log boundaries, so a resumed window starts empty
+        total = None if self.stem else n_steps  # a stem has no cooldown
         for step in range(p.step, n_steps):
-            lr = lr_at(step, n_steps, tc)
+            lr = lr_at(step, total, tc, self.n_params, self.cfg.step_tokens)
             loss_sum += self._step(forward, step, lr)
             window += 1
             last = step == n_steps - 1
-            if window < tc.log_every and step not in self.eval_at and not last:
+            if window < tc.log_every and step not in self.eval_at and not last and step + 1 not in self.stem_saves:
                 continue
             p.train_loss = loss_sum.item() / window  # the only host sync in the loop
             loss_sum.zero_()
             window = 0
             if self._log(step, lr):
                 return TrialStatus.DIVERGED
+            if step + 1 in self.stem_saves:  # a branch point: its trials start from here
+                _save_checkpoint(self.store, self.cfg, step + 1, self.model, self.opt, p, 0.0, stem=True)
             # One clock read per log boundary; none after the last step (the rows follow at once).
-            if tc.checkpoint_every_s > 0 and not last and time.perf_counter() - saved_at >= tc.checkpoint_every_s:
-                _save_checkpoint(self.store, self.cfg, step + 1, self.model, self.opt, p.steps, p.train_loss,
-                                 p.eval_loss, time.perf_counter() - self.t0)
+            # A stem's preemption cover is a stem checkpoint too: any of its trials may use it.
+            elif tc.checkpoint_every_s > 0 and not last and time.perf_counter() - saved_at >= tc.checkpoint_every_s:
+                _save_checkpoint(self.store, self.cfg, step + 1, self.model, self.opt, p,
+                                 time.perf_counter() - self.t0, stem=self.stem)
                 saved_at = time.perf_counter()
             _after_log_boundary(step + 1)
         return TrialStatus.COMPLETED
@@ -278,8 +313,16 @@ class _Run:
         p = self.progress
         trained = p.steps[-1]["tokens"] if p.steps else 0
         eval_loss = p.eval_loss if status is TrialStatus.COMPLETED else float("nan")
+        spent = train_flops(self.n_params, max(0, trained - p.started_at * self.cfg.step_tokens))
         return trial_row(self.cfg, self.n_params, status, eval_loss, p.train_loss, time.perf_counter() - self.t0,
-                         "", trained)
+                         "", trained, flops_spent=spent)
+
+    def drop_preemption_stem_checkpoints(self) -> None:
+        """A finished stem segment's own preemption checkpoints are superseded by its stops."""
+        keep = set(self.cfg.stops)
+        for step in self.store.stem_steps(self.cfg.stem_id):
+            if self.progress.started_at < step < self.cfg.steps and step not in keep:
+                self.store.delete(stem_checkpoint_path(self.cfg.stem_id, step))
 
 
 def train(cfg: TrialConfig, store: ResultStore | None = None) -> tuple[dict, list[dict]]:
@@ -290,4 +333,6 @@ def train(cfg: TrialConfig, store: ResultStore | None = None) -> tuple[dict, lis
     t0 = time.perf_counter()
     run = _Run(cfg, store if store is not None else ResultStore(cfg.results), t0)
     status = run.train()
+    if run.stem and status is TrialStatus.COMPLETED:
+        run.drop_preemption_stem_checkpoints()
     return run.row(status), run.progress.steps
