@@ -281,8 +281,11 @@ def cmd_status(args) -> int:
     from orchestrator.fitting.runs import plan_record
     from workers.store import TrialStatus
 
+    from orchestrator.results import point_rows, spent_flops
+
     store = open_results(args.results)
-    trials = store.read_table("trials").to_pandas()
+    every = store.read_table("trials").to_pandas()
+    trials = point_rows(every)  # stem segments of wsd sweeps count as FLOPs, not as trials
     plan = plan_record(store)
     planned, tuned = plan.get("trials"), plan.get("tuned") or []
     counts = trials["status"].value_counts().to_dict()
@@ -297,9 +300,20 @@ def cmd_status(args) -> int:
     if tuned:
         head = (f"{total if planned else trials['point_id'].nunique()} design points, {' and '.join(tuned)} searched "
                 f"per point in {len(trials)} trials")
+    spent, nominal = spent_flops(every), float(trials["flops"].sum())
+    stems = len(every) - len(trials)
+    if args.json:
+        counts = {str(k): int(v) for k, v in counts.items()}
+        print(json.dumps({"results": args.results, "trials": len(trials), "stem_segments": stems, "status": counts,
+                          "pending": pending, "flops_spent": spent, "flops_points": nominal,
+                          "saving": 1 - spent / nominal if nominal > 0 else 0.0,
+                          "wall_s": float(every["wall_s"].sum())}, indent=1))
+        return 0
     print(f"{args.results}: {head}; " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
           + (f"; {pending} {'points without a finished trial' if tuned else 'not finished'}" if planned else ""))
-    print(f"FLOPs spent: {si(trials['flops'].sum())}; wall time in trials: {_fmt_s(trials['wall_s'].sum())}")
+    reuse = (f" against the points' {si(nominal)} (6ND of each; {1 - spent / nominal:.0%} saved by {stems} stem "
+             f"segments shared by their branches)" if stems and nominal > 0 else "")
+    print(f"FLOPs spent: {si(spent)}{reuse}; wall time in trials: {_fmt_s(every['wall_s'].sum())}")
     ok = trials[trials["status"] == TrialStatus.COMPLETED.value]
     if len(ok):
         best = ok.sort_values("eval_loss").groupby("budget", sort=True).head(1).sort_values("budget")
@@ -526,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         jp.set_defaults(fn=fn)
 
     s = sub.add_parser("status", help="trial counts, FLOPs spent, best loss per budget")
+    s.add_argument("--json", action="store_true", help="counts and FLOPs (flops_spent, flops_points) as JSON")
     s.add_argument("results", help="sweep results directory, e.g. results/quickstart")
     s.set_defaults(fn=cmd_status)
 

@@ -23,7 +23,7 @@ import pandas as pd
 from orchestrator.errors import UserError
 from workers.store import ResultStore
 
-__all__ = ["open_results", "load_trials", "load_steps", "query"]
+__all__ = ["open_results", "load_trials", "load_steps", "point_rows", "spent_flops", "query"]
 
 
 def open_results(path: str) -> ResultStore:
@@ -42,6 +42,23 @@ def open_results(path: str) -> ResultStore:
 def load_trials(path: str) -> pd.DataFrame:
     """One row per trial (see workers.store.TRIALS_SCHEMA)."""
     return open_results(path).read_table("trials").to_pandas()
+
+
+def point_rows(trials: pd.DataFrame) -> pd.DataFrame:
+    """The design points' rows: stem segments (wsd stable runs, orchestrator.running.reuse) are
+    not points of the law and are never fitted. Rows written before roles existed are points."""
+    if "role" not in trials:
+        return trials
+    return trials[trials["role"].astype("string").fillna("point") != "stem"]
+
+
+def spent_flops(trials: pd.DataFrame) -> float:
+    """Training FLOPs the rows computed: ``flops_spent`` (a branch: its cooldown; a stem segment:
+    its stretch), else the row's 6 N D (rows written before flops_spent existed)."""
+    flops = pd.to_numeric(trials["flops"], errors="coerce")
+    if "flops_spent" in trials:
+        flops = pd.to_numeric(trials["flops_spent"], errors="coerce").fillna(flops)
+    return float(flops.fillna(0).sum())
 
 
 def load_steps(path: str) -> pd.DataFrame:

@@ -170,7 +170,10 @@ def _run(spec, store, factory, static, executor_factory, sink, write_report, fit
 def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, write_report: bool = True,
            fit_progress=None) -> SweepOutcome:
     """Fit (and report) the sweep's trials: ``trial_ids``, or every trial in the store."""
-    table = store.read_table("trials").to_pandas()
+    from orchestrator.results import point_rows, spent_flops
+
+    every = store.read_table("trials").to_pandas()
+    table = point_rows(every)
     if trial_ids is not None:  # trial ids, or point ids (every trial of a point's search)
         table = table[table["trial_id"].isin(trial_ids) | table["point_id"].isin(trial_ids)]
     fit, fit_error, report = None, "", []
@@ -181,6 +184,9 @@ def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, writ
                              form=spec.fit.law_form(), compare=True, objective=spec.tune.objective)
     except FitError as e:
         fit_error = str(e)
+    if fit is not None and len(table) < len(every):  # wsd with reuse: the stems' FLOPs were spent too
+        stems = every[~every.index.isin(table.index)]
+        fit.flops_spent = spent_flops(table) + spent_flops(stems[stems["parent_id"].isin(set(table["parent_id"]))])
     if fit is not None and write_report:
         from orchestrator.report.page import write_report as _write  # matplotlib import only when needed
 

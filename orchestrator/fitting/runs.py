@@ -95,7 +95,9 @@ def results_runs(store, source: str) -> Runs:
         target = None
     planner, form, params = plan.get("planner"), plan.get("form"), plan.get("form_params")
     objective = plan.get("tune_objective")
-    return Runs(store.read_table("trials").to_pandas(), source, target, planner if isinstance(planner, str) else None,
+    from orchestrator.results import point_rows
+
+    return Runs(point_rows(store.read_table("trials").to_pandas()), source, target, planner if isinstance(planner, str) else None,
                 form if isinstance(form, str) else None,
                 tuple(str(p) for p in params) if isinstance(params, list) else (),
                 objective if objective in ("parabola", "best") else "parabola")

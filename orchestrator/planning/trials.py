@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass
 
 from orchestrator.errors import UserError
@@ -28,7 +29,7 @@ from workers.flops import tokens_for_budget
 from workers.config import BATCH_DEFAULT, LR_DEFAULT, PowerRule, TrialConfig, Tune, identity
 from workers.schedule import cooldown_start
 
-__all__ = ["TRAINER_VERSION", "content_id", "Hparams", "TrialFactory", "plan_trials", "trial_name"]
+__all__ = ["TRAINER_VERSION", "content_id", "Hparams", "TrialFactory", "plan_trials", "shared_ladder", "trial_name"]
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +259,43 @@ class TrialFactory:
         return payload | {"point": 1}
 
 
+def shared_ladder(sizes: dict[float, list[float]]) -> dict[float, list[float]]:
+    """Each budget's model sizes snapped to one ladder of sizes shared by all budgets, so that a
+    wsd stem serves every budget its shape appears in (orchestrator.running.reuse).
+
+    A spec that already repeats sizes across budgets has drawn its ladder: a size moves only to
+    another budget's size within sqrt(s) of it, s being the closest spacing of two sizes in any
+    one budget, the largest budget's (its points are the dearest) first. A spec whose budgets
+    share no size (sizes around each budget's optimum, as shared/BENCHMARK.md's grid) is snapped
+    to the geometric ladder of ratio s through the largest budget's smallest size: the fewest
+    stems for its range. Either way no two sizes of a budget land on one rung (the second keeps
+    its size), and no size moves by more than sqrt(s): an IsoFLOP parabola needs sizes around
+    the optimum, not these exact ones."""
+    ratios = [b / a for v in sizes.values() for a, b in zip(sorted(v), sorted(v)[1:]) if a > 0 and b > a]
+    step = math.log(min(ratios, default=4.0))
+    seen = [x for v in sizes.values() for x in set(v)]
+    lattice = len(seen) == len(set(seen))  # no size in two budgets
+    top = max(sizes)
+    anchor = min(sizes[top])
+    rungs: list[float] = []
+    out = {}
+    for budget in sorted(sizes, reverse=True):
+        used, snapped = set(), []
+        for size in sizes[budget]:
+            if lattice:
+                near = anchor * math.exp(step * round(math.log(size / anchor) / step))
+            else:
+                near = min(rungs, key=lambda r: abs(math.log(r / size)), default=size)
+            if near in used or abs(math.log(near / size)) >= 0.5 * step + 1e-12:
+                near = size
+            if near not in rungs:
+                rungs.append(near)
+            used.add(near)
+            snapped.append(near)
+        out[budget] = snapped
+    return out
+
+
 def plan_trials(spec: SweepSpec, factory: TrialFactory) -> list[TrialConfig]:
     """Every trial of a static (grid or IsoFLOP) sweep, in submission order (largest compute
     first, so the longest trials start early and the tail of the sweep is short), duplicates
@@ -276,8 +314,11 @@ def plan_trials(spec: SweepSpec, factory: TrialFactory) -> list[TrialConfig]:
                 for s in sw.seeds:
                     add(factory.make(size, d, 0.0, s, f"sweep.tokens ({d:g})"))
     elif isinstance(sw, IsoFlopSweep):
+        sizes = {b: sw.sizes_for(b) for b in sw.budgets}
+        if spec.train.reuses:  # shapes shared across budgets, so each stem serves several
+            sizes = shared_ladder(sizes)
         for budget in sw.budgets:
-            for size in sw.sizes_for(budget):
+            for size in sizes[budget]:
                 for s in sw.seeds:
                     add(factory.make(size, None, budget, s, f"sweep.budgets ({budget:g} FLOPs for model size {size:g})"))
     return sorted(trials.values(), key=lambda t: -t.n_params * t.tokens)
