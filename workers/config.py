@@ -180,7 +180,7 @@ class TrainConfig(_Settings):
         if self.schedule == "cosine":
             for name in ("cooldown", "reuse"):
                 if getattr(self, name):
-                    raise ValueError(f"train.{name} applies to schedule: wsd (expected schedule: wsd, or no {name}: "
+                    raise ValueError(f"{name} applies to schedule: wsd (expected schedule: wsd, or no {name}: "
                                      "a cosine run decays over its own D, so nothing can branch off it)")
         return self
 

@@ -301,6 +301,12 @@ class ResultStore:
         names = self.list_names(f"checkpoints/{stem_id}")
         return sorted(int(n[:-3]) for n in names if n.endswith(".pt") and n[:-3].isdigit())
 
+    def delete_dir(self, rel_dir: str) -> None:
+        """Remove the folder ``root/rel_dir`` and what is in it; nothing to do when it does not exist."""
+        path = self._abs(rel_dir)
+        if self.fs.get_file_info(path).type == pafs.FileType.Directory:
+            self.fs.delete_dir(path)
+
     def delete(self, rel_path: str) -> None:
         """Remove the blob at ``root/rel_path``; nothing to do when it does not exist."""
         path = self._abs(rel_path)

@@ -131,6 +131,13 @@ class ReuseExecutor:
             keep = (stem.kept_for_retry | {b for b, n in stem.users.items() if n}) if stem else set()
             if self.keep_stems and steps:
                 keep.add(steps[-1])
+            if not keep & set(steps):
+                try:
+                    self.store.delete_dir(f"checkpoints/{stem_id}")
+                except OSError as e:  # a leftover checkpoint only costs storage
+                    log.warning("deleting stem checkpoints %s/checkpoints/%s failed (%s); delete them by hand",
+                                self.store.uri, stem_id, e)
+                continue
             for step in steps:
                 if step not in keep:
                     self._delete(stem_id, step)
