@@ -205,3 +205,19 @@ def test_wsd_sweep_on_ray_matches_in_process(ray_cluster, tmp_path, cache_dir):
     assert len(ray_rows) == len(inline) == 12  # 6 points, 6 stem segments (3 shapes x 2 budgets)
     for _, r in ray_rows.iterrows():
         assert r["eval_loss"] == inline.loc[r["trial_id"], "eval_loss"]
+
+
+def test_stems_on_object_storage(tmp_path):
+    """Stem checkpoints go through the store's filesystem: memory:// (fsspec) as a local path."""
+    import uuid
+
+    d = yaml.safe_load((ROOT / "specs" / "simulated_grid.yaml").read_text())
+    d["results"], d["train"] = f"memory://reuse-{uuid.uuid4().hex[:8]}", {"schedule": "wsd", "keep_stems": True}
+    d["sweep"]["budgets"] = d["sweep"]["budgets"][-3:]
+    spec = parse_spec(d)
+    run_sweep(spec, executor_factory=lambda: InlineExecutor(), write_report=False)
+    store = ResultStore(spec.sweep_dir)
+    rows = store.read_table("trials").to_pandas()
+    assert (rows["role"] == "point").sum() == 27 and (rows["role"] == "stem").sum() > 0
+    stems = store.list_names("checkpoints", dirs=True)
+    assert stems and all(len(store.stem_steps(s)) == 1 for s in stems)  # keep_stems: each stem's last

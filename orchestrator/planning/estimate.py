@@ -250,6 +250,10 @@ def estimate_sweep(spec: SweepSpec, factory: TrialFactory, trials: list, capacit
     else:
         flops = [train_flops(t.n_params, t.tokens) for t in trials]
         n_trials, total, largest = len(trials), sum(flops), max(flops, default=0.0)
+        if spec.train.reuses:  # stems once, then each point's cooldown (orchestrator.running.reuse)
+            from orchestrator.running.reuse import planned_flops
+
+            total, largest = planned_flops(trials)
         if spec.tuned:  # each searched point runs at least tune.initial trials
             up_to = spec.tune.up_to_flops or math.inf
             searched = [f for f in flops if f <= up_to]

@@ -41,9 +41,10 @@ from dataclasses import dataclass, field
 from orchestrator.planning.trials import content_id, trial_name
 from orchestrator.running.executor import Completion, Executor
 from workers.config import Role, TrialConfig, TrialResult, trial_row
+from workers.flops import train_flops
 from workers.store import ResultStore, TrialStatus, stem_checkpoint_path
 
-__all__ = ["ReuseExecutor", "segment"]
+__all__ = ["ReuseExecutor", "planned_flops", "segment"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,21 @@ def segment(branch: TrialConfig, until: int) -> TrialConfig:
         branch, trial_id=content_id({"stem": branch.stem_id, "until": int(until)}), role=Role.STEM,
         tokens=until * branch.step_tokens, start_step=0, stops=(int(until),), point_id="",
         name=f"stem {trial_name(branch.n_params, until * branch.step_tokens, 0.0, branch.seed)}")
+
+
+def planned_flops(trials: list[TrialConfig]) -> tuple[float, float]:
+    """(FLOPs the trials compute with reuse, FLOPs of the longest chain that must run in order):
+    each stem once up to its last branch point plus every branch's cooldown; a chain is a stem
+    and its longest branch (segments of one stem run one after another)."""
+    total, longest, reach = 0.0, 0.0, {}
+    for t in trials:
+        total += train_flops(t.n_params, t.tokens - t.start_step * t.step_tokens)
+        if t.stem_id and t.start_step:
+            reach[t.stem_id] = max(reach.get(t.stem_id, (0, t))[0], t.start_step), t
+        longest = max(longest, train_flops(t.n_params, t.tokens))
+    for step, t in reach.values():
+        total += train_flops(t.n_params, step * t.step_tokens)
+    return total, longest
 
 
 @dataclass
