@@ -200,6 +200,8 @@ def cmd_run(args) -> int:
         print(f"Adaptive planner stopped: {out.stop_reason}")
     if out.recipe:
         print(out.recipe)
+    if out.reuse:
+        print(out.reuse)
     if out.fit:
         print(format_fit(out.fit))
     else:

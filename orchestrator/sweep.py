@@ -50,6 +50,7 @@ class SweepOutcome:
     results: str
     stop_reason: str = ""
     recipe: str = ""  # what a tuned sweep's searches found (TuningPlanner.summary)
+    reuse: str = ""  # wsd with reuse: the stems and the FLOPs they saved
 
 
 def _open_for_writing(spec: SweepSpec) -> ResultStore:
@@ -176,7 +177,7 @@ def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, writ
     table = point_rows(every)
     if trial_ids is not None:  # trial ids, or point ids (every trial of a point's search)
         table = table[table["trial_id"].isin(trial_ids) | table["point_id"].isin(trial_ids)]
-    fit, fit_error, report = None, "", []
+    fit, fit_error, report, reuse = None, "", [], ""
     from orchestrator.fitting.hparams.tuned import analyse_trials  # a tuned sweep: fits its per-point optima
 
     try:
@@ -184,11 +185,17 @@ def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, writ
                              form=spec.fit.law_form(), compare=True, objective=spec.tune.objective)
     except FitError as e:
         fit_error = str(e)
-    if fit is not None and len(table) < len(every):  # wsd with reuse: the stems' FLOPs were spent too
+    if len(table) < len(every):  # wsd with reuse: the stems' FLOPs were spent too
         stems = every[~every.index.isin(table.index)]
-        fit.flops_spent = spent_flops(table) + spent_flops(stems[stems["parent_id"].isin(set(table["parent_id"]))])
+        stems = stems[stems["parent_id"].isin(set(table["parent_id"]))]
+        spent, nominal = spent_flops(table) + spent_flops(stems), float(table["flops"].sum())
+        if fit is not None:
+            fit.flops_spent = spent
+        if nominal > 0:
+            reuse = (f"Run reuse: {stems['parent_id'].nunique()} stems in {len(stems)} segments; "
+                     f"{spent:.3g} FLOPs computed against the points' {nominal:.3g} ({1 - spent / nominal:.0%} saved)")
     if fit is not None and write_report:
         from orchestrator.report.page import write_report as _write  # matplotlib import only when needed
 
         report = _write(store, table, fit, spec.name)
-    return SweepOutcome(len(table), 0, 0, 0, 0, fit, fit_error, report, spec.sweep_dir)
+    return SweepOutcome(len(table), 0, 0, 0, 0, fit, fit_error, report, spec.sweep_dir, reuse=reuse)

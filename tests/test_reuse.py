@@ -173,6 +173,8 @@ def test_simulated_grid_spends_at_most_80_percent(tmp_path):
     assert len(points) == 81 == out.n_trials and rows["role"].eq("stem").sum() > 0
     assert rows["flops_spent"].sum() <= 0.80 * points["flops"].sum()
     assert out.fit is not None and out.fit.n_runs == 81  # the fit reads point rows only
+    assert out.fit.flops_spent == pytest.approx(rows["flops_spent"].sum())
+    assert out.reuse.startswith("Run reuse: 22 stems") and "saved" in out.reuse
     assert schedule_factor(spec.train) < 1 and schedule_factor(TrainConfig()) == 1.0
     stems = rows[rows["role"] == "stem"]
     assert (stems["eval_loss"] > 0).all() and STABLE_GAP > 0
@@ -191,13 +193,15 @@ def test_status_json_reports_the_saving(tmp_path, cache_dir, capsys):
 
 
 @pytest.mark.ray
-def test_wsd_sweep_on_ray_matches_in_process(ray_cluster, tmp_path, cache_dir):
+def test_wsd_sweep_on_ray_matches_in_process(ray_cluster, tmp_path, cache_dir, capsys):
     os.environ["SCALESWEEP_CACHE"] = cache_dir
     d = tiny_spec_dict(str(tmp_path / "ray"), name="wsd-ray")
     d["train"] = {**d["train"], **WSD}
     path = tmp_path / "wsd.yaml"
     path.write_text(yaml.safe_dump(d))
     assert main(["run", str(path), "--no-dashboard"]) == 0
+    out = capsys.readouterr().out
+    assert "6 trials, 6 trained now" in out and "Run reuse: 3 stems in 6 segments" in out
     ray_rows = ResultStore(str(tmp_path / "ray" / "wsd-ray")).read_table("trials").to_pandas()
     spec = parse_spec({**d, "results": str(tmp_path / "inline")})
     _run(spec, cache_dir)

@@ -79,7 +79,6 @@ class _Stem:
     waiting: dict[int, list[TrialConfig]] = field(default_factory=lambda: defaultdict(list))
     users: Counter = field(default_factory=Counter)  # branch point -> branches not yet finished
     running: int | None = None  # end step of the segment in flight
-    failed: TrialResult | str | None = None  # what ended its last segment, if it did not complete
     kept_for_retry: set[int] = field(default_factory=set)  # checkpoints a failed branch needs
 
 
@@ -165,7 +164,6 @@ class ReuseExecutor:
             return
         until = min(stem.waiting)
         stem.running = until
-        stem.failed = None
         self.inner.submit(segment(stem.template, until))
 
     def _segment_done(self, c: Completion) -> None:
