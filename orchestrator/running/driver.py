@@ -177,7 +177,7 @@ class Driver:
             # The worker could not record anything: commit the failure for it.
             row = trial_row(c.trial, c.trial.n_params, TrialStatus.FAILED, math.nan, math.nan, 0.0, c.error)
             self.store.write_trial(row)
-            log.error("trial %s (%s) lost its worker on every retry: %s", c.trial.trial_id, c.trial.name, c.error)
+            log.error("trial %s (%s) ended without a result: %s", c.trial.trial_id, c.trial.name, c.error)
             p.failed += 1
         elif c.result.status is TrialStatus.FAILED:
             log.error("trial %s (%s) failed: %s", c.trial.trial_id, c.trial.name, c.result.error.splitlines()[0])

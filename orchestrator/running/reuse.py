@@ -24,7 +24,9 @@ driver keeps its exactly-once bookkeeping for them; only this layer knows about 
   and any a failed branch still needs.
 - Exactly-once after a crash: a segment's row is committed after its checkpoints, and the
   checkpoint listing is the truth this layer starts from, so a resumed driver trains no
-  committed segment again; an interrupted one resumes from its own preemption checkpoint.
+  committed segment again; an interrupted one resumes from its own preemption checkpoint. (A
+  driver killed in the instant between a segment's last checkpoint and its row leaves that
+  segment without a row: nothing is trained twice, but its FLOPs go uncounted.)
 
 Ids: a stem hashes everything but D and its cooldown (orchestrator.planning.trials), a segment
 its stem and its end step, a branch its stem, D and cooldown.
@@ -189,6 +191,9 @@ class ReuseExecutor:
                 self._ready.append(Completion(t, TrialResult(t.trial_id, TrialStatus.DIVERGED, math.nan, 0.0, msg, row)))
                 stem.users[t.start_step] -= 1
         else:
+            if result is None:  # its worker was lost on every retry: the segment's failure is recorded here
+                self.store.write_trial(trial_row(c.trial, c.trial.n_params, TrialStatus.FAILED, math.nan, math.nan,
+                                                 0.0, c.error, flops_spent=0.0))
             error = c.error if result is None else (result.error.splitlines() or [""])[0]
             msg = f"stem {c.trial.stem_id} failed before step {until} ({c.trial.name}): {error}"
             log.error("%s; failing its %d waiting branches", msg, len(waiting))

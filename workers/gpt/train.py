@@ -90,9 +90,11 @@ def _build(cfg: TrialConfig, device: torch.device) -> tuple[GPT, torch.optim.Ada
 
 
 def _save_checkpoint(store: ResultStore, cfg: TrialConfig, steps_done: int, model: GPT,
-                     opt: torch.optim.Optimizer, p: "_Progress", elapsed_s: float, stem: bool = False) -> None:
+                     opt: torch.optim.Optimizer, p: "_Progress", elapsed_s: float, stem: bool = False,
+                     required: bool = False) -> None:
     """The trial's own checkpoint, or (``stem``) its stem's state after ``steps_done`` steps,
-    which any trial of that stem may start from (its total is the stem's: None)."""
+    which any trial of that stem may start from (its total is the stem's: None). A failed write
+    is a warning, unless ``required``: a stem's stop is what its segment is run for."""
     path = stem_checkpoint_path(cfg.stem_id, steps_done) if stem else checkpoint_path(cfg.trial_id)
     state = {
         "version": CHECKPOINT_VERSION,
@@ -106,12 +108,17 @@ def _save_checkpoint(store: ResultStore, cfg: TrialConfig, steps_done: int, mode
         "eval_loss": p.eval_loss,
         "elapsed_s": elapsed_s,
         "started_at": p.started_at,  # where this trial's own computation began (flops_spent)
+        # Who wrote it: a segment resuming from its own preemption checkpoint keeps its time and
+        # FLOPs so far; one starting from another's stop begins its own count there.
+        "writer": cfg.trial_id,
     }
     buf = io.BytesIO()
     torch.save(state, buf)
     try:
         store.write_bytes(path, buf.getvalue())
     except OSError as e:  # the trial's result does not depend on it; only its preemption cover does
+        if required:
+            raise
         log.warning("trial %s: writing checkpoint %s/%s at step %d failed (%s); training on without it",
                     cfg.trial_id, store.uri, path, steps_done, e)
 
@@ -235,7 +242,8 @@ class _Run:
                                     fallback="trying the stem's previous checkpoint")
             p = self._restore(ckpt, f"stem checkpoint at step {step}")
             if p is not None:
-                p.elapsed_s, p.started_at = 0.0, p.step  # this row's time and FLOPs are its own
+                if ckpt.get("writer") != cfg.trial_id:  # another's stop: this row's time and FLOPs start here
+                    p.elapsed_s, p.started_at = 0.0, p.step
                 break
         else:
             p = _Progress()
@@ -270,7 +278,8 @@ class _Run:
             if self._log(step, lr):
                 return TrialStatus.DIVERGED
             if step + 1 in self.stem_saves:  # a branch point: its trials start from here
-                _save_checkpoint(self.store, self.cfg, step + 1, self.model, self.opt, p, 0.0, stem=True)
+                _save_checkpoint(self.store, self.cfg, step + 1, self.model, self.opt, p,
+                                 time.perf_counter() - self.t0, stem=True, required=self.stem)
             # One clock read per log boundary; none after the last step (the rows follow at once).
             # A stem's preemption cover is a stem checkpoint too: any of its trials may use it.
             elif tc.checkpoint_every_s > 0 and not last and time.perf_counter() - saved_at >= tc.checkpoint_every_s:
