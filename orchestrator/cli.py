@@ -379,6 +379,7 @@ def cmd_fit(args) -> int:
     from orchestrator.fitting.hparams.tuned import analyse_trials
     from orchestrator.fitting.runs import ColumnMap, load_points, load_runs
     from orchestrator.report.text import fit_json, format_fit, prediction_lines
+    from orchestrator.results import account_reuse
 
     asked = _form(args) if args.form is not None else None
     cols = ColumnMap(n=args.n_col, d=args.d_col, c=args.c_col, loss=args.loss_col, budget=args.budget_col,
@@ -392,6 +393,7 @@ def cmd_fit(args) -> int:
         fit = analyse_trials(runs.table, _target(args, runs), n_boot=args.bootstrap, seed=args.seed,
                              drop_highest=args.drop_highest, isoflop=runs.isoflop, progress=progress, form=form,
                              compare=True, objective=runs.objective)
+    reuse = account_reuse(fit, runs.table, runs.stems)
     predictions = predict_points(fit, _point_inputs(points, fit.form)) if points is not None else None
     if args.json:
         out = fit_json(fit)
@@ -402,6 +404,8 @@ def cmd_fit(args) -> int:
         if _target_line(fit):
             print(_target_line(fit))
         print(format_fit(fit))
+        if reuse:
+            print(reuse)
         if predictions is not None:
             print("\n".join(prediction_lines(predictions, fit.form.name)))
     return 0
@@ -418,7 +422,7 @@ def _point_inputs(points, form) -> dict:
 def cmd_report(args) -> int:
     from orchestrator.fitting.hparams.tuned import analyse_trials
     from orchestrator.report.page import write_report
-    from orchestrator.results import open_results
+    from orchestrator.results import account_reuse, open_results
     from orchestrator.fitting.runs import results_runs
 
     store = open_results(args.results)
@@ -427,6 +431,7 @@ def cmd_report(args) -> int:
     with FitBar() as progress:
         fit = analyse_trials(trials, _target(args, runs), isoflop=runs.isoflop, progress=progress,
                              form=_form(args, runs), compare=True, objective=runs.objective)
+    account_reuse(fit, trials, runs.stems)
     if _target_line(fit):
         print(_target_line(fit), file=sys.stderr)
     for path in write_report(store, trials, fit, os.path.basename(args.results.rstrip("/"))):

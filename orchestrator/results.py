@@ -23,7 +23,7 @@ import pandas as pd
 from orchestrator.errors import UserError
 from workers.store import ResultStore
 
-__all__ = ["open_results", "load_trials", "load_steps", "point_rows", "spent_flops", "query"]
+__all__ = ["account_reuse", "open_results", "load_trials", "load_steps", "point_rows", "spent_flops", "query"]
 
 
 def open_results(path: str) -> ResultStore:
@@ -59,6 +59,26 @@ def spent_flops(trials: pd.DataFrame) -> float:
     if "flops_spent" in trials:
         flops = pd.to_numeric(trials["flops_spent"], errors="coerce").fillna(flops)
     return float(flops.fillna(0).sum())
+
+
+def account_reuse(fit, points: pd.DataFrame, stems: pd.DataFrame | None) -> str:
+    """With a wsd sweep's stem segments: count their FLOPs into ``fit`` (an
+    orchestrator.fitting.analysis.SweepFit, or None) and its report's FLOPs-over-time, and return
+    the line that says what reuse saved; "" for a sweep without stems. Only the stems of
+    ``points`` count (a results directory may hold other sweeps' rows)."""
+    if stems is None or not len(stems) or "parent_id" not in points:
+        return ""
+    stems = stems[stems["parent_id"].isin(set(points["parent_id"]))]
+    spent, nominal = spent_flops(points) + spent_flops(stems), float(pd.to_numeric(points["flops"]).sum())
+    if fit is not None:
+        fit.flops_spent = spent
+        rows = pd.concat([points, stems])
+        fit.spent_rows = pd.DataFrame({"finished_at": rows["finished_at"], "wall_s": rows["wall_s"],
+                                       "flops": rows["flops_spent"].fillna(rows["flops"])})
+    if nominal <= 0:
+        return ""
+    return (f"Run reuse: {stems['parent_id'].nunique()} stems in {len(stems)} segments; "
+            f"{spent:.3g} FLOPs computed against the points' {nominal:.3g} ({1 - spent / nominal:.0%} saved)")
 
 
 def load_steps(path: str) -> pd.DataFrame:

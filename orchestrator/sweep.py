@@ -171,13 +171,13 @@ def _run(spec, store, factory, static, executor_factory, sink, write_report, fit
 def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, write_report: bool = True,
            fit_progress=None) -> SweepOutcome:
     """Fit (and report) the sweep's trials: ``trial_ids``, or every trial in the store."""
-    from orchestrator.results import point_rows, spent_flops
+    from orchestrator.results import account_reuse, point_rows
 
     every = store.read_table("trials").to_pandas()
     table = point_rows(every)
     if trial_ids is not None:  # trial ids, or point ids (every trial of a point's search)
         table = table[table["trial_id"].isin(trial_ids) | table["point_id"].isin(trial_ids)]
-    fit, fit_error, report, reuse = None, "", [], ""
+    fit, fit_error, report = None, "", []
     from orchestrator.fitting.hparams.tuned import analyse_trials  # a tuned sweep: fits its per-point optima
 
     try:
@@ -185,15 +185,8 @@ def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, writ
                              form=spec.fit.law_form(), compare=True, objective=spec.tune.objective)
     except FitError as e:
         fit_error = str(e)
-    if len(table) < len(every):  # wsd with reuse: the stems' FLOPs were spent too
-        stems = every[~every.index.isin(table.index)]
-        stems = stems[stems["parent_id"].isin(set(table["parent_id"]))]
-        spent, nominal = spent_flops(table) + spent_flops(stems), float(table["flops"].sum())
-        if fit is not None:
-            fit.flops_spent = spent
-        if nominal > 0:
-            reuse = (f"Run reuse: {stems['parent_id'].nunique()} stems in {len(stems)} segments; "
-                     f"{spent:.3g} FLOPs computed against the points' {nominal:.3g} ({1 - spent / nominal:.0%} saved)")
+    # wsd with reuse: the stems' FLOPs were spent too
+    reuse = account_reuse(fit, table, every[~every.index.isin(table.index)])
     if fit is not None and write_report:
         from orchestrator.report.page import write_report as _write  # matplotlib import only when needed
 

@@ -163,7 +163,7 @@ def test_kept_stem_serves_a_later_longer_d(tmp_path, cache_dir):
     assert stems["flops_spent"].sum() == pytest.approx(train_flops(n, new.start_step * bt))
 
 
-def test_simulated_grid_spends_at_most_80_percent(tmp_path):
+def test_simulated_grid_spends_at_most_80_percent(tmp_path, capsys):
     d = yaml.safe_load((ROOT / "specs" / "simulated_grid.yaml").read_text())
     d["results"], d["train"] = str(tmp_path / "r"), WSD
     spec = parse_spec(d)
@@ -175,6 +175,10 @@ def test_simulated_grid_spends_at_most_80_percent(tmp_path):
     assert out.fit is not None and out.fit.n_runs == 81  # the fit reads point rows only
     assert out.fit.flops_spent == pytest.approx(rows["flops_spent"].sum())
     assert out.reuse.startswith("Run reuse: 22 stems") and "saved" in out.reuse
+    # fit on the directory counts the stems' FLOPs too, as the run did
+    capsys.readouterr()
+    assert main(["fit", spec.sweep_dir, "--json", "--bootstrap", "50"]) == 0
+    assert json.loads(capsys.readouterr().out)["flops_spent"] == pytest.approx(rows["flops_spent"].sum())
     assert schedule_factor(spec.train) < 1 and schedule_factor(TrainConfig()) == 1.0
     stems = rows[rows["role"] == "stem"]
     assert (stems["eval_loss"] > 0).all() and STABLE_GAP > 0

@@ -70,6 +70,9 @@ class SweepFit:
     discrepancy: Discrepancy | None = None  # residual GP (length scales <= LOCAL_ELL): a, b and the flag
     discrepancy_targets: Discrepancy | None = None  # residual GP, any length scale: N_opt, D_opt, L*
     flops_spent: float = 0.0  # every run's compute, excluded ones included: it was spent
+    # (finished_at, flops) of every row that computed something, when that is not just the runs
+    # fitted: a wsd sweep's stem segments (orchestrator.sweep.finish sets it for the report).
+    spent_rows: pd.DataFrame | None = None
     n_runs: int = 0  # every run, excluded ones included
     target_source: str = ""  # how the target was chosen, when the caller named none
     n_boot_requested: int = 0  # resamples asked for (the bootstrap's n_boot may be fewer: MAX_RESAMPLE_RUNS)

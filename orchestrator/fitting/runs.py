@@ -53,6 +53,8 @@ class Runs:
     form: str | None = None  # the sweep's fit.form, when known
     form_params: tuple[str, ...] = ()  # and its fit.params
     objective: str = "parabola"  # the sweep's tune.objective: how a searched point's loss is taken
+    # A wsd sweep's stem segments (never fitted; their FLOPs were spent: orchestrator.results.account_reuse)
+    stems: pd.DataFrame | None = None
 
     @property
     def isoflop(self) -> bool:
@@ -74,6 +76,7 @@ def _read_file(path: str) -> pd.DataFrame:
 # The columns of a tuned sweep's search that a table of runs keeps (orchestrator.fitting.hparams):
 # its points, their settings, and the N that the recipe's rules count.
 SEARCH_COLUMNS = ("point_id", "lr", "batch_tokens", "n_params_nonembed")
+REUSE_COLUMNS = ("parent_id", "flops_spent", "finished_at", "wall_s")
 
 
 def plan_record(store) -> dict:
@@ -97,10 +100,13 @@ def results_runs(store, source: str) -> Runs:
     objective = plan.get("tune_objective")
     from orchestrator.results import point_rows
 
-    return Runs(point_rows(store.read_table("trials").to_pandas()), source, target, planner if isinstance(planner, str) else None,
+    every = store.read_table("trials").to_pandas()
+    points = point_rows(every)
+    return Runs(points, source, target, planner if isinstance(planner, str) else None,
                 form if isinstance(form, str) else None,
                 tuple(str(p) for p in params) if isinstance(params, list) else (),
-                objective if objective in ("parabola", "best") else "parabola")
+                objective if objective in ("parabola", "best") else "parabola",
+                every[~every.index.isin(points.index)] if len(points) < len(every) else None)
 
 
 def _column(df: pd.DataFrame, key: str, cols: ColumnMap, source: str, required: bool) -> pd.Series | None:
@@ -202,11 +208,12 @@ def load_runs(path: str, cols: ColumnMap = ColumnMap(), need_d: bool = True) -> 
     u = _column(df, "u", cols, path, required=False)
     if u is not None:
         table["unique_tokens"] = u
-    # A tuned sweep's search (orchestrator.fitting.hparams): its points, settings and the rules' N
-    for key in SEARCH_COLUMNS:
+    # A tuned sweep's search (orchestrator.fitting.hparams): its points, settings and the rules' N;
+    # a wsd sweep's stems and FLOPs (orchestrator.results.account_reuse)
+    for key in SEARCH_COLUMNS + REUSE_COLUMNS:
         if key in df and key not in table:
             table[key] = df[key]
     table = table.reset_index(drop=True)
     if found is not None:
-        return Runs(table, path, target, planner, found.form, found.form_params, found.objective)
+        return Runs(table, path, target, planner, found.form, found.form_params, found.objective, found.stems)
     return Runs(table, path, target, planner)

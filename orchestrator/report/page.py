@@ -183,7 +183,7 @@ def _order(fit: SweepFit, ax) -> None:
 
 
 def _flops_over_time(fit: SweepFit, ax) -> None:
-    used = fit.used
+    used = fit.used if fit.spent_rows is None else fit.spent_rows  # with reuse: branches and stems
     if "finished_at" not in used or used["finished_at"].isna().all():
         ax.text(0.5, 0.5, "no finish times recorded", ha="center", transform=ax.transAxes)
         return
