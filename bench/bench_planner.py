@@ -67,7 +67,8 @@ class BatchExecutor:
         return len(self._queue)
 
 
-def spec_dict(world: str, seed: int, root: str, fraction: float | None) -> dict:
+def spec_dict(world: str, seed: int, root: str, fraction: float | None, train: dict | None = None,
+              planner_seed: int | None = None) -> dict:
     spec = {
         "name": f"{world}-s{seed}-{'grid' if fraction is None else fraction}",
         "trainer": "simulated",
@@ -77,18 +78,25 @@ def spec_dict(world: str, seed: int, root: str, fraction: float | None) -> dict:
         "results": root,
         "fit": {"target_compute": TARGETS[0]},
     }
+    if train:  # e.g. {"schedule": "wsd"}: run reuse (bench/bench_reuse.py)
+        spec["train"] = train
     if fraction is None:
         spec["sweep"] = {"kind": "isoflop", "budgets": GRID_BUDGETS, "model_sizes": grid_sizes()}
     else:
         spec["planner"] = "adaptive"
         spec["adaptive"] = {"min_flops": 1e15, "max_flops": 1e19, "n_range": [1e6, 3e9], "dn_range": [1, 1000],
                             "flop_budget": fraction * grid_flops(), "target_width": 1e-3, "loss_width": 1e-4,
-                            "max_trials": 400, "initial_trials": 8, "seed": seed}
+                            "max_trials": 400, "initial_trials": 8, "seed": seed if planner_seed is None else planner_seed}
     return spec
 
 
 def run_one(args) -> dict:
-    world, seed, fraction, n_boot = args
+    """One sweep, fitted and scored: args = (world, seed, fraction or None for the grid, bootstrap
+    resamples[, train settings[, the planner's seed (default: the world's)]]). With train.schedule
+    wsd, points branch off stems (ReuseExecutor) and ``flops_spent`` counts what was computed (stems
+    included); ``flops`` is always the points' 6ND."""
+    world, seed, fraction, n_boot, *rest = args
+    train, planner_seed = (list(rest) + [None, None])[:2]
     from threadpoolctl import threadpool_limits
 
     from orchestrator.running.driver import Driver
@@ -99,12 +107,14 @@ def run_one(args) -> dict:
     from orchestrator.planning.design import Z80
     from orchestrator.fitting.discrepancy import discrepancy_sd, estimate_discrepancies, widen
     from orchestrator.fitting.bootstrap import bootstrap
+    from orchestrator.results import point_rows, spent_flops
+    from orchestrator.running.reuse import ReuseExecutor
     from workers.store import ResultStore, TrialStatus
     from workers.simulated.world import World
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as root, threadpool_limits(1, user_api="blas"):
-        spec = parse_spec(spec_dict(world, seed, root, fraction))
+        spec = parse_spec(spec_dict(world, seed, root, fraction, train, planner_seed))
         factory = TrialFactory(spec)
         os.makedirs(spec.sweep_dir)
         store = ResultStore(spec.sweep_dir)
@@ -114,8 +124,12 @@ def run_one(args) -> dict:
             from orchestrator.planning.adaptive import AdaptivePlanner
 
             planner = AdaptivePlanner(spec, factory, os.path.join(spec.sweep_dir, "planner.journal"))
-        Driver(planner, store, BatchExecutor(slots=8), poll_s=0).run()
-        tab = store.read_table("trials").to_pandas()
+        executor = BatchExecutor(slots=8)
+        if spec.train.reuses:
+            executor = ReuseExecutor(executor, store)
+        Driver(planner, store, executor, poll_s=0).run()
+        every = store.read_table("trials").to_pandas()
+        tab = point_rows(every)
         tab = tab[tab["status"] == TrialStatus.COMPLETED.value]
         n, d, loss = tab["n_params"].values.astype(float), tab["tokens"].values.astype(float), tab["eval_loss"].values
         fit = fit_approach3(n, d, loss)
@@ -123,7 +137,7 @@ def run_one(args) -> dict:
         truth = World(factory.world)
         p = fit.params
         out = {"world": world, "seed": seed, "fraction": fraction, "trials": int(len(tab)),
-               "flops": float((6 * n * d).sum()), "wall_s": 0.0}
+               "flops": float((6 * n * d).sum()), "flops_spent": spent_flops(every), "wall_s": 0.0}
         a_true = truth.exponent_a(TARGETS[0] / 10, TARGETS[1] * 10)
         out["M1_a"] = abs(p.a - a_true)
         out["M1_b"] = abs(p.b - (1 - a_true))
@@ -136,6 +150,7 @@ def run_one(args) -> dict:
             tr = truth.compute_optimal(c)
             n_hat, d_hat, l_hat = optimal_allocation(p.E, p.A, p.B, p.alpha, p.beta, c)
             out[f"M2_{c:.0e}"] = abs(l_hat / tr["loss"] - 1)
+            out[f"L_rel_{c:.0e}"] = l_hat / tr["loss"] - 1  # signed M2 (bench/bench_reuse.py)
             out[f"M3_{c:.0e}"] = abs(math.log(n_hat / tr["n_opt"]))
             out[f"M4_{c:.0e}"] = deadweight(truth, n_hat, c)
             with np.errstate(all="ignore"):

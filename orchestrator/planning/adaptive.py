@@ -34,11 +34,19 @@ finished trials grow by REBUILD_GROWTH: a proposal then costs the same at 10,000
 Points are snapped to quarter-decade compute levels (keeping N), so finished points form
 IsoFLOP groups and Approach 2 can check Approach 3.
 
+With run reuse (``train.schedule: wsd``, orchestrator.running.reuse) the points of one N and seed
+share a stem and each trains only its cooldown off it: an N close to a stem's is then moved onto
+it (D = C / 6N), and a point's price in ``_score``, and what it counts against the FLOP budget,
+is the FLOPs it adds to the sweep (its cooldown, plus its stem's extension; a whole run for a
+new stem), from :class:`~orchestrator.planning.reuse_cost.StemLedger`.
+So ``adaptive.flop_budget`` bounds the FLOPs computed, stems included.
+
 Every proposal and result is also a trial of a persistent Optuna study (JournalStorage under
 the results directory; ask/tell with params log10_n and log10_d, value = held-out loss), so
 optuna-dashboard can open it and a restarted sweep resumes exactly: completed trials are
-reloaded as observations, and trials left RUNNING by a dead driver (the journal has no
-heartbeat) are marked FAIL and asked again.
+reloaded as observations (user_attr "flops" is each one's price; with reuse, "stem" and "branch"
+give the stems' reach), and trials left RUNNING by a dead driver (the journal has no heartbeat)
+are marked FAIL and asked again at their price.
 """
 
 from __future__ import annotations
@@ -60,6 +68,7 @@ from orchestrator.planning.design import Z80, DesignModel, SparseDesignModel
 from orchestrator.fitting.forms.general import chinchilla_seed, fit_law, refine_form
 from orchestrator.fitting.law import LawParams, fit_approach3, no_optimum
 from orchestrator.fitting import robust_sd
+from orchestrator.planning.reuse_cost import StemLedger
 from orchestrator.planning.trials import TrialFactory
 from orchestrator.spec import SweepSpec
 from workers.flops import train_flops
@@ -127,7 +136,7 @@ class AdaptivePlanner:
                                          load_if_exists=True, direction="minimize")
         self.obs: list[tuple[float, float, float]] = []  # log10 N, log10 D, loss
         self.pending: dict[str, tuple[optuna.Trial, np.ndarray, float]] = {}  # trial_id -> (optuna trial, x, flops)
-        self.requeue: list[tuple[float, float, float, int]] = []  # log10 N, log10 D, budget, seed
+        self.requeue: list[tuple[float, float, float, int, float | None]] = []  # log10 N, log10 D, budget, seed, flops
         self.spent = 0.0
         self.n_told = 0
         self.known: set[str] = set()  # trial ids proposed so far (seeds distinguish replicates)
@@ -136,6 +145,8 @@ class AdaptivePlanner:
         self._sparse: SparseDesignModel | None = None
         self._sparse_obs = 0  # finished trials when the sparse model was built
         self._fitted_obs = 0  # finished trials at the last fit of a form other than Chinchilla's
+        # wsd with reuse: points moved onto stems' N, priced by the FLOPs they add to their stems
+        self.stems = StemLedger(spec.train.cooldown.fraction) if spec.train.reuses else None
         self._resume()
         if self.n_told and not self.requeue:
             with threadpool_limits(1, user_api="blas"):
@@ -147,6 +158,9 @@ class AdaptivePlanner:
             x = (t.params.get("log10_n"), t.params.get("log10_d"))
             if "trial_id" in t.user_attrs:
                 self.known.add(t.user_attrs["trial_id"])
+            if self.stems is not None and "stem" in t.user_attrs:
+                a = t.user_attrs
+                self.stems.add(round(10 ** x[0]), a["seed"], a["budget"], a["stem"], a["branch"], committed=True)
             if t.state == TrialState.COMPLETE:
                 self.obs.append((x[0], x[1], float(t.value)))
                 self.spent += float(t.user_attrs.get("flops", 0.0))
@@ -160,7 +174,8 @@ class AdaptivePlanner:
                     t = self.study.ask(self.dist)
                     x = (t.params["log10_n"], t.params["log10_d"])
                 self.study.tell(t.number, state=TrialState.FAIL)
-                self.requeue.append((x[0], x[1], float(t.user_attrs.get("budget", 0.0)), int(t.user_attrs.get("seed", 0))))
+                a = t.user_attrs
+                self.requeue.append((x[0], x[1], float(a.get("budget", 0.0)), int(a.get("seed", 0)), a.get("flops")))
         if self.obs or self.requeue:
             log.info("adaptive planner resumed: %d finished, %d re-queued, %.3g FLOPs spent",
                      len(self.obs), len(self.requeue), self.spent)
@@ -181,8 +196,8 @@ class AdaptivePlanner:
     def _ask(self, n: int) -> list[TrialConfig]:
         out: list[TrialConfig] = []
         while self.requeue and len(out) < n:
-            ln, ld, budget, seed = self.requeue.pop(0)
-            out.append(self._register(ln, ld, budget, seed=seed))
+            ln, ld, budget, seed, flops = self.requeue.pop(0)
+            out.append(self._register(ln, ld, budget, seed=seed, flops=flops))
         n = min(n, self.cfg.max_trials - self.n_told - len(self.pending))  # pending includes `out`
         if not self.stopped and len(out) < n and not self._check_stop():
             picks = self._propose(n - len(out))
@@ -192,6 +207,8 @@ class AdaptivePlanner:
             elif not picks and not out and not self.pending:  # else the driver would ask forever
                 self.stopped = StopReason.NO_INFORMATION.value
             out.extend(new)
+        if self.stems is not None:
+            self.stems.commit()
         return [t for t in out if t is not None]
 
     def tell(self, trial: TrialConfig, result: TrialResult | None) -> None:
@@ -216,8 +233,10 @@ class AdaptivePlanner:
             self._check_stop()
 
     # -- internals ----------------------------------------------------------------------------
-    def _register(self, ln: float, ld: float, budget: float, seed: int | None = None) -> TrialConfig | None:
-        """A trial for the point; ``seed`` is given for a re-queued trial (same id as before)."""
+    def _register(self, ln: float, ld: float, budget: float, seed: int | None = None,
+                  flops: float | None = None) -> TrialConfig | None:
+        """A trial for the point; ``seed`` is given for a re-queued trial (same id as before), with
+        the ``flops`` it was priced at (with reuse: its stem already counts it)."""
         # Proposing a point again means replicating it: a new seed, hence a new trial id and
         # an independent observation (the same id would only return the stored result).
         for s in ([seed] if seed is not None else range(1000)):
@@ -226,7 +245,11 @@ class AdaptivePlanner:
                 break
         if trial.trial_id in self.pending:
             return None
-        flops = train_flops(trial.n_params, trial.tokens)
+        reprice = self.stems is not None and flops is None
+        if self.stems is None:
+            flops = train_flops(trial.n_params, trial.tokens)
+        elif reprice:  # what it adds to its stem (orchestrator.planning.reuse_cost)
+            flops = self.stems.cost(trial)
         if seed is None and self.expected_cost(flops) > self._remaining():
             # Proposals are priced at their compute level; the trial's shape and whole batches
             # can cost a little more (under 1 % of a small budget), past the budget.
@@ -237,11 +260,19 @@ class AdaptivePlanner:
         ot = self.study.ask(self.dist)
         for key, value in (("trial_id", trial.trial_id), ("flops", flops), ("budget", budget), ("seed", trial.seed)):
             ot.set_user_attr(key, value)
+        if self.stems is not None:
+            branch = trial.start_step * trial.step_tokens
+            ot.set_user_attr("stem", trial.stem_id)
+            ot.set_user_attr("branch", branch)
+            if reprice:
+                self.stems.add(trial.n_params, trial.seed, budget, trial.stem_id, branch)
         self.pending[trial.trial_id] = (ot, x, flops)
         return trial
 
     def _remaining(self) -> float:
         committed = self.spent + sum(self.expected_cost(f) for _, _, f in self.pending.values())
+        if self.stems is not None:
+            committed += self.stems.planned  # picks of the proposal in progress
         return self.cfg.flop_budget - committed
 
     def _check_stop(self) -> bool:
@@ -353,11 +384,25 @@ class AdaptivePlanner:
         return model
 
     def _feasible(self, lc: np.ndarray, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(log10 N, log10 D, ok) from compute level and D/N ratio (both log10)."""
+        """(log10 N, log10 D, ok) from compute level and D/N ratio (both log10); with reuse, an N
+        near a stem's moved onto it and D = C / 6N."""
         ln = 0.5 * (lc - _LOG6 - lr)
+        if self.stems is not None:
+            ln = self.stems.snap(ln)
+            lr = lc - _LOG6 - 2 * ln
         ld = ln + lr
         ok = (ln >= self.bounds_n[0]) & (ln <= self.bounds_n[1])
+        if self.stems is not None:
+            ok &= (lr >= self.bounds_r[0] - 1e-9) & (lr <= self.bounds_r[1] + 1e-9)
         return ln, ld, ok
+
+    def _price(self, ln: np.ndarray, ld: np.ndarray, lc: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """FLOPs a point adds: its compute, or with reuse what it adds to its stem (where ``ok``)."""
+        if self.stems is None:
+            return 10**lc
+        cost = np.full(len(ln), np.inf)
+        cost[ok] = self.stems.price(ln[ok], ld[ok], lc[ok])
+        return cost
 
     def _initial(self, k: int, span: float = 1.5) -> list[tuple[float, float, float]]:
         """Space-filling points over the cheapest ``span`` decades of compute."""
@@ -370,11 +415,27 @@ class AdaptivePlanner:
             lc = snap_compute(lo_c + (hi_c - lo_c) * ((i + self.rng.random()) / k))
             lr = self.bounds_r[0] + (self.bounds_r[1] - self.bounds_r[0]) * self.rng.random()
             ln, ld, ok = self._feasible(np.array([lc]), np.array([lr]))
-            if ok[0] and 10**lc <= self._remaining():
+            if ok[0] and self._price(ln, ld, np.array([lc]), ok)[0] <= self._remaining():
                 out.append((float(ln[0]), float(ld[0]), 10**lc))
+                self._plan(out[-1])
         return out
 
+    def _plan(self, pick: tuple[float, float, float]) -> float:
+        """A pick's price (its compute level, or with reuse its marginal FLOPs, then counted in
+        ``_remaining`` and its stem's reach until ``_propose`` ends)."""
+        ln, ld, budget = pick
+        return budget if self.stems is None else self.stems.plan(ln, ld, np.log10(budget))
+
     def _propose(self, n: int) -> list[tuple[float, float, float]]:
+        if self.stems is None:
+            return self._propose_points(n)
+        saved = self.stems.save()
+        try:  # the picks are registered next, priced exactly from their trials
+            return self._propose_points(n)
+        finally:
+            self.stems.restore(saved)
+
+    def _propose_points(self, n: int) -> list[tuple[float, float, float]]:
         have = len(self.obs) + len(self.pending)
         if have < self.cfg.initial_trials:
             return self._initial(min(n, self.cfg.initial_trials - have))
@@ -384,22 +445,25 @@ class AdaptivePlanner:
             # compute-optimal allocation (the loss does not fall with N or D): then there is no
             # target to sharpen, and the planner spreads trials over the whole region instead.
             return [] if self.pending else self._initial(n, span=self.bounds_c[1] - self.bounds_c[0])
-        picks = []
+        picks, picked = [], 0.0
         for _ in range(n):
             best = self._best_point(model)
             if best is None:
                 break
             ln, ld, budget = best
             picks.append(best)
+            price = self._plan(best)
+            if self.stems is None:  # with reuse, _remaining counts it from here on
+                picked += price
             model.add(np.array([ln, ld]))
-            if self._remaining() - sum(p[2] for p in picks) < self.cfg.min_flops:
+            if self._remaining() - picked < self.cfg.min_flops:
                 break
         return picks
 
     def _score(self, model: DesignModel, lc: np.ndarray, lr: np.ndarray, remaining: float) -> tuple:
         lc = snap_compute(lc)  # score what would be run: the snapped compute level
         ln, ld, ok = self._feasible(lc, lr)
-        cost = 10**lc
+        cost = self._price(ln, ld, lc, ok)  # 10**lc without reuse
         ok &= (cost <= remaining) & (lc >= self.bounds_c[0] - 1e-9) & (lc <= self.bounds_c[1] + 1e-9)
         gain = model.gains(np.stack([ln, ld], axis=1))
         # A trial's price is its share of both budgets it draws on: FLOPs and the trial cap. Priced
@@ -410,7 +474,7 @@ class AdaptivePlanner:
         # 0.030 to 0.023 in T0 (bench/bench_planner.py, 50 seeds).
         price = cost / self.cfg.flop_budget + 1.0 / self.cfg.max_trials
         score = np.where(ok, gain / price, 0.0)
-        return score, ln, ld, cost
+        return score, ln, ld, 10**lc  # the compute level: the trial's budget label
 
     def _best_point(self, model: DesignModel) -> tuple[float, float, float] | None:
         remaining = self._remaining()
