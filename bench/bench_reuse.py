@@ -35,6 +35,7 @@ import os
 import platform
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
@@ -110,6 +111,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default="docs/reuse_bench.json")
     ap.add_argument("--summarise", metavar="JSON", help="only re-summarise the runs of an earlier result")
+    ap.add_argument("--log", metavar="JSONL", help="append each finished sweep here, and skip those already in it "
+                    "(a long benchmark then survives being stopped)")
     args = ap.parse_args()
     if args.summarise:
         with open(args.summarise) as f:
@@ -127,7 +130,7 @@ def main() -> None:
     jobs = [(label, args.world, seed, f, args.boot, train, path) for path in range(args.paths)
             for seed in range(args.seeds) for label, f, train in configs if path == 0 or f is not None]
     t0 = time.time()
-    rows = run_jobs(run_reuse, jobs, args.jobs)
+    rows = _resumable(jobs, args.jobs, args.log) if args.log else run_jobs(run_reuse, jobs, args.jobs)
     summary = summarise(rows)
     meta = {"command": "python -m bench.bench_reuse " + " ".join(sys.argv[1:]),
             "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
@@ -137,6 +140,28 @@ def main() -> None:
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "summary": summary, "table": table(summary), "runs": rows}, f, indent=1)
     report(summary)
+
+
+def _resumable(jobs: list, n_jobs: int, log: str) -> list[dict]:
+    """``run_reuse`` over ``jobs``, reusing and appending to the JSONL file ``log``."""
+    key = lambda label, seed, path: f"{label}|{seed}|{path}"  # noqa: E731
+    done = {}
+    if os.path.exists(log):
+        with open(log) as f:
+            for line in f:
+                r = json.loads(line)
+                done[key(r["config"], r["seed"], r["path"])] = r
+    todo = [j for j in jobs if key(j[0], j[2], j[6]) not in done]
+    print(f"{len(jobs) - len(todo)} sweeps from {log}, {len(todo)} to run", file=sys.stderr, flush=True)
+    t0 = time.time()
+    with ProcessPoolExecutor(n_jobs) as pool, open(log, "a") as out:
+        for i, r in enumerate(pool.map(run_reuse, todo, chunksize=1)):
+            out.write(json.dumps(r) + "\n")
+            out.flush()
+            done[key(r["config"], r["seed"], r["path"])] = r
+            if (i + 1) % 10 == 0:
+                print(f"{i + 1}/{len(todo)} runs, {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+    return [done[key(j[0], j[2], j[6])] for j in jobs]
 
 
 def report(summary: dict) -> None:

@@ -18,12 +18,13 @@ once. So a point is priced 6 N ((D - b) + max(0, b - B)), B the reach with this 
 unless b < r, the reach before the ask (then 6 N D).
 
 For points to share stems at all they need the same N: a candidate N within SNAP decades (half
-a step of 10^(1/8) = 1.33) of a stem's N is moved onto it, and D = C / 6N. Snapping every N to
-a fixed ladder of that ratio instead shares as much compute (about 65 % of the points' 6ND is
-spent either way) but leaves the design fewer sizes to choose from, and its errors were worse
-(bench/bench_reuse.py, T0, 100 sweeps at 7 % of the grid's FLOPs: p90 L* error at 1e21 0.029
-against 0.026 with snapping to stems, ln N_opt error 0.165 against 0.150). An N moved by up to
-15 % costs the design little: the loss is flat in N near the optimum (1.25x off wastes 1.8 % of
+a step of 10^(1/8) = 1.33) of a stem's N is moved onto it, and D = C / 6N; any other N stays as
+proposed. Snapping every N to a fixed ladder of that ratio instead shared as much compute (about
+65 % of the points' 6ND spent either way) but left the design fewer sizes, and in one comparison
+(T0 at 7 % of the grid's FLOPs, 100 sweeps each, bench/bench_reuse.py's sweeps) its p90 errors
+were worse: L* at 1e21 0.029 against 0.026, |ln N_opt| 0.165 against 0.150 (p90s of 100 sweeps
+move by about 10 % with the planner's seed: a hint, not a verdict). An N moved by up to 15 %
+costs the design little: the loss is flat in N near the optimum (1.25x off wastes 1.8 % of
 compute, shared/BENCHMARK.md).
 
 A candidate's stem is found by (N, compute level): the replicate seed it would get there
