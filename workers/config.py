@@ -395,6 +395,11 @@ class TrialConfig:
         return self.tokens // self.step_tokens
 
     @property
+    def branch_tokens(self) -> int:
+        """Tokens before a branch's cooldown: where it leaves its stem (0: trained from step 0)."""
+        return self.start_step * self.step_tokens
+
+    @property
     def step_tokens(self) -> int:
         """Tokens per step: the batch of a GPT trial; 1 for a simulated one, which has no steps."""
         return self.train.batch_tokens if self.shape is not None else 1
@@ -416,7 +421,7 @@ def trial_row(cfg: TrialConfig, n_params: int, status: TrialStatus, eval_loss: f
     tokens from ``start_step`` on: a branch's cooldown); ``flops`` is the point's 6 N D."""
     tokens = cfg.tokens if tokens is None else tokens
     if flops_spent is None:
-        flops_spent = train_flops(n_params, max(0, tokens - cfg.start_step * cfg.step_tokens))
+        flops_spent = train_flops(n_params, max(0, tokens - cfg.branch_tokens))
     return {
         "sweep": cfg.sweep,
         "trial_id": cfg.trial_id,

@@ -146,7 +146,7 @@ class AdaptivePlanner:
         self._sparse_obs = 0  # finished trials when the sparse model was built
         self._fitted_obs = 0  # finished trials at the last fit of a form other than Chinchilla's
         # wsd with reuse: points moved onto stems' N, priced by the FLOPs they add to their stems
-        self.stems = StemLedger(spec.train.cooldown.fraction) if spec.train.reuses else None
+        self.stems = StemLedger(spec.train) if spec.train.reuses else None
         self._resume()
         if self.n_told and not self.requeue:
             with threadpool_limits(1, user_api="blas"):
@@ -261,7 +261,7 @@ class AdaptivePlanner:
         for key, value in (("trial_id", trial.trial_id), ("flops", flops), ("budget", budget), ("seed", trial.seed)):
             ot.set_user_attr(key, value)
         if self.stems is not None:
-            branch = trial.start_step * trial.step_tokens
+            branch = trial.branch_tokens
             ot.set_user_attr("stem", trial.stem_id)
             ot.set_user_attr("branch", branch)
             if reprice:

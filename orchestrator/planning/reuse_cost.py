@@ -38,7 +38,8 @@ import math
 
 import numpy as np
 
-from workers.config import TrialConfig
+from workers.config import TrainConfig, TrialConfig
+from workers.schedule import cooldown_start
 from workers.flops import train_flops
 
 __all__ = ["SNAP", "StemLedger"]
@@ -49,8 +50,8 @@ SNAP = 1 / 16  # decades: a candidate N this close to a stem's is moved onto it
 class StemLedger:
     """How far each stem is planned, and the marginal FLOPs of a candidate or a trial (module docstring)."""
 
-    def __init__(self, cooldown_fraction: float):
-        self.fraction = cooldown_fraction
+    def __init__(self, train: TrainConfig):
+        self.train = train  # its cooldown: where a point of D leaves its stem (workers.schedule)
         self.reach: dict[str, float] = {}  # stem id -> highest branch point (tokens) planned before this ask
         self.batch: dict[str, float] = {}  # stem id -> highest branch point with this ask's points
         self.stem_of: dict[tuple[int, int], str] = {}  # (N, seed) -> stem id
@@ -82,7 +83,7 @@ class StemLedger:
         return d if b < r else d - b + max(0.0, b - top)
 
     def _branch(self, d: float) -> float:
-        return d - max(1.0, round(self.fraction * d))
+        return float(cooldown_start(round(d), self.train))  # in tokens: a candidate has no batch yet
 
     def _locate(self, ln: float, lc: float) -> tuple[int, int, int, str | None]:
         """(N, compute level, seed, stem id or None) of a candidate."""
@@ -102,7 +103,7 @@ class StemLedger:
 
     def cost(self, trial: TrialConfig) -> float:
         """Marginal FLOPs of a trial made for a point, exactly: its own stem, tokens and branch point."""
-        b = trial.start_step * trial.step_tokens
+        b = trial.branch_tokens
         if not trial.stem_id or b <= 0:  # no branch: the whole run from step 0
             return train_flops(trial.n_params, trial.tokens)
         return train_flops(trial.n_params, self._tokens(trial.tokens, b, *self._reaches(trial.stem_id)))

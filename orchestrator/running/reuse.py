@@ -65,7 +65,7 @@ def planned_flops(trials: list[TrialConfig]) -> tuple[float, float]:
     and its longest branch (segments of one stem run one after another)."""
     total, longest, reach = 0.0, 0.0, {}
     for t in trials:
-        total += train_flops(t.n_params, t.tokens - t.start_step * t.step_tokens)
+        total += train_flops(t.n_params, t.tokens - t.branch_tokens)
         if t.stem_id and t.start_step:
             reach[t.stem_id] = max(reach.get(t.stem_id, (0, t))[0], t.start_step), t
         longest = max(longest, train_flops(t.n_params, t.tokens))
