@@ -203,7 +203,7 @@ def cmd_run(args) -> int:
     if out.reuse:
         print(out.reuse)
     if out.fit:
-        print(format_fit(out.fit))
+        print(format_fit(out.fit) if out.variants is None else _variants_text(out.variants))
     else:
         print(f"No fit: {out.fit_error}")
     for path in out.report:
@@ -283,12 +283,14 @@ def cmd_status(args) -> int:
     from orchestrator.fitting.runs import plan_record
     from workers.store import TrialStatus
 
-    from orchestrator.results import point_rows, spent_flops
+    from orchestrator.results import label_variants, point_rows, spent_flops
+    from workers.config import BASELINE
 
     store = open_results(args.results)
-    every = store.read_table("trials").to_pandas()
-    trials = point_rows(every)  # stem segments of wsd sweeps count as FLOPs, not as trials
     plan = plan_record(store)
+    every = label_variants(store.read_table("trials").to_pandas(), plan)
+    trials = point_rows(every)  # stem segments of wsd sweeps count as FLOPs, not as trials
+    variants = sorted(set(trials["variant"]), key=lambda v: (v != BASELINE, v))
     planned, tuned = plan.get("trials"), plan.get("tuned") or []
     counts = trials["status"].value_counts().to_dict()
     finished = trials[trials["status"].isin([st.value for st in TrialStatus if st.is_finished()])]
@@ -309,7 +311,9 @@ def cmd_status(args) -> int:
         print(json.dumps({"results": args.results, "trials": len(trials), "stem_segments": stems, "status": counts,
                           "pending": pending, "flops_spent": spent, "flops_points": nominal,
                           "saving": 1 - spent / nominal if nominal > 0 else 0.0,
-                          "wall_s": float(every["wall_s"].sum())}, indent=1))
+                          "wall_s": float(every["wall_s"].sum()),
+                          "variants": {str(v): {str(k): int(n) for k, n in g["status"].value_counts().items()}
+                                       for v, g in trials.groupby("variant", sort=False)}}, indent=1))
         return 0
     print(f"{args.results}: {head}; " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
           + (f"; {pending} {'points without a finished trial' if tuned else 'not finished'}" if planned else ""))
@@ -317,9 +321,12 @@ def cmd_status(args) -> int:
              f"segments shared by their branches)" if stems and nominal > 0 else "")
     print(f"FLOPs spent: {si(spent)}{reuse}; wall time in trials: {_fmt_s(every['wall_s'].sum())}")
     ok = trials[trials["status"] == TrialStatus.COMPLETED.value]
-    if len(ok):
-        best = ok.sort_values("eval_loss").groupby("budget", sort=True).head(1).sort_values("budget")
-        print("Best held-out loss per budget:")
+    for variant in variants:
+        mine = ok[ok["variant"] == variant]
+        if not len(mine):
+            continue
+        best = mine.sort_values("eval_loss").groupby("budget", sort=True).head(1).sort_values("budget")
+        print("Best held-out loss per budget" + (f", {variant}:" if len(variants) > 1 else ":"))
         for _, r in best.iterrows():
             hp = f" lr={r['lr']:.3g} batch={r['batch_tokens']}" if tuned else ""
             print(f"  C={r['budget']:.3g}: {r['eval_loss']:.4f} at N={si(r['n_params'])} D={si(r['tokens'])}{hp}")
@@ -374,6 +381,33 @@ def _form(args, runs=None):
     return resolve_form(name, params)
 
 
+def _variants_text(comparison) -> str:
+    """A fit with variants as text: the baseline's whole fit, each variant's law at the target,
+    then the comparison (orchestrator.fitting.variants)."""
+    from orchestrator.report.text import format_fit
+
+    base = comparison.fits[comparison.baseline]
+    parts = [f"Baseline ({comparison.baseline}):", format_fit(base), "", "Variants:"]
+    for name, fit in comparison.fits.items():
+        if name != comparison.baseline:
+            parts += [f"{name}:", *("  " + line for line in format_fit(fit, brief=True).splitlines())]
+    return "\n".join(parts + ["", "Compared with the baseline:", *comparison.lines()])
+
+
+def _compare(args, runs, form, progress):
+    """The variant comparison when the runs name two or more variants (or --variant-col asks for
+    one), else None."""
+    from orchestrator.fitting.hparams.tuned import analyse_trials
+    from orchestrator.fitting.variants import compare_variants
+
+    table = runs.table
+    if "variant" not in table or (args.variant_col is None and table["variant"].nunique() < 2):
+        return None
+    return compare_variants(table, _target(args, runs), baseline=args.baseline, fit_one=analyse_trials, form=form,
+                            n_boot=args.bootstrap, seed=args.seed, drop_highest=args.drop_highest,
+                            isoflop=runs.isoflop, progress=progress, compare=True, objective=runs.objective)
+
+
 def cmd_fit(args) -> int:
     from orchestrator.fitting.forms.predict import predict_points
     from orchestrator.fitting.hparams.tuned import analyse_trials
@@ -383,27 +417,35 @@ def cmd_fit(args) -> int:
 
     asked = _form(args) if args.form is not None else None
     cols = ColumnMap(n=args.n_col, d=args.d_col, c=args.c_col, loss=args.loss_col, budget=args.budget_col,
-                     name=args.name_col, u=args.u_col)
+                     name=args.name_col, u=args.u_col, variant=args.variant_col)
     # auto on a table without D: the forms of N alone
     need_d = asked is None or (asked != "auto" and "D" in asked.inputs)
     runs = load_runs(args.results, cols, need_d=need_d)
     form = asked if asked is not None else _form(args, runs)
     points = load_points(args.predict, cols) if args.predict else None
     with FitBar() as progress:
-        fit = analyse_trials(runs.table, _target(args, runs), n_boot=args.bootstrap, seed=args.seed,
-                             drop_highest=args.drop_highest, isoflop=runs.isoflop, progress=progress, form=form,
-                             compare=True, objective=runs.objective)
+        variants = _compare(args, runs, form, progress)
+        if variants is not None:
+            fit = variants.fits[variants.baseline]
+        else:
+            fit = analyse_trials(runs.table, _target(args, runs), n_boot=args.bootstrap, seed=args.seed,
+                                 drop_highest=args.drop_highest, isoflop=runs.isoflop, progress=progress, form=form,
+                                 compare=True, objective=runs.objective)
     reuse = account_reuse(fit, runs.table, runs.stems)
     predictions = predict_points(fit, _point_inputs(points, fit.form)) if points is not None else None
     if args.json:
         out = fit_json(fit)
+        if variants is not None:
+            comparison = variants.to_json()
+            out |= {"baseline": comparison["baseline"], "variants": comparison["variants"],
+                    "comparison": comparison["comparison"], "variant_notes": comparison["notes"]}
         if predictions is not None:
             out["predictions"] = predictions
         print(json.dumps(out, indent=1, default=float))
     else:
         if _target_line(fit):
             print(_target_line(fit))
-        print(format_fit(fit))
+        print(format_fit(fit) if variants is None else _variants_text(variants))
         if reuse:
             print(reuse)
         if predictions is not None:
@@ -429,12 +471,21 @@ def cmd_report(args) -> int:
     runs = results_runs(store, args.results)
     trials = runs.table
     with FitBar() as progress:
-        fit = analyse_trials(trials, _target(args, runs), isoflop=runs.isoflop, progress=progress,
-                             form=_form(args, runs), compare=True, objective=runs.objective)
+        variants = None
+        if trials["variant"].nunique() > 1:
+            from orchestrator.fitting.variants import compare_variants
+
+            variants = compare_variants(trials, _target(args, runs), fit_one=analyse_trials, isoflop=runs.isoflop,
+                                        progress=progress, form=_form(args, runs), compare=True,
+                                        objective=runs.objective)
+            fit = variants.fits[variants.baseline]
+        else:
+            fit = analyse_trials(trials, _target(args, runs), isoflop=runs.isoflop, progress=progress,
+                                 form=_form(args, runs), compare=True, objective=runs.objective)
     account_reuse(fit, trials, runs.stems)
     if _target_line(fit):
         print(_target_line(fit), file=sys.stderr)
-    for path in write_report(store, trials, fit, os.path.basename(args.results.rstrip("/"))):
+    for path in write_report(store, trials, fit, os.path.basename(args.results.rstrip("/")), variants):
         print(path)
     return 0
 
@@ -476,6 +527,8 @@ def _form_options(p) -> None:
 
 
 def _fit_parser(sub) -> None:
+    from workers.config import BASELINE
+
     f = sub.add_parser("fit", help="fit a scaling law (default L = E + A/N^alpha + B/D^beta) with intervals, "
                                    "compare forms, predict",
                        description="Fit the scaling law (Approaches 3, 2 and 1) with bootstrap intervals, an "
@@ -502,6 +555,11 @@ def _fit_parser(sub) -> None:
     _form_options(f)
     f.add_argument("--u-col", metavar="COLUMN",
                    help="column of unique tokens U, for --form data-constrained (default: unique_tokens)")
+    f.add_argument("--variant-col", metavar="COLUMN",
+                   help="column naming each run's variant (architecture, recipe, data): fit each variant and compare "
+                        "it with the baseline by its compute multiplier (default: variant, when a sweep has variants)")
+    f.add_argument("--baseline", default=BASELINE, metavar="NAME",
+                   help=f"the variant the others are compared with (default: {BASELINE})")
     f.add_argument("--predict", metavar="POINTS",
                    help="CSV/Parquet file of points (N and D, or N and C; the same column options as the runs): "
                         "print the predicted loss at each with 80 %% and 95 %% predictive intervals")

@@ -21,9 +21,10 @@ import duckdb
 import pandas as pd
 
 from orchestrator.errors import UserError
+from workers.config import BASELINE
 from workers.store import ResultStore
 
-__all__ = ["account_reuse", "open_results", "load_trials", "load_steps", "point_rows", "spent_flops", "query"]
+__all__ = ["account_reuse", "label_variants", "open_results", "load_trials", "load_steps", "point_rows", "spent_flops", "query"]
 
 
 def open_results(path: str) -> ResultStore:
@@ -50,6 +51,23 @@ def point_rows(trials: pd.DataFrame) -> pd.DataFrame:
     if "role" not in trials:
         return trials
     return trials[trials["role"].astype("string").fillna("point") != "stem"]
+
+
+def label_variants(trials: pd.DataFrame, plan: dict) -> pd.DataFrame:
+    """``trials`` with its ``variant`` column as the sweep's plan (plan.json) names each design
+    point's variant now: a variant renamed in the spec keeps its finished trials (ids hash its
+    settings, not its name) and their rows are shown under the new name. Rows written before
+    variants existed are the baseline's."""
+    trials = trials.copy()
+    if "variant" not in trials:
+        trials["variant"] = BASELINE
+    labels = trials["variant"].astype("string").fillna(BASELINE)
+    named = {t.get("point_id"): t.get("variant") for t in plan.get("trials", []) if isinstance(t, dict)}
+    named = {k: v for k, v in named.items() if isinstance(k, str) and isinstance(v, str)}
+    if named and "point_id" in trials:
+        labels = trials["point_id"].astype("string").map(named).fillna(labels)
+    trials["variant"] = labels.astype(str)
+    return trials
 
 
 def spent_flops(trials: pd.DataFrame) -> float:

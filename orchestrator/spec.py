@@ -16,16 +16,17 @@ coerces them to floats, so specs can be written the way people write FLOPs.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import UserError
-from workers.config import DataConfig, PositiveFloat, PowerRule, TrainConfig, Tune, WorldConfig
+from workers.config import BASELINE, DataConfig, PositiveFloat, PowerRule, TrainConfig, Tune, WorldConfig, identity
 
-__all__ = ["SweepSpec", "load_spec", "parse_spec"]
+__all__ = ["BASELINE", "SweepSpec", "Variant", "VariantSpec", "load_spec", "parse_spec"]
 
 # A target parameter count. Past ~1e300 the shape arithmetic (workers/gpt/arch.py) overflows
 # floats; 1e18 is far past any trial that fits anywhere (16 B/param of weights and AdamW
@@ -50,6 +51,16 @@ class ModelSpec(_Strict):
     # (workers/gpt/model.py has the rules).
     parametrization: Literal["standard", "mup"] = "standard"
     base_width: int | None = Field(None, ge=1, le=1 << 20)
+    # Mixture of experts (workers/gpt/model.py, MoE): each block's MLP becomes ``experts`` MLPs,
+    # ``top_k`` of them per token, so parameters grow with experts while the compute per token
+    # stays that of the active parameters, the N every budget counts (workers/gpt/arch.py).
+    # A load-balancing loss times ``aux_loss`` keeps the router from sending every token to a
+    # few experts (Switch Transformer, Fedus et al. 2021, eq. 4, coefficient 0.01; GShard,
+    # Lepikhin et al. 2020, top-2 routing). Dense models keep their trial ids.
+    ffn: Literal["dense", "moe"] = "dense"
+    experts: int = Field(8, ge=1, le=256)
+    top_k: int = Field(2, ge=1)
+    aux_loss: float = Field(0.01, ge=0, allow_inf_nan=False)
 
 
 class IsoFlopSweep(_Strict):
@@ -201,6 +212,41 @@ class AdaptiveSpec(_Strict):
         return self
 
 
+# The sections a variant may override, and the trainer each belongs to (None: both).
+VARIANT_SECTIONS = {"model": "gpt", "train": None, "data": "gpt", "world": "simulated"}
+
+
+class VariantSpec(_Strict):
+    """One entry of ``variants:``: a name and overrides of the baseline's sections, merged key by
+    key into them (nested mappings too) and validated as the baseline is (:meth:`SweepSpec.variants_resolved`)."""
+
+    name: str
+    model: dict[str, Any] | None = None
+    train: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    world: dict[str, Any] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("expected 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        if v == BASELINE:
+            raise ValueError(f"{BASELINE!r} names the spec without overrides (expected another name)")
+        return v
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A resolved variant: its name, the whole spec it runs (the baseline's, overridden), and
+    ``key``: the settings in which it differs from the baseline that change a trial's result
+    (dotted paths), which its trial ids hash (orchestrator.planning.trials.TrialFactory)."""
+
+    name: str
+    spec: "SweepSpec"
+    key: dict[str, Any]
+
+
 class SweepSpec(_Strict):
     name: str
     description: str = ""
@@ -219,6 +265,9 @@ class SweepSpec(_Strict):
     results_shared: bool = False
     fit: FitSpec = FitSpec()
     tune: TuneSpec = TuneSpec()
+    # Named overrides of model, train, data (world for trainer: simulated) run on the same design
+    # as the baseline, to decide whether a change holds up at scale (orchestrator.fitting.variants).
+    variants: list[VariantSpec] = []
 
     @field_validator("name")
     @classmethod
@@ -262,6 +311,19 @@ class SweepSpec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _moe(self):
+        m = self.model
+        if m.ffn == "dense":
+            # Written and not its default: a default written out changes nothing (and is what a
+            # variant's sections, merged into the baseline's full settings, hold).
+            for name in ("experts", "top_k", "aux_loss"):
+                if name in m.model_fields_set and getattr(m, name) != ModelSpec.model_fields[name].default:
+                    raise ValueError(f"model.{name}: only for ffn: moe (set ffn: moe, or remove {name})")
+        elif m.top_k > m.experts:
+            raise ValueError(f"model.top_k={m.top_k} > model.experts={m.experts} (expected top_k <= experts)")
+        return self
+
+    @model_validator(mode="after")
     def _recipe(self):
         tuned = [k for k in ("lr", "batch_tokens") if isinstance(getattr(self.train, k), Tune)]
         rules = [getattr(self.train, k) for k in ("lr", "batch_tokens")]
@@ -279,6 +341,51 @@ class SweepSpec(_Strict):
             raise ValueError("tune.up_to_flops: nothing is tuned (expected train.lr or train.batch_tokens: tune)")
         return self
 
+    @model_validator(mode="after")
+    def _variants_valid(self):
+        self.variants_resolved()
+        return self
+
+    def variants_resolved(self) -> list[Variant]:
+        """The baseline and every variant, each as the whole spec it runs; raises ValueError
+        with one line naming the variant and the field (duplicate names or settings, unknown
+        fields, overrides that change nothing a trial id hashes)."""
+        if not self.variants:
+            return [Variant(name=BASELINE, spec=self, key={})]
+        base = self.model_dump(mode="python", exclude={"variants"})
+        out = [Variant(name=BASELINE, spec=self.model_copy(update={"variants": []}), key={})]
+        seen_names: dict[str, int] = {}
+        for i, v in enumerate(self.variants):
+            where = f"variants[{i}] ({v.name})"
+            if v.name in seen_names:
+                raise ValueError(f"variants[{i}].name: {v.name!r} is also variants[{seen_names[v.name]}]'s "
+                                 "(expected unique names)")
+            seen_names[v.name] = i
+            data = dict(base)
+            for section, trainer in VARIANT_SECTIONS.items():
+                override = getattr(v, section)
+                if override is None:
+                    continue
+                if trainer is not None and trainer != self.trainer:
+                    raise ValueError(f"{where}: {section}: does not apply to trainer: {self.trainer}")
+                data[section] = _merge(section, base.get(section) or {}, override)
+            try:
+                spec = SweepSpec.model_validate(data)
+            except ValidationError as err:
+                raise ValueError(_one_line(err, where, data)) from None
+            key, changed = _variant_key(self, spec)
+            if not key:
+                what = f"changes only {', '.join(changed)}, which no trial's result depends on" if changed \
+                    else "changes nothing"
+                raise ValueError(f"{where}: {what} (its trials would be the baseline's; expected an override "
+                                 "of a setting that changes what a trial computes)")
+            twin = next((o for o in out[1:] if o.key == key), None)
+            if twin is not None:
+                raise ValueError(f"{where}: the same settings as variant {twin.name!r} "
+                                 f"({', '.join(key)}; expected each variant to differ)")
+            out.append(Variant(name=v.name, spec=spec, key=key))
+        return out
+
     @property
     def tuned(self) -> tuple[str, ...]:
         """The hyperparameters searched per point: ("lr",), ("lr", "batch_tokens"), ... or ()."""
@@ -289,6 +396,62 @@ class SweepSpec(_Strict):
         return f"{self.results.rstrip('/')}/{self.name}"
 
 
+def _merge(section: str, base: dict, override: dict) -> dict:
+    """``override`` merged into ``base`` key by key, nested mappings too. Naming one source of
+    ``data`` (or one law of ``world``) replaces the baseline's, whichever key it used."""
+    exclusive = {"data": ("builtin", "text", "tokens"), "world": ("law", "expression")}.get(section, ())
+    out = dict(base)
+    if section == "model" and override.get("ffn") == "dense":  # a dense variant of an MoE baseline
+        for k in ("experts", "top_k", "aux_loss"):
+            out.pop(k, None)
+    if any(k in override for k in exclusive):
+        for k in exclusive:
+            if k not in override:
+                out[k] = None
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge("", out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _flat(prefix: str, d) -> dict:
+    if isinstance(d, dict):
+        return {k: v for key, sub in d.items() for k, v in _flat(f"{prefix}.{key}", sub).items()}
+    return {prefix: d}
+
+
+def _variant_key(base: SweepSpec, spec: SweepSpec) -> tuple[dict, list[str]]:
+    """(the settings a variant's trials differ by, as dotted paths: what its ids hash; every
+    setting it changes). The model's settings all shape a trial; of train, data and world those
+    that :func:`workers.config.identity` hashes, and the data's source (its fingerprint enters
+    every id, but a variant on other data must differ from the baseline even if a file is empty)."""
+    def settings(s: SweepSpec, hashed: bool) -> dict:
+        model = s.model.model_dump(mode="json")
+        if model.get("ffn") == "dense":  # the MoE settings shape nothing in a dense model
+            for k in ("experts", "top_k", "aux_loss"):
+                model.pop(k, None)
+        out = {"model": model}
+        for name in ("train", "data", "world"):
+            section = getattr(s, name)
+            if section is not None:
+                out[name] = identity(section) if hashed else section.model_dump(mode="json")
+        if hashed and s.data is not None:
+            out["data"]["source"] = s.data.describe()
+        return _flat("", out)
+
+    def diff(hashed: bool) -> dict:
+        a, b = settings(base, hashed), settings(spec, hashed)
+        return {k.lstrip("."): _jsonable(b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+    return diff(True), list(diff(False))
+
+
+def _jsonable(v):
+    return v.model_dump(mode="json") if isinstance(v, BaseModel) else list(v) if isinstance(v, tuple) else v
+
+
 # pydantic's names of the branches of a recipe setting (a number, a PowerRule, a Tune)
 _RECIPE_BRANCHES = ("constrained-float", "constrained-int", "PowerRule", "Tune")
 
@@ -296,7 +459,12 @@ _RECIPE_BRANCHES = ("constrained-float", "constrained-int", "PowerRule", "Tune")
 def _loc(loc: tuple) -> str:
     # drop union tags: the sweep kinds, and pydantic's names of a union's branches (list[...])
     drop = ("isoflop", "grid", "LawConfig") + _RECIPE_BRANCHES
-    parts = [str(p) for p in loc if p not in drop and "[" not in str(p)]
+    parts: list[str] = []
+    for p in loc:
+        if isinstance(p, int) and parts:  # a list's index: variants[0]
+            parts[-1] += f"[{p}]"
+        elif p not in drop and "[" not in str(p):
+            parts.append(str(p))
     return ".".join(parts) or "(top level)"
 
 
@@ -323,6 +491,8 @@ def _valid_keys(loc: tuple) -> list[str]:
         if part in ("PowerRule", "Tune"):
             model = PowerRule if part == "PowerRule" else Tune
             continue
+        if isinstance(part, int):  # an index into a list of models (variants)
+            continue
         if model is None:
             return []
         field = model.model_fields.get(str(part))
@@ -334,7 +504,10 @@ def _model_in(ann) -> type[BaseModel] | None:
     """The pydantic model inside an annotation such as ``DataConfig | None``."""
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return ann
-    models = [a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+    args = get_args(ann)
+    if len(args) == 1:  # list[Model]
+        return _model_in(args[0])
+    models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
     return models[0] if len(models) == 1 else None
 
 
@@ -386,3 +559,4 @@ def load_spec(path: str | Path) -> SweepSpec:
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file (expected UTF-8 YAML)") from None
     return parse_spec(data, str(path))
+

@@ -24,9 +24,11 @@ from orchestrator.errors import FitError, UserError
 from orchestrator.planning.estimate import Capacity, check, estimate_sweep, local_capacity
 from orchestrator.running.executor import OnDemandExecutor, RayExecutor
 from orchestrator.running.lock import DriverLock
-from orchestrator.planning.trials import TrialFactory, plan_trials
+from orchestrator.planning.trials import TrialFactory
+from orchestrator.planning.variants import VariantPlanner, adaptive_share, journal_name, plan_variants, variant_factories
 from orchestrator.planning.protocol import Planner, StaticPlanner
 from orchestrator.spec import SweepSpec
+from workers.config import BASELINE
 from workers.flops import train_flops
 from workers.store import ResultStore
 
@@ -51,6 +53,9 @@ class SweepOutcome:
     stop_reason: str = ""
     recipe: str = ""  # what a tuned sweep's searches found (TuningPlanner.summary)
     reuse: str = ""  # wsd with reuse: the stems and the FLOPs they saved
+    # A spec with variants: each variant's fit and its comparison with the baseline (``fit`` is
+    # the baseline's); orchestrator.fitting.variants.VariantComparison
+    variants: "VariantComparison | None" = None  # noqa: F821
 
 
 def _open_for_writing(spec: SweepSpec) -> ResultStore:
@@ -80,9 +85,11 @@ def _record_spec(spec: SweepSpec, store: ResultStore, trials: list) -> None:
         "form_params": list(spec.fit.params),
         "tuned": list(spec.tuned),  # searched per point: the trials below are the points' centres
         "tune_objective": spec.tune.objective,  # how `fit` takes a searched point's loss
+        "variants": [{"name": v.name, "changes": v.key} for v in spec.variants_resolved()],
         "trials": [
             {"trial_id": t.trial_id, "point_id": t.point_id, "name": t.name, "budget": t.budget,
-             "n_params": t.n_params, "tokens": t.tokens, "flops": train_flops(t.n_params, t.tokens)}
+             "n_params": t.n_params, "tokens": t.tokens, "flops": train_flops(t.n_params, t.tokens),
+             "variant": t.variant}
             for t in trials
         ],
     }
@@ -106,8 +113,9 @@ def run_sweep(spec: SweepSpec, executor_factory=None, sink: ProgressSink | None 
     sweep is refused (UserError) if a trial cannot fit or run in it, or the estimated time is
     beyond resources.max_hours and not ``allow_long``. ``announce`` gets the estimate's line.
     """
-    factory = TrialFactory(spec, cache_dir)
-    static = plan_trials(spec, factory) if spec.planner == "static" else []
+    factories = variant_factories(spec, cache_dir)
+    factory = factories[BASELINE]
+    static = plan_variants(factories) if spec.planner == "static" else []
     # Before anything is written and before Ray starts: an absurd spec fails here, in a second.
     est = estimate_sweep(spec, factory, static, capacity or local_capacity(spec))
     check(est, spec, allow_long)
@@ -116,79 +124,97 @@ def run_sweep(spec: SweepSpec, executor_factory=None, sink: ProgressSink | None 
     store = _open_for_writing(spec)
     if "://" in spec.sweep_dir:
         log.warning("no driver lock on object storage: do not run two drivers on %s at once", spec.sweep_dir)
-        return _run(spec, store, factory, static, executor_factory, sink, write_report, fit_progress)
+        return _run(spec, store, factories, static, executor_factory, sink, write_report, fit_progress)
     with DriverLock(spec.sweep_dir):
-        return _run(spec, store, factory, static, executor_factory, sink, write_report, fit_progress)
+        return _run(spec, store, factories, static, executor_factory, sink, write_report, fit_progress)
 
 
-def _run(spec, store, factory, static, executor_factory, sink, write_report, fit_progress) -> SweepOutcome:
-    _record_spec(spec, store, static)
-
-    planner: Planner
+def _planner(spec: SweepSpec, factory: TrialFactory, static: list, store: ResultStore, k: int) -> Planner:
+    """The planner of one variant (``factory.variant``; ``k`` variants in all)."""
+    variant = factory.variant
     if spec.planner == "adaptive":
         from orchestrator.planning.adaptive import AdaptivePlanner
 
-        planner = AdaptivePlanner(spec, factory, os.path.join(store.root, PLANNER_JOURNAL))
-    elif spec.tuned:  # searches replay from the store: every point is proposed, the driver skips what is done
+        journal = os.path.join(store.root, journal_name(variant, PLANNER_JOURNAL))
+        planner = AdaptivePlanner(adaptive_share(variant, k), factory, journal)
+    elif variant.spec.tuned:  # searches replay from the store: every point is proposed, the driver skips what is done
         planner = StaticPlanner(static)
     else:
         statuses = store.trial_statuses()
         todo = [t for t in static if not (t.trial_id in statuses and statuses[t.trial_id].is_finished())]
         planner = StaticPlanner(todo)
-    if spec.tuned:
+    if variant.spec.tuned:
         from orchestrator.planning.tuning import TuningPlanner
 
-        planner = TuningPlanner(planner, factory, spec)
+        planner = TuningPlanner(planner, factory, variant.spec)
+    return planner
+
+
+def _run(spec, store, factories, static, executor_factory, sink, write_report, fit_progress) -> SweepOutcome:
+    _record_spec(spec, store, static)
+    planners = {name: _planner(spec, f, [t for t in static if t.variant == name], store, len(factories))
+                for name, f in factories.items()}
+    planner = planners[BASELINE] if len(planners) == 1 else VariantPlanner(planners)
+    reuses = any(f.spec.train.reuses for f in factories.values())
+    tuned = any(f.spec.tuned for f in factories.values())
     trained = failed = diverged = skipped = 0
     if not planner.finished():
         r = spec.resources
         # Ray starts at the first trial that must train: a finished tuned sweep replays its
         # searches from the store without it.
         executor = OnDemandExecutor(executor_factory or (lambda: RayExecutor(r.cpus, r.gpus, r.max_retries)))
-        if spec.train.reuses:  # wsd: points become stem segments and cooldown branches
+        if reuses:  # wsd: points become stem segments and cooldown branches
             from orchestrator.running.reuse import ReuseExecutor
 
-            executor = ReuseExecutor(executor, store, spec.train.keep_stems)
+            executor = ReuseExecutor(executor, store, any(f.spec.train.keep_stems for f in factories.values()))
         driver = Driver(planner, store, executor, sink)
         driver.run()
-        if spec.train.reuses:
+        if reuses:
             executor.close(complete=planner.finished())
         if executor.started:
             store.compact_if_large()  # nothing runs now; queries of large sweeps read 2 files, not 20,000
         p = driver.progress
         trained, failed, diverged, skipped = p.done, p.failed, p.diverged, p.skipped
-    if spec.planner == "static" and not spec.tuned:
+    if spec.planner == "static" and not tuned:
         skipped = len(static) - trained
     # A static sweep's rows: its planned trials, or (tuned) every trial of its planned points.
     ids = {t.trial_id for t in static} | {t.point_id for t in static} if spec.planner == "static" else None
     out = finish(spec, store, ids, write_report, fit_progress)
     out.trained, out.skipped, out.failed, out.diverged = trained, skipped, failed, diverged
     out.stop_reason = planner.stopped
-    out.recipe = planner.summary() if spec.tuned else ""
+    out.recipe = planner.summary() if tuned else ""
     return out
 
 
 def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, write_report: bool = True,
            fit_progress=None) -> SweepOutcome:
     """Fit (and report) the sweep's trials: ``trial_ids``, or every trial in the store."""
-    from orchestrator.results import account_reuse, point_rows
+    from orchestrator.fitting.runs import plan_record
+    from orchestrator.results import account_reuse, label_variants, point_rows
 
-    every = store.read_table("trials").to_pandas()
+    every = label_variants(store.read_table("trials").to_pandas(), plan_record(store))
     table = point_rows(every)
     if trial_ids is not None:  # trial ids, or point ids (every trial of a point's search)
         table = table[table["trial_id"].isin(trial_ids) | table["point_id"].isin(trial_ids)]
-    fit, fit_error, report = None, "", []
+    fit, fit_error, report, variants = None, "", [], None
     from orchestrator.fitting.hparams.tuned import analyse_trials  # a tuned sweep: fits its per-point optima
 
+    fit_kw = dict(isoflop=spec.planner != "adaptive", progress=fit_progress, form=spec.fit.law_form(), compare=True,
+                  objective=spec.tune.objective)
     try:
-        fit = analyse_trials(table, spec.fit.target_compute, isoflop=spec.planner != "adaptive", progress=fit_progress,
-                             form=spec.fit.law_form(), compare=True, objective=spec.tune.objective)
-    except FitError as e:
+        if table["variant"].nunique() > 1:  # each variant fitted, and compared with the baseline
+            from orchestrator.fitting.variants import compare_variants
+
+            variants = compare_variants(table, spec.fit.target_compute, fit_one=analyse_trials, **fit_kw)
+            fit = variants.fits[BASELINE]
+        else:
+            fit = analyse_trials(table, spec.fit.target_compute, **fit_kw)
+    except (FitError, UserError) as e:
         fit_error = str(e)
     # wsd with reuse: the stems' FLOPs were spent too
     reuse = account_reuse(fit, table, every[~every.index.isin(table.index)])
     if fit is not None and write_report:
         from orchestrator.report.page import write_report as _write  # matplotlib import only when needed
 
-        report = _write(store, table, fit, spec.name)
-    return SweepOutcome(len(table), 0, 0, 0, 0, fit, fit_error, report, spec.sweep_dir, reuse=reuse)
+        report = _write(store, table, fit, spec.name, variants)
+    return SweepOutcome(len(table), 0, 0, 0, 0, fit, fit_error, report, spec.sweep_dir, reuse=reuse, variants=variants)

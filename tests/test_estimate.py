@@ -44,7 +44,8 @@ def no_ray(monkeypatch):
 
 # -- memory model against torch -------------------------------------------------------------------
 
-SHAPES = [GPTShape(2, 48, 6, 256, 32), GPTShape(3, 96, 12, 1024, 64)]
+# dense, and a mixture of experts (8 experts, 2 a token): its state counts every expert
+SHAPES = [GPTShape(2, 48, 6, 256, 32), GPTShape(3, 96, 12, 1024, 64), GPTShape(2, 32, 4, 256, 32, 8, 2)]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)

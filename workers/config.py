@@ -27,10 +27,11 @@ from workers.gpt.arch import GPTShape
 from workers.simulated.expr import compile_expression
 from workers.store import TrialStatus
 
-__all__ = ["CooldownConfig", "DataConfig", "HashedAs", "HparamLandscape", "LawConfig", "NOT_IN_ID", "NoiseConfig", "PositiveFloat",
+__all__ = ["BASELINE", "CooldownConfig", "DataConfig", "HashedAs", "HparamLandscape", "LawConfig", "NOT_IN_ID", "NoiseConfig", "PositiveFloat",
            "PowerRule", "Role", "TrainConfig", "TrialConfig", "TrialResult", "Tune", "WorldConfig", "identity", "trial_row"]
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+BASELINE = "baseline"  # the variant of a spec without overrides (orchestrator.spec.Variant)
 
 
 class _NotInId:
@@ -375,6 +376,9 @@ class TrialConfig:
     recipe: str = "fixed"
     # μP (Yang et al. 2022, Tensor Programs V) relative to this width; 0 = standard parametrisation.
     mup_base_width: int = 0
+    # Coefficient of a mixture-of-experts model's load-balancing loss in its training loss
+    # (workers.gpt.model.MoE; the spec's model.aux_loss); 0 for a dense model.
+    moe_aux_loss: float = 0.0
     # Run reuse (wsd schedules, orchestrator.running.reuse). A point with a ``stem_id`` and
     # ``start_step`` > 0 is a branch: it starts from its stem's checkpoint at that step and trains
     # only its cooldown. A STEM row trains the stem's stable phase up to ``tokens`` and saves a
@@ -383,10 +387,14 @@ class TrialConfig:
     stem_id: str = ""
     start_step: int = 0
     stops: tuple[int, ...] = ()
+    # The spec's variant (orchestrator.spec.Variant) this trial belongs to: a label for the
+    # trials table. What the variant changes is hashed through its settings, not its name.
+    variant: str = BASELINE
 
     @property
     def n_params(self) -> int:
-        """Total parameters N: exact for a GPT shape, as planned for a simulated trial."""
+        """Parameters N (a mixture of experts' active ones): exact for a GPT shape, as planned for
+        a simulated trial."""
         return self.shape.n_params if self.shape is not None else self.sim_n_params
 
     @property
@@ -428,6 +436,7 @@ def trial_row(cfg: TrialConfig, n_params: int, status: TrialStatus, eval_loss: f
         "status": status.value,
         "n_params": n_params,
         "n_params_nonembed": cfg.shape.n_params_nonembed if cfg.shape else None,
+        "n_params_total": cfg.shape.n_params_total if cfg.shape else n_params,
         "n_layer": cfg.shape.n_layer if cfg.shape else None,
         "d_model": cfg.shape.d_model if cfg.shape else None,
         "n_head": cfg.shape.n_head if cfg.shape else None,
@@ -448,4 +457,5 @@ def trial_row(cfg: TrialConfig, n_params: int, status: TrialStatus, eval_loss: f
         "role": cfg.role.value,
         "parent_id": cfg.stem_id if cfg.role is Role.STEM or cfg.start_step > 0 else "",
         "flops_spent": flops_spent,
+        "variant": cfg.variant,
     }

@@ -4,6 +4,9 @@ Every budget, every ``flops`` column and every frontier in scalesweep goes throu
 :func:`train_flops`. It is the Chinchilla/Kaplan approximation C = 6 N D: a forward pass
 costs 2 FLOPs per parameter per token and the backward pass twice that (Kaplan et al. 2020,
 "Scaling Laws for Neural Language Models", section 2.1; Hoffmann et al. 2022, appendix F).
+For a mixture of experts N is the *active* parameter count (:attr:`workers.gpt.arch.GPTShape.n_params`:
+the router and ``top_k`` experts per layer), the parameters each token is multiplied by; its
+other experts hold memory, not compute.
 
 Attention's own matmuls (QK^T and AV) are not proportional to N. They add
 12 * n_layer * seq_len * d_model FLOPs per token for forward plus backward (Kaplan, Table 1:

@@ -70,6 +70,7 @@ TRIALS_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("n_params", pa.int64()),
         ("n_params_nonembed", pa.int64()),
+        ("n_params_total", pa.int64()),  # every parameter (all experts); n_params is the active N of 6ND
         ("n_layer", pa.int32()),
         ("d_model", pa.int32()),
         ("n_head", pa.int32()),
@@ -90,6 +91,7 @@ TRIALS_SCHEMA = pa.schema(
         ("role", pa.string()),  # point (fitted) or stem (a wsd stable run its branches start from)
         ("parent_id", pa.string()),  # a branch's or stem segment's stem; "" for a point trained whole
         ("flops_spent", pa.float64()),  # what this row itself computed (a branch: its cooldown)
+        ("variant", pa.string()),  # the spec's variant the trial belongs to ("baseline": no overrides)
     ]
 )
 

@@ -36,12 +36,14 @@ class ColumnMap:
     budget: str | None = None
     name: str | None = None
     u: str | None = None  # unique tokens (the data-constrained form)
+    variant: str | None = None  # which variant a run belongs to (orchestrator.fitting.variants)
 
 
 DEFAULTS = ColumnMap(n="n_params", d="tokens", c="flops", loss="eval_loss", budget="budget", name="name",
-                     u="unique_tokens")
+                     u="unique_tokens", variant="variant")
 OPTION = {"n": "--n-col", "d": "--d-col", "c": "--c-col", "loss": "--loss-col", "budget": "--budget-col",
-          "name": "--name-col", "u": "--u-col"}
+          "name": "--name-col", "u": "--u-col", "variant": "--variant-col"}
+LABELS = ("name", "variant")  # columns read as text, not numbers
 
 
 @dataclass
@@ -98,9 +100,9 @@ def results_runs(store, source: str) -> Runs:
         target = None
     planner, form, params = plan.get("planner"), plan.get("form"), plan.get("form_params")
     objective = plan.get("tune_objective")
-    from orchestrator.results import point_rows
+    from orchestrator.results import label_variants, point_rows
 
-    every = store.read_table("trials").to_pandas()
+    every = label_variants(store.read_table("trials").to_pandas(), plan)
     points = point_rows(every)
     return Runs(points, source, target, planner if isinstance(planner, str) else None,
                 form if isinstance(form, str) else None,
@@ -120,8 +122,8 @@ def _column(df: pd.DataFrame, key: str, cols: ColumnMap, source: str, required: 
                             f"(columns: {', '.join(map(str, df.columns))})")
         return None
     col = df[name]
-    if key == "name":
-        return col.astype(str)
+    if key in LABELS:  # a missing variant label is no variant, not the text "nan"
+        return col.astype(str) if key == "name" else col.astype("string").fillna("").astype(str)
     values = pd.to_numeric(col, errors="coerce").astype(float)
     if len(col) and values.isna().all():
         raise UserError(f"{OPTION[key]} {name!r} in {source} is not numeric (first value {col.iloc[0]!r})")
@@ -208,6 +210,9 @@ def load_runs(path: str, cols: ColumnMap = ColumnMap(), need_d: bool = True) -> 
     u = _column(df, "u", cols, path, required=False)
     if u is not None:
         table["unique_tokens"] = u
+    variant = _column(df, "variant", cols, path, required=False)
+    if variant is not None:
+        table["variant"] = variant
     # A tuned sweep's search (orchestrator.fitting.hparams): its points, settings and the rules' N;
     # a wsd sweep's stems and FLOPs (orchestrator.results.account_reuse)
     for key in SEARCH_COLUMNS + REUSE_COLUMNS:

@@ -35,7 +35,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from orchestrator.errors import UserError
-from orchestrator.planning.trials import TrialFactory, plan_trials
+from orchestrator.planning.trials import TrialFactory
 from orchestrator.spec import GridSweep, SweepSpec
 from workers.gpt.arch import GPTShape
 from workers.gpt.data import BYTE_VOCAB
@@ -89,9 +89,19 @@ def trial_memory(shape: GPTShape, batch_tokens: int) -> TrialMemory:
     - logits: 4 fp32 tensors of batch_tokens x vocab: the logits, the log-softmax saved by the
       loss, and their two gradients in the backward (the peak measured with torch's CPU
       allocator, as noted in specs/gpu_sweep.yaml).
+
+    A mixture of experts (workers.gpt.model.MoE) holds state for all its experts
+    (``n_params_total``), and its MLP's 8 d_model values per token become 11 d_model + 7 per
+    expert the token is routed to (its gathered input, fc output, GELU output, output and gated
+    output; gate and indices), plus the router's probabilities and, for top_k > 1, the
+    renormalised weights (tests/test_moe.py counts them with autograd's saved tensors).
     """
-    per_token = shape.n_layer * (16 * shape.d_model + shape.n_head) + 2 * shape.d_model
-    return TrialMemory(state=4 * FP32 * shape.n_params, activations=FP32 * batch_tokens * per_token,
+    d, k = shape.d_model, shape.top_k
+    block = 16 * d + shape.n_head
+    if shape.experts:
+        block += -8 * d + k * (11 * d + 7) + shape.experts + (k + 1 if k > 1 else 0)
+    per_token = shape.n_layer * block + 2 * d
+    return TrialMemory(state=4 * FP32 * shape.n_params_total, activations=FP32 * batch_tokens * per_token,
                        logits=4 * FP32 * batch_tokens * shape.vocab_size)
 
 
@@ -322,8 +332,10 @@ def check_submission(spec: SweepSpec, cache_dir: str = "", allow_long: bool = Fa
     resources.max_hours; the cluster's size is unknown) and memory against a stated
     resources.memory_gb. The job's own ``scalesweep run`` checks again on the cluster.
     """
+    from orchestrator.planning.variants import plan_variants, variant_factories
+
     try:
-        factory = TrialFactory(spec, cache_dir)
+        factories = variant_factories(spec, cache_dir)
     except UserError:
         # The data may exist only on the cluster's nodes (specs/gpu_sweep.yaml): shapes need
         # just its vocabulary, known for bytes and stated for token files; else no estimate.
@@ -332,8 +344,9 @@ def check_submission(spec: SweepSpec, cache_dir: str = "", allow_long: bool = Fa
         if vocab is None:
             return (f"Estimate: none here ({d.tokens} is not readable on this machine and data.vocab_size is not "
                     "set); the job checks the sweep when it starts")
-        factory = TrialFactory(spec, cache_dir, vocab_size=vocab)
-    static = plan_trials(spec, factory) if spec.planner == "static" else []
+        factories = variant_factories(spec, cache_dir, vocab_size=vocab)
+    factory = next(iter(factories.values()))  # the baseline's
+    static = plan_variants(factories) if spec.planner == "static" else []
     est = estimate_sweep(spec, factory, static, cluster_capacity(spec))
     check(est, spec, allow_long)
     return est.summary()

@@ -19,14 +19,14 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from orchestrator.errors import UserError
-from orchestrator.spec import GridSweep, IsoFlopSweep, SweepSpec
-from workers.gpt.arch import GPTShape, ShapeRule, shape_for_params
+from orchestrator.spec import GridSweep, IsoFlopSweep, SweepSpec, Variant
+from workers.gpt.arch import GPTShape, ShapeRule, shape_for_params, shape_identity
 from workers.gpt.data import DataError, load_corpus
 from workers.flops import tokens_for_budget
-from workers.config import BATCH_DEFAULT, LR_DEFAULT, PowerRule, TrialConfig, Tune, identity
+from workers.config import BASELINE, BATCH_DEFAULT, LR_DEFAULT, PowerRule, TrialConfig, Tune, identity
 from workers.schedule import cooldown_start
 
 __all__ = ["TRAINER_VERSION", "content_id", "Hparams", "TrialFactory", "plan_trials", "shared_ladder", "trial_name"]
@@ -75,7 +75,7 @@ class Hparams:
 
 @dataclass(frozen=True)
 class _Point:
-    """A design point as planned, before its hyperparameters: what a variant is remade from."""
+    """A design point as planned, before its hyperparameters: what a trial with other hyperparameters is remade from."""
 
     n_target: float
     d_target: float
@@ -93,7 +93,10 @@ class TrialFactory:
     data's fingerprint, so they are not the ones the sweep will run.
     """
 
-    def __init__(self, spec: SweepSpec, cache_dir: str = "", vocab_size: int | None = None):
+    def __init__(self, spec: SweepSpec, cache_dir: str = "", vocab_size: int | None = None,
+                 variant: Variant | None = None):
+        self.variant = variant or Variant(BASELINE, spec, {})
+        spec = self.variant.spec
         self.spec = spec
         self.train, self.data, self.world = spec.train, spec.data, spec.world
         self.cache_dir = cache_dir
@@ -113,7 +116,10 @@ class TrialFactory:
                     raise UserError(str(e)) from None
                 self.vocab, self.fingerprint = corpus.vocab_size, corpus.fingerprint
         m = spec.model
-        self.rule = ShapeRule(head_dim=m.head_dim, aspect_ratio=m.aspect_ratio, max_layers=m.max_layers)
+        moe = m.ffn == "moe"
+        self.rule = ShapeRule(head_dim=m.head_dim, aspect_ratio=m.aspect_ratio, max_layers=m.max_layers,
+                              experts=m.experts if moe else 0, top_k=m.top_k if moe else 0)
+        self.moe_aux_loss = m.aux_loss if moe else 0.0
         self._settings_id = self._settings_payload()  # the same for every trial of the spec
         self.mup_base_width = m.base_width if m.parametrization == "mup" else 0
         self.landscape = self.world is not None and self.world.hparams is not None
@@ -122,13 +128,18 @@ class TrialFactory:
     def _settings_payload(self) -> dict:
         """The part of every trial id that the spec's settings fix (version, train, data or world)."""
         if self.world is not None:
-            return {"version": SIMULATOR_VERSION, "world": self.fingerprint}
+            return {"version": SIMULATOR_VERSION, "world": self.fingerprint} | self._variant_payload()
         data = identity(self.data) | {"fingerprint": self.fingerprint}
         # eval_tokens is a data: setting hashed with the training settings: that is where the
         # ids of finished trials have it, and moving it would train them again. lr and batch
         # may be rules here; every trial's own numbers replace them (payload).
         train = identity(self.train) | {"eval_tokens": data.pop("eval_tokens")}
-        return {"version": TRAINER_VERSION, "train": train, "data": data}
+        return {"version": TRAINER_VERSION, "train": train, "data": data} | self._variant_payload()
+
+    def _variant_payload(self) -> dict:
+        """A variant's trials hash the settings it changes (never its name, so renaming it trains
+        nothing again); the baseline's ids are those of a spec without variants."""
+        return {"variant": self.variant.key} if self.variant.key else {}
 
     def round_tokens(self, d: float, where: str, bt: int) -> int:
         if self.world is not None:  # no optimiser steps in a simulated world
@@ -179,6 +190,8 @@ class TrialFactory:
             data=self.data, results=self.results, threads=self.threads, device=self.device, world=self.world,
             cache_dir=self.cache_dir, sim_n_params=n, trainer=self.spec.trainer, point_id=point_id,
             recipe=hp.recipe, mup_base_width=self.mup_base_width, stem_id=stem_id, start_step=start,
+            moe_aux_loss=self.moe_aux_loss if shape is not None else 0.0,
+            variant=self.variant.name,
         )
 
     @staticmethod
@@ -196,7 +209,7 @@ class TrialFactory:
         stem_id = content_id(stem | {"role": "stem"})
         return stem_id, content_id({"stem": stem_id, "tokens": payload["tokens"], **cooldown})
 
-    def variant(self, trial: TrialConfig, hparams: Hparams) -> TrialConfig:
+    def with_hparams(self, trial: TrialConfig, hparams: Hparams) -> TrialConfig:
         """The trial of the same design point as ``trial`` with other hyperparameters. Raises
         UserError when they leave the point too few optimiser steps (train.min_steps)."""
         p = self._points[trial.point_id]
@@ -240,11 +253,13 @@ class TrialFactory:
         settings = self._settings_id
         if train is not None and self.world is None:
             settings = settings | {"train": settings["train"] | {"lr": train.lr, "batch_tokens": train.batch_tokens}}
-        point = {"shape": asdict(shape)} if shape is not None else {"n_params": n}
+        point = {"shape": shape_identity(shape)} if shape is not None else {"n_params": n}
         if self.landscape and train is not None:  # the world's loss depends on them only then
             point |= {"lr": train.lr, "batch_tokens": train.batch_tokens}
         if self.mup_base_width:  # standard-parametrisation ids stay as they were
             point |= {"mup_base_width": self.mup_base_width}
+        if shape is not None and shape.experts:  # so do dense ones (shape_identity)
+            point |= {"moe_aux_loss": self.moe_aux_loss}
         if self.world is not None and self.train.schedule == "wsd":  # the simulated schedule effect
             point |= {"schedule": "wsd", "cooldown": self.train.cooldown.model_dump(mode="json"),
                       "min_lr_ratio": self.train.min_lr_ratio}

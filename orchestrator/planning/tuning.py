@@ -233,7 +233,7 @@ class PointSearch:
         hp = dict(self.current, **{axis: value_or_none})
         hp["batch_tokens"] = self.factory.round_batch(hp["batch_tokens"])
         try:
-            trial = self.factory.variant(self.base, Hparams(hp["lr"], hp["batch_tokens"], "tune"))
+            trial = self.factory.with_hparams(self.base, Hparams(hp["lr"], hp["batch_tokens"], "tune"))
         except UserError:  # too few optimiser steps at this batch: a bound of the search
             self.blocked.add((hp["lr"], hp["batch_tokens"]))
             return None
@@ -467,7 +467,7 @@ class TuningPlanner:
                 hp[axis] = rule.at(self.factory.n_rule(point, rule), self.factory.d_target(point))
                 parts.append(f"{'lr' if axis == 'lr' else 'batch'} = {rule.describe()}")
             recipe = f"ladder: {', '.join(parts)} fitted to {tuned} tuned points"
-            trial = self.factory.variant(point, Hparams(hp["lr"], self.factory.round_batch(hp["batch_tokens"]), recipe))
+            trial = self.factory.with_hparams(point, Hparams(hp["lr"], self.factory.round_batch(hp["batch_tokens"]), recipe))
             self._direct[trial.trial_id] = point
             self._ready.append(trial)
             self._laddered += 1

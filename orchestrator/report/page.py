@@ -339,13 +339,19 @@ PLOTS = {
 }
 
 
-def write_report(store: ResultStore, trials: pd.DataFrame, fit: SweepFit, title: str) -> list[str]:
+def write_report(store: ResultStore, trials: pd.DataFrame, fit: SweepFit, title: str, variants=None) -> list[str]:
     """Write ``report/<plot>.png`` and ``report/index.html`` under the sweep; returns their paths.
+    ``fit`` is the baseline's when ``variants`` (an orchestrator.fitting.variants.VariantComparison)
+    compares the sweep's variants: their frontiers and multipliers get plots of their own.
     UserError, naming the directory, when the sweep's results cannot be written to (nothing
     there is changed: every file is drawn first and written atomically)."""
+    from orchestrator.report import variants as variant_plots
+
     images = {}
     tuned = {"lr_loss": _lr_loss, "hparam_laws": _hparam_laws} if getattr(fit, "hparams", None) is not None else {}
-    for name, draw in (PLOTS | tuned).items():
+    compared = {} if variants is None else {k: (lambda f, ax, draw=draw: draw(variants, ax))
+                                            for k, draw in variant_plots.PLOTS.items()}
+    for name, draw in (compared | PLOTS | tuned).items():
         fig, ax = plt.subplots(figsize=(7, 4.8), dpi=110)
         draw(fit, ax)
         fig.tight_layout()
@@ -356,6 +362,8 @@ def write_report(store: ResultStore, trials: pd.DataFrame, fit: SweepFit, title:
     cols = ["name", "status", "n_params", "tokens", "flops", "budget", "eval_loss", "train_loss", "wall_s"]
     if tuned:
         cols[-2:-2] = ["lr", "batch_tokens"]
+    if variants is not None:
+        cols.insert(0, "variant")
     table = trials[[c for c in cols if c in trials]].sort_values(["budget", "n_params"]).to_html(
         index=False, float_format=lambda x: f"{x:.4g}", border=0)
     figs = "\n".join(
@@ -367,6 +375,7 @@ def write_report(store: ResultStore, trials: pd.DataFrame, fit: SweepFit, title:
 table{{border-collapse:collapse;font-size:13px}} td,th{{padding:2px 8px;text-align:right}}
 pre{{background:#f6f6f6;padding:1em}}</style></head><body>
 <h1>scalesweep report: {html.escape(title)}</h1>
+{"" if variants is None else variant_plots.comparison_html(variants)}
 <pre>{html.escape(format_fit(fit))}</pre>
 {figs}
 <h2>Trials</h2>{table}

@@ -53,8 +53,11 @@ def _iv(fit, key: str, fmt, inline: bool = False) -> str:
     return "  ".join(f"{c:<24}" for c in cells).rstrip()
 
 
-def format_fit(fit) -> str:
-    """Human-readable summary printed by ``run`` and ``fit`` (fit: an analysis.SweepFit)."""
+def format_fit(fit, brief: bool = False) -> str:
+    """Human-readable summary printed by ``run`` and ``fit`` (fit: an analysis.SweepFit);
+    ``brief``: the law, its intervals and flags only (a variant's, beside the baseline's)."""
+    if brief:
+        return "\n".join(_law_lines(fit) + _flag_lines(fit))
     return "\n".join(_comparison_lines(fit) + _law_lines(fit) + _form_lines(fit) + _flag_lines(fit)
                      + _frontier_lines(fit) + _hparam_lines(fit))
 

@@ -28,6 +28,12 @@ m = 1 except the attention scale:
 Vector-like parameters (token and position embeddings, LayerNorm gains) keep their init and
 learning rate. With ``mup_base_width`` = 0 (standard parametrisation) nothing here runs: the
 model, its initial weights and its losses are bit for bit those of the model before μP.
+
+Mixture of experts (``shape.experts`` > 0; :class:`MoE`): each block's MLP becomes ``experts``
+MLPs of the same shape and init and a router; each token goes through its ``top_k`` experts
+and sums their outputs by gate weight. ``forward`` still returns the cross-entropy alone; the
+load-balancing loss of the last forward pass is :attr:`GPT.aux_loss`, which the trainer adds
+with its coefficient. A dense shape builds exactly the modules it always did.
 """
 
 from __future__ import annotations
@@ -70,13 +76,65 @@ class MLP(nn.Module):
         return self.c_proj(F.gelu(self.c_fc(x)))
 
 
+class MoE(nn.Module):
+    """A dropless mixture of ``experts`` 4x MLPs, ``top_k`` per token.
+
+    Routing: softmax over a bias-free linear router's logits, then each token's ``top_k``
+    most probable experts. Gate weights: with top_k >= 2 the chosen probabilities renormalised
+    to sum to 1 (GShard, Lepikhin et al. 2020, Algorithm 1, top-2; Mixtral, Jiang et al. 2024);
+    with top_k = 1 the probability itself, as Switch does (Fedus et al. 2021, section 2.1), since
+    a single renormalised weight is always 1 and the router would get no gradient from the
+    language-model loss. Either way a lone expert's weight is exactly 1.0 (softmax over one
+    logit), so experts = top_k = 1 is the dense MLP.
+
+    Dropless: no capacity factor, every assignment is computed (as MegaBlocks, Gale et al. 2022),
+    so no token is skipped and the loss does not depend on how the batch is packed. Assignments
+    are sorted by expert once; each expert runs on its contiguous slice, and the weighted outputs
+    are added back per token with ``index_add_``. One device sync per layer (the slice sizes).
+
+    Load balance (Switch, eq. 4): aux = experts * sum_i f_i P_i, f_i the fraction of the
+    top_k assignments that went to expert i and P_i the mean router probability of expert i.
+    It is 1.0 at perfect balance and gets its gradient through P (f is a count). The last
+    forward pass's value and load f are kept in ``aux`` and ``load``.
+    """
+
+    def __init__(self, shape: GPTShape):
+        super().__init__()
+        self.top_k = shape.top_k
+        self.router = nn.Linear(shape.d_model, shape.experts, bias=False)
+        self.experts = nn.ModuleList(MLP(shape.d_model) for _ in range(shape.experts))
+        self.aux = torch.zeros(())
+        self.load = torch.zeros(shape.experts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        flat = x.reshape(-1, c)
+        n_experts, k = len(self.experts), self.top_k
+        probs = self.router(flat).float().softmax(dim=-1)  # fp32 under autocast too
+        weight, chosen = probs.topk(k, dim=-1)  # (tokens, k)
+        if k > 1:
+            weight = weight / weight.sum(dim=-1, keepdim=True)
+        counts = torch.bincount(chosen.flatten(), minlength=n_experts)
+        self.load = counts.float() / chosen.numel()
+        self.aux = n_experts * (self.load * probs.mean(dim=0)).sum()
+        # The assignments in expert order: token of each, its gate weight, and each expert's slice.
+        order = chosen.flatten().argsort(stable=True)
+        token, gate = order // k, weight.flatten()[order]
+        sizes = counts.tolist()
+        out = torch.zeros_like(flat)
+        for expert, tok, g in zip(self.experts, token.split(sizes), gate.split(sizes)):
+            if tok.numel():
+                out.index_add_(0, tok, (expert(flat[tok]) * g[:, None]).to(out.dtype))
+        return out.view(b, t, c)
+
+
 class Block(nn.Module):
     def __init__(self, shape: GPTShape, attn_scale: float | None = None):
         super().__init__()
         self.ln_1 = nn.LayerNorm(shape.d_model, bias=False)
         self.attn = CausalSelfAttention(shape, attn_scale)
         self.ln_2 = nn.LayerNorm(shape.d_model, bias=False)
-        self.mlp = MLP(shape.d_model)
+        self.mlp = MoE(shape) if shape.experts else MLP(shape.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
@@ -105,6 +163,9 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(shape.d_model, bias=False)
         self.lm_head = nn.Linear(shape.d_model, shape.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying
+        # Mean over blocks of the MoE load-balancing loss of the last forward pass (MoE.aux);
+        # a constant 0 for a dense model. Not a parameter or buffer: the state_dict is unchanged.
+        self.aux_loss = torch.zeros(())
         # The same draws in the same order whatever the parametrisation; μP only rescales those of
         # the hidden matrices (0.02 / sqrt(1.0) is exactly 0.02, so standard init is unchanged).
         hidden_std = 0.02 / math.sqrt(self.width_mult)
@@ -125,8 +186,20 @@ class GPT(nn.Module):
         return ((n, m) for n, m in self.named_modules() if not list(m.children()))
 
     def hidden_matrix_names(self) -> list[str]:
-        """Parameters that are μP's hidden matrices: both dimensions grow with the width."""
+        """Parameters that are μP's hidden matrices: both dimensions grow with the width.
+
+        Expert matrices are hidden matrices like the dense MLP's. The MoE router (experts x
+        d_model) falls in here too although only its fan-in grows. μP proper would make it a
+        readout: the same lr/m under Adam (Yang et al. 2022, Table 3), but init std proportional
+        to 1/m instead of 1/sqrt(m). Left as a hidden matrix, its initial logits have the same
+        spread at every width (std 0.02 sqrt(base_width) on unit-variance inputs) instead of
+        shrinking like 1/sqrt(m), so routing starts equally random at every width."""
         return [n for n, p in self.named_parameters() if n.startswith("blocks.") and p.dim() >= 2]
+
+    def expert_load(self) -> torch.Tensor:
+        """(n_layer, experts): the fraction of the last forward pass's token assignments that
+        went to each expert of each block (each row sums to 1); empty for a dense model."""
+        return torch.stack([b.mlp.load for b in self.blocks]) if self.shape.experts else torch.zeros(0, 0)
 
     def num_params(self) -> int:
         """Total trainable parameters, the tied head counted once."""
@@ -138,6 +211,8 @@ class GPT(nn.Module):
         x = self.wte(idx) + self.wpe(pos)
         for block in self.blocks:
             x = block(x)
+        if self.shape.experts:
+            self.aux_loss = torch.stack([b.mlp.aux for b in self.blocks]).mean()
         x = self.ln_f(x)
         if self.width_mult != 1.0:  # μP output multiplier 1/m (MuSharedReadout divides its input)
             x = x / self.width_mult

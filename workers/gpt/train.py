@@ -8,6 +8,8 @@ gradient clipping at 1.0, linear warmup then cosine decay to ``min_lr_ratio`` of
 over exactly the trial's steps (Hoffmann et al. 2022, section 3: the cosine cycle length
 must match the number of training tokens, or the loss is overestimated). Metrics stay off
 the hot path: the loss is summed on the device and read back only every ``log_every`` steps.
+A mixture-of-experts model minimises its cross-entropy plus ``moe_aux_loss`` times its
+load-balancing loss (:class:`workers.gpt.model.MoE`); the losses recorded are the cross-entropy.
 
 Preemption: every ``checkpoint_every_s`` wall seconds, at the next log boundary (where the
 step rows and the loss accumulator agree), the model, optimiser, step rows and last losses
@@ -197,7 +199,11 @@ class _Run:
         self.seq_len = cfg.shape.seq_len
         self.batch_size = self.tc.batch_tokens // self.seq_len
         self.model, self.opt = _build(cfg, self.device)
-        self.n_params = self.model.num_params()
+        # The N of 6 N D: every parameter of a dense model, a mixture of experts' active ones.
+        self.n_params = cfg.shape.n_params
+        # A mixture of experts trains on CE + moe_aux_loss * its load-balancing loss; the losses
+        # it records (train_loss, eval_loss) are the CE alone, comparable with a dense model's.
+        self.aux_coef = cfg.moe_aux_loss if cfg.shape.experts else 0.0
         n_evals, n_steps = self.tc.n_evals, cfg.steps
         self.stem = cfg.role is Role.STEM
         # A stem segment evaluates at its end only (its rows are not fitted); a point as before.
@@ -298,7 +304,7 @@ class _Run:
             _, loss = forward(torch.from_numpy(x).to(self.device, non_blocking=True),
                               torch.from_numpy(y).to(self.device, non_blocking=True))
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + self.aux_coef * self.model.aux_loss if self.aux_coef else loss).backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
         self.opt.step()
         return loss.detach()
