@@ -27,11 +27,8 @@ with the coverage of their 80 % intervals.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
-import sys
 import tempfile
 import time
 
@@ -39,6 +36,7 @@ import numpy as np
 
 from bench.bench_planner import GRID_BUDGETS, TARGETS, BatchExecutor, deadweight, grid_flops, grid_sizes, run_jobs
 from bench.worlds import VISIBLE_LAWS, hparams_spec, law_spec
+from bench import record
 
 DESIGNS = ("grid-plain", "grid-fixed", "grid-tuned", "adaptive-plain", "adaptive-tuned")
 MID_N = math.sqrt(1e17 / 120)  # the grid's middle point: 1e17 FLOPs at 20 tokens per parameter
@@ -177,15 +175,7 @@ def main() -> None:
             for d in args.designs.split(",")]
     t0 = time.time()
     rows = run_jobs(run_one, jobs, args.jobs)
-    summary = summarise(rows)
-    meta = {"command": "python -m bench.bench_hparams " + " ".join(sys.argv[1:]),
-            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "date": time.strftime("%Y-%m-%d"), "wall_s": time.time() - t0}
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"meta": meta, "summary": summary, "runs": rows}, f, indent=1)
-    print(json.dumps(summary, indent=1))
-
+    record.write(args.out, record.meta("bench.bench_hparams", t0), summarise(rows), rows)
 
 if __name__ == "__main__":
     main()

@@ -146,3 +146,28 @@ def test_simulated_sweep_with_variants_writes_the_variant_column(ray_cluster, tm
     plan = json.loads(open(f"{spec.sweep_dir}/plan.json").read())
     assert [v["name"] for v in plan["variants"]] == ["baseline", "better"]
     assert plan["variants"][1]["changes"] == {"world.law": [T0["E"], 400.0, T0["B"], T0["alpha"], T0["beta"]], "world.seed": 1}
+
+
+def test_adaptive_sweep_plans_each_variant_on_its_share_and_resumes_it(tmp_path):
+    """Each variant's planner spends at most its half of the FLOP budget, proposes only its own
+    variant's trials and keeps its own journal; a second run trains nothing again."""
+    import os
+
+    from orchestrator.running.executor import InlineExecutor
+    from orchestrator.sweep import run_sweep
+
+    spec = parse_spec(sim_dict(str(tmp_path), [{"name": "v", "world": {"law": {"A": 400.0}, "seed": 1}}],
+                               planner="adaptive", sweep=None, fit={"target_compute": 1e20},
+                               adaptive={"min_flops": 1e15, "max_flops": 1e18, "n_range": [1e6, 3e9],
+                                         "flop_budget": 6e18, "max_trials": 24, "initial_trials": 6}))
+    out = run_sweep(spec, executor_factory=lambda: InlineExecutor(slots=2), write_report=False)
+    table = pd.read_parquet(f"{spec.sweep_dir}/trials")
+    for name, rows in table.groupby(table["variant"].astype(str)):
+        assert 6 <= len(rows) <= 12, name
+        assert (6 * rows["n_params"] * rows["tokens"]).sum() <= 3e18 * 1.001
+    assert set(table["variant"].astype(str)) == {"baseline", "v"}
+    journals = sorted(f for f in os.listdir(spec.sweep_dir) if f.endswith(".journal"))
+    assert len(journals) == 2 and "planner.journal" in journals
+    assert out.variants is not None or out.fit_error
+    again = run_sweep(spec, executor_factory=lambda: InlineExecutor(slots=2), write_report=False)
+    assert again.trained == 0

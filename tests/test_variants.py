@@ -13,7 +13,8 @@ import pytest
 from orchestrator.errors import UserError
 from orchestrator.fitting.forms.builtin import Chinchilla
 from orchestrator.fitting.law import optimal_allocation
-from orchestrator.fitting.variant_math import (SharedExponents, frontier, log_crossover, multipliers)
+from orchestrator.fitting.variant_math import frontier, log_crossover, multipliers
+from orchestrator.fitting.variant_models import SharedExponents
 from orchestrator.fitting.variants import Model, compare_variants
 
 T0 = (1.8172, 482.01, 2085.43, 0.3478, 0.3658)  # E, A, B, alpha, beta (shared/BENCHMARK.md)
@@ -45,7 +46,8 @@ def table(law, name: str, noise: float = 0.0, seed: int = 0, budgets=BUDGETS, si
 def test_frontier_closed_form_matches_optimal_allocation():
     f = frontier(Chinchilla(), vec(T0), 1e20)
     for c in (1e17, 1e20, 1e23):
-        assert math.exp(f.log_loss(np.array([c]))[0, 0]) == pytest.approx(float(optimal_allocation(*T0, c)[2]), rel=1e-12)
+        expected = float(optimal_allocation(*T0, c)[2])
+        assert math.exp(f.log_loss(np.array([c]))[0, 0]) == pytest.approx(expected, rel=1e-12)
     assert math.exp(f.log_x(f.log_loss(np.array([3e21])))[0, 0]) == pytest.approx(3e21, rel=1e-9)
 
 
@@ -63,7 +65,7 @@ def test_noiseless_pair_recovers_k():
     r = vc.results["moe8"]
     assert r.multiplier.estimate == pytest.approx(0.7, rel=1e-3)
     assert r.trend.estimate == pytest.approx(0.0, abs=1e-3)
-    assert r.crossover.at is None and vc.key == "C" and vc.target == 1e20
+    assert r.crossover.at is None and not r.crossover.detected and vc.key == "C" and vc.target == 1e20
     # shared exponents fit exactly: the joint model is kept, and gives the same k
     assert r.model is Model.JOINT
     assert r.alternatives["separate"].estimate == pytest.approx(0.7, rel=1e-3)
@@ -77,7 +79,7 @@ def test_crossing_pair_finds_the_crossover():
     trials = pd.concat([table(T0, "baseline"), table(var, "late")])
     vc = compare_variants(trials, 1e20, n_boot=0, extrapolation=False)
     r = vc.results["late"]
-    assert r.crossover.at == pytest.approx(true, rel=0.03)
+    assert r.crossover.at == pytest.approx(true, rel=0.03) and r.crossover.detected
     assert r.multiplier.estimate < 1 < r.at_upper.estimate or r.at_upper.estimate > r.multiplier.estimate
     assert r.trend.estimate > 0
 

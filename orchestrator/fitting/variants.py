@@ -9,36 +9,38 @@ compute" of e.g. Clark et al. 2022, "Unified Scaling Laws for Routed Language Mo
 its trend d ln k / d ln C and k at C_t/10 and 10 C_t, and the crossover, where the frontiers
 cross (k = 1) within CROSS_SPAN of the target. A table without D (law of N alone) compares
 parameters instead: L_v(k N_t) = L_b(N_t). Where the variant's frontier never reaches
-L*_b(C_t) (its E lies above it), k is infinite, and said so.
+L*_b(C_t) (its E lies above it), k is infinite, and said so. The numerics are in
+orchestrator.fitting.variant_math, the two models of a pair in variant_models.
 
 Uncertainty. The two fits' bootstrap draws are paired, draw i with draw i: the variants are
-independent data, so the pair is a draw of both laws, and k follows per pair
-(orchestrator.fitting.variant_math). As ``analyse`` widens L* for its residual field, the
-percentile intervals are widened in quadrature by the fields' share of the laws' covariance
-(discrepancy.field_parameter_cov, carried to each quantity by the delta method). A variant is
-another model with a residual pattern of its own, so the two fields are independent and
-their covariances add.
+independent data, so a pair is a draw of both laws. The bootstrap over runs does not see the
+smooth residual fields around the laws (orchestrator.fitting.discrepancy), which bias every
+resample alike; as analyse widens L* by its field, each draw here gets an independent draw of
+the fields' effect on the parameters added (variant_math.with_field: Gaussian, the sandwich
+covariance of the fits), and every quantity is a percentile over these draws. A variant is
+another model with a residual pattern of its own, so the two fields are independent; their
+hyperparameters come from one REML over both variants' residuals (variant_models): two sweeps
+determine a field better than one, which barely does. Where the fields are in fact
+shared (the same data mix, say) the intervals are conservative (docs/benchmarks.md).
 
 Joint model. The baseline and each variant are also fitted together with shared exponents
-(alpha, beta) and their own E, A, B (variant_math.SharedExponents): a constant multiplier
-is that model with equal E (A_v = A k_N^-alpha, B_v = B k_D^-beta), and pooling the exponents
-narrows k's interval. Exponents that differ make the frontiers cross, and then the joint
-model's k is biased with an interval too narrow to show it, the costly error (choosing the
-separate fits wrongly only widens the interval). So the joint model is kept only when both
-(``ModelChoice``): its error on the held-out top budget (diagnostics.held_out_mask, refits
-without it) is within one standard error of the separate fits' (the one-SE rule of
-forms.selection, the joint model being the simpler), and the separate fits' exponent
-differences (alpha_v - alpha_b, beta_v - beta_b) are not significant (Wald test, bootstrap
-plus field covariance, p >= EXPONENT_TEST_P). The held-out check alone misses slopes that
-differ: free E_v, A_v, B_v absorb them over the runs, half a decade of held-out compute shows
-little, and C_t lies 10-100x beyond it (docs/benchmarks.md, "Variants: compute multipliers").
+(alpha, beta) and their own E, A, B (variant_models.SharedExponents): a constant multiplier
+is that model with equal E (A_v = A k_N^-alpha, B_v = B k_D^-beta). Exponents that differ make
+the frontiers cross, and then the joint model's k is biased with an interval too narrow to
+show it: the costly error (choosing the separate fits wrongly only widens the interval). So
+the joint model is kept only when both hold (``ModelChoice``): its error on the held-out top
+budget (refits without it, diagnostics.held_out_mask) is within one standard error of the
+separate fits' (the one-SE rule of forms.selection, the joint model being the simpler), and
+the separate fits' exponent differences are not significant (Wald test over the draws,
+p >= EXPONENT_TEST_P). The held-out check alone is weak here: free E_v, A_v, B_v absorb a
+difference of slopes over the runs, and the held-out runs share one patch of residual field,
+so it is noisy both ways (docs/benchmarks.md, "Variants: compute multipliers").
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
 import pandas as pd
@@ -47,10 +49,11 @@ from orchestrator.errors import FitError, UserError
 from orchestrator.fitting import LEVELS
 from orchestrator.fitting.analysis import DEFAULT_TARGET_FACTOR, SweepFit, analyse
 from orchestrator.fitting.bootstrap import Interval
-from orchestrator.fitting.variant_math import (CROSS_SPAN, Model, ModelChoice, PairModel, choose_model, evaluate,
-                                               field_cov, frontier, interval, joint_model, log_multiplier,
-                                               quantities, separate_model, with_field)
-from orchestrator.report.text import flops_str, si
+from orchestrator.fitting.variant_math import (CROSS_SPAN, evaluate, field_cov, frontier, interval, log_multiplier,
+                                               quantities, with_field)
+from orchestrator.fitting.variant_models import (Model, ModelChoice, PairModel, choose_model, joint_model,
+                                                 separate_model)
+from orchestrator.report.text import finite_or_none, flops_str, si
 
 __all__ = ["compare_variants", "VariantComparison", "VariantResult", "Crossover", "ModelChoice", "Model",
            "MIN_RUNS_PER_PARAM"]
@@ -67,7 +70,7 @@ class Crossover:
     """Where the frontiers cross (k = 1) within ``span`` of the target, in compute (or N)."""
 
     at: float | None  # the fitted frontiers' crossing nearest the target; None: they do not cross
-    detected: bool  # p_cross >= CROSS_CLAIM_P: the comparison says the frontiers cross
+    detected: bool  # the fitted frontiers cross and p_cross >= CROSS_CLAIM_P (or there is no bootstrap)
     interval: Interval | None  # percentiles over the draws that cross
     p_cross: float  # share of the draws (bootstrap and fields) whose frontiers cross within the span
     span: float
@@ -140,10 +143,11 @@ class VariantComparison:
         """{variant: (L*, lo, hi)} over ``computes`` (N for a law of N alone), 80 % intervals of
         each variant's own fit, widened by its residual field."""
         xs = np.asarray(computes, float)
+        centre = float(np.exp(np.log(xs).mean()))  # of a tabulated frontier (variant_math.GridFrontier)
         out = {}
-        for name, fit in self.fits.items():
-            boot = with_field(fit.bootstrap.laws if fit.bootstrap is not None else None, field_cov(fit), self.seed)
-            est, draws = evaluate(lambda rows: frontier(fit.form, rows, self.target).log_loss(xs), fit.law.z, boot)
+        for i, (name, fit) in enumerate(self.fits.items()):
+            boot = with_field(fit.bootstrap.laws if fit.bootstrap is not None else None, field_cov(fit), self.seed + i)
+            est, draws = evaluate(lambda rows: frontier(fit.form, rows, centre).log_loss(xs), fit.law.z, boot)
             ivs = [_exp(interval(est[j], _col(draws, j))) for j in range(len(xs))]
             out[name] = tuple(np.array(v) for v in zip(*((iv.estimate, *iv.bounds[0.8]) for iv in ivs)))
         return out
@@ -164,7 +168,8 @@ class VariantComparison:
                                    _num_key(self.target * 10): _iv_json(r.at_upper)}},
                 "crossover": r.crossover.to_json(), "model": c.model.value, "model_choice": c.to_json(),
                 "alternatives": {k: _iv_json(v) for k, v in r.alternatives.items()}}
-        return _finite({"baseline": self.baseline, "target": {"key": self.key, "value": self.target},
+        # Strict JSON: an infinite k (also said by reaches_baseline_loss) and NaN bounds as null
+        return finite_or_none({"baseline": self.baseline, "target": {"key": self.key, "value": self.target},
                         "variants": variants, "comparison": comparison, "notes": self.notes})
 
     def lines(self) -> list[str]:
@@ -255,9 +260,10 @@ def _compare(base: SweepFit, var: SweepFit, name: str, x_t: float, seed: int) ->
     for m, p in models.items():
         e, d = (est, draws) if p is pair else p.evaluate(lambda fb, fv: log_multiplier(fb, fv, np.array([x_t])))
         alternatives[m.value] = _exp(interval(e[0], _col(d, 0)))
+    at = float(math.exp(est[4])) if math.isfinite(est[4]) else None
     p_cross = float(np.isfinite(draws[:, 4]).mean()) if draws is not None else math.nan
-    crossing = Crossover(float(math.exp(est[4])) if math.isfinite(est[4]) else None, p_cross >= CROSS_CLAIM_P,
-                         _exp(cross) if cross.n_draws else None, p_cross, CROSS_SPAN)
+    detected = at is not None and (draws is None or p_cross >= CROSS_CLAIM_P)  # no draws: the fit's word
+    crossing = Crossover(at, detected, _exp(cross) if cross.n_draws else None, p_cross, CROSS_SPAN)
     return VariantResult(name, _exp(k), _exp(lower), _exp(upper), trend, crossing, choice, alternatives, models)
 
 
@@ -269,7 +275,8 @@ def _col(draws: np.ndarray | None, j: int) -> np.ndarray | None:
 
 
 def _variant_names(trials: pd.DataFrame, col: str, baseline: str) -> list[str]:
-    """The baseline first, then the other variants in order of appearance."""
+    """The baseline first, then the other variants by name (rows come in the order trials
+    finished, which no two runs share)."""
     if col not in trials:
         raise UserError(f"variants: the trials table has no column {col!r} naming each run's variant "
                         f"(columns: {', '.join(map(str, trials.columns))})")
@@ -279,7 +286,7 @@ def _variant_names(trials: pd.DataFrame, col: str, baseline: str) -> list[str]:
                         f"{', '.join(repr(v) for v in values) or 'none'}")
     if len(values) < 2:
         raise UserError(f"variants: every run has {col} == {baseline!r}; there is no variant to compare")
-    return [baseline] + [v for v in values if v != baseline]
+    return [baseline] + sorted(v for v in values if v != baseline)
 
 
 def _has_tokens(trials: pd.DataFrame) -> bool:
@@ -293,18 +300,6 @@ def _exp(iv: Interval) -> Interval:
     with np.errstate(over="ignore"):
         return Interval(float(np.exp(iv.estimate)), {lv: (float(np.exp(lo)), float(np.exp(hi)))
                                                      for lv, (lo, hi) in iv.bounds.items()}, iv.n_draws)
-
-
-def _finite(obj):
-    """Strict JSON: every non-finite number (an infinite k, a NaN bound) as null; an infinite k
-    is also said by ``reaches_baseline_loss``."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj.item() if isinstance(obj, np.generic) else obj
 
 
 def _num(x):
@@ -349,8 +344,11 @@ def _k_text(iv: Interval, short: bool = False) -> str:
 
 def _crossover_text(c: Crossover, x_t: float, key: str) -> str:
     span = f"{_x_str(x_t / c.span, key)} to {_x_str(x_t * c.span, key)}"
-    share = f"{100 * c.p_cross:.0f} % of draws" if math.isfinite(c.p_cross) else "no bootstrap"
-    if c.detected and c.at is not None:
+    if not math.isfinite(c.p_cross):  # no bootstrap
+        return (f"crossover: the fitted frontiers cross at {_x_str(c.at, key)}" if c.at is not None
+                else f"crossover: none within {span}")
+    share = f"{100 * c.p_cross:.0f} % of draws"
+    if c.detected:
         bounds = _bounds(c.interval, fmt=flops_str if key == "C" else si) if c.interval is not None else ""
         return f"crossover: the frontiers cross at {_x_str(c.at, key)} {bounds} ({share} cross within {span})"
     if c.at is not None:

@@ -320,7 +320,8 @@ def plan_trials(spec: SweepSpec, factory: TrialFactory) -> list[TrialConfig]:
 
     def add(t: TrialConfig) -> None:
         if t.trial_id in trials:
-            log.warning("%s appears twice in the sweep (sizes map to the same shape); running it once", t.name)
+            where = "" if t.variant == BASELINE else f" of variant {t.variant}"
+            log.warning("%s%s appears twice in the sweep (sizes map to the same shape); running it once", t.name, where)
         trials.setdefault(t.trial_id, t)
 
     if isinstance(sw, GridSweep):

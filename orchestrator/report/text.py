@@ -291,7 +291,7 @@ def fit_json(fit) -> dict:
     }
     if getattr(fit, "hparams", None) is not None:  # a tuned sweep (orchestrator.fitting.hparams.tuned)
         out["hparams"] = hparams_json(fit.hparams)
-    return _finite_or_none(out)
+    return finite_or_none(out)
 
 
 def _discrepancy_json(d) -> dict:
@@ -299,12 +299,12 @@ def _discrepancy_json(d) -> dict:
             "noise_exponent": d.q}
 
 
-def _finite_or_none(x):
+def finite_or_none(x):
     """NaN and inf become null: JSON has no spelling for them."""
     if isinstance(x, dict):
-        return {k: _finite_or_none(v) for k, v in x.items()}
+        return {k: finite_or_none(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_finite_or_none(v) for v in x]
+        return [finite_or_none(v) for v in x]
     if isinstance(x, (float, np.floating)):
         return float(x) if math.isfinite(x) else None
     if isinstance(x, np.integer):
@@ -408,7 +408,7 @@ def hparam_lines(h, head: str = "") -> list[str]:
 
 def hparams_json(h) -> dict:
     """``hparams`` of ``fit --json`` and the output of ``hparams --json``."""
-    return _finite_or_none({
+    return finite_or_none({
         "lr_law": h.lr_law.to_json() if h.lr_law is not None else None,
         "batch_law": h.batch_law.to_json() if h.batch_law is not None else None,
         "lr_opt": h.lr_opt, "batch_opt": h.batch_opt, "at": h.at or None,
