@@ -9,7 +9,7 @@ field and differ only in seed noise and outliers). Both are swept with the grid 
 BENCHMARK.md (9 budgets 1e15-1e19 half a decade apart, 9 sizes each), sampled without Ray, and
 compared by orchestrator.fitting.variants.compare_variants (Approach 3, ``--boot`` resamples,
 analyse's extrapolation check off: the comparison runs its own). The truth is the true laws'
-multiplier, trend and crossover (the same functions, orchestrator.fitting.variant_math).
+multiplier, trend and crossover (the same functions, orchestrator.fitting.variants.frontiers).
 
     python -m bench.bench_variants --seeds 50 --boot 200 --jobs 2    # docs/variants_bench.json
 
@@ -86,7 +86,7 @@ def vec(law) -> np.ndarray:
 
 def truth(base, var) -> dict:
     from orchestrator.fitting.forms.builtin import Chinchilla
-    from orchestrator.fitting.variant_math import frontier, log_crossover, quantities
+    from orchestrator.fitting.variants.frontiers import frontier, log_crossover, quantities
 
     fb, fv = (frontier(Chinchilla(), vec(x), TARGETS[0]) for x in (base, var))
     q = quantities(fb, fv, TARGETS[0])[0]

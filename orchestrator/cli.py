@@ -153,7 +153,7 @@ def _with_results(spec, args):
 
 
 def cmd_run(args) -> int:
-    from orchestrator.report.text import format_fit
+    from orchestrator.report.text import format_fit, variants_text
     from orchestrator.running.cluster import check_results_reach_every_node, connect
     from orchestrator.planning.estimate import cluster_capacity, local_capacity
     from orchestrator.running.metrics import FanOut
@@ -203,7 +203,7 @@ def cmd_run(args) -> int:
     if out.reuse:
         print(out.reuse)
     if out.fit:
-        print(format_fit(out.fit) if out.variants is None else _variants_text(out.variants))
+        print(format_fit(out.fit) if out.variants is None else variants_text(out.variants))
     else:
         print(f"No fit: {out.fit_error}")
     for path in out.report:
@@ -381,38 +381,12 @@ def _form(args, runs=None):
     return resolve_form(name, params)
 
 
-def _variants_text(comparison) -> str:
-    """A fit with variants as text: the baseline's whole fit, each variant's law at the target,
-    then the comparison (orchestrator.fitting.variants)."""
-    from orchestrator.report.text import format_fit
-
-    base = comparison.fits[comparison.baseline]
-    parts = [f"Baseline ({comparison.baseline}):", format_fit(base), "", "Variants:"]
-    for name, fit in comparison.fits.items():
-        if name != comparison.baseline:
-            parts += [f"{name}:", *("  " + line for line in format_fit(fit, brief=True).splitlines())]
-    return "\n".join(parts + ["", "Compared with the baseline:", *comparison.lines()])
-
-
-def _compare(args, runs, form, progress):
-    """The variant comparison when the runs name two or more variants (or --variant-col asks for
-    one), else None."""
-    from orchestrator.fitting.hparams.tuned import analyse_trials
-    from orchestrator.fitting.variants import compare_variants
-
-    table = runs.table
-    if "variant" not in table or (args.variant_col is None and table["variant"].nunique() < 2):
-        return None
-    return compare_variants(table, _target(args, runs), baseline=args.baseline, fit_one=analyse_trials, form=form,
-                            n_boot=args.bootstrap, seed=args.seed, drop_highest=args.drop_highest,
-                            isoflop=runs.isoflop, progress=progress, compare=True, objective=runs.objective)
-
-
 def cmd_fit(args) -> int:
+    from orchestrator.fitting.variants import fit_variants
     from orchestrator.fitting.forms.predict import predict_points
     from orchestrator.fitting.hparams.tuned import analyse_trials
     from orchestrator.fitting.runs import ColumnMap, load_points, load_runs
-    from orchestrator.report.text import fit_json, format_fit, prediction_lines
+    from orchestrator.report.text import fit_json, format_fit, prediction_lines, variants_text
     from orchestrator.results import account_reuse
 
     asked = _form(args) if args.form is not None else None
@@ -424,13 +398,10 @@ def cmd_fit(args) -> int:
     form = asked if asked is not None else _form(args, runs)
     points = load_points(args.predict, cols) if args.predict else None
     with FitBar() as progress:
-        variants = _compare(args, runs, form, progress)
-        if variants is not None:
-            fit = variants.fits[variants.baseline]
-        else:
-            fit = analyse_trials(runs.table, _target(args, runs), n_boot=args.bootstrap, seed=args.seed,
-                                 drop_highest=args.drop_highest, isoflop=runs.isoflop, progress=progress, form=form,
-                                 compare=True, objective=runs.objective)
+        fit, variants = fit_variants(runs.table, _target(args, runs), baseline=args.baseline,
+                                     always=args.variant_col is not None, fit_one=analyse_trials, n_boot=args.bootstrap,
+                                     seed=args.seed, drop_highest=args.drop_highest, isoflop=runs.isoflop,
+                                     progress=progress, form=form, compare=True, objective=runs.objective)
     reuse = account_reuse(fit, runs.table, runs.stems)
     predictions = predict_points(fit, _point_inputs(points, fit.form)) if points is not None else None
     if args.json:
@@ -445,7 +416,7 @@ def cmd_fit(args) -> int:
     else:
         if _target_line(fit):
             print(_target_line(fit))
-        print(format_fit(fit) if variants is None else _variants_text(variants))
+        print(format_fit(fit) if variants is None else variants_text(variants))
         if reuse:
             print(reuse)
         if predictions is not None:
@@ -462,6 +433,7 @@ def _point_inputs(points, form) -> dict:
 
 
 def cmd_report(args) -> int:
+    from orchestrator.fitting.variants import fit_variants
     from orchestrator.fitting.hparams.tuned import analyse_trials
     from orchestrator.report.page import write_report
     from orchestrator.results import account_reuse, open_results
@@ -471,17 +443,8 @@ def cmd_report(args) -> int:
     runs = results_runs(store, args.results)
     trials = runs.table
     with FitBar() as progress:
-        variants = None
-        if trials["variant"].nunique() > 1:
-            from orchestrator.fitting.variants import compare_variants
-
-            variants = compare_variants(trials, _target(args, runs), fit_one=analyse_trials, isoflop=runs.isoflop,
-                                        progress=progress, form=_form(args, runs), compare=True,
-                                        objective=runs.objective)
-            fit = variants.fits[variants.baseline]
-        else:
-            fit = analyse_trials(trials, _target(args, runs), isoflop=runs.isoflop, progress=progress,
-                                 form=_form(args, runs), compare=True, objective=runs.objective)
+        fit, variants = fit_variants(trials, _target(args, runs), fit_one=analyse_trials, isoflop=runs.isoflop,
+                                     progress=progress, form=_form(args, runs), compare=True, objective=runs.objective)
     account_reuse(fit, trials, runs.stems)
     if _target_line(fit):
         print(_target_line(fit), file=sys.stderr)

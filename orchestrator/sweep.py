@@ -198,17 +198,12 @@ def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, writ
         table = table[table["trial_id"].isin(trial_ids) | table["point_id"].isin(trial_ids)]
     fit, fit_error, report, variants = None, "", [], None
     from orchestrator.fitting.hparams.tuned import analyse_trials  # a tuned sweep: fits its per-point optima
+    from orchestrator.fitting.variants import fit_variants
 
     fit_kw = dict(isoflop=spec.planner != "adaptive", progress=fit_progress, form=spec.fit.law_form(), compare=True,
                   objective=spec.tune.objective)
-    try:
-        if table["variant"].nunique() > 1:  # each variant fitted, and compared with the baseline
-            from orchestrator.fitting.variants import compare_variants
-
-            variants = compare_variants(table, spec.fit.target_compute, fit_one=analyse_trials, **fit_kw)
-            fit = variants.fits[BASELINE]
-        else:
-            fit = analyse_trials(table, spec.fit.target_compute, **fit_kw)
+    try:  # with variants: each fitted, and compared with the baseline (whose fit is ``fit``)
+        fit, variants = fit_variants(table, spec.fit.target_compute, fit_one=analyse_trials, **fit_kw)
     except (FitError, UserError) as e:
         fit_error = str(e)
     # wsd with reuse: the stems' FLOPs were spent too

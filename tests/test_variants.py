@@ -13,8 +13,8 @@ import pytest
 from orchestrator.errors import UserError
 from orchestrator.fitting.forms.builtin import Chinchilla
 from orchestrator.fitting.law import optimal_allocation
-from orchestrator.fitting.variant_math import frontier, log_crossover, multipliers
-from orchestrator.fitting.variant_models import SharedExponents
+from orchestrator.fitting.variants.frontiers import frontier, log_crossover, multipliers
+from orchestrator.fitting.variants.models import SharedExponents
 from orchestrator.fitting.variants import Model, compare_variants
 
 T0 = (1.8172, 482.01, 2085.43, 0.3478, 0.3658)  # E, A, B, alpha, beta (shared/BENCHMARK.md)

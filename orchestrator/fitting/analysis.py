@@ -32,7 +32,7 @@ from orchestrator.fitting.forms.builtin import Chinchilla
 from orchestrator.fitting.forms.general import FormFit, fit_law
 from orchestrator.fitting.forms.predict import grid_x
 from orchestrator.fitting.law import Approach3Fit, fit_approach3, no_optimum
-from orchestrator.fitting.screening import (EXCLUSION_REASONS, N_PARAMS, distinct_points, excluded_text,
+from orchestrator.fitting.runs import (EXCLUSION_REASONS, N_PARAMS, distinct_points, excluded_text,
                                             form_data_problem, law_data_problem, usable)
 from orchestrator.fitting.forms.selection import Comparison, candidate_forms, compare_forms, comparison_applies
 from orchestrator.fitting import Z
@@ -128,7 +128,7 @@ def analyse(trials: pd.DataFrame, target_compute: float | None, *, n_boot: int =
 
     Raises InsufficientData (orchestrator.errors) when the form cannot be fitted: fewer
     usable runs than its parameters, or runs that cannot determine it
-    (orchestrator.fitting.screening.law_data_problem); the other forms and the extrapolation
+    (orchestrator.fitting.runs.law_data_problem); the other forms and the extrapolation
     check record what they lack in ``SweepFit.unavailable``.
     ``progress(stage)`` is called as each of FIT_STAGES starts (the CLI's progress bar).
     """
@@ -264,7 +264,7 @@ def _has(trials: pd.DataFrame, col: str) -> bool:
 
 
 def _screen_runs(trials: pd.DataFrame, drop_highest: int, form: LawForm | None = None) -> _Runs:
-    """The usable runs (screening.usable), checked to determine the law (InsufficientData, with
+    """The usable runs (runs.usable), checked to determine the law (InsufficientData, with
     what was excluded, otherwise), and their budgets: the table's, or when it has none, inferred
     from C (isoflop.budget_inference; where that fails Approach 2 is skipped, saying why).
     ``form`` None: "auto", any form the table's columns allow."""

@@ -34,7 +34,7 @@ import numpy as np
 from scipy.optimize import minimize, nnls
 
 from orchestrator.errors import InsufficientData
-from orchestrator.fitting.screening import law_data_problem
+from orchestrator.fitting.runs import law_data_problem
 
 __all__ = ["LawParams", "Approach3Fit", "InsufficientData", "fit_approach3", "refine", "huber_objective",
            "huber_terms", "predict_loss", "compute_optimal", "optimal_allocation", "HUBER_DELTA", "SEARCH_GRID"]
@@ -288,7 +288,7 @@ def fit_approach3(n, d, loss, *, weights=None, delta: float = HUBER_DELTA, keep:
                   alphas=None, betas=None, extra_starts=(), screened: bool = False) -> Approach3Fit:
     """Global Approach 3 fit; see the module docstring. Needs at least 5 points.
 
-    InsufficientData unless the runs can determine the law (screening.law_data_problem, a sort
+    InsufficientData unless the runs can determine the law (runs.law_data_problem, a sort
     of the runs); ``screened``: the caller has checked that already (analyse does, to word the
     error its own way) and it is not checked again."""
     n, d, loss = (np.asarray(x, float) for x in (n, d, loss))

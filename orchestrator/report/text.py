@@ -101,7 +101,7 @@ def _f3(x) -> str:
 
 def _law_lines(fit) -> list[str]:
     """The fitted law, what was excluded, and the estimates with their intervals."""
-    from orchestrator.fitting.screening import excluded_text
+    from orchestrator.fitting.runs import excluded_text
 
     law = fit.law
     if law.form.name == "chinchilla":
@@ -242,7 +242,7 @@ def prediction_lines(rows: list[dict], form: str) -> list[str]:
 def fit_json(fit) -> dict:
     """The fit (an orchestrator.fitting.analysis.SweepFit) as JSON-ready data: ``scalesweep fit --json``."""
     from orchestrator.fitting.discrepancy import MAX_POINTS as DISCREPANCY_POINTS
-    from orchestrator.fitting.screening import EXCLUSION_REASONS
+    from orchestrator.fitting.runs import EXCLUSION_REASONS
 
     law, a2, a1 = fit.law, fit.approach2, fit.approach1
     chin = law.form.name == "chinchilla"
@@ -416,3 +416,14 @@ def hparams_json(h) -> dict:
         "n": h.n_kind, "objective": h.objective, "notes": h.notes,
         "points": [p.to_json() for p in h.points],
     })
+
+
+def variants_text(comparison) -> str:
+    """A fit with variants as text: the baseline's whole fit, each variant's law at the target,
+    then the comparison (orchestrator.fitting.variants)."""
+    base = comparison.fits[comparison.baseline]
+    parts = [f"Baseline ({comparison.baseline}):", format_fit(base), "", "Variants:"]
+    for name, fit in comparison.fits.items():
+        if name != comparison.baseline:
+            parts += [f"{name}:", *("  " + line for line in format_fit(fit, brief=True).splitlines())]
+    return "\n".join(parts + ["", "Compared with the baseline:", *comparison.lines()])

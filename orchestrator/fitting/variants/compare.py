@@ -10,21 +10,21 @@ its trend d ln k / d ln C and k at C_t/10 and 10 C_t, and the crossover, where t
 cross (k = 1) within CROSS_SPAN of the target. A table without D (law of N alone) compares
 parameters instead: L_v(k N_t) = L_b(N_t). Where the variant's frontier never reaches
 L*_b(C_t) (its E lies above it), k is infinite, and said so. The numerics are in
-orchestrator.fitting.variant_math, the two models of a pair in variant_models.
+orchestrator.fitting.variants.frontiers, the two models of a pair in models.
 
 Uncertainty. The two fits' bootstrap draws are paired, draw i with draw i: the variants are
 independent data, so a pair is a draw of both laws. The bootstrap over runs does not see the
 smooth residual fields around the laws (orchestrator.fitting.discrepancy), which bias every
 resample alike; as analyse widens L* by its field, each draw here gets an independent draw of
-the fields' effect on the parameters added (variant_math.with_field: Gaussian, the sandwich
+the fields' effect on the parameters added (frontiers.with_field: Gaussian, the sandwich
 covariance of the fits), and every quantity is a percentile over these draws. A variant is
 another model with a residual pattern of its own, so the two fields are independent; their
-hyperparameters come from one REML over both variants' residuals (variant_models): two sweeps
+hyperparameters come from one REML over both variants' residuals (models): two sweeps
 determine a field better than one, which barely does. Where the fields are in fact
 shared (the same data mix, say) the intervals are conservative (docs/benchmarks.md).
 
 Joint model. The baseline and each variant are also fitted together with shared exponents
-(alpha, beta) and their own E, A, B (variant_models.SharedExponents): a constant multiplier
+(alpha, beta) and their own E, A, B (models.SharedExponents): a constant multiplier
 is that model with equal E (A_v = A k_N^-alpha, B_v = B k_D^-beta). Exponents that differ make
 the frontiers cross, and then the joint model's k is biased with an interval too narrow to
 show it: the costly error (choosing the separate fits wrongly only widens the interval). So
@@ -49,13 +49,14 @@ from orchestrator.errors import FitError, UserError
 from orchestrator.fitting import LEVELS
 from orchestrator.fitting.analysis import DEFAULT_TARGET_FACTOR, SweepFit, analyse
 from orchestrator.fitting.bootstrap import Interval
-from orchestrator.fitting.variant_math import (CROSS_SPAN, evaluate, field_cov, frontier, interval, log_multiplier,
+from orchestrator.fitting.variants.frontiers import (CROSS_SPAN, evaluate, field_cov, frontier, interval, log_multiplier,
                                                quantities, with_field)
-from orchestrator.fitting.variant_models import (Model, ModelChoice, PairModel, choose_model, joint_model,
+from orchestrator.fitting.variants.models import (Model, ModelChoice, PairModel, choose_model, joint_model,
                                                  separate_model)
 from orchestrator.report.text import finite_or_none, flops_str, si
+from workers.config import BASELINE
 
-__all__ = ["compare_variants", "VariantComparison", "VariantResult", "Crossover", "ModelChoice", "Model",
+__all__ = ["compare_variants", "fit_variants", "VariantComparison", "VariantResult", "Crossover", "ModelChoice", "Model",
            "MIN_RUNS_PER_PARAM"]
 
 MIN_RUNS_PER_PARAM = 2  # runs per law parameter in each variant (as analyse's few-points flag)
@@ -117,7 +118,7 @@ class VariantComparison:
     key: str  # "C" or "N"
     results: dict[str, VariantResult]
     notes: list[str] = field(default_factory=list)
-    seed: int = 0  # of the fields' draws (variant_math.with_field)
+    seed: int = 0  # of the fields' draws (frontiers.with_field)
 
     def _result(self, variant: str | None) -> VariantResult:
         return self.results[variant or next(iter(self.results))]
@@ -143,7 +144,7 @@ class VariantComparison:
         """{variant: (L*, lo, hi)} over ``computes`` (N for a law of N alone), 80 % intervals of
         each variant's own fit, widened by its residual field."""
         xs = np.asarray(computes, float)
-        centre = float(np.exp(np.log(xs).mean()))  # of a tabulated frontier (variant_math.GridFrontier)
+        centre = float(np.exp(np.log(xs).mean()))  # of a tabulated frontier (frontiers.GridFrontier)
         out = {}
         for i, (name, fit) in enumerate(self.fits.items()):
             boot = with_field(fit.bootstrap.laws if fit.bootstrap is not None else None, field_cov(fit), self.seed + i)
@@ -197,8 +198,21 @@ class VariantComparison:
         return out + [f"note: {n}" for n in self.notes]
 
 
+def fit_variants(trials: pd.DataFrame, target_compute: float | None, *, variant_col: str = "variant",
+                 baseline: str = BASELINE, always: bool = False, fit_one=analyse,
+                 **kw) -> tuple[SweepFit, "VariantComparison | None"]:
+    """The fit of ``trials`` as ``run``, ``fit`` and ``report`` show it: with two or more variants in
+    ``variant_col`` (or ``always``, when the user named the column), each variant's fit and the
+    comparison, and the baseline's fit; otherwise ``fit_one``'s fit of them all and None."""
+    if always or (variant_col in trials and trials[variant_col].astype(str).nunique() > 1):
+        comparison = compare_variants(trials, target_compute, variant_col=variant_col, baseline=baseline,
+                                      fit_one=fit_one, **kw)
+        return comparison.fits[baseline], comparison
+    return fit_one(trials, target_compute, **kw), None
+
+
 def compare_variants(trials: pd.DataFrame, target_compute: float | None, *, variant_col: str = "variant",
-                     baseline: str = "baseline", fit_one=analyse, form=None, n_boot: int = 1000, seed: int = 0,
+                     baseline: str = BASELINE, fit_one=analyse, form=None, n_boot: int = 1000, seed: int = 0,
                      target_n: float | None = None, **fit_kw) -> VariantComparison:
     """Fit every variant of ``trials`` (``fit_one``, with ``form``, ``n_boot`` and ``fit_kw``) and
     compare each with ``baseline`` (module docstring).

@@ -1,7 +1,7 @@
-"""The two models of a (baseline, variant) pair that orchestrator.fitting.variants compares, and
+"""The two models of a (baseline, variant) pair that orchestrator.fitting.variants.compare compares, and
 the choice between them: the separate fits as they are, and the joint fit with shared
 exponents (SharedExponents). Each model carries its estimate, its bootstrap draws plus draws
-of the residual fields' effect (variant_math.with_field), and splits a row of parameters into
+of the residual fields' effect (frontiers.with_field), and splits a row of parameters into
 the two laws, so that every quantity of variant_math is computed the same way under either.
 """
 
@@ -25,7 +25,8 @@ from orchestrator.fitting.forms.builtin import Chinchilla
 from orchestrator.fitting.forms.general import FormFit, fit_law, refit_resamples
 from orchestrator.fitting.forms.predict import grid_x
 from orchestrator.fitting.forms.selection import paired_excess
-from orchestrator.fitting.variant_math import Frontier, evaluate, frontier, with_field
+from orchestrator.fitting.variants.frontiers import Frontier, evaluate, frontier, with_field
+from workers.flops import train_flops
 
 __all__ = ["Model", "PairModel", "ModelChoice", "SharedExponents", "separate_model", "joint_model", "choose_model",
            "exponent_test", "EXPONENT_TEST_P"]
@@ -210,7 +211,7 @@ def _held_out(base, var, parts) -> dict | str:
     masks = []
     for f, (X, loss) in zip((base, var), parts):
         used = f.used
-        compute = used["flops"].to_numpy(float) if "flops" in used else 6 * X["N"] * X["D"]
+        compute = used["flops"].to_numpy(float) if "flops" in used else train_flops(X["N"], X["D"])
         out = held_out_mask(compute, used["budget"].to_numpy(float))
         if (~out).sum() < MIN_RUNS_REFIT or not out.any():
             return f"too few runs below the top budget to refit without it ({(~out).sum()})"
