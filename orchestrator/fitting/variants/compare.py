@@ -49,10 +49,10 @@ from orchestrator.errors import FitError, UserError
 from orchestrator.fitting import LEVELS
 from orchestrator.fitting.analysis import DEFAULT_TARGET_FACTOR, SweepFit, analyse
 from orchestrator.fitting.bootstrap import Interval
-from orchestrator.fitting.variants.frontiers import (CROSS_SPAN, evaluate, field_cov, frontier, interval, log_multiplier,
-                                               quantities, with_field)
+from orchestrator.fitting.variants.frontiers import (CROSS_SPAN, evaluate, field_cov, frontier, interval,
+                                                     log_multiplier, quantities, with_field)
 from orchestrator.fitting.variants.models import (Model, ModelChoice, PairModel, choose_model, joint_model,
-                                                 separate_model)
+                                                  separate_model)
 from orchestrator.report.text import finite_or_none, flops_str, si
 from workers.config import BASELINE
 
