@@ -6,6 +6,7 @@ array operation per step.
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Callable
 
@@ -32,16 +33,16 @@ QUANTITIES = ("log_k", "log_k_lower", "log_k_upper", "trend", "log_crossover")
 # --- frontiers ------------------------------------------------------------------------------------
 
 
-class Frontier:
+class Frontier(abc.ABC):
     """ln L*(x) of a batch of laws (rows), x the compute C (or N for a law of N alone), and its inverse."""
 
+    @abc.abstractmethod
     def log_loss(self, x) -> np.ndarray:
         """(k, m) for x of shape (m,) (every row) or (k, m) (a row each)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def log_x(self, log_l) -> np.ndarray:
         """ln x where each row's frontier reaches ``log_l`` (k, m); +inf where it never does."""
-        raise NotImplementedError
 
 
 class PowerFrontier(Frontier):
