@@ -40,6 +40,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The settings that only a mixture of experts reads (ffn: moe).
+MOE_FIELDS = ("experts", "top_k", "aux_loss")
+
+
 class ModelSpec(_Strict):
     family: Literal["gpt"] = "gpt"
     seq_len: int = Field(128, ge=8, le=65536)
@@ -316,7 +320,7 @@ class SweepSpec(_Strict):
         if m.ffn == "dense":
             # Written and not its default: a default written out changes nothing (and is what a
             # variant's sections, merged into the baseline's full settings, hold).
-            for name in ("experts", "top_k", "aux_loss"):
+            for name in MOE_FIELDS:
                 if name in m.model_fields_set and getattr(m, name) != ModelSpec.model_fields[name].default:
                     raise ValueError(f"model.{name}: only for ffn: moe (set ffn: moe, or remove {name})")
         elif m.top_k > m.experts:
@@ -402,7 +406,7 @@ def _merge(section: str, base: dict, override: dict) -> dict:
     exclusive = {"data": ("builtin", "text", "tokens"), "world": ("law", "expression")}.get(section, ())
     out = dict(base)
     if section == "model" and override.get("ffn") == "dense":  # a dense variant of an MoE baseline
-        for k in ("experts", "top_k", "aux_loss"):
+        for k in MOE_FIELDS:
             out.pop(k, None)
     if any(k in override for k in exclusive):
         for k in exclusive:
@@ -430,7 +434,7 @@ def _variant_key(base: SweepSpec, spec: SweepSpec) -> tuple[dict, list[str]]:
     def settings(s: SweepSpec, hashed: bool) -> dict:
         model = s.model.model_dump(mode="json")
         if model.get("ffn") == "dense":  # the MoE settings shape nothing in a dense model
-            for k in ("experts", "top_k", "aux_loss"):
+            for k in MOE_FIELDS:
                 model.pop(k, None)
         out = {"model": model}
         for name in ("train", "data", "world"):
