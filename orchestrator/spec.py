@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import UserError
-from workers.config import BASELINE, DataConfig, PositiveFloat, PowerRule, TrainConfig, Tune, WorldConfig, identity
+from workers.config import BASELINE, WSD_FIELDS, DataConfig, PositiveFloat, PowerRule, TrainConfig, Tune, WorldConfig, identity
 
 __all__ = ["BASELINE", "SweepSpec", "Variant", "VariantSpec", "load_spec", "parse_spec"]
 
@@ -373,6 +373,7 @@ class SweepSpec(_Strict):
                 if trainer is not None and trainer != self.trainer:
                     raise ValueError(f"{where}: {section}: does not apply to trainer: {self.trainer}")
                 data[section] = _merge(section, base.get(section) or {}, override)
+            _wsd_only(i, v.train or {}, data["train"])
             try:
                 spec = SweepSpec.model_validate(data)
             except ValidationError as err:
@@ -408,6 +409,9 @@ def _merge(section: str, base: dict, override: dict) -> dict:
     if section == "model" and override.get("ffn") == "dense":  # a dense variant of an MoE baseline
         for k in MOE_FIELDS:
             out.pop(k, None)
+    if section == "train" and override.get("schedule") == "cosine":  # a cosine variant of a wsd baseline
+        for k in WSD_FIELDS:
+            out.pop(k, None)
     if any(k in override for k in exclusive):
         for k in exclusive:
             if k not in override:
@@ -418,6 +422,18 @@ def _merge(section: str, base: dict, override: dict) -> dict:
         else:
             out[k] = v
     return out
+
+
+def _wsd_only(i: int, override: dict, train: dict) -> None:
+    """A variant that sets a wsd-only setting itself while its schedule is cosine is refused,
+    naming the variant's own field (the baseline's are dropped by :func:`_merge`): TrainConfig's
+    own check would name only ``train`` inside the variant."""
+    if train.get("schedule") != "cosine":
+        return
+    for k in WSD_FIELDS:
+        if override.get(k) not in (None, False):
+            raise ValueError(f"variants[{i}].train.{k}: applies to schedule: wsd (the variant's schedule is cosine; "
+                             f"expected schedule: wsd, or no {k})")
 
 
 def _flat(prefix: str, d) -> dict:

@@ -58,6 +58,7 @@ def test_cosine_schedule_unchanged():
     ({"schedule": "wsd", "cooldown": {"fraction": 0}}, "train.cooldown.fraction"),
     ({"reuse": True}, "reuse applies to schedule: wsd"),
     ({"cooldown": {"fraction": 0.2}}, "cooldown applies to schedule: wsd"),
+    ({"keep_stems": True}, "keep_stems applies to schedule: wsd"),
     ({"schedule": "wsd", "cooldown": {"shape": "cubic"}}, "train.cooldown.shape"),
 ])
 def test_bad_schedule_settings_are_one_line(tmp_path, train, message):

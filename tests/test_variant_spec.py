@@ -171,3 +171,36 @@ def test_adaptive_sweep_plans_each_variant_on_its_share_and_resumes_it(tmp_path)
     assert out.variants is not None or out.fit_error
     again = run_sweep(spec, executor_factory=lambda: InlineExecutor(slots=2), write_report=False)
     assert again.trained == 0
+
+
+def test_a_cosine_variant_of_a_wsd_baseline_drops_the_wsd_only_settings(tmp_path):
+    """The baseline's cooldown, reuse and keep_stems apply to wsd only: a variant that switches
+    the schedule to cosine does not inherit them (as a dense variant drops an MoE baseline's
+    expert settings), and trains cosine trials."""
+    wsd = {"schedule": "wsd", "cooldown": {"fraction": 0.3}, "reuse": True, "keep_stems": True}
+    spec = parse_spec(tiny_spec_dict(str(tmp_path), train=wsd, variants=[{"name": "cos", "train": {"schedule": "cosine"}}]))
+    base, cos = spec.variants_resolved()
+    assert base.spec.train.cooldown.fraction == 0.3 and base.spec.train.keep_stems
+    t = cos.spec.train
+    assert t.schedule == "cosine" and t.cooldown is None and t.reuse is None and not t.keep_stems
+    assert cos.key["train.schedule"] is None and t.lr == base.spec.train.lr  # the rest is the baseline's
+    cosine_alone = TrialFactory(parse_spec(tiny_spec_dict(str(tmp_path))))
+    trial = plan_trials(cos.spec, TrialFactory(cos.spec, variant=cos))[0]
+    assert trial.stem_id == "" and trial.start_step == 0 and trial.train.schedule == "cosine"
+    assert trial.trial_id not in {t.trial_id for t in plan_trials(cosine_alone.spec, cosine_alone)}
+
+
+@pytest.mark.parametrize("train, field", [
+    ({"schedule": "cosine", "cooldown": {"fraction": 0.5}}, "cooldown"),
+    ({"cooldown": {"fraction": 0.5}}, "cooldown"),
+    ({"schedule": "cosine", "reuse": True}, "reuse"),
+    ({"schedule": "cosine", "keep_stems": True}, "keep_stems"),
+])
+def test_a_cosine_variant_that_sets_a_wsd_setting_itself_is_refused_naming_it(tmp_path, train, field):
+    base = {} if "schedule" not in train else {"train": {"schedule": "wsd"}}
+    d = tiny_spec_dict(str(tmp_path), variants=[{"name": "v", "train": train}], **base)
+    with pytest.raises(Exception) as e:
+        parse_spec(d)
+    msg = str(e.value)
+    assert msg.startswith(f"spec: variants[0].train.{field}: applies to schedule: wsd"), msg
+    assert "\n" not in msg

@@ -27,7 +27,7 @@ from workers.gpt.arch import GPTShape
 from workers.simulated.expr import compile_expression
 from workers.store import TrialStatus
 
-__all__ = ["BASELINE", "CooldownConfig", "DataConfig", "HashedAs", "HparamLandscape", "LawConfig", "NOT_IN_ID", "NoiseConfig", "PositiveFloat",
+__all__ = ["BASELINE", "WSD_FIELDS", "CooldownConfig", "DataConfig", "HashedAs", "HparamLandscape", "LawConfig", "NOT_IN_ID", "NoiseConfig", "PositiveFloat",
            "PowerRule", "Role", "TrainConfig", "TrialConfig", "TrialResult", "Tune", "WorldConfig", "identity", "trial_row"]
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -124,6 +124,11 @@ class CooldownConfig(_Settings):
     shape: Literal["1-sqrt", "linear"] = "1-sqrt"
 
 
+# The train settings that only a wsd schedule reads: refused with cosine, and not inherited by a
+# variant that switches a wsd baseline to cosine (orchestrator.spec._merge).
+WSD_FIELDS = ("cooldown", "reuse", "keep_stems")
+
+
 class TrainConfig(_Settings):
     """The ``train:`` section: the optimiser, its schedule, and how a trial is recorded.
 
@@ -179,7 +184,7 @@ class TrainConfig(_Settings):
     @model_validator(mode="after")
     def _schedule(self):
         if self.schedule == "cosine":
-            for name in ("cooldown", "reuse"):
+            for name in WSD_FIELDS:
                 if getattr(self, name):
                     raise ValueError(f"{name} applies to schedule: wsd (expected schedule: wsd, or no {name}: "
                                      "a cosine run decays over its own D, so nothing can branch off it)")
@@ -421,6 +426,12 @@ class TrialResult:
     wall_s: float
     error: str = ""
     row: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: dict) -> "TrialResult":
+        """The result a stored trials row records (a finished trial answered from the store)."""
+        return cls(row["trial_id"], TrialStatus(row["status"]), row["eval_loss"], row["wall_s"] or 0.0,
+                   row["error"] or "", row)
 
 
 def trial_row(cfg: TrialConfig, n_params: int, status: TrialStatus, eval_loss: float, train_loss: float,
