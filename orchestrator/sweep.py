@@ -194,6 +194,7 @@ def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, writ
 
     every = label_variants(store.read_table("trials").to_pandas(), plan_record(store))
     table = point_rows(every)
+    stems = every.drop(table.index)  # before the filter: points of other specs run here are not stems
     if trial_ids is not None:  # trial ids, or point ids (every trial of a point's search)
         table = table[table["trial_id"].isin(trial_ids) | table["point_id"].isin(trial_ids)]
     fit, fit_error, report, variants = None, "", [], None
@@ -207,7 +208,7 @@ def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, writ
     except (FitError, UserError) as e:
         fit_error = str(e)
     # wsd with reuse: the stems' FLOPs were spent too
-    reuse = account_reuse(fit, table, every[~every.index.isin(table.index)])
+    reuse = account_reuse(fit, table, stems)
     if fit is not None and write_report:
         from orchestrator.report.page import write_report as _write  # matplotlib import only when needed
 

@@ -230,3 +230,63 @@ def test_stems_on_object_storage(tmp_path):
     assert (rows["role"] == "point").sum() == 27 and (rows["role"] == "stem").sum() > 0
     stems = store.list_names("checkpoints", dirs=True)
     assert stems and all(len(store.stem_steps(s)) == 1 for s in stems)  # keep_stems: each stem's last
+
+
+# -- a stem segment trained again keeps its own row -------------------------------------------
+def _sim(tmp_path, tokens, cooldown: float) -> "SweepSpec":  # noqa: F821
+    return parse_spec({"name": "again", "trainer": "simulated", "results": str(tmp_path / "r"),
+                       "world": {"law": {"E": 1.69, "A": 400, "B": 400, "alpha": 0.31, "beta": 0.31}},
+                       "sweep": {"kind": "grid", "model_sizes": [1e6], "tokens": list(tokens)},
+                       "train": {"schedule": "wsd", "cooldown": {"fraction": cooldown}},
+                       "fit": {"target_compute": 1e19}})
+
+
+def _spent(spec, capsys) -> float:
+    capsys.readouterr()
+    assert main(["status", spec.sweep_dir, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)["flops_spent"]
+
+
+def test_a_stem_segment_trained_again_keeps_the_earlier_row(tmp_path, capsys):
+    """A later run that needs a stretch of a stem already trained once (its checkpoint deleted at
+    the end of the first run; here a new cooldown puts a new point's branch point where an old
+    one's was) trains it again: both segments computed their FLOPs, so both keep a row and
+    flops_spent counts both."""
+    first = _sim(tmp_path, [2e7], 0.5)  # branch point: step 1e7
+    run_sweep(first, executor_factory=InlineExecutor, write_report=False)
+    later = _sim(tmp_path, [4e7], 0.75)  # branch point: step 4e7 - 3e7 = 1e7 again
+    (old,), (new,) = plan_trials(first, TrialFactory(first)), plan_trials(later, TrialFactory(later))
+    assert old.stem_id == new.stem_id and old.start_step == new.start_step == 10**7
+    out = run_sweep(later, executor_factory=InlineExecutor, write_report=False)
+    rows = ResultStore(later.sweep_dir).read_table("trials").to_pandas()
+    stems = rows[rows["role"] == "stem"]
+    assert len(stems) == 2 and rows["trial_id"].is_unique and set(stems["status"]) == {"completed"}
+    segment_flops = train_flops(old.n_params, 10**7)
+    assert list(stems["flops_spent"]) == [segment_flops, segment_flops]
+    computed = 2 * segment_flops + train_flops(old.n_params, 10**7) + train_flops(new.n_params, 3 * 10**7)
+    assert rows["flops_spent"].sum() == pytest.approx(computed, rel=1e-12)
+    assert _spent(later, capsys) == pytest.approx(computed, rel=1e-12)
+    assert out.reuse.startswith("Run reuse: 1 stems in 2 segments")  # the stem of this sweep's point, both runs
+
+
+def test_a_failed_stem_segment_keeps_its_row_when_retried(tmp_path, capsys):
+    """A segment that fails after training (its checkpoint cannot be written) records the FLOPs
+    it spent; the re-run that retries it adds a row of its own instead of replacing that one."""
+    spec = _sim(tmp_path, [2e7, 4e7], 0.5)
+    planned = plan_trials(spec, TrialFactory(spec))
+    first_stop = min(t.start_step for t in planned)
+    blocker = os.path.join(spec.sweep_dir, "checkpoints", planned[0].stem_id, f"{first_stop}.pt")
+    os.makedirs(blocker)
+    assert run_sweep(spec, executor_factory=InlineExecutor, write_report=False).failed == 2
+    failed = ResultStore(spec.sweep_dir).read_table("trials").to_pandas()
+    failed = failed[failed["role"] == "stem"]
+    assert list(failed["status"]) == ["failed"] and failed["flops_spent"].item() > 0
+    if os.path.isdir(blocker):  # the sweep's end may have removed the stem's folder with it
+        os.rmdir(blocker)
+    assert run_sweep(spec, executor_factory=InlineExecutor, write_report=False).failed == 0
+    rows = ResultStore(spec.sweep_dir).read_table("trials").to_pandas()
+    stems = rows[rows["role"] == "stem"]
+    assert failed["trial_id"].item() in set(stems["trial_id"])  # the failed attempt's row is kept
+    assert sorted(stems["status"]) == ["completed", "completed", "failed"] and rows["trial_id"].is_unique
+    assert _spent(spec, capsys) == pytest.approx(rows["flops_spent"].sum(), rel=1e-12)
+    assert rows["flops_spent"].sum() > failed["flops_spent"].item() + train_flops(planned[0].n_params, 4 * 10**7) * 0.5

@@ -4,7 +4,8 @@ worker killed in a segment or in a branch, a stem that fails, a damaged stem che
 
 Each test compares the final trials table with an uninterrupted run of the same spec: the same
 point rows (trial ids, eval_loss bit for bit), every trial id once, every stem segment once (its
-id hashes the stem and its end step), no stem checkpoint left behind, and each stem's rows
+id hashes the stem and its end step; a failed segment's row stays beside its retry's, which
+has the next attempt's id), no stem checkpoint left behind, and each stem's rows
 spending together the FLOPs of training the stem once up to its last branch point,
 6 N (max start_step * step_tokens). A resumed run never rewrites a committed row's file
 (nothing committed, segments included, is trained again).
@@ -116,15 +117,25 @@ def stems(trials):
     return trials[trials["role"] == "stem"]
 
 
-def assert_like_reference(sweep_dir, reference, flops: bool = True):
+def assert_like_reference(sweep_dir, reference, flops: bool = True, failed_segment: str = ""):
     """The rows of ``sweep_dir`` are those of the uninterrupted run, and (``flops``) each stem's
-    rows spend exactly the FLOPs of training it once."""
+    rows spend exactly the FLOPs of training it once. ``failed_segment``: the id of a segment
+    whose failed attempt keeps its row (its FLOPs were spent) beside those, its retry's under
+    the next attempt's id (orchestrator.running.reuse.ReuseExecutor._segment)."""
     ref, expected_flops = reference
     trials = load_trials(str(sweep_dir))
     assert trials["trial_id"].is_unique
+    if failed_segment:
+        kept = trials[trials["trial_id"] == failed_segment]
+        assert len(kept) == 1 and kept["status"].item() == "failed" and kept["role"].item() == "stem"
+        trials = trials[trials["trial_id"] != failed_segment]
     assert set(trials["status"]) == {"completed"}, trials[trials["status"] != "completed"][["name", "error"]]
     assert points(trials) == points(ref)  # same ids, bit-identical losses
-    assert sorted(stems(trials)["trial_id"]) == sorted(stems(ref)["trial_id"])  # each segment once
+    if failed_segment:  # each stretch of a stem once, besides the failed attempt
+        assert sorted(zip(stems(trials)["parent_id"], stems(trials)["tokens"])) == \
+            sorted(zip(stems(ref)["parent_id"], stems(ref)["tokens"]))
+    else:
+        assert sorted(stems(trials)["trial_id"]) == sorted(stems(ref)["trial_id"])  # each segment once
     if flops:
         spent = stems(trials).groupby("parent_id")["flops_spent"].sum().to_dict()
         assert spent == pytest.approx(expected_flops, rel=1e-12)
@@ -425,7 +436,7 @@ def test_failed_stem_fails_its_waiting_branches_and_a_rerun_completes_them(ray_c
         os.rmdir(blocker)
     again = run_sweep(spec, write_report=False)
     assert again.failed == 0
-    assert_like_reference(spec.sweep_dir, sim_reference)
+    assert_like_reference(spec.sweep_dir, sim_reference, failed_segment=segment["trial_id"].item())
 
 
 def test_lost_stem_worker_fails_its_waiting_branches_and_a_rerun_completes_them(ray_cluster, tmp_path, sim_reference):
@@ -461,7 +472,7 @@ def test_lost_stem_worker_fails_its_waiting_branches_and_a_rerun_completes_them(
 
     again = run_sweep(spec, write_report=False)
     assert again.failed == 0
-    assert_like_reference(spec.sweep_dir, sim_reference)
+    assert_like_reference(spec.sweep_dir, sim_reference, failed_segment=lost["trial_id"].item())
 
 
 # -- 4. a damaged stem checkpoint -----------------------------------------------------------------

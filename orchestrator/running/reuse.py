@@ -29,7 +29,10 @@ driver keeps its exactly-once bookkeeping for them; only this layer knows about 
   segment without a row: nothing is trained twice, but its FLOPs go uncounted.)
 
 Ids: a stem hashes everything but D and its cooldown (orchestrator.planning.trials), a segment
-its stem and its end step, a branch its stem, D and cooldown.
+its stem and its end step, a branch its stem, D and cooldown. A stretch of a stem trained again
+(a failed segment retried, or a checkpoint deleted, lost or damaged that a later run needs) is
+another segment with its attempt in its id, so every segment that computed FLOPs keeps its own
+row and ``flops_spent`` counts them all (ReuseExecutor._segment).
 """
 
 from __future__ import annotations
@@ -51,12 +54,15 @@ __all__ = ["ReuseExecutor", "planned_flops", "segment"]
 log = logging.getLogger(__name__)
 
 
-def segment(branch: TrialConfig, until: int) -> TrialConfig:
-    """The STEM trial that trains ``branch``'s stem up to step ``until`` and saves it there."""
+def segment(branch: TrialConfig, until: int, attempt: int = 0) -> TrialConfig:
+    """The STEM trial that trains ``branch``'s stem up to step ``until`` and saves it there; its
+    ``attempt``-th training (0: the first), see :meth:`ReuseExecutor._segment`."""
+    key = {"stem": branch.stem_id, "until": int(until)} | ({"attempt": attempt} if attempt else {})
+    again = f" (attempt {attempt + 1})" if attempt else ""
     return dataclasses.replace(
-        branch, trial_id=content_id({"stem": branch.stem_id, "until": int(until)}), role=Role.STEM,
+        branch, trial_id=content_id(key), role=Role.STEM,
         tokens=until * branch.step_tokens, start_step=0, stops=(int(until),), point_id="",
-        name=f"stem {trial_name(branch.n_params, until * branch.step_tokens, 0.0, branch.seed)}")
+        name=f"stem {trial_name(branch.n_params, until * branch.step_tokens, 0.0, branch.seed)}{again}")
 
 
 def planned_flops(trials: list[TrialConfig]) -> tuple[float, float]:
@@ -93,6 +99,7 @@ class ReuseExecutor:
         self._stems: dict[str, _Stem] = {}
         self._ready: list[Completion] = []  # branches ended by their stem, not by a run of their own
         self._points = 0  # submitted and not yet returned by wait
+        self._segment_ids: set[str] | None = None  # ids of the segments with a row, or started in this run
 
     @property
     def started(self) -> bool:
@@ -166,7 +173,25 @@ class ReuseExecutor:
             return
         until = min(stem.waiting)
         stem.running = until
-        self.inner.submit(segment(stem.template, until))
+        self.inner.submit(self._segment(stem, until))
+
+    def _segment(self, stem: _Stem, until: int) -> TrialConfig:
+        """The stem's segment to ``until``, under an id no row has yet. A segment is submitted
+        only when the stem has no checkpoint at ``until``, so a row with its first id means that
+        stretch is being trained again: a failed attempt retried, or a checkpoint gone since
+        (deleted once its branches committed, lost, or damaged) that a later run needs. That
+        training computes FLOPs too, and rows are one file per id (workers.store), so it gets the
+        next attempt's id instead of replacing the earlier row and its flops_spent. A segment
+        interrupted before its commit left no row: its retry keeps the id, and so finds its own
+        preemption checkpoints (their ``writer``, workers.gpt.train)."""
+        if self._segment_ids is None:
+            t = self.store.read_table("trials").select(["trial_id", "role"]).to_pydict()
+            self._segment_ids = {i for i, role in zip(t["trial_id"], t["role"]) if role == Role.STEM.value}
+        attempt = 0
+        while (seg := segment(stem.template, until, attempt)).trial_id in self._segment_ids:
+            attempt += 1
+        self._segment_ids.add(seg.trial_id)
+        return seg
 
     def _segment_done(self, c: Completion) -> None:
         stem = self._stems[c.trial.stem_id]
