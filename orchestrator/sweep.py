@@ -19,18 +19,18 @@ from typing import Callable
 import yaml
 
 from orchestrator.fitting.analysis import SweepFit
-from orchestrator.running.driver import Driver, ProgressSink
+from orchestrator.running.driver import Driver, ProgressSink, finished_rows
 from orchestrator.errors import FitError, UserError
 from orchestrator.planning.estimate import Capacity, check, estimate_sweep, local_capacity
 from orchestrator.running.executor import OnDemandExecutor, RayExecutor
 from orchestrator.running.lock import DriverLock
-from orchestrator.planning.trials import TrialFactory
+from orchestrator.planning.trials import TrialFactory, variant_id
 from orchestrator.planning.variants import VariantPlanner, adaptive_share, journal_name, plan_variants, variant_factories
 from orchestrator.planning.protocol import Planner, StaticPlanner
 from orchestrator.spec import SweepSpec
 from workers.config import BASELINE
 from workers.flops import train_flops
-from workers.store import ResultStore
+from workers.store import ResultStore, StoreError
 
 __all__ = ["SweepOutcome", "run_sweep", "finish", "PLANNER_JOURNAL"]
 
@@ -85,7 +85,9 @@ def _record_spec(spec: SweepSpec, store: ResultStore, trials: list) -> None:
         "form_params": list(spec.fit.params),
         "tuned": list(spec.tuned),  # searched per point: the trials below are the points' centres
         "tune_objective": spec.tune.objective,  # how `fit` takes a searched point's loss
-        "variants": [{"name": v.name, "changes": v.key} for v in spec.variants_resolved()],
+        # Each variant's name now and its identity, which its rows record (variant_id): readers
+        # name rows by it (orchestrator.results.label_variants), adaptive sweeps' rows included.
+        "variants": [{"name": v.name, "changes": v.key, "id": variant_id(v)} for v in spec.variants_resolved()],
         "trials": [
             {"trial_id": t.trial_id, "point_id": t.point_id, "name": t.name, "budget": t.budget,
              "n_params": t.n_params, "tokens": t.tokens, "flops": train_flops(t.n_params, t.tokens),
@@ -129,8 +131,10 @@ def run_sweep(spec: SweepSpec, executor_factory=None, sink: ProgressSink | None 
         return _run(spec, store, factories, static, executor_factory, sink, write_report, fit_progress)
 
 
-def _planner(spec: SweepSpec, factory: TrialFactory, static: list, store: ResultStore, k: int) -> Planner:
-    """The planner of one variant (``factory.variant``; ``k`` variants in all)."""
+def _planner(spec: SweepSpec, factory: TrialFactory, static: list, store: ResultStore, k: int,
+             finished: dict[str, dict]) -> Planner:
+    """The planner of one variant (``factory.variant``; ``k`` variants in all); ``finished``:
+    the store's finished rows by trial id."""
     variant = factory.variant
     if spec.planner == "adaptive":
         from orchestrator.planning.adaptive import AdaptivePlanner
@@ -140,20 +144,24 @@ def _planner(spec: SweepSpec, factory: TrialFactory, static: list, store: Result
     elif variant.spec.tuned:  # searches replay from the store: every point is proposed, the driver skips what is done
         planner = StaticPlanner(static)
     else:
-        statuses = store.trial_statuses()
-        todo = [t for t in static if not (t.trial_id in statuses and statuses[t.trial_id].is_finished())]
-        planner = StaticPlanner(todo)
+        planner = StaticPlanner([t for t in static if t.trial_id not in finished])
     if variant.spec.tuned:
         from orchestrator.planning.tuning import TuningPlanner
 
-        planner = TuningPlanner(planner, factory, variant.spec)
+        planner = TuningPlanner(planner, factory, variant.spec, store, finished)
     return planner
 
 
 def _run(spec, store, factories, static, executor_factory, sink, write_report, fit_progress) -> SweepOutcome:
-    _record_spec(spec, store, static)
-    planners = {name: _planner(spec, f, [t for t in static if t.variant == name], store, len(factories))
+    # What is stored is read, and the planners opened, before anything is written: a damaged
+    # trials file or planner journal is refused (UserError) with the directory as it was.
+    try:
+        finished = finished_rows(store)
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    planners = {name: _planner(spec, f, [t for t in static if t.variant == name], store, len(factories), finished)
                 for name, f in factories.items()}
+    _record_spec(spec, store, static)
     planner = planners[BASELINE] if len(planners) == 1 else VariantPlanner(planners)
     reuses = any(f.spec.train.reuses for f in factories.values())
     tuned = any(f.spec.tuned for f in factories.values())
@@ -167,7 +175,7 @@ def _run(spec, store, factories, static, executor_factory, sink, write_report, f
             from orchestrator.running.reuse import ReuseExecutor
 
             executor = ReuseExecutor(executor, store, any(f.spec.train.keep_stems for f in factories.values()))
-        driver = Driver(planner, store, executor, sink)
+        driver = Driver(planner, store, executor, sink, finished=finished)
         driver.run()
         if reuses:
             executor.close(complete=planner.finished())

@@ -395,6 +395,12 @@ class TrialConfig:
     # The spec's variant (orchestrator.spec.Variant) this trial belongs to: a label for the
     # trials table. What the variant changes is hashed through its settings, not its name.
     variant: str = BASELINE
+    # The variant's identity: the hash of the settings it changes (orchestrator.planning.trials.
+    # variant_id), in every row of the trial, so that readers name the row as the spec names that
+    # identity now (orchestrator.results.label_variants): the name written in ``variant`` goes
+    # stale when the variant is renamed, and a variant whose settings changed under the same name
+    # is another one. "" for a trial made outside a spec's factories (written as null: unknown).
+    variant_id: str = ""
 
     @property
     def n_params(self) -> int:
@@ -469,4 +475,5 @@ def trial_row(cfg: TrialConfig, n_params: int, status: TrialStatus, eval_loss: f
         "parent_id": cfg.stem_id if cfg.role is Role.STEM or cfg.start_step > 0 else "",
         "flops_spent": flops_spent,
         "variant": cfg.variant,
+        "variant_id": cfg.variant_id or None,
     }

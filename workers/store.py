@@ -45,12 +45,19 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["TrialStatus", "TRIALS_SCHEMA", "STEPS_SCHEMA", "ResultStore", "checkpoint_path", "stem_checkpoint_path"]
+__all__ = ["TrialStatus", "TRIALS_SCHEMA", "STEPS_SCHEMA", "ResultStore", "StoreError", "checkpoint_path",
+           "stem_checkpoint_path"]
 
 log = logging.getLogger(__name__)
 
 PART_PREFIX = "part-"
 COMPACT_MIN_FILES = 256  # per-trial files in a table before the driver merges them
+
+
+class StoreError(ValueError):
+    """A results file that reads but holds what no sweep writes (a trials row whose status is
+    not a TrialStatus): refused, naming the file, rather than skipped, since a re-run would
+    train the trial again and overwrite the file (the CLI prints it as one line, exit 2)."""
 
 
 class TrialStatus(str, enum.Enum):
@@ -92,6 +99,9 @@ TRIALS_SCHEMA = pa.schema(
         ("parent_id", pa.string()),  # a branch's or stem segment's stem; "" for a point trained whole
         ("flops_spent", pa.float64()),  # what this row itself computed (a branch: its cooldown)
         ("variant", pa.string()),  # the spec's variant the trial belongs to ("baseline": no overrides)
+        # The variant's identity (the hash of the settings it changes): readers label a row by it
+        # (orchestrator.results.label_variants); null in rows written before it existed.
+        ("variant_id", pa.string()),
     ]
 )
 
@@ -192,7 +202,22 @@ class ResultStore:
                 t = t.filter(pc.invert(pc.is_in(t["trial_id"], value_set=seen)))
             out.append(t)
             seen = pc.unique(pa.concat_arrays([seen, pc.unique(t["trial_id"])]))
-        return pa.concat_tables(out), ok
+        rows = pa.concat_tables(out)
+        if table == "trials":
+            self._check_statuses(rows, ok)
+        return rows, ok
+
+    def _check_statuses(self, rows: pa.Table, files: list[str]) -> None:
+        """StoreError naming the first of ``files`` with a status outside TrialStatus, if ``rows`` has one."""
+        valid = pa.array([s.value for s in TrialStatus])
+        if pc.all(pc.fill_null(pc.is_in(rows["status"], value_set=valid), False)).as_py() is not False:
+            return
+        for path in files:  # only on the error path: name the file
+            status = pq.read_table(path, columns=["status"], filesystem=self.fs)["status"].to_pylist()
+            bad = [v for v in status if v not in valid.to_pylist()]
+            if bad:
+                raise StoreError(f"{path}: status {bad[0]!r} is not one of {', '.join(valid.to_pylist())} "
+                                 "(a damaged or foreign trials file: fix or remove it)")
 
     def _read_files(self, files: list[str], schema: pa.Schema) -> tuple[pa.Table, list[str]]:
         if not files:

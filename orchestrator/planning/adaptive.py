@@ -45,8 +45,12 @@ Every proposal and result is also a trial of a persistent Optuna study (JournalS
 the results directory; ask/tell with params log10_n and log10_d, value = held-out loss), so
 optuna-dashboard can open it and a restarted sweep resumes exactly: completed trials are
 reloaded as observations (user_attr "flops" is each one's price; with reuse, "stem" and "branch"
-give the stems' reach), and trials left RUNNING by a dead driver (the journal has no heartbeat)
-are marked FAIL and asked again at their price.
+give the stems' reach), and a trial left RUNNING by a dead driver (the journal has no heartbeat)
+is proposed again as the same Optuna trial, at its price: each point counts once against the
+trial cap and the FLOP budget however often the driver is killed. A trial enqueued but never
+handed to the driver (a kill between Optuna's ask and the trial's attributes) is closed as FAIL
+with user_attr "abandoned" and counts nowhere. A journal damaged by a kill mid-write is
+recovered or refused by orchestrator.planning.journal before Optuna reads it.
 """
 
 from __future__ import annotations
@@ -54,13 +58,12 @@ from __future__ import annotations
 import enum
 import logging
 import math
+from typing import NamedTuple
 
 import numpy as np
 import optuna
 from threadpoolctl import threadpool_limits
 from optuna.distributions import FloatDistribution
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from orchestrator.errors import FitError
@@ -68,6 +71,7 @@ from orchestrator.planning.design import Z80, DesignModel, SparseDesignModel
 from orchestrator.fitting.forms.general import chinchilla_seed, fit_law, refine_form
 from orchestrator.fitting.law import LawParams, fit_approach3, no_optimum
 from orchestrator.fitting import robust_sd
+from orchestrator.planning.journal import open_study
 from orchestrator.planning.reuse_cost import StemLedger
 from orchestrator.planning.trials import TrialFactory
 from orchestrator.spec import SweepSpec
@@ -104,6 +108,17 @@ def snap_compute(log10_c):
     return float(snapped) if snapped.ndim == 0 else snapped
 
 
+class _Requeued(NamedTuple):
+    """A trial a dead driver left in flight, proposed again as it was (``_register``)."""
+
+    ln: float  # log10 of the point's planned N and D (a re-made trial must hash as before)
+    ld: float
+    budget: float
+    seed: int
+    flops: float | None  # its price when first proposed
+    trial: optuna.Trial  # its Optuna trial, still RUNNING: told when the trial ends
+
+
 class AdaptivePlanner:
     """See the module docstring. ``storage_path`` is the Optuna journal file."""
 
@@ -131,12 +146,10 @@ class AdaptivePlanner:
             "log10_d": FloatDistribution(self.bounds_n[0] + self.bounds_r[0], self.bounds_n[1] + self.bounds_r[1]),
         }
         self.rng = np.random.default_rng(a.seed)
-        storage = JournalStorage(JournalFileBackend(storage_path))
-        self.study = optuna.create_study(study_name=f"scalesweep-{spec.name}", storage=storage,
-                                         load_if_exists=True, direction="minimize")
+        self.study = open_study(storage_path, f"scalesweep-{spec.name}")
         self.obs: list[tuple[float, float, float]] = []  # log10 N, log10 D, loss
         self.pending: dict[str, tuple[optuna.Trial, np.ndarray, float]] = {}  # trial_id -> (optuna trial, x, flops)
-        self.requeue: list[tuple[float, float, float, int, float | None]] = []  # log10 N, log10 D, budget, seed, flops
+        self.requeue: list[_Requeued] = []
         self.spent = 0.0
         self.n_told = 0
         self.known: set[str] = set()  # trial ids proposed so far (seeds distinguish replicates)
@@ -154,31 +167,42 @@ class AdaptivePlanner:
 
     # -- persistence --------------------------------------------------------------------------
     def _resume(self) -> None:
-        for t in self.study.get_trials(deepcopy=False):
+        trials = self.study.get_trials(deepcopy=False)
+        # A trial id counts once, as its last Optuna trial: journals written before requeued
+        # trials kept their Optuna trial hold a FAIL for every kill, then the trial again.
+        last = {t.user_attrs["trial_id"]: t.number for t in trials if "trial_id" in t.user_attrs}
+        stale = []  # RUNNING without a (current) trial id: never handed to a driver, nothing ran
+        for t in trials:
+            a = t.user_attrs
+            if "trial_id" not in a or last[a["trial_id"]] != t.number:
+                if t.state == TrialState.RUNNING:
+                    stale.append(optuna.Trial(self.study, t._trial_id))
+                continue
             x = (t.params.get("log10_n"), t.params.get("log10_d"))
-            if "trial_id" in t.user_attrs:
-                self.known.add(t.user_attrs["trial_id"])
-            if self.stems is not None and "stem" in t.user_attrs:
-                a = t.user_attrs
+            self.known.add(a["trial_id"])
+            if self.stems is not None and "stem" in a:
                 self.stems.add(round(10 ** x[0]), a["seed"], a["budget"], a["stem"], a["branch"], committed=True)
             if t.state == TrialState.COMPLETE:
                 self.obs.append((x[0], x[1], float(t.value)))
-                self.spent += float(t.user_attrs.get("flops", 0.0))
+            if t.state in (TrialState.COMPLETE, TrialState.FAIL):
+                self.spent += float(a.get("flops", 0.0))
                 self.n_told += 1
-            elif t.state == TrialState.FAIL:
-                self.spent += float(t.user_attrs.get("flops", 0.0))
-                self.n_told += 1
-            elif t.state in (TrialState.RUNNING, TrialState.WAITING):
-                # Left by a driver that died: fail it and ask the same point again.
-                if t.state == TrialState.WAITING:
-                    t = self.study.ask(self.dist)
-                    x = (t.params["log10_n"], t.params["log10_d"])
-                self.study.tell(t.number, state=TrialState.FAIL)
-                a = t.user_attrs
-                self.requeue.append((x[0], x[1], float(a.get("budget", 0.0)), int(a.get("seed", 0)), a.get("flops")))
+            elif t.state == TrialState.RUNNING:  # left in flight by a driver that died: again, as it was
+                ln, ld = a.get("target", x)
+                # Optuna's Trial is the handle its own ask() returns; made here from the stored id.
+                self.requeue.append(_Requeued(ln, ld, float(a.get("budget", 0.0)), int(a.get("seed", 0)),
+                                              a.get("flops"), optuna.Trial(self.study, t._trial_id)))
+        for t in stale:
+            self._abandon(t)
+        for _ in range(sum(t.state == TrialState.WAITING for t in trials)):
+            self._abandon(self.study.ask(self.dist))  # takes the oldest enqueued: it must not be a new point's
         if self.obs or self.requeue:
             log.info("adaptive planner resumed: %d finished, %d re-queued, %.3g FLOPs spent",
                      len(self.obs), len(self.requeue), self.spent)
+
+    def _abandon(self, trial: optuna.Trial) -> None:
+        trial.set_user_attr("abandoned", True)
+        self.study.tell(trial, state=TrialState.FAIL)
 
     # -- planner protocol ---------------------------------------------------------------------
     def expected(self) -> tuple[int, float]:
@@ -196,8 +220,7 @@ class AdaptivePlanner:
     def _ask(self, n: int) -> list[TrialConfig]:
         out: list[TrialConfig] = []
         while self.requeue and len(out) < n:
-            ln, ld, budget, seed, flops = self.requeue.pop(0)
-            out.append(self._register(ln, ld, budget, seed=seed, flops=flops))
+            out.append(self._register(*self.requeue.pop(0)))
         n = min(n, self.cfg.max_trials - self.n_told - len(self.pending))  # pending includes `out`
         if not self.stopped and len(out) < n and not self._check_stop():
             picks = self._propose(n - len(out))
@@ -234,9 +257,9 @@ class AdaptivePlanner:
 
     # -- internals ----------------------------------------------------------------------------
     def _register(self, ln: float, ld: float, budget: float, seed: int | None = None,
-                  flops: float | None = None) -> TrialConfig | None:
+                  flops: float | None = None, requeued: optuna.Trial | None = None) -> TrialConfig | None:
         """A trial for the point; ``seed`` is given for a re-queued trial (same id as before), with
-        the ``flops`` it was priced at (with reuse: its stem already counts it)."""
+        the ``flops`` it was priced at (with reuse: its stem already counts it) and its Optuna trial."""
         # Proposing a point again means replicating it: a new seed, hence a new trial id and
         # an independent observation (the same id would only return the stored result).
         for s in ([seed] if seed is not None else range(1000)):
@@ -256,16 +279,21 @@ class AdaptivePlanner:
             return None
         self.known.add(trial.trial_id)
         x = np.array([math.log10(trial.n_params), math.log10(trial.tokens)])
+        if requeued is not None:  # its attributes and its stem's reach are in the journal already
+            self.pending[trial.trial_id] = (requeued, x, flops)
+            return trial
         self.study.enqueue_trial({"log10_n": float(x[0]), "log10_d": float(x[1])})
         ot = self.study.ask(self.dist)
-        for key, value in (("trial_id", trial.trial_id), ("flops", flops), ("budget", budget), ("seed", trial.seed)):
-            ot.set_user_attr(key, value)
+        # The planned point ("target"): the params are the trial's own N and D, after rounding,
+        # and a trial made again from them could hash differently. "trial_id" goes last: a
+        # trial without it was never handed to the driver (_resume).
+        attrs = {"target": [ln, ld], "flops": flops, "budget": budget, "seed": trial.seed}
         if self.stems is not None:
-            branch = trial.branch_tokens
-            ot.set_user_attr("stem", trial.stem_id)
-            ot.set_user_attr("branch", branch)
+            attrs |= {"stem": trial.stem_id, "branch": trial.branch_tokens}
             if reprice:
-                self.stems.add(trial.n_params, trial.seed, budget, trial.stem_id, branch)
+                self.stems.add(trial.n_params, trial.seed, budget, trial.stem_id, trial.branch_tokens)
+        for key, value in (attrs | {"trial_id": trial.trial_id}).items():
+            ot.set_user_attr(key, value)
         self.pending[trial.trial_id] = (ot, x, flops)
         return trial
 

@@ -29,7 +29,8 @@ from workers.flops import tokens_for_budget
 from workers.config import BASELINE, BATCH_DEFAULT, LR_DEFAULT, PowerRule, TrialConfig, Tune, identity
 from workers.schedule import cooldown_start
 
-__all__ = ["TRAINER_VERSION", "content_id", "Hparams", "TrialFactory", "plan_trials", "shared_ladder", "trial_name"]
+__all__ = ["TRAINER_VERSION", "content_id", "Hparams", "TrialFactory", "plan_trials", "shared_ladder", "trial_name",
+           "variant_id"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,13 @@ SIMULATOR_VERSION = "sim-1"
 def content_id(payload: dict) -> str:
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def variant_id(variant: Variant) -> str:
+    """A variant's identity: the hash of the settings it changes (Variant.key), never its name, so
+    a renamed variant keeps it. Its rows record it (orchestrator.results.label_variants) and its
+    adaptive planner's journal is named by it (orchestrator.planning.variants.journal_name)."""
+    return content_id(variant.key)
 
 
 def _si(x: float) -> str:
@@ -191,7 +199,7 @@ class TrialFactory:
             cache_dir=self.cache_dir, sim_n_params=n, trainer=self.spec.trainer, point_id=point_id,
             recipe=hp.recipe, mup_base_width=self.mup_base_width, stem_id=stem_id, start_step=start,
             moe_aux_loss=self.moe_aux_loss if shape is not None else 0.0,
-            variant=self.variant.name,
+            variant=self.variant.name, variant_id=variant_id(self.variant),
         )
 
     @staticmethod
@@ -242,6 +250,11 @@ class TrialFactory:
     def n_rule(self, trial: TrialConfig, rule: PowerRule) -> float:
         """The N a rule is evaluated at for ``trial`` (its non-embedding count where the rule says so)."""
         return _rule_n(rule, trial.n_params, trial.shape)
+
+    def planned(self, trial: TrialConfig) -> _Point:
+        """The design point ``trial`` was made for, as planned: ``make(p.n_target, p.d_target,
+        p.budget, p.seed, p.where)`` makes its point again."""
+        return self._points[trial.point_id]
 
     def d_target(self, trial: TrialConfig) -> float:
         """The tokens planned for ``trial``'s point, before rounding to whole batches."""

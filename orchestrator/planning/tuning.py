@@ -32,8 +32,13 @@ told the point with its optimal loss and the FLOPs the search spent. Ladder mode
 (``tune.up_to_flops``) tunes only points up to that compute and runs the others once at the
 rule fitted to the tuned ones, recorded as ``recipe = "ladder: ..."`` in their rows.
 
-Searches are deterministic given results, so a resumed sweep proposes the same trials again
-and the driver answers the finished ones from the store.
+Searches are deterministic given their centre and their results, so a resumed sweep proposes
+the same trials again and the driver answers the finished ones from the store. What is not
+deterministic given results is decided once and recorded (orchestrator.planning.search_log): a
+search's centre, which a learning planner takes from the rule fitted to the searches finished
+so far, and a ladder point's values, from the rule fitted to the tuned points. A resumed planner
+rebuilds the searches that finished before it from those records and the stored rows, so its
+rules, its later centres and its summary are those of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -49,11 +54,12 @@ from orchestrator.errors import FitError, UserError
 from orchestrator.fitting.hparams.laws import MIN_POINTS, fit_power_law
 from orchestrator.fitting.hparams.optima import parabola
 from orchestrator.planning.protocol import Planner
+from orchestrator.planning.search_log import PointRecord, SearchLog
 from orchestrator.planning.trials import Hparams, TrialFactory
 from orchestrator.spec import SweepSpec, TuneSpec
 from workers.config import PowerRule, TrialConfig, TrialResult
 from workers.flops import train_flops
-from workers.store import TrialStatus
+from workers.store import ResultStore, TrialStatus
 
 __all__ = ["SearchResult", "PointSearch", "TuningPlanner", "fit_rule"]
 
@@ -292,11 +298,14 @@ class TuningPlanner:
     None when none finished) and ``row["search_flops"]``, the FLOPs its trials spent.
     """
 
-    def __init__(self, inner: Planner, factory: TrialFactory, spec: SweepSpec):
+    def __init__(self, inner: Planner, factory: TrialFactory, spec: SweepSpec, store: ResultStore | None = None,
+                 finished: dict[str, dict] | None = None):
+        """``store`` keeps the search records (none: nothing is kept); ``finished`` is the stored
+        rows of finished trials by trial id, from which searches finished earlier are rebuilt."""
         self.inner, self.factory, self.cfg = inner, factory, spec.tune
         self.axes = spec.tuned
         self.eager = inner.eager  # a static design starts every search at once
-        self.optima: list[SearchResult] = []
+        self.optima: dict[str, SearchResult] = {}  # point id -> its search's outcome
         self._rules: dict[str, PowerRule] = {}  # fitted to the searches finished so far (``rules``)
         self._rules_stale = False
         self._ready: list[TrialConfig] = []
@@ -304,13 +313,15 @@ class TuningPlanner:
         self._owner: dict[str, str] = {}  # trial id -> point id of its search
         self._direct: dict[str, TrialConfig] = {}  # trial id of a ladder trial -> the inner planner's point
         self._waiting: list[TrialConfig] = []  # ladder points waiting for the rule
-        self._laddered = 0
-        self._runs: list[dict] = []  # every finished trial of the searches, for the rules
+        self._laddered: set[str] = set()  # point ids run once at the rule
+        self._runs: dict[str, list[dict]] = {}  # point id -> its search's finished trials, for the rules
         if hasattr(inner, "expected_cost"):  # the adaptive planner's budget then counts the searches
             inner.expected_cost = self._expected_cost
         self._n_kind = "total" if spec.trainer == "simulated" else next(
             (r.n for r in (getattr(spec.train, k) for k in AXES) for r in (getattr(r, "tune", r),)
              if isinstance(r, PowerRule)), "nonembed")
+        self.log = SearchLog(store)
+        self._restore(finished or {})
 
     @property
     def stopped(self) -> str:
@@ -352,7 +363,7 @@ class TuningPlanner:
         centre = {a: getattr(self.factory.train, a).tune for a in self.axes}
         around = ", ".join(f"{a} {'default' if v is None else v.describe() if isinstance(v, PowerRule) else f'{v:g}'}"
                            for a, v in centre.items())
-        opts = self.optima
+        opts = list(self.optima.values())
         lines = [f"{names.capitalize()} searched per point (factor {self.cfg.factor:g} around {around}): "
                  f"{len(opts)} points in {sum(o.trials for o in opts)} trials, "
                  f"{sum(o.bracketed for o in opts)} bracketed"]
@@ -366,7 +377,7 @@ class TuningPlanner:
             lines.append(f"  {'C=%.3g' % budget if budget else 'grid'}: lr*{' / B*' if 'batch_tokens' in self.axes else ''} "
                          f"{what}")
         if self._laddered:
-            lines.append(f"  {self._laddered} points above tune.up_to_flops={self.cfg.up_to_flops:g} ran once at the "
+            lines.append(f"  {len(self._laddered)} points above tune.up_to_flops={self.cfg.up_to_flops:g} ran once at the "
                          f"rule fitted to the searched ones: " + "; ".join(
                              f"{'lr' if a == 'lr' else 'batch'} = {r.describe()}" for a, r in self.rules.items()))
         return "\n".join(lines)
@@ -377,7 +388,7 @@ class TuningPlanner:
         so far (tune.initial before any), once for a ladder point."""
         if self.cfg.up_to_flops is not None and flops > self.cfg.up_to_flops:
             return flops
-        searched = [o for o in self.optima if o.trials > 1]
+        searched = [o for o in self.optima.values() if o.trials > 1]
         per_point = sum(o.trials for o in searched) / len(searched) if searched else self.cfg.initial
         return flops * per_point
 
@@ -386,13 +397,53 @@ class TuningPlanner:
                 train_flops(point.n_params, point.tokens) > self.cfg.up_to_flops:
             self._waiting.append(point)
             return
-        centre = {"lr": point.train.lr, "batch_tokens": point.train.batch_tokens}
-        for axis, rule in self.rules.items():  # a shared prior: start near the fitted optimum
-            centre[axis] = rule.at(self.factory.n_rule(point, rule), self.factory.d_target(point))
-        hp = Hparams(centre["lr"], self.factory.round_batch(centre["batch_tokens"]), "tune")
-        search = PointSearch(point, hp, self.axes, self.cfg, self.factory, n_kind=self._n_kind)
+        rec = self.log.get(point.point_id)
+        if rec is None or rec.kind != "search":  # decided now, once (module docstring)
+            centre = {"lr": point.train.lr, "batch_tokens": point.train.batch_tokens}
+            # A shared prior: start near the fitted optimum. Only for a planner that learns:
+            # an eager one starts every search at once, before any rule exists.
+            for axis, rule in ({} if self.eager else self.rules).items():
+                centre[axis] = rule.at(self.factory.n_rule(point, rule), self.factory.d_target(point))
+            rec = self._record(point, "search", centre["lr"], self.factory.round_batch(centre["batch_tokens"]), "tune")
+        search = self._search(point, rec)
         self._searches[point.point_id] = search
         self._propose(search)
+
+    def _search(self, point: TrialConfig, rec: PointRecord) -> PointSearch:
+        return PointSearch(point, Hparams(rec.lr, rec.batch_tokens, "tune"), self.axes, self.cfg, self.factory,
+                           n_kind=self._n_kind)
+
+    def _record(self, point: TrialConfig, kind: str, lr: float, batch: int, recipe: str) -> PointRecord:
+        p = self.factory.planned(point)
+        rec = PointRecord(point.point_id, kind, p.n_target, p.d_target, p.budget, p.seed, p.where, lr, batch, recipe)
+        self.log.record(rec)
+        return rec
+
+    def _restore(self, finished: dict[str, dict]) -> None:
+        """Rebuild the searches of this planner's points that finished in an earlier run, from
+        their records and the stored rows (the searches replay as the driver would answer them),
+        and count the ladder points already run: a resumed sweep then fits its rules, centres
+        new searches and sums up as an uninterrupted run would."""
+        for rec in self.log.records():
+            try:
+                point = self.factory.make(rec.n_target, rec.d_target, rec.budget, rec.seed, rec.where)
+            except UserError:
+                continue
+            if point.point_id != rec.point_id:  # another variant's point, or a spec since changed
+                continue
+            if rec.kind == "ladder":
+                ran = self.factory.with_hparams(point, Hparams(rec.lr, rec.batch_tokens, rec.recipe))
+                if ran.trial_id in finished:
+                    self._laddered.add(rec.point_id)
+                continue
+            search = self._search(point, rec)
+            while trials := search.propose():
+                if any(t.trial_id not in finished for t in trials):
+                    break  # still in progress: resumed when its point is proposed again
+                for t in trials:
+                    search.observe(t, TrialResult.from_row(finished[t.trial_id]))
+            if search.done:
+                self._keep(search)
 
     def _propose(self, search: PointSearch) -> None:
         trials = search.propose()
@@ -402,13 +453,21 @@ class TuningPlanner:
         if search.done:
             self._finish(search)
 
+    def _keep(self, search: PointSearch) -> SearchResult:
+        """Keep a finished search's optimum and trials for the rules (once per point: a re-run
+        replays searches that a resumed planner already rebuilt)."""
+        opt = search.optimum()
+        point = search.base.point_id
+        self.optima[point] = opt
+        self._runs[point] = sorted(({"point": point, "n": opt.n_rule, "d": opt.d, "lr": t.lr, "batch": t.batch_tokens,
+                                     "loss": t.loss, "status": TrialStatus.COMPLETED.value}
+                                    for t in search.tried.values()), key=lambda r: (r["lr"], r["batch"]))
+        self._rules_stale = True  # refitted when next needed, not on the driver loop at every point
+        return opt
+
     def _finish(self, search: PointSearch) -> None:
         del self._searches[search.base.point_id]
-        opt = search.optimum()
-        self.optima.append(opt)
-        self._runs += [{"point": search.base.point_id, "n": opt.n_rule, "d": opt.d, "lr": t.lr, "batch": t.batch_tokens,
-                        "loss": t.loss, "status": TrialStatus.COMPLETED.value} for t in search.tried.values()]
-        self._rules_stale = True  # refitted when next needed, not on the driver loop at every point
+        opt = self._keep(search)
         if not opt.bracketed:
             log.warning("point %s: the %s search did not bracket its optimum within tune.max_trials_per_point=%d "
                         "and the tune ranges (best of %d trials kept)", search.base.name, "/".join(search.unbracketed),
@@ -434,14 +493,16 @@ class TuningPlanner:
         if not self._rules_stale:
             return self._rules
         self._rules_stale = False
-        runs = pd.DataFrame(self._runs)
+        # In point id order: floating-point sums depend on the order of their terms, and the
+        # order searches finish in differs between a live run and a replay.
+        runs = pd.DataFrame([r for k in sorted(self._runs) for r in self._runs[k]])
         runs = runs[np.isfinite(runs["loss"])]
         joint = fit_landscape(runs, tuple("lr" if a == "lr" else "batch" for a in self.axes), self._n_kind,
                               n_draws=0) if len(runs) else None
         for axis in self.axes:
             law = joint and joint["lr" if axis == "lr" else "batch"]
             rule = _rule(law) if law else None
-            rule = rule or fit_rule(self.optima, axis, self._n_kind)
+            rule = rule or fit_rule([self.optima[k] for k in sorted(self.optima)], axis, self._n_kind)
             if rule is not None:
                 self._rules[axis] = rule
         return self._rules
@@ -452,22 +513,30 @@ class TuningPlanner:
         if not self._waiting or self._searches:
             return
         waiting, self._waiting = self._waiting, []
+        recorded = {p.point_id: self.log.get(p.point_id) for p in waiting}
         rules = self.rules
-        if len(rules) < len(self.axes):
+        no_rule = len(rules) < len(self.axes)
+        if no_rule and None in recorded.values():
             log.warning("ladder: fewer than %d tuned points bracketed an optimum below tune.up_to_flops=%g; "
-                        "searching the %d larger points too", MIN_POINTS, self.cfg.up_to_flops, len(waiting))
-            for point in waiting:
-                self._start(point, ladder=False)
-            return
-        tuned = sum(o.bracketed for o in self.optima)
+                        "searching the larger points too", MIN_POINTS, self.cfg.up_to_flops)
+        tuned = sum(o.bracketed for o in self.optima.values())
         for point in waiting:
-            hp = {"lr": point.train.lr, "batch_tokens": point.train.batch_tokens}
-            parts = []
-            for axis, rule in rules.items():
-                hp[axis] = rule.at(self.factory.n_rule(point, rule), self.factory.d_target(point))
-                parts.append(f"{'lr' if axis == 'lr' else 'batch'} = {rule.describe()}")
-            recipe = f"ladder: {', '.join(parts)} fitted to {tuned} tuned points"
-            trial = self.factory.with_hparams(point, Hparams(hp["lr"], self.factory.round_batch(hp["batch_tokens"]), recipe))
+            rec = recorded[point.point_id]
+            if rec is None:  # decided now, once (module docstring)
+                if no_rule:
+                    self._start(point, ladder=False)
+                    continue
+                hp = {"lr": point.train.lr, "batch_tokens": point.train.batch_tokens}
+                parts = []
+                for axis, rule in rules.items():
+                    hp[axis] = rule.at(self.factory.n_rule(point, rule), self.factory.d_target(point))
+                    parts.append(f"{'lr' if axis == 'lr' else 'batch'} = {rule.describe()}")
+                recipe = f"ladder: {', '.join(parts)} fitted to {tuned} tuned points"
+                rec = self._record(point, "ladder", hp["lr"], self.factory.round_batch(hp["batch_tokens"]), recipe)
+            if rec.kind == "search":  # searched when it started: too few tuned points for a rule then
+                self._start(point, ladder=False)
+                continue
+            trial = self.factory.with_hparams(point, Hparams(rec.lr, rec.batch_tokens, rec.recipe))
             self._direct[trial.trial_id] = point
             self._ready.append(trial)
-            self._laddered += 1
+            self._laddered.add(point.point_id)

@@ -34,7 +34,7 @@ from workers.flops import train_flops
 from workers.store import ResultStore, TrialStatus
 from workers.config import TrialResult, trial_row
 
-__all__ = ["Driver", "SweepProgress", "ProgressSink"]
+__all__ = ["Driver", "SweepProgress", "ProgressSink", "finished_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +82,21 @@ def _release_freed_memory() -> None:
         pass
 
 
-def _stored_result(row: dict) -> TrialResult:
-    return TrialResult(row["trial_id"], TrialStatus(row["status"]), row["eval_loss"], row["wall_s"] or 0.0,
-                       row["error"] or "", row)
+def finished_rows(store: ResultStore) -> dict[str, dict]:
+    """trial id -> row of every finished (completed or diverged) trial in ``store``: what a
+    driver answers from the store instead of training."""
+    return {r["trial_id"]: r for r in store.read_table("trials").to_pylist() if TrialStatus(r["status"]).is_finished()}
 
 
 class Driver:
     """Runs what ``planner`` proposes on ``executor``, skipping what ``store`` has finished."""
 
     def __init__(self, planner: Planner, store: ResultStore, executor: Executor,
-                 sink: ProgressSink | None = None, poll_s: float = 1.0):
+                 sink: ProgressSink | None = None, poll_s: float = 1.0, finished: dict[str, dict] | None = None):
+        """``finished``: the store's finished rows by trial id, where the caller has read them
+        (:func:`finished_rows`); read from ``store`` otherwise."""
         self.planner, self.store, self.executor, self.sink, self.poll_s = planner, store, executor, sink, poll_s
-        rows = store.read_table("trials").to_pylist()
-        self.finished = {r["trial_id"]: r for r in rows if TrialStatus(r["status"]).is_finished()}
+        self.finished = finished_rows(store) if finished is None else finished
         n, flops = planner.expected()
         self.progress = SweepProgress(total=n, total_flops=flops)
         self._unmerged: list[str] = []  # recorded since the last merge: nothing in this run rewrites their files
@@ -131,7 +133,7 @@ class Driver:
                 p.skipped += 1
                 p.total = max(0, p.total - 1)
                 p.total_flops = max(0.0, p.total_flops - train_flops(trial.n_params, trial.tokens))
-                self.planner.tell(trial, _stored_result(row))
+                self.planner.tell(trial, TrialResult.from_row(row))
 
     def step(self) -> list[Completion]:
         """Submit until every slot (plus a small queue) is busy, then collect what finished."""
