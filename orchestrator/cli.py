@@ -336,9 +336,14 @@ def cmd_status(args) -> int:
 
 
 def cmd_query(args) -> int:
-    from orchestrator.results import query
+    from orchestrator.results import QUERY_TIMEOUT_S, query
 
-    df = query(args.results, args.sql)
+    timeout = QUERY_TIMEOUT_S if args.timeout is None else args.timeout  # a string: query() names a bad one
+    try:
+        df = query(args.results, args.sql, timeout=timeout, memory_limit=args.memory_limit)
+    except KeyboardInterrupt:  # query() has ended the statement's process; nothing was written
+        print("scalesweep: query: interrupted (Ctrl-C)", file=sys.stderr)
+        return 128 + signal.SIGINT
     if args.format == "csv":
         df.to_csv(sys.stdout, index=False)
     elif args.format == "json":
@@ -576,6 +581,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("results")
     q.add_argument("sql", help='e.g. "select budget, min(eval_loss) from trials group by budget"')
     q.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    q.add_argument("--timeout", metavar="SECONDS",
+                   help="stop the query after this many seconds (default 60: orchestrator.results.QUERY_TIMEOUT_S)")
+    q.add_argument("--memory-limit", metavar="SIZE",
+                   help="stop the query when it holds more memory than this, the tables it reads included, e.g. "
+                        "2GB or 512MB (default: 4GiB, or half the machine's memory where that is less)")
     q.set_defaults(fn=cmd_query)
 
     _fit_parser(sub)

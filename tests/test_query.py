@@ -116,3 +116,122 @@ def test_a_closed_pipe_ends_quietly(results):
     p.stdout.close()  # what head does after its first line
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) == 141 and err == ""
+
+
+# -- limits: a runaway statement ends in one line, in time and within its memory -----------------
+
+RUNAWAY = {
+    "sum over 1e11 rows": "select sum(range) from range(100000000000)",
+    "unbounded recursive CTE": "with recursive r(i) as (select 1 union all select i+1 from r) select count(*) from r",
+}
+
+
+@pytest.mark.parametrize("sql", RUNAWAY.values(), ids=RUNAWAY.keys())
+def test_a_runaway_query_stops_at_its_time_limit(results, sql):
+    import time
+
+    path, _ = results
+    start = time.monotonic()
+    with pytest.raises(UserError, match=r"^query: stopped after 1\.5 s \(--timeout\)$"):
+        query(path, sql, timeout=1.5)
+    assert time.monotonic() - start < 10  # the statement's process is killed, not waited for
+
+
+@pytest.mark.parametrize("sql", [
+    "select len(range(4000000000))",  # a list DuckDB allocates outside its own memory_limit (15.8 GB under 1 GB)
+    "select count(*) from (select range % 100000000 k from range(200000000) group by k)",  # a hash table
+])
+def test_a_query_over_its_memory_limit_stops(results, sql):
+    path, _ = results
+    with pytest.raises(UserError, match=r"^query: exceeded the memory limit of 300MB \(--memory-limit; ") as e:
+        query(path, sql, memory_limit="300MB", timeout=120)
+    assert "\n" not in str(e.value)
+
+
+def test_duckdbs_own_limit_is_set_below_the_cap_and_locked(results):
+    path, _ = results
+    (setting,) = query(path, "select current_setting('memory_limit') as m", memory_limit="1GB")["m"]
+    assert setting.endswith("MiB") and 0 < float(setting.split()[0]) < 1e9 / 2**20
+    with pytest.raises(UserError, match="SET"):
+        query(path, "set memory_limit = '100GB'")
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--timeout", "soon", "--timeout: expected a positive number of seconds"),
+    ("--timeout", "0", "--timeout: expected a positive number of seconds"),
+    ("--memory-limit", "lots", "--memory-limit: expected a size such as 2GB"),
+    ("--memory-limit", "10KB", "--memory-limit: expected a size of at least 1MiB"),
+])
+def test_bad_limits_are_one_line(results, capsys, option, value, expected):
+    path, _ = results
+    assert main(["query", path, "select 1", option, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"scalesweep: error: {expected}") and err.count("\n") == 1
+
+
+def test_parse_size_reads_duckdbs_units():
+    from orchestrator.results import parse_size
+
+    assert parse_size("2GB") == 2_000_000_000 and parse_size("1.5 GiB") == 1.5 * 2**30
+    assert parse_size("512mb") == 512_000_000 and parse_size(3 * 2**20) == 3 * 2**20
+
+
+def test_cli_limits_end_in_one_line_with_status_2(results, capsys):
+    path, _ = results
+    assert main(["query", path, RUNAWAY["sum over 1e11 rows"], "--timeout", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "scalesweep: error: query: stopped after 1 s (--timeout)\n"
+    assert main(["query", path, "select len(range(4000000000))", "--memory-limit", "300MB"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("scalesweep: error: query: exceeded the memory limit of 300MB (--memory-limit") \
+        and err.count("\n") == 1
+    assert main(["query", path, "select count(*) n from trials", "--timeout", "30", "--memory-limit", "1GB",
+                 "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "n\n3\n"
+
+
+def test_the_cli_help_names_the_default_timeout():
+    from orchestrator.cli import build_parser
+    from orchestrator.results import QUERY_TIMEOUT_S
+
+    query_parser = build_parser()._subparsers._group_actions[0].choices["query"]
+    (timeout,) = [a for a in query_parser._actions if "--timeout" in a.option_strings]
+    assert f"default {QUERY_TIMEOUT_S:g}" in timeout.help
+
+
+def test_ctrl_c_ends_the_query_in_one_line(results):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path, _ = results
+    p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "query", path, RUNAWAY["sum over 1e11 rows"]],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not _children(p.pid) and time.monotonic() < deadline:  # the statement's process has started
+        time.sleep(0.1)
+    time.sleep(1)  # and the statement runs
+    children = _children(p.pid)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130 and err == "scalesweep: query: interrupted (Ctrl-C)\n" and out == ""
+    time.sleep(0.2)
+    assert not [c for c in children if os.path.exists(f"/proc/{c}") and "Z" not in _state(c)]
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d))
+        except OSError:
+            pass
+    return out
