@@ -283,12 +283,16 @@ def cmd_status(args) -> int:
     from orchestrator.fitting.runs import plan_record
     from workers.store import TrialStatus
 
-    from orchestrator.results import label_variants, point_rows, spent_flops
+    from orchestrator.results import NOT_IN_SPEC, label_variants, point_rows, spent_flops
     from workers.config import BASELINE
 
     store = open_results(args.results)
     plan = plan_record(store)
-    every = label_variants(store.read_table("trials").to_pandas(), plan)
+    every = label_variants(store.read_table("trials").to_pandas(), plan, keep_removed=True)
+    # Rows of variants the spec no longer has are not the sweep's (never fitted): counted apart.
+    removed = every["variant"].str.endswith(NOT_IN_SPEC)
+    gone = point_rows(every[removed])["variant"].value_counts().to_dict()
+    every = every[~removed]
     trials = point_rows(every)  # stem segments of wsd sweeps count as FLOPs, not as trials
     variants = sorted(set(trials["variant"]), key=lambda v: (v != BASELINE, v))
     planned, tuned = plan.get("trials"), plan.get("tuned") or []
@@ -313,13 +317,17 @@ def cmd_status(args) -> int:
                           "saving": 1 - spent / nominal if nominal > 0 else 0.0,
                           "wall_s": float(every["wall_s"].sum()),
                           "variants": {str(v): {str(k): int(n) for k, n in g["status"].value_counts().items()}
-                                       for v, g in trials.groupby("variant", sort=False)}}, indent=1))
+                                       for v, g in trials.groupby("variant", sort=False)},
+                          "not_in_spec": {str(v): int(n) for v, n in gone.items()}}, indent=1))
         return 0
     print(f"{args.results}: {head}; " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
           + (f"; {pending} {'points without a finished trial' if tuned else 'not finished'}" if planned else ""))
     reuse = (f" against the points' {si(nominal)} (6ND of each; {1 - spent / nominal:.0%} saved by {stems} stem "
              f"segments shared by their branches)" if stems and nominal > 0 else "")
     print(f"FLOPs spent: {si(spent)}{reuse}; wall time in trials: {_fmt_s(every['wall_s'].sum())}")
+    if gone:
+        print("Not fitted, their variants not in the spec now: "
+              + ", ".join(f"{n} trials of {v.removesuffix(NOT_IN_SPEC)!r}" for v, n in gone.items()))
     ok = trials[trials["status"] == TrialStatus.COMPLETED.value]
     for variant in variants:
         mine = ok[ok["variant"] == variant]

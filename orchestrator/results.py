@@ -15,6 +15,7 @@ file access, extension loading and spilling off, then locked
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -31,7 +32,15 @@ from workers.config import BASELINE
 from workers.store import ResultStore
 
 __all__ = ["account_reuse", "label_variants", "open_results", "load_trials", "load_steps", "point_rows", "spent_flops", "query",
-           "parse_size", "default_memory_limit", "QUERY_TIMEOUT_S"]
+           "parse_size", "default_memory_limit", "QUERY_TIMEOUT_S", "NOT_IN_SPEC", "read_labelled",
+           "read_trials"]
+
+
+log = logging.getLogger(__name__)
+
+# The label of a row whose variant the spec no longer has, after the name it was written with:
+# variant names cannot hold spaces (orchestrator.spec.NAME_RE), so it is never a variant's name.
+NOT_IN_SPEC = " (not in spec)"
 
 
 def open_results(path: str) -> ResultStore:
@@ -48,8 +57,21 @@ def open_results(path: str) -> ResultStore:
 
 
 def load_trials(path: str) -> pd.DataFrame:
-    """One row per trial (see workers.store.TRIALS_SCHEMA)."""
-    return open_results(path).read_table("trials").to_pandas()
+    """One row per trial (see workers.store.TRIALS_SCHEMA), variants named as :func:`read_trials` names them."""
+    return read_trials(open_results(path)).to_pandas()
+
+
+def read_trials(store: ResultStore, plan: dict | None = None) -> pa.Table:
+    """The trials table as every reader shows it (load_trials, query, status, fit): each row's
+    ``variant`` as the sweep's plan (``plan``, default its plan.json) names it now, rows of
+    variants no longer in the spec kept and labelled so (:func:`label_variants`)."""
+    from orchestrator.fitting.runs import plan_record
+
+    table = store.read_table("trials")
+    plan = plan_record(store) if plan is None else plan
+    labels, _ = _variant_labels(table.select(["variant", "variant_id", "point_id"]).to_pandas(), plan)
+    return table.set_column(table.schema.get_field_index("variant"), "variant",
+                            pa.array(labels.to_numpy(dtype=object), pa.string()))
 
 
 def point_rows(trials: pd.DataFrame) -> pd.DataFrame:
@@ -60,21 +82,56 @@ def point_rows(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["role"].astype("string").fillna("point") != "stem"]
 
 
-def label_variants(trials: pd.DataFrame, plan: dict) -> pd.DataFrame:
-    """``trials`` with its ``variant`` column as the sweep's plan (plan.json) names each design
-    point's variant now: a variant renamed in the spec keeps its finished trials (ids hash its
-    settings, not its name) and their rows are shown under the new name. Rows written before
-    variants existed are the baseline's."""
+def read_labelled(store: ResultStore, table: str) -> pa.Table:
+    """``table`` ("trials" or "steps") of ``store`` as readers show it: the trials through
+    :func:`read_trials`, the steps (which name no variant) as stored."""
+    return read_trials(store) if table == "trials" else store.read_table(table)
+
+
+def label_variants(trials: pd.DataFrame, plan: dict, keep_removed: bool = False) -> pd.DataFrame:
+    """``trials`` with its ``variant`` column as the sweep's plan (plan.json) names each row's
+    variant now, the rows of variants the spec no longer has left out (with a warning naming
+    them) unless ``keep_removed``: what is fitted and compared is the spec's variants.
+
+    A row records its variant's identity (``variant_id``: the hash of the settings it changes,
+    orchestrator.planning.trials.variant_id), and the plan names the identities of the spec's
+    variants (its "variants"): a renamed variant keeps its finished trials (ids hash its
+    settings, not its name) and all their rows show the new name, an adaptive sweep's too. A row
+    whose identity the spec does not have (the variant removed, or its settings changed under its
+    name) is another variant's: labelled '<name it was written with> (not in spec)'. Rows written
+    before ``variant_id`` existed take the variant the plan gives their point (a static sweep's),
+    else the name they were written with (before variants existed: the baseline)."""
     trials = trials.copy()
-    if "variant" not in trials:
-        trials["variant"] = BASELINE
-    labels = trials["variant"].astype("string").fillna(BASELINE)
-    named = {t.get("point_id"): t.get("variant") for t in plan.get("trials", []) if isinstance(t, dict)}
+    labels, removed = _variant_labels(trials, plan)
+    trials["variant"] = labels
+    if keep_removed or not removed.any():
+        return trials
+    for label, n in trials.loc[removed, "variant"].value_counts().items():
+        log.warning("%d rows of variant %r are not fitted: its settings are not in the spec now (status, query and "
+                    "load_trials show them as %r)", n, label.removesuffix(NOT_IN_SPEC), label)
+    return trials[~removed]
+
+
+def _variant_labels(trials: pd.DataFrame, plan: dict) -> tuple[pd.Series, pd.Series]:
+    """(each row's variant as :func:`label_variants` names it, whether the spec no longer has it)."""
+    written = (trials["variant"].astype(object) if "variant" in trials else pd.Series(None, index=trials.index,
+                                                                                      dtype=object))
+    written = written.where(written.map(lambda v: isinstance(v, str)), BASELINE)
+    labels = written
+    named = {t.get("point_id"): t.get("variant") for t in plan.get("trials") or [] if isinstance(t, dict)}
     named = {k: v for k, v in named.items() if isinstance(k, str) and isinstance(v, str)}
     if named and "point_id" in trials:
-        labels = trials["point_id"].astype("string").map(named).fillna(labels)
-    trials["variant"] = labels.astype(str)
-    return trials
+        labels = trials["point_id"].map(named).astype(object).where(lambda v: v.notna(), labels)
+    removed = pd.Series(False, index=trials.index)
+    names = {v["id"]: v["name"] for v in plan.get("variants") or []
+             if isinstance(v, dict) and isinstance(v.get("id"), str) and isinstance(v.get("name"), str)}
+    if names and "variant_id" in trials:
+        ids = trials["variant_id"].astype(object)
+        known = ids.map(lambda v: isinstance(v, str) and v != "").astype(bool)
+        now = ids.map(names).astype(object)
+        removed = known & now.isna()
+        labels = now.where(known & now.notna(), labels).where(~removed, written + NOT_IN_SPEC)
+    return labels.astype(str), removed.astype(bool)
 
 
 def spent_flops(trials: pd.DataFrame) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from orchestrator.planning.protocol import Planner
-from orchestrator.planning.trials import TrialFactory, content_id, plan_trials
+from orchestrator.planning.trials import TrialFactory, plan_trials, variant_id
 from orchestrator.spec import SweepSpec, Variant
 from workers.config import TrialConfig, TrialResult
 
@@ -46,7 +46,7 @@ def journal_name(variant: Variant, default: str) -> str:
     if not variant.key:
         return default
     stem, dot, ext = default.rpartition(".")
-    return f"{stem}-{content_id(variant.key)}{dot}{ext}"
+    return f"{stem}-{variant_id(variant)}{dot}{ext}"
 
 
 class VariantPlanner:
