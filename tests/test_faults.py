@@ -64,7 +64,8 @@ def _driver_cmd(spec_path, address):
 
 
 @pytest.mark.parametrize("planner,sig", [("static", signal.SIGKILL), ("adaptive", signal.SIGKILL),
-                                         ("static", signal.SIGINT)], ids=["static-kill9", "adaptive-kill9", "static-ctrlc"])
+                                         ("adaptive-tuned", signal.SIGKILL), ("static", signal.SIGINT)],
+                         ids=["static-kill9", "adaptive-kill9", "adaptive-tuned-kill9", "static-ctrlc"])
 def test_driver_killed_then_resumed_loses_and_repeats_nothing(ray_cluster, tmp_path, planner, sig):
     """kill -9 leaves no goodbye; Ctrl-C (SIGINT) stops with exit 130 and prints the resume command."""
     import ray
@@ -80,6 +81,12 @@ def test_driver_killed_then_resumed_loses_and_repeats_nothing(ray_cluster, tmp_p
         spec["planner"] = "adaptive"
         spec["adaptive"] = {"min_flops": 1e15, "max_flops": 1e17, "n_range": [1e6, 1e9], "flop_budget": 1e18,
                             "max_trials": 16, "initial_trials": 6}
+    if planner == "adaptive-tuned":  # per-point searches of the learning rate (orchestrator.planning.tuning)
+        spec["world"]["hparams"] = {"lr": {"coef": 1.79, "n_exp": -0.713, "d_exp": 0.307, "n": "total"},
+                                   "batch": {"coef": 0.58, "d_exp": 0.571, "n": "total"}}
+        spec["train"] = {"lr": {"tune": 1e-3}}
+        spec["tune"] = {"max_trials_per_point": 5}
+        spec["adaptive"] |= {"max_trials": 8, "flop_budget": 1e19}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     sweep_dir = tmp_path / "results" / spec["name"]
@@ -108,8 +115,11 @@ def test_driver_killed_then_resumed_loses_and_repeats_nothing(ray_cluster, tmp_p
     assert {k: after[k] for k in before} == before  # nothing finished was trained again
     if planner == "static":
         assert len(trials) == 12
-    else:
+    elif planner == "adaptive":
         assert len(trials) <= 16
+        assert "Adaptive planner stopped" in done.stdout
+    else:  # the point in flight resumed its search: no search past its cap, no point counted twice
+        assert trials.groupby("point_id").size().max() <= 5 and trials["point_id"].nunique() <= 8
         assert "Adaptive planner stopped" in done.stdout
 
 
