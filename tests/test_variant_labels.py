@@ -75,6 +75,33 @@ def test_a_renamed_variant_s_rows_take_the_new_name_everywhere(tmp_path, capsys,
     assert set(rows["variant"]) == {"baseline", "better"}  # what was written stays; readers relabel
 
 
+def wsd(results, variants: list) -> dict:
+    return static(results, variants) | {"train": {"schedule": "wsd", "cooldown": {"fraction": 0.5}}}
+
+
+def tuned(results, variants: list) -> dict:
+    spec = static(results, variants)
+    spec["world"]["hparams"] = {"lr": {"coef": 1.79, "n_exp": -0.713, "d_exp": 0.307, "n": "total"},
+                                "batch": {"coef": 0.58, "n_exp": 0.0, "d_exp": 0.571, "n": "total"}}
+    return spec | {"train": {"lr": {"tune": 1e-3}, "batch_tokens": 4096}}
+
+
+@pytest.mark.parametrize("make", [wsd, tuned], ids=["wsd", "tuned"])
+def test_a_renamed_variant_of_a_wsd_or_tuned_sweep_moves_every_row(tmp_path, capsys, make):
+    """wsd: the stems' segment rows too; tuned: every trial of every point's search."""
+    first = make(tmp_path, [{"name": "better", "world": BETTER}])
+    run(first)
+    renamed = make(tmp_path, [{"name": "cheaper", "world": BETTER}])
+    out = run(renamed)
+    assert out.trained == 0 and set(out.variants.fits) == {"baseline", "cheaper"}
+    path = parse_spec(renamed).sweep_dir
+    rows = load_trials(path)
+    assert len(rows) > 24 and set(rows["variant"]) == {"baseline", "cheaper"}  # stems / searches included
+    assert set(ResultStore(path).read_table("trials")["variant"].to_pylist()) == {"baseline", "better"}
+    assert names(renamed, capsys) == dict.fromkeys(("load_trials", "read_trials", "status", "fit"),
+                                                   {"baseline", "cheaper"})
+
+
 @pytest.mark.xfail(strict=True, reason="query() reads store.read_table; it should read read_labelled(store, t) "
                                        "(orchestrator.results), a change of query()'s own")
 def test_query_shows_a_renamed_variant_s_rows_under_the_new_name(tmp_path):
