@@ -433,7 +433,7 @@ def cmd_fit(args) -> int:
         if reuse:
             print(reuse)
         if predictions is not None:
-            print("\n".join(prediction_lines(predictions, fit.form.name)))
+            print("\n".join(prediction_lines(predictions, fit.form.name, resampled=fit.bootstrap is not None)))
     return 0
 
 
@@ -526,16 +526,18 @@ def _fit_parser(sub) -> None:
     f.add_argument("--drop-highest", type=_non_negative_int, default=0, metavar="K",
                    help="leave out the K highest losses (Besiroglu et al. 2024 drop 5 of Chinchilla's)")
     f.add_argument("--bootstrap", type=_non_negative_int, default=1000, metavar="B",
-                   help="bootstrap resamples of the runs for the intervals (default 1000; 0: none)")
-    f.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
+                   help="bootstrap resamples of the runs for the intervals (default 1000; 0: none, no intervals)")
+    f.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the bootstrap resampling, a whole number >= 0 (default 0)")
     _form_options(f)
     f.add_argument("--u-col", metavar="COLUMN",
                    help="column of unique tokens U, for --form data-constrained (default: unique_tokens)")
     f.add_argument("--variant-col", metavar="COLUMN",
                    help="column naming each run's variant (architecture, recipe, data): fit each variant and compare "
                         "it with the baseline by its compute multiplier (default: variant, when a sweep has variants)")
-    f.add_argument("--baseline", default=BASELINE, metavar="NAME",
-                   help=f"the variant the others are compared with (default: {BASELINE})")
+    f.add_argument("--baseline", metavar="NAME",
+                   help=f"the variant the others are compared with (default: {BASELINE}); it must be in the variant "
+                        "column")
     f.add_argument("--predict", metavar="POINTS",
                    help="CSV/Parquet file of points (N and D, or N and C; the same column options as the runs): "
                         "print the predicted loss at each with 80 %% and 95 %% predictive intervals")
@@ -599,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     _fit_parser(sub)
     from orchestrator.fitting.hparams.command import add_parser as hparams_parser  # argparse only: no pandas
 
-    hparams_parser(sub, _positive_float)
+    hparams_parser(sub, _positive_float, _non_negative_int)
 
     rp = sub.add_parser("report", help="write PNG plots and an HTML report under RESULTS/report")
     rp.add_argument("results")

@@ -4,6 +4,7 @@ with the right notes, an exclusion with its reason, or one line on stderr with s
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -237,3 +238,81 @@ def test_text_formatting_loads_no_fitting_engine():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+# -- issue 26: options and tables that once gave a traceback, a hang or absurd numbers ------------
+
+def _csv(tmp_path, t: pd.DataFrame, name: str = "runs.csv") -> str:
+    path = tmp_path / name
+    t.to_csv(path, index=False)
+    return str(path)
+
+
+def _one_line(capsys, argv: list[str], expected: str) -> str:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert err.startswith("scalesweep: error: ") and err.count("\n") == 1 and captured.out == "", err
+    assert expected in err, err
+    return err
+
+
+@pytest.mark.parametrize("command", ["fit", "hparams"])
+def test_a_negative_seed_is_refused_by_the_option_parser(tmp_path, capsys, command):
+    """--seed -1 reached numpy's SeedSequence: a ValueError traceback from both commands."""
+    path = _csv(tmp_path, isoflop_table())
+    with pytest.raises(SystemExit) as e:
+        main([command, path, "--seed", "-1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1].endswith("argument --seed: expected a number >= 0, got '-1'")
+
+
+def test_no_bootstrap_says_the_intervals_are_unavailable(tmp_path, capsys):
+    import json
+
+    path = _csv(tmp_path, isoflop_table())
+    points = _csv(tmp_path, pd.DataFrame({"n_params": [1e9], "tokens": [2e10]}), "points.csv")
+    assert main(["fit", path, "--bootstrap", "0", "--predict", points]) == 0
+    out = capsys.readouterr().out
+    assert "estimate  (no intervals: no bootstrap resamples, --bootstrap 0)" in out
+    assert "not the law's own uncertainty" in out and "the law's bootstrap spread" not in out
+    assert main(["fit", path, "--bootstrap", "0", "--predict", points, "--json"]) == 0
+    out = capsys.readouterr().out
+    j = json.loads(out)
+    assert j["bootstrap"] is None and j["intervals"] == {} and "NaN" not in out
+    assert j["predictions"][0]["95%"][0] < j["predictions"][0]["loss"] < j["predictions"][0]["95%"][1]
+
+
+def test_a_loss_whose_square_overflows_is_refused_naming_the_column(tmp_path, capsys):
+    """A loss of 1e308 printed "in-sample RMS inf" and exited 0."""
+    t = isoflop_table()
+    t.loc[3, "eval_loss"] = 1e308
+    _one_line(capsys, ["fit", _csv(tmp_path, t), "--bootstrap", "0"],
+              "--loss-col 'eval_loss' in ")
+    t.loc[3, "eval_loss"] = -1e308  # below zero: excluded as a non-positive loss, with its reason
+    assert main(["fit", _csv(tmp_path, t), "--bootstrap", "0", "--json"]) == 0
+    assert '"non_positive_loss": 1' in capsys.readouterr().out
+
+
+def test_predict_read_errors_name_the_option_and_the_file(tmp_path, capsys):
+    bad = tmp_path / "points.parquet"
+    bad.write_text("not parquet\n")
+    _one_line(capsys, ["fit", _csv(tmp_path, isoflop_table()), "--bootstrap", "0", "--predict", str(bad)],
+              f"--predict: cannot read points from {bad} (")
+
+
+@pytest.mark.parametrize("argv", [["fit", "{fifo}"], ["fit", "{runs}", "--predict", "{fifo}"], ["hparams", "{fifo}"]],
+                         ids=["runs", "predict", "hparams"])
+def test_a_named_pipe_is_refused_before_it_is_opened(tmp_path, argv):
+    """A FIFO named as a table once blocked the reader forever (run in a subprocess, so that a
+    regression fails on the timeout instead of hanging the suite)."""
+    fifo = tmp_path / "table.csv"
+    os.mkfifo(fifo)
+    runs = _csv(tmp_path, isoflop_table())
+    argv = [a.format(fifo=fifo, runs=runs) for a in argv]
+    p = subprocess.run([sys.executable, "-m", "orchestrator.cli", *argv, "--bootstrap", "0"], capture_output=True,
+                       text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert f"{fifo}: not a regular file (a named pipe, socket or device" in p.stderr
+    assert ("--predict " in p.stderr) == ("--predict" in argv)

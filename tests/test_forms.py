@@ -254,6 +254,16 @@ def test_custom_form_with_a_param_fits_and_reports_it(tmp_path, capsys):
     assert j["extrapolation"]["form"] == "custom"
 
 
+@pytest.mark.parametrize("param, value", [("A=1e300:1e-300:1e308", "1e+300"), ("G=1:1e-300:1e308", "1e+308"),
+                                          ("G=1:-1e200:", "-1e+200")])
+def test_param_values_beyond_float_arithmetic_are_refused(tmp_path, capsys, param, value):
+    """--param A=1e300:1e-300:1e308 printed absurd numbers with intervals of zero width."""
+    path = write(tmp_path, table(budgets=TWO_BUDGETS))
+    code, out, err = fit_cli(capsys, path, "--form", CUSTOM, "--param", param, "--bootstrap", "0")
+    assert_one_line_error(code, out, err, f"--param {param!r}: {value} is beyond +-1e+150")
+    assert resolve_form(CUSTOM, ["G=1:0:1e150"]).params[-1].hi == 1e150  # the largest allowed still parses
+
+
 def points_csv(tmp_path, name: str, **cols) -> str:
     return write(tmp_path, pd.DataFrame(cols), name)
 

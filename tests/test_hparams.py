@@ -265,3 +265,20 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, capsys):
     _one_line_error(capsys, ["hparams", str(bad), *cols], "needs at least 3 points")
     _one_line_error(capsys, ["hparams", path, *cols, "--at-n", "1e9"], "--at-n and --at-d")
     _one_line_error(capsys, ["hparams", str(tmp_path / "missing.csv")], "file not found")
+
+
+def test_no_bootstrap_draws_mean_no_intervals_not_nan_or_zero_width(tmp_path, capsys):
+    """--bootstrap 0 printed "[nan, nan]" (the joint fit) or an interval of zero width (the
+    regression over the points: the fit itself as the one draw)."""
+    path = _grid_csv(tmp_path)
+    cols = ["--n-col", "N", "--d-col", "D", "--lr-col", "learning_rate", "--batch-col", "bs", "--loss-col", "loss"]
+    assert main(["hparams", path, *cols, "--bootstrap", "0", "--compute", "1e20"]) == 0
+    text = capsys.readouterr().out
+    assert "nan" not in text and text.count("(no intervals: no bootstrap resamples, --bootstrap 0)") == 2
+    assert "learning rate" in text and "Recommended at" in text
+    assert main(["hparams", path, *cols, "--bootstrap", "0", "--compute", "1e20", "--json"]) == 0
+    out = capsys.readouterr().out
+    j = json.loads(out)
+    assert "NaN" not in out and j["lr_law"]["n_draws"] == 0 and j["lr_opt"]["80%"] == [None, None]
+    law = fit_power_law([1e8, 3e8, 1e9, 3e9], [2e9, 2e9, 2e10, 6e9], [3e-3, 2e-3, 1.1e-3, 8e-4], n_boot=0)
+    assert law.draws.shape == (0, 3) and law.intervals()["coef"]["80%"] != [law.coef, law.coef]

@@ -84,6 +84,59 @@ def test_a_single_variant_named_by_the_option_is_refused(tmp_path, capsys):
     assert "\n" not in err and "dense" in err, err
 
 
+def _one_line(capsys, argv, expected: str) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert err.startswith("scalesweep: error: ") and err.count("\n") == 1 and not captured.out, err
+    assert "Traceback" not in err and expected in err, err
+
+
+COLS = ["--n-col", "N", "--d-col", "D", "--loss-col", "loss", "--bootstrap", "0"]
+
+
+def test_baseline_on_runs_without_variants_is_refused(tmp_path, capsys):
+    """--baseline on a table without a variant column was silently ignored."""
+    path = tmp_path / "plain.csv"
+    pd.read_csv(table(tmp_path / "runs.csv")).drop(columns="arch").to_csv(path, index=False)
+    _one_line(capsys, ["fit", str(path), *COLS, "--baseline", "dense"],
+              "--baseline 'dense': the runs have no variant column 'variant' (name the column of each run's variant "
+              "with --variant-col)")
+    assert main(["fit", str(path), *COLS]) == 0  # without --baseline: one fit of them all
+    capsys.readouterr()
+
+
+def test_baseline_not_among_the_variants_names_the_option(tmp_path, capsys):
+    path = tmp_path / "one.csv"
+    pd.read_csv(table(tmp_path / "runs.csv")).query("arch == 'dense'").to_csv(path, index=False)
+    # one variant in the column: no comparison, but a baseline that is not there is still refused
+    _one_line(capsys, ["fit", str(path), *COLS[:-2], "--variant-col", "arch", "--baseline", "moe"],
+              "no run has variant == 'moe' (the baseline; name another with --baseline); values found: 'dense'")
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["--variant-col", "default column"])
+def test_runs_without_a_variant_label_are_refused_naming_the_column_and_rows(tmp_path, capsys, named):
+    """Empty cells of the variant column were fitted and compared as a variant called ""."""
+    df = pd.read_csv(table(tmp_path / "runs.csv"))
+    df.loc[[3, 9], "arch"] = None
+    df.loc[11, "arch"] = "  "
+    if not named:
+        df = df.rename(columns={"arch": "variant"})
+    path = tmp_path / "gaps.csv"
+    df.to_csv(path, index=False)
+    col = "arch" if named else "variant"
+    _one_line(capsys, ["fit", str(path), *COLS, *(["--variant-col", "arch"] if named else []), "--baseline", "dense"],
+              f"--variant-col {col!r} in {path}: 3 of {len(df)} rows have no variant label (rows 3, 9, 11)")
+
+
+def test_a_default_variant_column_empty_in_every_row_is_no_variants(tmp_path, capsys):
+    df = pd.read_csv(table(tmp_path / "runs.csv")).query("arch == 'dense'").assign(variant=None)
+    path = tmp_path / "empty.csv"
+    df.to_csv(path, index=False)
+    assert main(["fit", str(path), *COLS]) == 0
+    assert "Variants:" not in capsys.readouterr().out
+
+
 def test_sweep_with_variants_fits_each_compares_and_reports(ray_cluster, tmp_path, capsys):
     """A simulated sweep whose variant has a planted law: run fits and compares it, and the report
     overlays the frontiers and plots the multiplier."""

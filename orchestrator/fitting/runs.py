@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +55,12 @@ DEFAULTS = ColumnMap(n="n_params", d="tokens", c="flops", loss="eval_loss", budg
 OPTION = {"n": "--n-col", "d": "--d-col", "c": "--c-col", "loss": "--loss-col", "budget": "--budget-col",
           "name": "--name-col", "u": "--u-col", "variant": "--variant-col"}
 LABELS = ("name", "variant")  # columns read as text, not numbers
+# The largest magnitude a loss (or a law's --param) may have: the fit squares and sums residuals
+# in loss units (the forms' in-sample RMS, the extrapolation check), and a value whose square
+# overflows float64 (|x| > 1.3e154) printed "in-sample RMS inf" with exit 0. 1e150 leaves room
+# for sums over many runs. Non-finite losses are not refused but excluded, with their reason, as
+# are sizes whose C = 6ND overflows.
+MAX_MAGNITUDE = 1e150
 
 
 @dataclass
@@ -76,13 +83,16 @@ class Runs:
         return self.planner != "adaptive"
 
 
-def _read_file(path: str) -> pd.DataFrame:
+def _read_file(path: str, what: str = "runs", option: str | None = None) -> pd.DataFrame:
+    """The table in ``path`` (``_is_file`` has checked it is a regular file); UserError naming
+    ``option`` (else the file) and ``what`` it was to hold."""
     try:
         if path.lower().endswith(".csv"):
             return pd.read_csv(path)
         return pd.read_parquet(path)
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read runs ({str(e).splitlines()[0]}; expected a CSV or Parquet file)") from None
+        where = f"{option}: cannot read {what} from {path}" if option else f"{path}: cannot read {what}"
+        raise UserError(f"{where} ({str(e).splitlines()[0]}; expected a CSV or Parquet file)") from None
 
 
 # The columns of a tuned sweep's search that a table of runs keeps (orchestrator.fitting.hparams):
@@ -140,19 +150,31 @@ def _column(df: pd.DataFrame, key: str, cols: ColumnMap, source: str, required: 
     return values
 
 
-def _is_file(path: str, what: str) -> bool:
-    is_file = path.lower().endswith(FILE_SUFFIXES) or os.path.isfile(path)
-    if is_file and not os.path.exists(path) and "://" not in path:
-        raise UserError(f"{path}: file not found (expected a CSV or Parquet file of {what})")
+def _is_file(path: str, what: str, option: str | None = None) -> bool:
+    """Whether ``path`` names a table file (else a results directory); UserError for a missing
+    file, or for anything local that is neither a regular file nor a directory: a FIFO or a
+    device would block the reader (or never end), so it is refused before it is opened."""
+    where = f"{option} {path}" if option else path
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        mode = None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise UserError(f"{where}: not a regular file (a named pipe, socket or device; expected a CSV or Parquet file "
+                        f"of {what})")
+    is_file = path.lower().endswith(FILE_SUFFIXES) or (mode is not None and stat.S_ISREG(mode))
+    if is_file and mode is None and "://" not in path:
+        raise UserError(f"{where}: file not found (expected a CSV or Parquet file of {what})")
     return is_file
 
 
 def load_points(path: str, cols: ColumnMap) -> dict:
     """``--predict`` points: N with D (or C, C = 6ND) and U where the file has them (else U = D:
     fresh data), as arrays keyed N, D, U; the same column names (and options) as the runs."""
-    if not _is_file(path, "points (N and D, or N and C)") or not os.path.exists(path):
-        raise UserError(f"--predict {path}: expected a CSV or Parquet file of points (N and D, or N and C)")
-    df = _read_file(path)
+    what = "points (N and D, or N and C)"
+    if not _is_file(path, what, "--predict") or not os.path.exists(path):
+        raise UserError(f"--predict {path}: expected a CSV or Parquet file of {what}")
+    df = _read_file(path, "points", "--predict")
     if not len(df):
         raise UserError(f"--predict {path}: the file has no rows")
     n = _column(df, "n", cols, path, required=True)
@@ -220,7 +242,8 @@ def load_runs(path: str, cols: ColumnMap = ColumnMap(), need_d: bool = True) -> 
     u = _column(df, "u", cols, path, required=False)
     if u is not None:
         table["unique_tokens"] = u
-    variant = _column(df, "variant", cols, path, required=False)
+    _check_magnitude(loss, cols.loss or DEFAULTS.loss, path)
+    variant = _variant_labels(df, cols, path)
     if variant is not None:
         table["variant"] = variant
     # A tuned sweep's search (orchestrator.fitting.hparams): its points, settings and the rules' N;
@@ -232,6 +255,35 @@ def load_runs(path: str, cols: ColumnMap = ColumnMap(), need_d: bool = True) -> 
     if found is not None:
         return Runs(table, path, target, planner, found.form, found.form_params, found.objective, found.stems)
     return Runs(table, path, target, planner)
+
+
+def _check_magnitude(values: pd.Series, name: str, source: str) -> None:
+    """UserError naming the loss column and its first finite value beyond MAX_MAGNITUDE."""
+    v = values.to_numpy(float)
+    bad = np.isfinite(v) & (v > MAX_MAGNITUDE)  # below zero: excluded as a non-positive loss
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise UserError(f"{OPTION['loss']} {name!r} in {source}: row {i} has {v[i]:g}, beyond {MAX_MAGNITUDE:g}, where "
+                        f"the fit's sums of squares overflow ({int(bad.sum())} such rows; expected a loss in nats)")
+
+
+def _variant_labels(df: pd.DataFrame, cols: ColumnMap, source: str) -> pd.Series | None:
+    """Each run's variant, or None (no column; or the default column, empty in every row).
+    UserError naming the column and the rows where some labels are empty: an empty label is no
+    variant's name (it would be fitted and compared as a variant called "")."""
+    variant = _column(df, "variant", cols, source, required=False)
+    if variant is None:
+        return None
+    empty = (variant.str.strip() == "").to_numpy()
+    if empty.all() and not cols.variant:
+        return None
+    if empty.any():
+        rows = np.flatnonzero(empty)
+        listed = ", ".join(map(str, rows[:5])) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+        raise UserError(f"{OPTION['variant']} {cols.variant or DEFAULTS.variant!r} in {source}: {len(rows)} of "
+                        f"{len(variant)} rows have no variant label (rows {listed}); name every run's variant "
+                        f"(the baseline's too) or give no variant column")
+    return variant
 
 
 # --- screening: which runs a fit can use, and what the data can determine -----------------------

@@ -145,10 +145,13 @@ def _local(law, target, key) -> float:
     return float(t[0] if key == "a" else t[1])
 
 
+NO_INTERVALS = "(no intervals: no bootstrap resamples, --bootstrap 0)"
+
+
 def _interval_header(fit) -> list[str]:
     boot = fit.bootstrap
     if not boot:
-        return []
+        return [f"  {'':<22}{'estimate':>10}  {NO_INTERVALS}"]
     how = ", each one Newton step from the full fit" if boot.refits == "newton" else ""
     lines = [f"  {'':<22}{'estimate':>10}  {'80 % interval':<24}  {'95 % interval':<24}"
              f"({boot.n_boot} bootstrap resamples of the runs{how}, seed {boot.seed})"]
@@ -227,10 +230,13 @@ def _frontier_lines(fit) -> list[str]:
     return lines
 
 
-def prediction_lines(rows: list[dict], form: str) -> list[str]:
-    """``fit --predict``: one line per point with its 80 % and 95 % predictive intervals."""
-    lines = [f"Predicted loss ({form} form; intervals cover the law's bootstrap spread, the residual field and one "
-             "run's noise at that loss):",
+def prediction_lines(rows: list[dict], form: str, resampled: bool = True) -> list[str]:
+    """``fit --predict``: one line per point with its 80 % and 95 % predictive intervals
+    (``resampled`` False: the fit had no bootstrap, and they leave out the law's own spread)."""
+    covers = ("the law's bootstrap spread, the residual field and one run's noise at that loss" if resampled else
+              "the residual field and one run's noise at that loss only; not the law's own uncertainty, which needs "
+              "bootstrap resamples (--bootstrap 0 gave none)")
+    lines = [f"Predicted loss ({form} form; intervals cover {covers}):",
              f"  {'N':>8}  {'D':>8}  {'loss':>7}  {'80 % interval':<18}  {'95 % interval':<18}"]
     for r in rows:
         d = si(r["d"]) if r.get("d") is not None else "-"
@@ -320,6 +326,8 @@ _HP_LABEL = {"lr": "learning rate", "batch": "batch size (tokens)"}
 
 
 def _hp_cells(v: dict, fmt) -> str:
+    if not all(math.isfinite(x) for x in v["80%"] + v["95%"]):  # no draws (--bootstrap 0)
+        return "-"
     return "  ".join(f"[{fmt(v[k][0])}, {fmt(v[k][1])}]".ljust(24) for k in (f"{round(100 * lv)}%" for lv in LEVELS)).rstrip()
 
 
@@ -352,8 +360,8 @@ def _hp_law_lines(law) -> list[str]:
     """A law's formula and its coefficients with their intervals."""
     how = (f"fitted jointly to {law.trials} trials of {law.n_points} points" if law.method == "joint" else
            f"{law.n_points} bracketed points; scatter {law.residual_sd:.3f} in ln")
-    lines = [f"  {law.formula()}   ({how})",
-             f"  {'':<22}{'estimate':>10}  {'80 % interval':<24}  95 % interval"]
+    columns = f"{'80 % interval':<24}  95 % interval" if len(law.draws) else NO_INTERVALS
+    lines = [f"  {law.formula()}   ({how})", f"  {'':<22}{'estimate':>10}  {columns}"]
     for name, v in law.intervals().items():
         if v.get("fixed"):
             lines.append(f"  {name:<22}{'0':>10}  (fixed: not identified by the points)")

@@ -14,6 +14,7 @@ import numpy as np
 
 from orchestrator.fitting.forms.base import FormError, LawForm, Param
 from orchestrator.fitting.law import EXPONENT_BOUNDS, LOG_COEF_MIN, optimal_allocation
+from orchestrator.fitting.runs import MAX_MAGNITUDE
 from workers.simulated.expr import ExpressionError, compile_expression
 
 __all__ = ["FORMS", "INPUTS", "form_by_name", "custom_form", "parse_param", "resolve_form"]
@@ -298,6 +299,10 @@ def parse_param(text: str) -> tuple[str, tuple[float, float, float]]:
         raise FormError(f"--param {text!r}: the initial value must be a finite number")
     if lo > hi:
         raise FormError(f"--param {text!r}: LO {lo:g} is above HI {hi:g}")
+    huge = [x for x in (init, lo, hi) if math.isfinite(x) and abs(x) > MAX_MAGNITUDE]
+    if huge:  # the start box's width hi - lo, steps of 3 |init| and squared predictions would overflow
+        raise FormError(f"--param {text!r}: {huge[0]:g} is beyond +-{MAX_MAGNITUDE:g}, where the fit's arithmetic "
+                        "overflows (expected values within it; an empty LO or HI is no bound)")
     return name.strip(), (init, lo, hi)
 
 

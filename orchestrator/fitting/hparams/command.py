@@ -34,8 +34,9 @@ def _positive(what: str):
     return parse
 
 
-def add_parser(sub, compute_type) -> None:
-    """Register ``hparams`` on the command line's subparsers (``compute_type``: the CLI's --compute parser)."""
+def add_parser(sub, compute_type, count_type) -> None:
+    """Register ``hparams`` on the command line's subparsers (``compute_type``, ``count_type``:
+    the CLI's parsers of --compute and of whole numbers >= 0, as ``fit`` reads them)."""
     h = sub.add_parser("hparams", help="fit the learning-rate and batch-size laws lr*(N, D), B*(N, D) to runs",
                        description="Fit lr*(N, D) = coef N^n_exp D^d_exp (and B*(N, D) where points tried several "
                                    "batch sizes) to the optima of each design point of a sweep's results or of any "
@@ -53,8 +54,9 @@ def add_parser(sub, compute_type) -> None:
                    help="recommend at N_opt and D_opt of this compute (the Chinchilla law fitted to the points' "
                         "optimal losses)")
     h.add_argument("--json", action="store_true", help="machine-readable output")
-    h.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap draws (default 1000)")
-    h.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    h.add_argument("--bootstrap", type=count_type, default=1000, metavar="B",
+                   help="bootstrap draws for the intervals (default 1000; 0: none, no intervals)")
+    h.add_argument("--seed", type=count_type, default=0, help="seed of the bootstrap, a whole number >= 0 (default 0)")
     h.set_defaults(fn=cmd_hparams)
 
 
@@ -157,8 +159,6 @@ def cmd_hparams(args) -> int:
         raise UserError("--at-n and --at-d: give both (the point's N and D), or neither")
     if args.at_n is not None and args.compute is not None:
         raise UserError("--at-n/--at-d and --compute: give one point to recommend at, not two")
-    if args.bootstrap < 0:
-        raise UserError(f"--bootstrap: expected a number of draws >= 0, got {args.bootstrap}")
     runs, n_kind = load_hparam_runs(args.results, args)
     points = point_optima(runs)
     h = fit_hparams(points, runs, n_boot=args.bootstrap, seed=args.seed, n_kind=n_kind, require=True)

@@ -138,7 +138,7 @@ class PowerLawFit:
                          n="nonembed" if self.n_kind == "nonembed" else "total")
 
     def to_json(self) -> dict:
-        return {**self.intervals(), "formula": self.formula(), "n": self.n_kind,
+        return {**self.intervals(), "formula": self.formula(), "n": self.n_kind, "n_draws": len(self.draws),
                 "fixed": [f"{v}_exp" for v in ("n", "d") if v not in self.free], "n_points": self.n_points,
                 "residual_sd_ln": self.residual_sd, "dof": self.dof, "notes": self.notes,
                 "outliers": [self.points[i] if i < len(self.points) else i for i in self.dropped]}
@@ -259,9 +259,10 @@ def _without_outliers(X: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _t_wild_bootstrap(X, fitted, r, b, dof, n_boot, seed) -> np.ndarray:
-    """(n_boot, p) draws of the coefficients (module docstring); the fit itself when n_boot is 0."""
+    """(n_boot, p) draws of the coefficients (module docstring); none when n_boot is 0 (no
+    intervals, as the joint fit's: not the fit itself as one draw, an interval of zero width)."""
     if n_boot <= 0:
-        return b[None, :].copy()
+        return np.empty((0, len(b)))
     rng = np.random.default_rng(seed)
     h = np.einsum("ij,ji->i", X, np.linalg.pinv(X))  # leverages
     # Wild bootstrap (Rademacher signs on r_i / sqrt(1 - h_i), HC2): each point keeps its own

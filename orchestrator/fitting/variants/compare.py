@@ -199,11 +199,20 @@ class VariantComparison:
 
 
 def fit_variants(trials: pd.DataFrame, target_compute: float | None, *, variant_col: str = "variant",
-                 baseline: str = BASELINE, always: bool = False, fit_one=analyse,
+                 baseline: str | None = None, always: bool = False, fit_one=analyse,
                  **kw) -> tuple[SweepFit, "VariantComparison | None"]:
     """The fit of ``trials`` as ``run``, ``fit`` and ``report`` show it: with two or more variants in
     ``variant_col`` (or ``always``, when the user named the column), each variant's fit and the
-    comparison, and the baseline's fit; otherwise ``fit_one``'s fit of them all and None."""
+    comparison, and the baseline's fit; otherwise ``fit_one``'s fit of them all and None.
+    ``baseline``: the variant the others are compared with (None: BASELINE); one the user named
+    must be in ``variant_col`` (UserError otherwise, a table without the column included)."""
+    if baseline is None:
+        baseline = BASELINE
+    elif variant_col not in trials:
+        raise UserError(f"--baseline {baseline!r}: the runs have no variant column {variant_col!r} (name the column "
+                        "of each run's variant with --variant-col)")
+    else:
+        _require_baseline(trials[variant_col].astype(str), variant_col, baseline)
     if always or (variant_col in trials and trials[variant_col].astype(str).nunique() > 1):
         comparison = compare_variants(trials, target_compute, variant_col=variant_col, baseline=baseline,
                                       fit_one=fit_one, **kw)
@@ -294,13 +303,19 @@ def _variant_names(trials: pd.DataFrame, col: str, baseline: str) -> list[str]:
     if col not in trials:
         raise UserError(f"variants: the trials table has no column {col!r} naming each run's variant "
                         f"(columns: {', '.join(map(str, trials.columns))})")
-    values = list(dict.fromkeys(trials[col].astype(str)))
-    if baseline not in values:
-        raise UserError(f"variants: no run has {col} == {baseline!r} (the baseline); values found: "
-                        f"{', '.join(repr(v) for v in values) or 'none'}")
+    values = _require_baseline(trials[col].astype(str), col, baseline)
     if len(values) < 2:
         raise UserError(f"variants: every run has {col} == {baseline!r}; there is no variant to compare")
     return [baseline] + sorted(v for v in values if v != baseline)
+
+
+def _require_baseline(labels: pd.Series, col: str, baseline: str) -> list[str]:
+    """The distinct ``labels`` in order; UserError when ``baseline`` is not among them."""
+    values = list(dict.fromkeys(labels))
+    if baseline not in values:
+        raise UserError(f"variants: no run has {col} == {baseline!r} (the baseline; name another with --baseline); "
+                        f"values found: {', '.join(repr(v) for v in values) or 'none'}")
+    return values
 
 
 def _has_tokens(trials: pd.DataFrame) -> bool:
