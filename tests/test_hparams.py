@@ -282,3 +282,47 @@ def test_no_bootstrap_draws_mean_no_intervals_not_nan_or_zero_width(tmp_path, ca
     assert "NaN" not in out and j["lr_law"]["n_draws"] == 0 and j["lr_opt"]["80%"] == [None, None]
     law = fit_power_law([1e8, 3e8, 1e9, 3e9], [2e9, 2e9, 2e10, 6e9], [3e-3, 2e-3, 1.1e-3, 8e-4], n_boot=0)
     assert law.draws.shape == (0, 3) and law.intervals()["coef"]["80%"] != [law.coef, law.coef]
+
+
+def test_hparams_on_a_wsd_sweep_with_variants_fits_one_variants_design_points(tmp_path, capsys):
+    """`hparams RESULTS` counted a wsd sweep's stem segments as design points and pooled the
+    variants (148 "design points" for 2 x 9), which moved the law (lr* = 5.87 N^-0.826 D^0.370
+    for a world of 1.79 N^-0.713 D^0.307 and a variant at twice its lr*)."""
+    from test_tuning import B_RULE, LR_RULE, sim_spec
+
+    from orchestrator.running.executor import InlineExecutor
+    from orchestrator.sweep import run_sweep
+
+    hot = {**LR_RULE, "coef": 2 * LR_RULE["coef"]}
+    spec = sim_spec(tmp_path, train={"lr": {"tune": 1e-3}, "batch_tokens": B_RULE, "schedule": "wsd"},
+                    variants=[{"name": "hot", "world": {"hparams": {"lr": hot}}}])
+    run_sweep(spec, executor_factory=InlineExecutor, write_report=False)
+    rows = ResultStore(spec.sweep_dir).read_table("trials").to_pandas()
+    assert (rows["role"] == "stem").sum() > 0 and set(rows["variant"]) == {"baseline", "hot"}
+    for variant, rule in (("baseline", LR_RULE), ("hot", hot)):
+        chosen = ["--variant", variant] if variant != "baseline" else []  # the baseline by default
+        assert main(["hparams", spec.sweep_dir, "--bootstrap", "50", "--json", *chosen]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["variant"] == variant and out["design_points"] == 9 and len(out["points"]) == 9
+        assert out["other_variants"] == [{"baseline": "hot", "hot": "baseline"}[variant]]
+        law = out["lr_law"]
+        assert law["coef"]["estimate"] == pytest.approx(rule["coef"], rel=0.05)
+        assert law["n_exp"]["estimate"] == pytest.approx(rule["n_exp"], abs=0.02)
+    assert main(["hparams", spec.sweep_dir, "--bootstrap", "0"]) == 0
+    assert capsys.readouterr().out.startswith(f"Hyperparameter laws of {spec.sweep_dir} (variant baseline: 9 design "
+                                              "points, ")
+    _one_line_error(capsys, ["hparams", spec.sweep_dir, "--variant", "cold"],
+                    "--variant 'cold': no runs of that variant in", "'baseline', 'hot'")
+
+
+def test_a_table_without_variants_is_fitted_whole_and_refuses_variant(tmp_path, capsys):
+    path = _grid_csv(tmp_path)
+    cols = ["--n-col", "N", "--d-col", "D", "--lr-col", "learning_rate", "--loss-col", "loss", "--bootstrap", "0"]
+    assert main(["hparams", path, *cols]) == 0
+    assert capsys.readouterr().out.startswith(f"Hyperparameter laws of {path} (9 design points, ")
+    _one_line_error(capsys, ["hparams", path, *cols, "--variant", "moe"],
+                    "--variant 'moe': the runs have no variant column (name it with --variant-col)")
+    df = pd.read_csv(path).assign(arch="dense")
+    df.to_csv(path, index=False)
+    assert main(["hparams", path, *cols, "--variant-col", "arch"]) == 0  # its only variant, whatever its name
+    assert "(variant dense: " in capsys.readouterr().out.splitlines()[0]

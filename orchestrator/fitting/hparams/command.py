@@ -1,14 +1,20 @@
 """``scalesweep hparams RUNS_OR_FILE``: the hyperparameter laws of any table of runs.
 
-A results directory, or a CSV/Parquet file whose columns the options name. Runs are grouped
-into design points by ``point_id`` where the table has one, else by distinct (N, D); every
-run is one trial at one (lr, batch). The command is registered by orchestrator.cli (``add_parser``)
+A results directory, or a CSV/Parquet file whose columns the options name. Of a results directory
+only the design points' rows are read, variants named as its plan names them, as ``fit`` reads
+them (orchestrator.fitting.runs.results_runs): a wsd sweep's stem segments are not trials of a
+point. One variant is fitted at a time (the baseline, or ``--variant``): another architecture
+has laws of its own, and pooled its optima would move the baseline's recommendation. Runs are
+grouped into design points by ``point_id`` where the table has one, else by distinct (N, D);
+every run is one trial at one (lr, batch). The command is registered by orchestrator.cli (``add_parser``)
 and, like every command, reads argv only through it; errors are UserError or FitError, one line.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from workers.config import BASELINE  # a constant module: no pandas
 
 __all__ = ["add_parser", "cmd_hparams", "load_hparam_runs"]
 
@@ -47,6 +53,10 @@ def add_parser(sub, compute_type, count_type) -> None:
                          ("batch", "batch_tokens, if present"), ("loss", "eval_loss")):
         h.add_argument(OPTION[key], dest=f"{key}_col", metavar="COLUMN",
                        help=f"column of {HELP[key]} (default: {default})")
+    h.add_argument("--variant", metavar="NAME",
+                   help=f"the variant whose runs are fitted (default: {BASELINE}, or the table's only variant)")
+    h.add_argument("--variant-col", metavar="COLUMN",
+                   help="column naming each run's variant (default: variant, where the table has one)")
     h.add_argument("--at-n", type=_positive("a parameter count"), metavar="N",
                    help="recommend at this N (counted as the laws count it: --n-col's, non-embedding for a sweep)")
     h.add_argument("--at-d", type=_positive("a number of tokens"), metavar="D", help="... and this many tokens")
@@ -94,13 +104,33 @@ def _check_positive(values, key: str, name: str, source: str, rows, allow_nan: b
                         f"{int(bad.sum())} such rows)")
 
 
+def _one_variant(df, args, source: str) -> tuple:
+    """(the rows of the variant to fit, its name, the other variants' names); (df, None, [])
+    for a table that names no variants. UserError for a --variant the table does not have."""
+    from orchestrator.errors import UserError
+    from orchestrator.fitting.runs import ColumnMap, _variant_labels
+
+    labels = _variant_labels(df, ColumnMap(variant=args.variant_col), source)
+    if labels is None:
+        if args.variant is not None:
+            raise UserError(f"--variant {args.variant!r}: the runs have no variant column (name it with --variant-col)")
+        return df, None, []
+    names = list(dict.fromkeys(labels))
+    name = args.variant or (names[0] if len(names) == 1 else BASELINE)
+    if name not in names:
+        asked = f"--variant {name!r}" if args.variant else f"the baseline {name!r} (the default of --variant)"
+        raise UserError(f"{asked}: no runs of that variant in {source} (variants: {', '.join(map(repr, names))})")
+    return df[(labels == name).to_numpy()], name, [v for v in names if v != name]
+
+
 def load_hparam_runs(path: str, args) -> tuple:
-    """(runs as orchestrator.fitting.hparams.optima.RUN_COLUMNS, the laws' N kind)."""
+    """(runs as orchestrator.fitting.hparams.optima.RUN_COLUMNS, the laws' N kind, the variant
+    fitted (None: the table names none), the other variants)."""
     import numpy as np
     import pandas as pd
 
     from orchestrator.fitting.hparams.optima import with_points
-    from orchestrator.fitting.runs import _is_file, _read_file
+    from orchestrator.fitting.runs import _is_file, _read_file, results_runs
     from workers.store import TrialStatus
 
     if _is_file(path, "runs, or a results directory"):
@@ -108,7 +138,9 @@ def load_hparam_runs(path: str, args) -> tuple:
     else:
         from orchestrator.results import open_results
 
-        df = open_results(path).read_table("trials").to_pandas()
+        df = results_runs(open_results(path), path).table  # design points only, variants as the plan names them
+    df, variant, others = _one_variant(df, args, path)
+    df = df.reset_index(drop=True)
     col = lambda key, req=True: _column(df, key, getattr(args, f"{key}_col", None), path, req)  # noqa: E731
     if args.n_col:
         n = n_total = col("n")
@@ -144,7 +176,7 @@ def load_hparam_runs(path: str, args) -> tuple:
         "loss": loss.where(np.isfinite(loss)), "status": status,
         "budget": pd.to_numeric(df["budget"], errors="coerce").fillna(0.0) if "budget" in df else 0.0,
     })[rows].reset_index(drop=True)
-    return with_points(runs), n_kind
+    return with_points(runs), n_kind, variant, others
 
 
 def cmd_hparams(args) -> int:
@@ -159,7 +191,7 @@ def cmd_hparams(args) -> int:
         raise UserError("--at-n and --at-d: give both (the point's N and D), or neither")
     if args.at_n is not None and args.compute is not None:
         raise UserError("--at-n/--at-d and --compute: give one point to recommend at, not two")
-    runs, n_kind = load_hparam_runs(args.results, args)
+    runs, n_kind, variant, others = load_hparam_runs(args.results, args)
     points = point_optima(runs)
     h = fit_hparams(points, runs, n_boot=args.bootstrap, seed=args.seed, n_kind=n_kind, require=True)
     if h.lr_law is None and h.batch_law is None:
@@ -170,10 +202,13 @@ def cmd_hparams(args) -> int:
     elif args.compute is not None:
         _recommend_at_compute(h, points, args)
     if args.json:
-        print(json.dumps(hparams_json(h), indent=1))
+        print(json.dumps(hparams_json(h) | {"variant": variant, "other_variants": others, "design_points": len(points),
+                                            "runs": len(runs)}, indent=1))
     else:
-        print("\n".join(hparam_lines(h, head=f"Hyperparameter laws of {args.results} ({len(points)} design points, "
-                                             f"{len(runs)} runs; N: {n_words(n_kind)}; D: tokens):")))
+        which = f"variant {variant}: " if variant is not None else ""
+        rest = f"; other variants: {', '.join(others)} (--variant)" if others else ""
+        print("\n".join(hparam_lines(h, head=f"Hyperparameter laws of {args.results} ({which}{len(points)} design "
+                                             f"points, {len(runs)} runs; N: {n_words(n_kind)}; D: tokens{rest}):")))
     return 0
 
 
