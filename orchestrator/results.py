@@ -367,4 +367,4 @@ def query(path: str, sql: str, *, timeout: float | str | None = QUERY_TIMEOUT_S,
     store = open_results(path)
     # read only what the query names: steps can be millions of rows
     names = [t for t in ("trials", "steps") if re.search(rf"\b{t}\b", sql, re.IGNORECASE)]
-    return _run_limited(sql, names, store.read_table, timeout, limit, shown)
+    return _run_limited(sql, names, lambda table: read_labelled(store, table), timeout, limit, shown)

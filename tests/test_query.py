@@ -235,3 +235,19 @@ def _children(pid: int) -> list[int]:
         except OSError:
             pass
     return out
+
+
+def test_trials_show_variants_as_the_plan_names_them(results):
+    """query reads the trials as load_trials, status and fit show them (read_labelled): a
+    variant renamed in the spec keeps its rows, under its new name."""
+    import json
+
+    path, _ = results
+    store = ResultStore(path)
+    row = {f.name: None for f in TRIALS_SCHEMA} | {"sweep": "s", "trial_id": "t9", "status": "completed",
+                                                   "point_id": "p9", "variant": "old-name", "eval_loss": 1.5}
+    store.write_trial(row)
+    with open(os.path.join(path, "plan.json"), "w") as f:
+        json.dump({"trials": [{"point_id": "p9", "variant": "new-name"}]}, f)
+    df = query(path, "select variant, count(*) n from trials group by 1 order by 1")
+    assert dict(zip(df["variant"], df["n"])) == {"baseline": 3, "new-name": 1}
