@@ -225,6 +225,7 @@ def read_only_connection(memory_limit: int | None = None) -> duckdb.DuckDBPyConn
 # It runs in its own session, so a terminal's Ctrl-C reaches the caller only, which ends it.
 
 QUERY_TIMEOUT_S = 60.0
+_STARTUP_S = 60.0  # for the child's imports and the tables' transfer, before the statement's clock
 _POLL_S = 0.02  # the watchdog's period: at a few GB/s of page faults, the overshoot is tens of MB
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
 
@@ -293,6 +294,7 @@ def _query_child() -> None:
         con = read_only_connection(memory_limit=left)
         for name, table in tables.items():
             con.register(name, table)
+        outbox.send(("ready", None))  # the statement's clock starts here
         outbox.send(("ok", con.execute(sql).df()))
     except duckdb.OutOfMemoryException as e:
         outbox.send(("memory", _first_line(e)))
@@ -314,30 +316,36 @@ def _run_limited(sql: str, names: list[str], read, timeout: float | None, memory
     """Run ``sql`` over the tables ``names`` (``read(name)``: an Arrow table) in a child process;
     UserError when it passes ``timeout`` seconds or ``memory_limit`` bytes resident (``shown``:
     that limit as the user wrote it), or fails. The child starts first: its imports overlap the
-    reads."""
+    reads. Its memory is watched throughout, its time from its "ready": the interpreter's start
+    and the tables' transfer are not the statement's (they have _STARTUP_S of their own)."""
     from multiprocessing.connection import Connection
 
     child = subprocess.Popen([sys.executable, "-c", "from orchestrator.results import _query_child; _query_child()"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                              start_new_session=True)
-    start = time.monotonic()
     outbox, inbox = Connection(os.dup(child.stdin.fileno()), readable=False), \
         Connection(os.dup(child.stdout.fileno()), writable=False)
     child.stdin.close()
     child.stdout.close()
-    rss = 0
+    rss, kind, value = 0, "starting", None
     try:
         outbox.send((sql, names, memory_limit))
         for name in names:
             outbox.send_bytes(_arrow_ipc(read(name)))
-        while not inbox.poll(_POLL_S):
+        clock, allowed = time.monotonic(), _STARTUP_S
+        while kind in ("starting", "ready"):
+            if inbox.poll(_POLL_S):
+                kind, value = inbox.recv()
+                if kind == "ready":
+                    clock, allowed = time.monotonic(), timeout
+                continue
             rss = _resident_bytes(child.pid) or 0
             if rss > memory_limit:
                 raise UserError(f"query: exceeded the memory limit of {shown} (--memory-limit; stopped at "
                                 f"{_size_str(rss)})")
-            if timeout is not None and time.monotonic() - start > timeout:
-                raise UserError(f"query: stopped after {timeout:g} s (--timeout)")
-        kind, value = inbox.recv()
+            if allowed is not None and time.monotonic() - clock > allowed:
+                raise UserError(f"query: stopped after {timeout:g} s (--timeout)" if kind == "ready" else
+                                f"query: the query process did not start within {_STARTUP_S:g} s")
     except (EOFError, OSError):  # the child died: killed from outside (the OOM killer), or crashed
         child.wait()
         raise UserError(f"query: the query process ended without a result (exit status {child.returncode}"

@@ -137,6 +137,13 @@ def test_a_runaway_query_stops_at_its_time_limit(results, sql):
     assert time.monotonic() - start < 10  # the statement's process is killed, not waited for
 
 
+def test_the_time_limit_is_the_statements_not_the_query_process_start(results):
+    """The child interpreter's imports take about a second: a limit shorter than that still
+    runs a quick statement."""
+    path, _ = results
+    assert query(path, "select count(*) n from trials", timeout=0.5)["n"][0] == 3
+
+
 @pytest.mark.parametrize("sql", [
     "select len(range(4000000000))",  # a list DuckDB allocates outside its own memory_limit (15.8 GB under 1 GB)
     "select count(*) from (select range % 100000000 k from range(200000000) group by k)",  # a hash table
