@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 
-from orchestrator.results import query
+from orchestrator.results.sql import query
 from workers.store import STEPS_SCHEMA, TRIALS_SCHEMA, ResultStore
 
 QUERIES = {

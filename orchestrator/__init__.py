@@ -12,7 +12,7 @@ from workers.lazy import lazy_getattr
 
 _EXPORTS = {
     "SweepFit": "orchestrator.fitting.analysis", "analyse": "orchestrator.fitting.analysis", "UserError": "orchestrator.errors",
-    "load_steps": "orchestrator.results", "load_trials": "orchestrator.results", "query": "orchestrator.results",
+    "load_steps": "orchestrator.results", "load_trials": "orchestrator.results", "query": "orchestrator.results.sql",
     "SweepSpec": "orchestrator.spec", "load_spec": "orchestrator.spec", "parse_spec": "orchestrator.spec",
     "run_sweep": "orchestrator.sweep",
 }

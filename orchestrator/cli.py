@@ -280,7 +280,7 @@ def cmd_stop(args) -> int:
 def cmd_status(args) -> int:
     from orchestrator.report.text import si
     from orchestrator.results import open_results
-    from orchestrator.fitting.runs import plan_record
+    from orchestrator.results import plan_record
     from workers.store import TrialStatus
 
     from orchestrator.results import NOT_IN_SPEC, label_variants, point_rows, spent_flops
@@ -344,24 +344,9 @@ def cmd_status(args) -> int:
 
 
 def cmd_query(args) -> int:
-    from orchestrator.results import QUERY_TIMEOUT_S, query
+    from orchestrator.results.sql import cmd_query as run  # DuckDB and pandas only for this command
 
-    timeout = QUERY_TIMEOUT_S if args.timeout is None else args.timeout  # a string: query() names a bad one
-    try:
-        df = query(args.results, args.sql, timeout=timeout, memory_limit=args.memory_limit)
-    except KeyboardInterrupt:  # query() has ended the statement's process; nothing was written
-        print("scalesweep: query: interrupted (Ctrl-C)", file=sys.stderr)
-        return 128 + signal.SIGINT
-    if args.format == "csv":
-        df.to_csv(sys.stdout, index=False)
-    elif args.format == "json":
-        print(df.to_json(orient="records", indent=1))
-    else:
-        import pandas as pd
-
-        with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
-            print(df.to_string(index=False))
-    return 0
+    return run(args)
 
 
 def _target(args, runs) -> float | None:
@@ -591,8 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("results")
     q.add_argument("sql", help='e.g. "select budget, min(eval_loss) from trials group by budget"')
     q.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    q.add_argument("--timeout", metavar="SECONDS",
-                   help="stop the query after this many seconds (default 60: orchestrator.results.QUERY_TIMEOUT_S)")
+    q.add_argument("--timeout", metavar="SECONDS", help="stop the query after this many seconds (default 60)")
     q.add_argument("--memory-limit", metavar="SIZE",
                    help="stop the query when it holds more memory than this, the tables it reads included, e.g. "
                         "2GB or 512MB (default: 4GiB, or half the machine's memory where that is less)")
@@ -616,11 +600,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from workers.store import StoreError
+
     try:
         code = args.fn(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return code
-    except (UserError, FitError) as e:  # a FitError (the runs cannot support the fit) is the user's input too
+    # A FitError (the runs cannot support the fit) is the user's input too, and so is a
+    # StoreError (a results file holding what no sweep writes, named).
+    except (UserError, FitError, StoreError) as e:
         print(f"scalesweep: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -197,8 +197,7 @@ def _run(spec, store, factories, static, executor_factory, sink, write_report, f
 def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, write_report: bool = True,
            fit_progress=None) -> SweepOutcome:
     """Fit (and report) the sweep's trials: ``trial_ids``, or every trial in the store."""
-    from orchestrator.fitting.runs import plan_record
-    from orchestrator.results import account_reuse, label_variants, point_rows
+    from orchestrator.results import account_reuse, label_variants, plan_record, point_rows
 
     every = label_variants(store.read_table("trials").to_pandas(), plan_record(store))
     table = point_rows(every)

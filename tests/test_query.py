@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.errors import UserError
-from orchestrator.results import query
+from orchestrator.results.sql import query
 from workers.store import STEPS_SCHEMA, TRIALS_SCHEMA, ResultStore
 
 
@@ -177,7 +177,7 @@ def test_bad_limits_are_one_line(results, capsys, option, value, expected):
 
 
 def test_parse_size_reads_duckdbs_units():
-    from orchestrator.results import parse_size
+    from orchestrator.results.sql import parse_size
 
     assert parse_size("2GB") == 2_000_000_000 and parse_size("1.5 GiB") == 1.5 * 2**30
     assert parse_size("512mb") == 512_000_000 and parse_size(3 * 2**20) == 3 * 2**20
@@ -199,7 +199,7 @@ def test_cli_limits_end_in_one_line_with_status_2(results, capsys):
 
 def test_the_cli_help_names_the_default_timeout():
     from orchestrator.cli import build_parser
-    from orchestrator.results import QUERY_TIMEOUT_S
+    from orchestrator.results.sql import QUERY_TIMEOUT_S
 
     query_parser = build_parser()._subparsers._group_actions[0].choices["query"]
     (timeout,) = [a for a in query_parser._actions if "--timeout" in a.option_strings]

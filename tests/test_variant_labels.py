@@ -13,7 +13,8 @@ import pytest
 
 from conftest import tiny_spec_dict
 from orchestrator.cli import main
-from orchestrator.results import NOT_IN_SPEC, label_variants, load_trials, query, read_trials
+from orchestrator.results import NOT_IN_SPEC, label_variants, load_trials, read_trials
+from orchestrator.results.sql import query
 from orchestrator.running.executor import InlineExecutor
 from orchestrator.spec import parse_spec
 from orchestrator.sweep import run_sweep
@@ -102,8 +103,6 @@ def test_a_renamed_variant_of_a_wsd_or_tuned_sweep_moves_every_row(tmp_path, cap
                                                    {"baseline", "cheaper"})
 
 
-@pytest.mark.xfail(strict=True, reason="query() reads store.read_table; it should read read_labelled(store, t) "
-                                       "(orchestrator.results), a change of query()'s own")
 def test_query_shows_a_renamed_variant_s_rows_under_the_new_name(tmp_path):
     run(static(tmp_path, [{"name": "better", "world": BETTER}]))
     renamed = static(tmp_path, [{"name": "cheaper", "world": BETTER}])

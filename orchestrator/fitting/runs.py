@@ -19,7 +19,6 @@ fit whose intervals have zero width.
 from __future__ import annotations
 
 import enum
-import json
 import os
 import stat
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from orchestrator.results import label_variants, open_results, plan_record, point_rows
 from orchestrator.errors import UserError
 from workers.flops import tokens_for_budget, train_flops
 from workers.store import TrialStatus
@@ -101,16 +101,6 @@ SEARCH_COLUMNS = ("point_id", "lr", "batch_tokens", "n_params_nonembed")
 REUSE_COLUMNS = ("parent_id", "flops_spent", "finished_at", "wall_s")
 
 
-def plan_record(store) -> dict:
-    """The sweep's plan.json (orchestrator.sweep writes it): {} when there is none."""
-    try:
-        with store.fs.open_input_stream(f"{store.root}/plan.json") as f:
-            plan = json.loads(f.read())
-        return plan if isinstance(plan, dict) else {}
-    except (FileNotFoundError, OSError, ValueError):
-        return {}
-
-
 def results_runs(store, source: str) -> Runs:
     """A results directory's trials, with the target and planner its plan.json names."""
     plan = plan_record(store)
@@ -120,8 +110,6 @@ def results_runs(store, source: str) -> Runs:
         target = None
     planner, form, params = plan.get("planner"), plan.get("form"), plan.get("form_params")
     objective = plan.get("tune_objective")
-    from orchestrator.results import label_variants, point_rows
-
     every = label_variants(store.read_table("trials").to_pandas(), plan)
     points = point_rows(every)
     return Runs(points, source, target, planner if isinstance(planner, str) else None,
@@ -206,8 +194,6 @@ def load_runs(path: str, cols: ColumnMap = ColumnMap(), need_d: bool = True) -> 
     if is_file:
         df, target, planner = _read_file(path), None, None
     else:
-        from orchestrator.results import open_results
-
         found = results_runs(open_results(path), path)
         df, target, planner = found.table, found.target_compute, found.planner
     n = _column(df, "n", cols, path, required=True)
