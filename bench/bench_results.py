@@ -3,7 +3,9 @@
 Writes a synthetic sweep through the real ResultStore (one trials file and one steps file
 per trial, exactly as workers commit them): ``--trials`` trials of ``--steps`` step rows each
 (default 10,000 x 100 = 1,000,000 step rows). Then times, in one process and through the CLI
-(a fresh interpreter, imports included), the queries users run most:
+(a fresh interpreter, imports included), the queries users run most, each statement in its
+limited child process (orchestrator.results.sql: a fresh interpreter by default, a fork with
+``fork=True`` as the CLI runs it):
 
   best   best held-out loss per trial          (GROUP BY over every step row)
   front  lower envelope of loss over compute   (Approach 1's frontier, over every step row)
@@ -65,11 +67,11 @@ def write_sweep(root: str, n_trials: int, n_steps: int) -> None:
         store._write("trials", tid, pa.Table.from_pylist([row], schema=TRIALS_SCHEMA))
 
 
-def timed(path: str, sql: str, repeat: int = 5) -> float:
+def timed(path: str, sql: str, repeat: int = 5, fork: bool = False) -> float:
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        query(path, sql)
+        query(path, sql, fork=fork)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -100,7 +102,10 @@ def main() -> None:
                 merged = store.compact("steps") + store.compact("trials")
                 print(f"compact: {merged} files merged in {time.perf_counter() - t0:.2f}s")
             for name, sql in QUERIES.items():
+                # query()'s statement runs in a child: a fresh interpreter by default, a fork of
+                # this process with fork=True (what the CLI does; orchestrator.results.sql)
                 print(f"{label:16s} {name:6s} in-process {timed(root, sql) * 1e3:7.0f} ms   "
+                      f"fork=True {timed(root, sql, fork=True) * 1e3:7.0f} ms   "
                       f"CLI (fresh process) {cli_time(root, sql) * 1e3:7.0f} ms")
 
 

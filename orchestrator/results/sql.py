@@ -22,6 +22,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import duckdb
@@ -85,10 +86,13 @@ def read_only_connection(memory_limit: int | None = None) -> duckdb.DuckDBPyConn
 # in a child process: the caller samples the child's resident memory (not RLIMIT_AS: the imports
 # alone reserve 1.2 GB of address space for 0.14 GB resident) and its time, and kills it at
 # either limit. The child keeps DuckDB's own limit too, so that what DuckDB does count fails as a
-# clean "Out of Memory" first. The child is a fresh interpreter (subprocess), not a
-# multiprocessing fork or fork server: forking a process with threads (Ray's, Arrow's) is unsafe,
-# and multiprocessing's other start methods re-run the caller's __main__ script in the child.
-# It runs in its own session, so a terminal's Ctrl-C reaches the caller only, which ends it.
+# clean "Out of Memory" first. `scalesweep query` forks the child before anything has started a
+# thread: it starts at once, with every module imported, and reads the tables itself (a query of
+# a million step rows answers in about the time it did in-process). A caller with threads (a
+# notebook, Ray's driver, Arrow's pools) must not fork, and multiprocessing's other start methods
+# re-run the caller's __main__ script, so there the child is a fresh interpreter (subprocess),
+# about a second of imports, sent the tables the caller reads meanwhile. Either child runs in
+# its own session, so a terminal's Ctrl-C reaches the caller only, which ends it.
 
 QUERY_TIMEOUT_S = 60.0
 _STARTUP_S = 60.0  # for the child's imports and the tables' transfer, before the statement's clock
@@ -144,15 +148,22 @@ def _resident_bytes(pid: int) -> int | None:
 
 
 def _query_child() -> None:
-    """The child (``_run_limited``): from stdin the statement, its limit and the tables (Arrow
-    IPC); to stdout ("ok", DataFrame) or (kind, one line)."""
+    """The fresh interpreter's side (``_run_limited``): from stdin the statement, its limit and
+    the tables (Arrow IPC); to stdout ("ready"), then ("ok", DataFrame) or (kind, one line)."""
     from multiprocessing.connection import Connection
 
     inbox, outbox = Connection(os.dup(0), writable=False), Connection(os.dup(1), readable=False)
     os.dup2(2, 1)  # whatever else prints goes to stderr, not into the reply
     sql, names, memory_limit = inbox.recv()
+    _execute(outbox, sql, memory_limit,
+             lambda: {name: pa.ipc.open_stream(inbox.recv_bytes()).read_all() for name in names})
+
+
+def _execute(outbox, sql: str, memory_limit: int, tables) -> None:
+    """The statement, in the child: ``tables()`` read, then ("ready", None) and the outcome sent
+    on ``outbox`` (a multiprocessing Connection)."""
     try:
-        tables = {name: pa.ipc.open_stream(inbox.recv_bytes()).read_all() for name in names}
+        tables = tables()
         left = memory_limit - (_resident_bytes(os.getpid()) or 0)
         if left <= 0:
             outbox.send(("memory", "the tables it reads hold more"))
@@ -177,27 +188,82 @@ def _arrow_ipc(table: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
-def _run_limited(sql: str, names: list[str], read, timeout: float | None, memory_limit: int,
-                 shown: str) -> pd.DataFrame:
-    """Run ``sql`` over the tables ``names`` (``read(name)``: an Arrow table) in a child process;
-    UserError when it passes ``timeout`` seconds or ``memory_limit`` bytes resident (``shown``:
-    that limit as the user wrote it), or fails. The child starts first: its imports overlap the
-    reads. Its memory is watched throughout, its time from its "ready": the interpreter's start
-    and the tables' transfer are not the statement's (they have _STARTUP_S of their own)."""
-    from multiprocessing.connection import Connection
+class _Forked:
+    """A child forked from this process, with the Popen methods ``_run_limited`` uses."""
 
+    def __init__(self, pid: int):
+        self.pid, self.returncode = pid, None
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        return self.returncode
+
+
+def _start_child(sql: str, names: list[str], read, memory_limit: int, fork: bool):
+    """(the child process, the Connection its replies come on). With ``fork``, and no thread
+    of this process's but the main one (``scalesweep query``, before it has started any), the
+    child is this process forked: it has every module imported and reads the tables itself.
+    Only idle library pools (OpenBLAS's, Arrow's) are left behind then, and those re-initialise
+    in a forked child. Else it is a fresh interpreter, sent the tables (Arrow IPC) while its
+    imports run."""
+    from multiprocessing.connection import Pipe
+
+    inbox, outbox = Pipe(duplex=False)
+    if fork and hasattr(os, "fork") and threading.active_count() == 1:
+        pid = os.fork()
+        if pid == 0:  # the child: its own session (a terminal's Ctrl-C reaches the caller only)
+            try:
+                os.setsid()
+                inbox.close()
+                os.dup2(2, 1)
+                _execute(outbox, sql, memory_limit, lambda: {name: read(name) for name in names})
+            finally:
+                os._exit(0)  # never the caller's cleanup (atexit, buffered output) twice
+        outbox.close()
+        return _Forked(pid), inbox
+    outbox.close()
     child = subprocess.Popen([sys.executable, "-c", "from orchestrator.results.sql import _query_child; _query_child()"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                              start_new_session=True)
-    outbox, inbox = Connection(os.dup(child.stdin.fileno()), readable=False), \
-        Connection(os.dup(child.stdout.fileno()), writable=False)
+    from multiprocessing.connection import Connection
+
+    inbox.close()
+    to_child = Connection(os.dup(child.stdin.fileno()), readable=False)
+    inbox = Connection(os.dup(child.stdout.fileno()), writable=False)
     child.stdin.close()
     child.stdout.close()
-    rss, kind, value = 0, "starting", None
     try:
-        outbox.send((sql, names, memory_limit))
+        to_child.send((sql, names, memory_limit))
         for name in names:
-            outbox.send_bytes(_arrow_ipc(read(name)))
+            to_child.send_bytes(_arrow_ipc(read(name)))
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    finally:
+        to_child.close()
+    return child, inbox
+
+
+def _run_limited(sql: str, names: list[str], read, timeout: float | None, memory_limit: int,
+                 shown: str, fork: bool = False) -> pd.DataFrame:
+    """Run ``sql`` over the tables ``names`` (``read(name)``: an Arrow table) in a child process
+    (``_start_child``); UserError when it passes ``timeout`` seconds or ``memory_limit`` bytes
+    resident (``shown``: that limit as the user wrote it), or fails. Its memory is watched
+    throughout, its time from its "ready": the child's start and the tables' reading are not
+    the statement's (they have _STARTUP_S of their own)."""
+    rss, kind, value = 0, "starting", None
+    child = None
+    try:
+        child, inbox = _start_child(sql, names, read, memory_limit, fork)
         clock, allowed = time.monotonic(), _STARTUP_S
         while kind in ("starting", "ready"):
             if inbox.poll(_POLL_S):
@@ -213,14 +279,16 @@ def _run_limited(sql: str, names: list[str], read, timeout: float | None, memory
                 raise UserError(f"query: stopped after {timeout:g} s (--timeout)" if kind == "ready" else
                                 f"query: the query process did not start within {_STARTUP_S:g} s")
     except (EOFError, OSError):  # the child died: killed from outside (the OOM killer), or crashed
+        if child is None:  # it could not start (fork or exec failed)
+            raise
         child.wait()
         raise UserError(f"query: the query process ended without a result (exit status {child.returncode}"
                         f"{'; the memory it held: ' + _size_str(rss) if rss else ''})") from None
     finally:
-        child.kill()  # done, over a limit, Ctrl-C or an error here: the statement must not go on
-        child.wait()
-        outbox.close()
-        inbox.close()
+        if child is not None:
+            child.kill()  # done, over a limit, Ctrl-C or an error here: the statement must not go on
+            child.wait()
+            inbox.close()
     if kind == "memory":
         raise UserError(f"query: exceeded the memory limit of {shown} (--memory-limit; {value})")
     if kind == "error":
@@ -229,11 +297,13 @@ def _run_limited(sql: str, names: list[str], read, timeout: float | None, memory
 
 
 def query(path: str, sql: str, *, timeout: float | str | None = QUERY_TIMEOUT_S,
-          memory_limit: int | str | None = None) -> pd.DataFrame:
+          memory_limit: int | str | None = None, fork: bool = False) -> pd.DataFrame:
     """Run one read-only ``sql`` statement over the tables ``trials`` and ``steps``; UserError
     on a bad query, one that is not a plain read, or one that runs past ``timeout`` seconds
     (None: no limit) or holds more than ``memory_limit`` (bytes, or a size such as "2GB";
-    default :func:`default_memory_limit`), the tables it reads included."""
+    default :func:`default_memory_limit`), the tables it reads included. ``fork``: run the
+    statement in a fork of this process where that is safe (``_start_child``; what the CLI
+    does), saving a second of a fresh interpreter's imports."""
     read_statement(sql)
     timeout = _timeout_s(timeout)
     limit = parse_size(memory_limit) if memory_limit is not None else default_memory_limit()
@@ -241,14 +311,14 @@ def query(path: str, sql: str, *, timeout: float | str | None = QUERY_TIMEOUT_S,
     store = open_results(path)
     # read only what the query names: steps can be millions of rows
     names = [t for t in ("trials", "steps") if re.search(rf"\b{t}\b", sql, re.IGNORECASE)]
-    return _run_limited(sql, names, lambda table: read_labelled(store, table), timeout, limit, shown)
+    return _run_limited(sql, names, lambda table: read_labelled(store, table), timeout, limit, shown, fork)
 
 
 def cmd_query(args: argparse.Namespace) -> int:
     """``scalesweep query``: the table, CSV or JSON on stdout; one line on stderr for a bad or runaway query."""
     timeout = QUERY_TIMEOUT_S if args.timeout is None else args.timeout  # a string: query() names a bad one
     try:
-        df = query(args.results, args.sql, timeout=timeout, memory_limit=args.memory_limit)
+        df = query(args.results, args.sql, timeout=timeout, memory_limit=args.memory_limit, fork=True)
     except KeyboardInterrupt:  # query() has ended the statement's process; nothing was written
         print("scalesweep: query: interrupted (Ctrl-C)", file=sys.stderr)
         return 128 + signal.SIGINT
