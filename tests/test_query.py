@@ -227,6 +227,26 @@ def test_ctrl_c_ends_the_query_in_one_line(results):
     assert not [c for c in children if os.path.exists(f"/proc/{c}") and "Z" not in _state(c)]
 
 
+def test_the_cli_forks_its_statement_and_still_stops_it_at_its_limits(results):
+    """`scalesweep query` in its own process forks the statement's child (orchestrator.results.sql
+    ._start_child): the limits hold there as in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    path, _ = results
+    for sql, option, value, expected in [
+        ("select len(range(4000000000))", "--memory-limit", "300MB", "exceeded the memory limit of 300MB"),
+        (RUNAWAY["sum over 1e11 rows"], "--timeout", "1", "stopped after 1 s (--timeout)"),
+    ]:
+        p = subprocess.run([sys.executable, "-m", "orchestrator.cli", "query", path, sql, option, value],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and p.stderr.startswith(f"scalesweep: error: query: {expected}"), p.stderr
+        assert p.stderr.count("\n") == 1 and p.stdout == ""
+    p = subprocess.run([sys.executable, "-m", "orchestrator.cli", "query", path, "select count(*) n from trials",
+                        "--format", "csv"], capture_output=True, text=True, timeout=60)
+    assert (p.returncode, p.stdout) == (0, "n\n3\n")
+
+
 def _state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0]
