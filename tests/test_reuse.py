@@ -15,7 +15,7 @@ from orchestrator.cli import main
 from orchestrator.errors import UserError
 from orchestrator.planning.trials import TrialFactory, plan_trials, shared_ladder
 from orchestrator.running.executor import InlineExecutor
-from orchestrator.spec import load_spec, parse_spec
+from orchestrator.spec import SweepSpec, load_spec, parse_spec
 from orchestrator.sweep import run_sweep
 from workers.config import TrainConfig
 from workers.flops import train_flops
@@ -233,7 +233,7 @@ def test_stems_on_object_storage(tmp_path):
 
 
 # -- a stem segment trained again keeps its own row -------------------------------------------
-def _sim(tmp_path, tokens, cooldown: float) -> "SweepSpec":  # noqa: F821
+def _sim(tmp_path, tokens, cooldown: float) -> SweepSpec:
     return parse_spec({"name": "again", "trainer": "simulated", "results": str(tmp_path / "r"),
                        "world": {"law": {"E": 1.69, "A": 400, "B": 400, "alpha": 0.31, "beta": 0.31}},
                        "sweep": {"kind": "grid", "model_sizes": [1e6], "tokens": list(tokens)},

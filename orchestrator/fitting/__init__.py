@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LEVELS", "Z", "Z80", "Z95", "MAD_TO_SD", "robust_sd", "residual_scale"]
+__all__ = ["LEVELS", "Z", "Z80", "Z95", "MAD_TO_SD", "MAX_MAGNITUDE", "robust_sd", "residual_scale"]
 
 LEVELS = (0.80, 0.95)  # the two-sided interval levels reported everywhere
 Z80 = 1.2815515655446004  # two-sided 80 % interval half-width in standard deviations (normal)
 Z95 = 1.959963984540054  # the same for 95 %
 Z = {0.80: Z80, 0.95: Z95}  # by level
 MAD_TO_SD = 1.4826  # a normal's sd per unit of median absolute deviation (1 / Phi^-1(3/4))
+# The largest magnitude a loss (or a law's --param) may have: the fit squares and sums residuals
+# in loss units (the forms' in-sample RMS, the extrapolation check), and a value whose square
+# overflows float64 (|x| > 1.3e154) printed "in-sample RMS inf" with exit 0. 1e150 leaves room
+# for sums over many runs (orchestrator.fitting.runs, orchestrator.fitting.forms.builtin).
+MAX_MAGNITUDE = 1e150
 
 
 def robust_sd(x, axis=None):

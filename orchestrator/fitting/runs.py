@@ -26,12 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from orchestrator.results import label_variants, open_results, plan_record, point_rows
 from orchestrator.errors import UserError
+from orchestrator.fitting import MAX_MAGNITUDE
+from orchestrator.results import label_variants, open_results, plan_record, point_rows
 from workers.flops import tokens_for_budget, train_flops
 from workers.store import TrialStatus
 
-__all__ = ["Runs", "ColumnMap", "load_runs", "Exclusion", "EXCLUSION_REASONS", "usable", "excluded_text", "law_data_problem", "distinct_count", "distinct_points", "N_PARAMS", "MIN_LEVELS", "MIN_SPREAD", "form_data_problem"]
+__all__ = ["Runs", "ColumnMap", "load_runs", "Exclusion", "EXCLUSION_REASONS", "usable", "excluded_text", "law_data_problem", "distinct_count", "distinct_points", "N_PARAMS", "MIN_LEVELS", "MIN_SPREAD", "form_data_problem", "variant_column"]
 
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -55,12 +56,6 @@ DEFAULTS = ColumnMap(n="n_params", d="tokens", c="flops", loss="eval_loss", budg
 OPTION = {"n": "--n-col", "d": "--d-col", "c": "--c-col", "loss": "--loss-col", "budget": "--budget-col",
           "name": "--name-col", "u": "--u-col", "variant": "--variant-col"}
 LABELS = ("name", "variant")  # columns read as text, not numbers
-# The largest magnitude a loss (or a law's --param) may have: the fit squares and sums residuals
-# in loss units (the forms' in-sample RMS, the extrapolation check), and a value whose square
-# overflows float64 (|x| > 1.3e154) printed "in-sample RMS inf" with exit 0. 1e150 leaves room
-# for sums over many runs. Non-finite losses are not refused but excluded, with their reason, as
-# are sizes whose C = 6ND overflows.
-MAX_MAGNITUDE = 1e150
 
 
 @dataclass
@@ -229,7 +224,7 @@ def load_runs(path: str, cols: ColumnMap = ColumnMap(), need_d: bool = True) -> 
     if u is not None:
         table["unique_tokens"] = u
     _check_magnitude(loss, cols.loss or DEFAULTS.loss, path)
-    variant = _variant_labels(df, cols, path)
+    variant = variant_column(df, cols, path)
     if variant is not None:
         table["variant"] = variant
     # A tuned sweep's search (orchestrator.fitting.hparams): its points, settings and the rules' N;
@@ -244,7 +239,8 @@ def load_runs(path: str, cols: ColumnMap = ColumnMap(), need_d: bool = True) -> 
 
 
 def _check_magnitude(values: pd.Series, name: str, source: str) -> None:
-    """UserError naming the loss column and its first finite value beyond MAX_MAGNITUDE."""
+    """UserError naming the loss column and its first finite value beyond MAX_MAGNITUDE (a non-finite
+    loss is not refused but excluded, with its reason, as a size whose C = 6ND overflows is)."""
     v = values.to_numpy(float)
     bad = np.isfinite(v) & (v > MAX_MAGNITUDE)  # below zero: excluded as a non-positive loss
     if bad.any():
@@ -253,7 +249,7 @@ def _check_magnitude(values: pd.Series, name: str, source: str) -> None:
                         f"the fit's sums of squares overflow ({int(bad.sum())} such rows; expected a loss in nats)")
 
 
-def _variant_labels(df: pd.DataFrame, cols: ColumnMap, source: str) -> pd.Series | None:
+def variant_column(df: pd.DataFrame, cols: ColumnMap, source: str) -> pd.Series | None:
     """Each run's variant, or None (no column; or the default column, empty in every row).
     UserError naming the column and the rows where some labels are empty: an empty label is no
     variant's name (it would be fitted and compared as a variant called "")."""

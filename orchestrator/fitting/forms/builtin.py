@@ -14,7 +14,7 @@ import numpy as np
 
 from orchestrator.fitting.forms.base import FormError, LawForm, Param
 from orchestrator.fitting.law import EXPONENT_BOUNDS, LOG_COEF_MIN, optimal_allocation
-from orchestrator.fitting.runs import MAX_MAGNITUDE
+from orchestrator.fitting import MAX_MAGNITUDE
 from workers.simulated.expr import ExpressionError, compile_expression
 
 __all__ = ["FORMS", "INPUTS", "form_by_name", "custom_form", "parse_param", "resolve_form"]

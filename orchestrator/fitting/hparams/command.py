@@ -108,9 +108,9 @@ def _one_variant(df, args, source: str) -> tuple:
     """(the rows of the variant to fit, its name, the other variants' names); (df, None, [])
     for a table that names no variants. UserError for a --variant the table does not have."""
     from orchestrator.errors import UserError
-    from orchestrator.fitting.runs import ColumnMap, _variant_labels
+    from orchestrator.fitting.runs import ColumnMap, variant_column
 
-    labels = _variant_labels(df, ColumnMap(variant=args.variant_col), source)
+    labels = variant_column(df, ColumnMap(variant=args.variant_col), source)
     if labels is None:
         if args.variant is not None:
             raise UserError(f"--variant {args.variant!r}: the runs have no variant column (name it with --variant-col)")
