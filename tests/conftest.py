@@ -35,6 +35,25 @@ def ray_cluster():
     ray.shutdown()
 
 
+def autograd_saved_bytes(model, idx) -> list[int]:
+    """The bytes of every tensor autograd keeps for the backward pass of ``model(idx, idx)``,
+    once per storage, the parameters left out: what the activation estimates count
+    (orchestrator.planning.estimate.trial_memory)."""
+    import torch
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in params:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(idx, idx)
+    return list(saved.values())
+
+
 def tiny_spec_dict(results: str, name: str = "tiny", **overrides) -> dict:
     """A sweep that trains in seconds: 32-token contexts, 256-token batches, ~1e9-FLOP trials."""
     spec = {

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, tiny_spec_dict
+from conftest import ROOT, autograd_saved_bytes, tiny_spec_dict
 from orchestrator.running import cluster
 from orchestrator.cli import main
 from orchestrator.errors import UserError
@@ -68,23 +68,12 @@ def test_state_bytes_are_exactly_params_grads_and_adamw(shape):
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_activations_and_logits_match_what_autograd_saves(shape):
     """Every tensor autograd keeps for the backward pass, counted once per storage."""
-    model = GPT(shape)
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in params:
-            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
     batch_tokens = 8 * shape.seq_len
-    x = torch.randint(0, shape.vocab_size, (8, shape.seq_len))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x, x)
+    saved = autograd_saved_bytes(GPT(shape), torch.randint(0, shape.vocab_size, (8, shape.seq_len)))
     est = trial_memory(shape, batch_tokens)
     one_logits = batch_tokens * shape.vocab_size * 4  # the loss saves its log-softmax, once
-    assert one_logits in saved.values() and est.logits == 4 * one_logits
-    assert est.activations == pytest.approx(sum(saved.values()) - one_logits, rel=0.05)
+    assert one_logits in saved and est.logits == 4 * one_logits
+    assert est.activations == pytest.approx(sum(saved) - one_logits, rel=0.05)
 
 
 # -- refusals through the CLI: one line, exit 2, nothing written, no Ray ----------------------------

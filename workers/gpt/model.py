@@ -34,6 +34,9 @@ MLPs of the same shape and init and a router; each token goes through its ``top_
 and sums their outputs by gate weight. ``forward`` still returns the cross-entropy alone; the
 load-balancing loss of the last forward pass is :attr:`GPT.aux_loss`, which the trainer adds
 with its coefficient. A dense shape builds exactly the modules it always did.
+
+:func:`build_model` builds the model of a shape's family: this GPT, or the LLaMA-style
+:class:`workers.gpt.llama.Llama`, which has the same interface.
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from workers.gpt.arch import GPTShape
+from workers.gpt.llama import Llama
 
-__all__ = ["GPT"]
+__all__ = ["GPT", "build_model"]
 
 
 class CausalSelfAttention(nn.Module):
@@ -221,3 +225,11 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
         return logits, loss
+
+
+def build_model(shape: GPTShape, mup_base_width: int = 0) -> GPT | Llama:
+    """The model of ``shape.family``: a :class:`GPT`, or a :class:`workers.gpt.llama.Llama`
+    (which has the GPT's interface, so the trainer needs to know nothing else)."""
+    if shape.family == "llama":
+        return Llama(shape, mup_base_width=mup_base_width)
+    return GPT(shape, mup_base_width=mup_base_width)
