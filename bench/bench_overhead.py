@@ -21,6 +21,21 @@ import time
 
 
 def run_scalesweep(n: int, seconds: float, root: str) -> float:
+    return drive({
+        "name": "overhead", "trainer": "simulated", "results": root,
+        "world": {"law": {"E": 1.69, "A": 400, "B": 400, "alpha": 0.31, "beta": 0.31}, "duration_s": seconds},
+        "sweep": {"kind": "isoflop", "budgets": [1e17, 1e18, 1e19, 1e20, 1e21], "model_sizes": sizes_for(n)},
+        "resources": {"cpus": 1, "max_retries": 0},
+    }, n)
+
+
+def sizes_for(n: int) -> list[float]:
+    """Model sizes that make ``n`` trials over the five budgets of :func:`run_scalesweep`."""
+    return [1e6 * 1.01**i for i in range(n // 5)]
+
+
+def drive(spec_dict: dict, n: int) -> float:
+    """Wall seconds of the real path for the ``n`` trials of ``spec_dict`` on 2 warm Ray workers."""
     from orchestrator.running.driver import Driver
     from orchestrator.running.executor import RayExecutor
     from orchestrator.planning.trials import TrialFactory, plan_trials
@@ -28,23 +43,20 @@ def run_scalesweep(n: int, seconds: float, root: str) -> float:
     from orchestrator.spec import parse_spec
     from workers.store import ResultStore
 
-    sizes = [1e6 * 1.01**i for i in range(n // 5)]
-    spec = parse_spec({
-        "name": "overhead", "trainer": "simulated", "results": root,
-        "world": {"law": {"E": 1.69, "A": 400, "B": 400, "alpha": 0.31, "beta": 0.31}, "duration_s": seconds},
-        "sweep": {"kind": "isoflop", "budgets": [1e17, 1e18, 1e19, 1e20, 1e21], "model_sizes": sizes},
-        "resources": {"cpus": 1, "max_retries": 0},
-    })
+    spec = parse_spec(spec_dict)
     trials = plan_trials(spec, TrialFactory(spec))
     assert len(trials) == n, len(trials)
     os.makedirs(spec.sweep_dir, exist_ok=True)
     # Warm the two worker processes (interpreter start and imports are Ray start-up, not per trial).
     import ray
 
-    ray.get([ray.remote(lambda: __import__("workers.simulated.trainer")).remote() for _ in range(2)])
+    ray.get([ray.remote(lambda: __import__("workers.entry")).remote() for _ in range(2)])
     t0 = time.perf_counter()
     Driver(StaticPlanner(trials), ResultStore(spec.sweep_dir), RayExecutor(1, 0, 0), poll_s=1.0).run()
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    rows = ResultStore(spec.sweep_dir).read_table("trials").to_pylist()
+    assert len(rows) == n and {r["status"] for r in rows} == {"completed"}, {r["error"] for r in rows}
+    return wall
 
 
 def run_tune(n: int, seconds: float) -> float:

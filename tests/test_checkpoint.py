@@ -25,6 +25,7 @@ from workers.gpt.arch import shape_for_params
 from workers.store import ResultStore, TrialStatus, checkpoint_path
 from workers.config import DataConfig, TrainConfig, TrialConfig
 from workers.entry import run_trial
+from workers.trainers.interface import read_checkpoint, write_checkpoint
 
 STEPS = 40  # log boundaries (log_every=5, evals after steps 13 and 27): 5 10 13 18 23 27 32 37 40
 STOP_AT = 18  # just after an evaluation, so restored rows carry an eval_loss
@@ -91,9 +92,10 @@ def interrupted(tmp_path, cache_dir, monkeypatch):
 
 def test_interrupted_then_resumed_equals_uninterrupted(interrupted, uninterrupted):
     cfg, store = interrupted
-    saved = torch.load(io.BytesIO(store.read_bytes(checkpoint_path("t0"))), weights_only=True)
+    header, data = read_checkpoint(store.read_bytes(checkpoint_path("t0")))
+    saved = torch.load(io.BytesIO(data), weights_only=True)
     assert saved["step"] == STOP_AT  # the FAILED row kept the checkpoint for the retry
-    assert [r["step"] for r in saved["steps"]] == [5, 10, 13, 18]
+    assert [r["step"] for r in header["rows"]] == [5, 10, 13, 18]  # the context keeps the rows with it
 
     resumed = run_trial(cfg)
     whole, whole_rows = uninterrupted
@@ -103,7 +105,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(interrupted, uninterrupte
     assert step_rows(cfg.results) == whole_rows
     # wall_s carries on from the interrupted run instead of restarting at 0
     walls = pq.read_table(f"{cfg.results}/steps/t0.parquet").column("wall_s").to_pylist()
-    assert walls == sorted(walls) and resumed.wall_s >= saved["elapsed_s"]
+    assert walls == sorted(walls) and resumed.wall_s >= header["elapsed_s"]
 
 
 def test_resumed_trial_does_not_redo_early_steps(interrupted, caplog):
@@ -126,10 +128,8 @@ def _truncated(store):
 
 
 def _other_trial(store):
-    state = torch.load(io.BytesIO(store.read_bytes(checkpoint_path("t0"))), weights_only=True)
-    buf = io.BytesIO()
-    torch.save({**state, "trial_id": "someone-else"}, buf)
-    return buf.getvalue()
+    header, data = read_checkpoint(store.read_bytes(checkpoint_path("t0")))
+    return write_checkpoint({**header, "owner": "someone-else"}, data)
 
 
 class Payload:

@@ -15,6 +15,7 @@ import torch
 from conftest import tiny_spec_dict
 from orchestrator.errors import UserError
 from orchestrator.planning.estimate import trial_memory
+from orchestrator.planning.trials.sizes import Size
 from orchestrator.planning.trials import TrialFactory, content_id, plan_trials
 from orchestrator.spec import parse_spec
 from workers.entry import run_trial
@@ -189,7 +190,7 @@ def test_dense_trial_ids_unchanged_and_moe_ids_differ(tmp_path):
     assert sorted(t.trial_id for t in trials) == ['0c9a9920193513af', '1a7451b0fc21c098', '2f2f0c8ee3d1c7c6',
                                                   '56a900b5ca9d9a4d', '70223d076a4afac0', '9bb299cfdff57e7b']
     t = trials[0]
-    payload = factory.payload(t.n_params, t.shape, t.tokens, t.seed, t.train)
+    payload = factory.payload(Size(t.n_params, shape=t.shape), t.tokens, t.seed, t.train)
     assert content_id(payload) == t.trial_id
     assert not {"experts", "top_k"} & set(payload["shape"]) and "moe_aux_loss" not in payload
     assert t.moe_aux_loss == 0.0

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 import workers.gpt.train
 from workers.config import DataConfig, TrainConfig, TrialConfig
 from workers.entry import run_trial
+from workers.trainers.interface import read_checkpoint
 from workers.gpt.arch import GPTShape
 from workers.gpt.model import GPT, Block
 from workers.gpt.train import _optimizer
@@ -198,7 +199,8 @@ def test_mup_trial_resumes_from_its_checkpoint_exactly(tmp_path, cache_dir, monk
     monkeypatch.setattr(workers.gpt.train, "_after_log_boundary", preempt)
     assert run_trial(cfg).status is TrialStatus.FAILED
     monkeypatch.undo()
-    saved = torch.load(io.BytesIO(ResultStore(cfg.results).read_bytes(checkpoint_path("mup"))), weights_only=True)
+    _, data = read_checkpoint(ResultStore(cfg.results).read_bytes(checkpoint_path("mup")))
+    saved = torch.load(io.BytesIO(data), weights_only=True)
     assert saved["step"] == STOP_AT
     assert [g["lr_mult"] for g in saved["optimizer"]["param_groups"]] == [0.5, 1.0, 1.0]
 

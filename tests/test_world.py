@@ -14,7 +14,7 @@ from orchestrator.planning.trials import TrialFactory, content_id
 from orchestrator.spec import parse_spec
 from workers.config import HparamLandscape, LawConfig, NoiseConfig, WorldConfig, identity
 from workers.simulated.expr import ExpressionError
-from workers.simulated.trainer import simulate
+from workers.entry import run_trial
 from workers.store import TrialStatus
 from bench.worlds import VISIBLE_LAWS, hparams_spec, law_spec
 from workers.simulated.world import SEED_NOISE_TIERS, World, observation_key
@@ -322,8 +322,9 @@ def test_the_simulated_trainer_records_lr_and_batch_and_a_diverged_row(tmp_path)
     lr, batch = World(world).optimal_hparams(cfg.n_params, cfg.tokens)
 
     def run(lr, batch):
-        row, steps = simulate(replace(cfg, train=cfg.train.model_copy(update={"lr": lr, "batch_tokens": batch})))
-        assert steps is None and (row["lr"], row["batch_tokens"]) == (lr, batch)
+        r = run_trial(replace(cfg, train=cfg.train.model_copy(update={"lr": lr, "batch_tokens": batch})))
+        row = r.row
+        assert (row["lr"], row["batch_tokens"]) == (lr, batch)
         return row
 
     law = float(World(world).true_loss(cfg.n_params, cfg.tokens))

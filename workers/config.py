@@ -15,6 +15,8 @@ that do not change a trial's result, :class:`HashedAs` for those hashed under ot
 from __future__ import annotations
 
 import enum
+import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +29,7 @@ from workers.gpt.arch import GPTShape
 from workers.simulated.expr import compile_expression
 from workers.store import TrialStatus
 
-__all__ = ["BASELINE", "WSD_FIELDS", "CooldownConfig", "DataConfig", "HashedAs", "HparamLandscape", "LawConfig", "NOT_IN_ID", "NoiseConfig", "PositiveFloat",
+__all__ = ["BASELINE", "WSD_FIELDS", "TrainerSpec", "CooldownConfig", "DataConfig", "HashedAs", "HparamLandscape", "LawConfig", "NOT_IN_ID", "NoiseConfig", "PositiveFloat",
            "PowerRule", "Role", "TrainConfig", "TrialConfig", "TrialResult", "Tune", "WorldConfig", "identity", "trial_row"]
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -343,6 +345,56 @@ class WorldConfig(_Settings):
         return cls(law=LawConfig.of(law), **settings)
 
 
+# An import path "package.module:function" (Python identifiers, dotted module).
+IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _import_path(v: str | None) -> str | None:
+    if v is not None and not IMPORT_PATH.match(v):
+        raise ValueError(f"{v!r} is not an import path (expected package.module:function)")
+    return v
+
+
+class TrainerSpec(_Settings):
+    """The spec's ``trainer:`` mapping: a lab's own trainer (workers.trainers), a Python function
+    named by import path or a command, with the version and settings that enter trial ids.
+
+    The built-in trainers are written as the bare words ``gpt`` and ``simulated``."""
+
+    function: Annotated[str | None, BeforeValidator(_import_path)] = None  # "mylab.scaling:train"
+    # A command line (a string, split like a shell's, or an argv list) with {placeholders} for the
+    # trial's fields (workers.trainers.command.PLACEHOLDERS).
+    command: str | tuple[str, ...] | None = None
+    # Bump to retrain every trial: the trainer's code changed what it computes.
+    version: str = Field("1", max_length=100)
+    # Passed to the trainer as trial.settings (a dataset path, a tokenizer, ...); hashed into ids.
+    settings: dict[str, Any] = {}
+    # Where the command runs and a function's module is imported from (relative: to the spec's
+    # directory). Default: the spec file's directory (orchestrator.spec.load_spec fills it in).
+    workdir: str = Field("", max_length=4096)
+
+    @model_validator(mode="after")
+    def _one_way(self):
+        if (self.function is None) == (self.command is None):
+            raise ValueError("trainer: expected exactly one of function (an import path) or command")
+        if self.command is not None and not (self.command if isinstance(self.command, str) else "".join(self.command)).strip():
+            raise ValueError("trainer.command: empty (expected a command line, e.g. python train.py {trial_json})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "function" if self.function is not None else "command"
+
+    @property
+    def target(self) -> str:
+        """The trainer's identity in trial ids: its import path or its command as written."""
+        return self.function if self.function is not None else (
+            self.command if isinstance(self.command, str) else json.dumps(list(self.command)))
+
+    def __hash__(self) -> int:  # settings is a dict: hash what identifies the trainer
+        return hash((self.function, self.command, self.version, json.dumps(self.settings, sort_keys=True, default=str)))
+
+
 class Role(str, enum.Enum):
     """What a trials row is: a design point (fitted), or a segment of a stem (a wsd stable run
     that only serves its branches; orchestrator.running.reuse)."""
@@ -371,8 +423,22 @@ class TrialConfig:
     # Where byte corpora are materialised (workers.gpt.data; "" = ~/.cache/scalesweep): this
     # machine's choice, not a setting of the sweep, so neither in the spec nor in the id.
     cache_dir: str = ""
-    sim_n_params: int = 0
-    trainer: str = "gpt"  # a key of workers.entry.TRAINERS
+    # The size's exact N when there is no GPT shape (simulated, or a lab's trainer's ladder or hook).
+    size_n: int = 0
+    # "gpt" and "simulated" (built in), "function" or "command" (a lab's: ``runner`` says which).
+    trainer: str = "gpt"
+    runner: TrainerSpec | None = None
+    # A lab's trainer: the size's settings (a ladder rung's or the size hook's), the rung's name
+    # and its non-embedding N where the ladder states it (0: unknown).
+    model: dict | None = None
+    size_name: str = ""
+    size_nonembed: int = 0
+    # Where the spec file is: a command trainer runs there, and a function trainer's module is
+    # imported from there too; and the same directory relative to the driver's working directory
+    # (when inside it), for nodes where the absolute path does not exist (a submitted job's
+    # working_dir is unpacked elsewhere on each node).
+    workdir: str = ""
+    workdir_rel: str = ""
     # The content hash of the trial without its hyperparameters (lr, batch): the trials of one
     # design point's search share it (orchestrator.planning.tuning); "" = the trial id.
     point_id: str = ""
@@ -404,9 +470,9 @@ class TrialConfig:
 
     @property
     def n_params(self) -> int:
-        """Parameters N (a mixture of experts' active ones): exact for a GPT shape, as planned for
-        a simulated trial."""
-        return self.shape.n_params if self.shape is not None else self.sim_n_params
+        """Parameters N (a mixture of experts' active ones): exact for a GPT shape, the size's as
+        planned otherwise."""
+        return self.shape.n_params if self.shape is not None else self.size_n
 
     @property
     def steps(self) -> int:
@@ -420,8 +486,8 @@ class TrialConfig:
 
     @property
     def step_tokens(self) -> int:
-        """Tokens per step: the batch of a GPT trial; 1 for a simulated one, which has no steps."""
-        return self.train.batch_tokens if self.shape is not None else 1
+        """Tokens per step: the batch; 1 for a simulated trial, which has no steps."""
+        return 1 if self.trainer == "simulated" else self.train.batch_tokens
 
 
 @dataclass
@@ -441,22 +507,31 @@ class TrialResult:
 
 
 def trial_row(cfg: TrialConfig, n_params: int, status: TrialStatus, eval_loss: float, train_loss: float,
-         wall_s: float, error: str, tokens: int | None = None, flops_spent: float | None = None) -> dict:
+         wall_s: float, error: str, tokens: int | None = None, flops_spent: float | None = None,
+         nonembed: int | None = None, total: int | None = None) -> dict:
     """The trials row of ``cfg``. ``flops_spent`` is what this row itself computed (default: its
-    tokens from ``start_step`` on: a branch's cooldown); ``flops`` is the point's 6 N D."""
+    tokens from ``start_step`` on: a branch's cooldown); ``flops`` is the point's 6 N D.
+    ``nonembed`` and ``total`` are the trainer's counts (default: the shape's or the size's)."""
     tokens = cfg.tokens if tokens is None else tokens
     if flops_spent is None:
         flops_spent = train_flops(n_params, max(0, tokens - cfg.branch_tokens))
+    shape = cfg.shape
+    if nonembed is None:
+        nonembed = shape.n_params_nonembed if shape else (cfg.size_nonembed or None)
+    if total is None:
+        total = shape.n_params_total if shape else n_params
+    model = cfg.model or {}
     return {
         "sweep": cfg.sweep,
         "trial_id": cfg.trial_id,
         "status": status.value,
         "n_params": n_params,
-        "n_params_nonembed": cfg.shape.n_params_nonembed if cfg.shape else None,
-        "n_params_total": cfg.shape.n_params_total if cfg.shape else n_params,
-        "n_layer": cfg.shape.n_layer if cfg.shape else None,
-        "d_model": cfg.shape.d_model if cfg.shape else None,
-        "n_head": cfg.shape.n_head if cfg.shape else None,
+        "n_params_nonembed": nonembed,
+        "n_params_total": total,
+        # A lab's model fills these where its size settings name them.
+        "n_layer": shape.n_layer if shape else _whole(model.get("n_layer")),
+        "d_model": shape.d_model if shape else _whole(model.get("d_model")),
+        "n_head": shape.n_head if shape else _whole(model.get("n_head")),
         "tokens": tokens,
         "flops": train_flops(n_params, tokens),
         "budget": cfg.budget,
@@ -476,4 +551,9 @@ def trial_row(cfg: TrialConfig, n_params: int, status: TrialStatus, eval_loss: f
         "flops_spent": flops_spent,
         "variant": cfg.variant,
         "variant_id": cfg.variant_id or None,
+        "step_columns": None,  # the trainer's own step columns (workers.entry.run_trial fills it)
     }
+
+
+def _whole(v) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == int(v) else None

@@ -1,71 +1,71 @@
-"""Running one trial on a worker: dispatch to its trainer, record the outcome, clean up.
+"""Running one trial on a worker: hand it to its trainer, record the outcome, clean up.
 
-:func:`run_trial` is what an executor calls (in-process or as a Ray task). It looks the trainer
-up in :data:`TRAINERS` by the trial's ``trainer`` field, so adding a trainer is one entry here
-and one module; trainers are imported on first use, so a simulated trial never imports torch.
-A trainer is ``fn(cfg, store) -> (trial row, step rows or None)``; an exception it raises is
-recorded as a FAILED row carrying the traceback, never swallowed.
+:func:`run_trial` is what an executor calls (in-process or as a Ray task). Every trainer, the
+built-in GPT and simulator as much as a lab's function or command, is ``fn(trial, ctx)`` under
+the contract of :mod:`workers.trainers.interface` (workers.trainers.loading finds it): it gets the
+trial and a context to report rows and checkpoint through, and returns an Outcome. An exception
+it raises is recorded as a FAILED row carrying the traceback, never swallowed.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
+import math
 import time
 import traceback
-from dataclasses import dataclass
 
 from workers.config import TrialConfig, TrialResult, trial_row
-from workers.store import ResultStore, TrialStatus, checkpoint_path
+from workers.store import ResultStore, TrialStatus
+from workers.trainers.interface import Context, outcome_of
+from workers.trainers.loading import trainer_for, trial_for
 
-__all__ = ["Trainer", "TRAINERS", "run_trial"]
+__all__ = ["run_trial"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Trainer:
-    """Where a trainer lives (``module:function``) and whether it leaves checkpoints behind."""
-
-    target: str
-    checkpoints: bool
-
-    def load(self):
-        module, _, fn = self.target.partition(":")
-        return getattr(importlib.import_module(module), fn)
-
-
-TRAINERS: dict[str, Trainer] = {
-    "gpt": Trainer("workers.gpt.train:train", checkpoints=True),
-    "simulated": Trainer("workers.simulated.trainer:simulate", checkpoints=False),
-}
 
 
 def run_trial(cfg: TrialConfig) -> TrialResult:
     """Train one trial and commit its rows to the result store; see the module docstring."""
     t0 = time.perf_counter()
     store = ResultStore(cfg.results)
+    ctx = None
     try:
-        trainer = TRAINERS.get(cfg.trainer)
-        if trainer is None:
-            raise ValueError(f"unknown trainer {cfg.trainer!r} (expected one of {', '.join(TRAINERS)})")
-        row, steps = trainer.load()(cfg, store)
+        trial = trial_for(cfg)
+        ctx = Context(trial, store, log)
+        out = outcome_of(trainer_for(cfg)(trial, ctx))
+        n = out.n_params or cfg.n_params
+        if n != cfg.n_params:
+            log.warning("trial %s: the trainer reports N=%d, the size was planned at N=%d; the row records %d",
+                        cfg.trial_id, n, cfg.n_params, n)
+        status = TrialStatus.DIVERGED if out.diverged else TrialStatus.COMPLETED
+        tokens = out.tokens or (ctx.rows[-1]["tokens"] if status is TrialStatus.DIVERGED and ctx.rows else cfg.tokens)
+        train_loss = out.train_loss if out.train_loss is not None else _last(ctx.rows, "train_loss")
+        row = trial_row(cfg, n, status, out.eval_loss if status is TrialStatus.COMPLETED else math.nan, train_loss,
+                        ctx.wall_s(), "", tokens, ctx.flops_spent(n, tokens), out.n_params_nonembed, out.n_params_total)
+        steps = ctx.rows or None
+        if steps and ctx.extra_columns:
+            row["step_columns"] = ",".join(sorted(ctx.extra_columns))
     except Exception as e:  # recorded, not swallowed: the row carries the traceback
         tb = traceback.format_exc()
-        row = trial_row(cfg, cfg.n_params, TrialStatus.FAILED, float("nan"), float("nan"),
-                        time.perf_counter() - t0, f"{type(e).__name__}: {e}\n{_log_location()}{tb}")
+        row = trial_row(cfg, cfg.n_params, TrialStatus.FAILED, math.nan, math.nan, time.perf_counter() - t0,
+                        f"{type(e).__name__}: {e}\n{_log_location()}{tb}")
         steps = None
     store.write_trial(row, steps)
     status = TrialStatus(row["status"])
     # A finished trial is never trained again, so its checkpoint is garbage once the rows are
     # committed. A FAILED one keeps it: the re-run that retries it resumes from there.
-    if trainer is not None and trainer.checkpoints and status.is_finished():
+    if ctx is not None and status.is_finished():
         try:
-            store.delete(checkpoint_path(cfg.trial_id))
+            ctx.discard()
         except OSError as e:  # the result is committed; a stale checkpoint only costs storage
-            log.warning("trial %s committed, but deleting its checkpoint %s/%s failed (%s); delete it by hand",
-                        cfg.trial_id, store.uri, checkpoint_path(cfg.trial_id), e)
+            log.warning("trial %s committed, but deleting its checkpoint in %s failed (%s); delete "
+                        "checkpoints/%s* by hand", cfg.trial_id, store.uri, e, cfg.trial_id)
     return TrialResult(cfg.trial_id, status, row["eval_loss"], row["wall_s"], row["error"], row)
+
+
+def _last(rows: list[dict], column: str) -> float:
+    values = [r[column] for r in rows if r.get(column) is not None]
+    return values[-1] if values else math.nan
 
 
 def _log_location() -> str:

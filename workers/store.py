@@ -45,7 +45,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["TrialStatus", "TRIALS_SCHEMA", "STEPS_SCHEMA", "ResultStore", "StoreError", "checkpoint_path",
+__all__ = ["TrialStatus", "TRIALS_SCHEMA", "STEPS_SCHEMA", "steps_schema", "ResultStore", "StoreError", "checkpoint_path",
            "stem_checkpoint_path"]
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,9 @@ TRIALS_SCHEMA = pa.schema(
         # The variant's identity (the hash of the settings it changes): readers label a row by it
         # (orchestrator.results.label_variants); null in rows written before it existed.
         ("variant_id", pa.string()),
+        # The trainer's own numeric step columns (workers.trainers.interface.Context.report), comma
+        # separated; null for none. The steps table is read with every column any trial names here.
+        ("step_columns", pa.string()),
     ]
 )
 
@@ -117,6 +120,12 @@ STEPS_SCHEMA = pa.schema(
         ("wall_s", pa.float64()),
     ]
 )
+
+
+def steps_schema(step_columns: list[str | None]) -> pa.Schema:
+    """STEPS_SCHEMA and the float columns named in ``step_columns`` (trials rows' comma-separated lists)."""
+    extra = sorted({c for cols in step_columns if cols for c in cols.split(",")} - set(STEPS_SCHEMA.names))
+    return pa.schema(list(STEPS_SCHEMA) + [(c, pa.float64()) for c in extra])
 
 
 def checkpoint_path(trial_id: str) -> str:
@@ -166,9 +175,11 @@ class ResultStore:
         self.fs.move(tmp, self._path(table, trial_id))
 
     def write_trial(self, row: dict, steps: list[dict] | None = None) -> None:
-        """Commit one trial: its step rows first, then its trial row."""
+        """Commit one trial: its step rows first (with the columns its row's ``step_columns``
+        names), then its trial row."""
         if steps is not None:
-            self._write("steps", row["trial_id"], pa.Table.from_pylist(steps, schema=STEPS_SCHEMA))
+            schema = steps_schema([row.get("step_columns")])
+            self._write("steps", row["trial_id"], pa.Table.from_pylist(steps, schema=schema))
         self._write("trials", row["trial_id"], pa.Table.from_pylist([row], schema=TRIALS_SCHEMA))
 
     def list_files(self, table: str) -> list[str]:
@@ -190,7 +201,10 @@ class ResultStore:
 
     def _read(self, table: str, files: list[str]) -> tuple[pa.Table, list[str]]:
         """(rows of ``files`` after precedence, the files that could be read)."""
-        schema = TRIALS_SCHEMA if table == "trials" else STEPS_SCHEMA
+        if table == "trials":
+            schema = TRIALS_SCHEMA
+        else:  # the trainers' own columns too, as the trials rows name them
+            schema = steps_schema(self.read_table("trials").column("step_columns").unique().to_pylist())
         parts = sorted(filter(_is_part, files), reverse=True)
         singles = [f for f in files if not _is_part(f)]
         head, ok = self._read_files(singles, schema)

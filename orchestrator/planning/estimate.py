@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from orchestrator.errors import UserError
 from orchestrator.planning.trials import TrialFactory
 from orchestrator.spec import GridSweep, SweepSpec
-from workers.gpt.arch import GPTShape
+from workers.gpt.arch import GPTShape, ffn_hidden
 from workers.gpt.data import BYTE_VOCAB
 from workers.flops import tokens_for_budget, train_flops
 
@@ -74,7 +74,7 @@ class TrialMemory:
 
 
 def trial_memory(shape: GPTShape, batch_tokens: int) -> TrialMemory:
-    """Peak memory of one training step of the GPT of ``shape`` on ``batch_tokens`` tokens.
+    """Peak memory of one training step of the model of ``shape`` on ``batch_tokens`` tokens.
 
     - state: 16 bytes per parameter: fp32 weights, fp32 gradients and AdamW's two fp32 moments
       (also on GPUs: autocast keeps the weights in fp32; workers/gpt/train.py).
@@ -95,12 +95,22 @@ def trial_memory(shape: GPTShape, batch_tokens: int) -> TrialMemory:
     expert the token is routed to (its gathered input, fc output, GELU output, output and gated
     output; gate and indices), plus the router's probabilities and, for top_k > 1, the
     renormalised weights (tests/test_moe.py counts them with autograd's saved tensors).
+
+    A llama (workers.gpt.llama) keeps per block and token 12 d_model + 4 h + n_head + 2 values,
+    h = ffn_hidden(d_model): each of its two RMSNorms (elementwise ops in eager mode) keeps its
+    input, the normalised input, its output and the inverse RMS (3 d + 1); attention the qkv
+    output (v is a view of it), the rotated q and k, SDPA's output and logsumexp (6 d + n_head);
+    SwiGLU its gate and up outputs, the SiLU and the product (4 h). The final RMSNorm 3 d + 1.
+    Checked the same way in tests/test_llama.py.
     """
     d, k = shape.d_model, shape.top_k
-    block = 16 * d + shape.n_head
-    if shape.experts:
-        block += -8 * d + k * (11 * d + 7) + shape.experts + (k + 1 if k > 1 else 0)
-    per_token = shape.n_layer * block + 2 * d
+    if shape.family == "llama":
+        per_token = shape.n_layer * (12 * d + 4 * ffn_hidden(d) + shape.n_head + 2) + 3 * d + 1
+    else:
+        block = 16 * d + shape.n_head
+        if shape.experts:
+            block += -8 * d + k * (11 * d + 7) + shape.experts + (k + 1 if k > 1 else 0)
+        per_token = shape.n_layer * block + 2 * d
     return TrialMemory(state=4 * FP32 * shape.n_params_total, activations=FP32 * batch_tokens * per_token,
                        logits=4 * FP32 * batch_tokens * shape.vocab_size)
 
@@ -251,10 +261,10 @@ def estimate_sweep(spec: SweepSpec, factory: TrialFactory, trials: list, capacit
         # The largest N the region allows: N <= n_range's maximum, and with D >= dn_min * N and
         # 6 N D <= max_flops, N^2 <= max_flops / (6 dn_min), which is tokens_for_budget(max_flops, dn_min).
         n_max = min(a.n_range[1], math.sqrt(tokens_for_budget(a.max_flops, a.dn_range[0])))
-        if not simulated:
-            n, shape = factory.n_for(n_max)
-            batch = factory.recipe_at(n, shape, tokens_for_budget(a.max_flops, n)).batch_tokens
-            shapes = [(f"the largest that adaptive.n_range and max_flops allow (N={n_max:.3g})", shape,
+        size = factory.size_for(n_max) if not simulated else None
+        if size is not None and size.shape is not None:  # memory is known for the built-in GPT's shapes only
+            batch = factory.recipe_at(size, tokens_for_budget(a.max_flops, size.n_params)).batch_tokens
+            shapes = [(f"the largest that adaptive.n_range and max_flops allow (N={n_max:.3g})", size.shape,
                        factory.round_batch(batch * batch_up))]
         time_field, memory_field = "adaptive.flop_budget", "adaptive.n_range"
     else:

@@ -1,7 +1,9 @@
 """One trial: build the GPT for a shape, train it on exactly ``tokens`` tokens, evaluate, record.
 
-:func:`train` raises on errors in the trial; :func:`workers.entry.run_trial` records them as
-FAILED rows. A NaN or infinite loss stops training and is returned as a DIVERGED row.
+:func:`train` is a trainer like any lab's (the contract of :mod:`workers.trainers.interface`):
+it gets the trial and a context, and returns an Outcome. It raises on errors in the trial;
+:func:`workers.entry.run_trial` records them as FAILED rows. A NaN or infinite loss stops
+training and is returned as diverged.
 
 The loop follows nanoGPT's train.py: AdamW with decoupled weight decay on matrices only,
 gradient clipping at 1.0, linear warmup then cosine decay to ``min_lr_ratio`` of the peak
@@ -12,8 +14,9 @@ A mixture-of-experts model minimises its cross-entropy plus ``moe_aux_loss`` tim
 load-balancing loss (:class:`workers.gpt.model.MoE`); the losses recorded are the cross-entropy.
 
 Preemption: every ``checkpoint_every_s`` wall seconds, at the next log boundary (where the
-step rows and the loss accumulator agree), the model, optimiser, step rows and last losses
-go to ``<sweep>/checkpoints/<trial_id>.pt`` in the result store. A retried trial (Ray
+step rows and the loss accumulator agree), the model, optimiser and last losses go to the
+trial's checkpoint through the context (workers.trainers.interface), which keeps the step rows
+and wall time beside them, in ``<sweep>/checkpoints/<trial_id>.pt``. A retried trial (Ray
 re-running a killed task, or a re-run sweep) restores that state and continues with the next
 step; batches depend only on (seed, step) (:mod:`workers.gpt.data`), so it ends with exactly the
 loss of an uninterrupted run. :func:`workers.entry.run_trial` deletes the checkpoint once the
@@ -28,25 +31,26 @@ import logging
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
 import torch
 
+from workers.config import DataConfig, Role, TrainConfig
+from workers.gpt.arch import GPTShape
 from workers.gpt.data import Corpus, load_corpus
-from workers.flops import train_flops
-from workers.gpt.model import GPT
-from workers.store import ResultStore, TrialStatus, checkpoint_path, stem_checkpoint_path
-from workers.config import Role, TrialConfig, trial_row
+from workers.gpt.model import GPT, build_model
 from workers.schedule import lr_at
+from workers.trainers.interface import Context, Outcome, Trial
 
-__all__ = ["train", "lr_at", "evaluate", "CHECKPOINT_VERSION"]
+__all__ = ["train", "lr_at", "evaluate", "model_settings", "shape_of", "CHECKPOINT_VERSION"]
 
 log = logging.getLogger(__name__)
 
 # Bump when the checkpoint layout changes; a checkpoint of another version is ignored. (The
 # param groups' lr_mult, added for μP, needs no bump: a group saved without it is at 1.0.)
-CHECKPOINT_VERSION = 1
+# 2: the rows, wall time and writer moved to the context's envelope (workers.trainers.interface).
+CHECKPOINT_VERSION = 2
 
 # Called with the number of steps done after each log boundary (and after its checkpoint).
 # A no-op; tests replace it to interrupt a trial at a known step.
@@ -85,69 +89,66 @@ def _optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.opti
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=device.type == "cuda")
 
 
-def _build(cfg: TrialConfig, device: torch.device) -> tuple[GPT, torch.optim.AdamW]:
-    torch.manual_seed(cfg.seed)  # the only randomness: initial weights (no dropout)
-    model = GPT(cfg.shape, mup_base_width=cfg.mup_base_width).to(device)
-    return model, _optimizer(model, cfg.train, device)
+def _build(run: "_Run") -> tuple[GPT, torch.optim.AdamW]:
+    torch.manual_seed(run.trial.seed)  # the only randomness: initial weights (no dropout)
+    model = build_model(run.shape, mup_base_width=run.mup_base_width).to(run.device)
+    return model, _optimizer(model, run.tc, run.device)
 
 
-def _save_checkpoint(store: ResultStore, cfg: TrialConfig, steps_done: int, model: GPT,
-                     opt: torch.optim.Optimizer, p: "_Progress", elapsed_s: float, stem: bool = False,
-                     required: bool = False) -> None:
-    """The trial's own checkpoint, or (``stem``) its stem's state after ``steps_done`` steps,
-    which any trial of that stem may start from (its total is the stem's: None). A failed write
-    is a warning, unless ``required``: a stem's stop is what its segment is run for."""
-    path = stem_checkpoint_path(cfg.stem_id, steps_done) if stem else checkpoint_path(cfg.trial_id)
+def _state_bytes(run: "_Run", steps_done: int, stem: bool) -> bytes:
+    """The training state after ``steps_done`` steps; the context adds the rows and wall time."""
+    p = run.progress
     state = {
         "version": CHECKPOINT_VERSION,
-        "trial_id": cfg.stem_id if stem else cfg.trial_id,
-        "total_steps": None if stem else cfg.steps,
+        "total_steps": None if stem else run.trial.steps,  # a stem's state serves trials of any length
         "step": steps_done,
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "steps": p.steps,  # dicts of str/int/float/None: loadable with weights_only
+        "model": run.model.state_dict(),
+        "optimizer": run.opt.state_dict(),
         "train_loss": p.train_loss,
         "eval_loss": p.eval_loss,
-        "elapsed_s": elapsed_s,
-        "started_at": p.started_at,  # where this trial's own computation began (flops_spent)
-        # Who wrote it: a segment resuming from its own preemption checkpoint keeps its time and
-        # FLOPs so far; one starting from another's stop begins its own count there.
-        "writer": cfg.trial_id,
     }
     buf = io.BytesIO()
     torch.save(state, buf)
+    return buf.getvalue()
+
+
+def _save_checkpoint(run: "_Run", steps_done: int, stem: bool = False, required: bool = False) -> None:
+    """The trial's own checkpoint, or (``stem``) its stem's state after ``steps_done`` steps,
+    which any trial of that stem may start from. A failed write is a warning, unless
+    ``required``: a stem's stop is what its segment is run for."""
+    data = _state_bytes(run, steps_done, stem)
     try:
-        store.write_bytes(path, buf.getvalue())
+        if stem:
+            run.ctx.save_stem(steps_done, data)
+        else:
+            run.ctx.save_checkpoint(data)
     except OSError as e:  # the trial's result does not depend on it; only its preemption cover does
         if required:
             raise
-        log.warning("trial %s: writing checkpoint %s/%s at step %d failed (%s); training on without it",
-                    cfg.trial_id, store.uri, path, steps_done, e)
+        log.warning("trial %s: writing a checkpoint at step %d failed (%s); training on without it",
+                    run.trial.trial_id, steps_done, e)
 
 
-def _load_checkpoint(store: ResultStore, cfg: TrialConfig, device: torch.device, stem_step: int = 0,
-                     fallback: str = "training from step 0") -> dict | None:
-    """The trial's checkpoint (or its stem's at ``stem_step``) if usable, else None; a bad one is
-    warned about, naming the file and what happens instead (``fallback``)."""
-    path = stem_checkpoint_path(cfg.stem_id, stem_step) if stem_step else checkpoint_path(cfg.trial_id)
-    expected = (CHECKPOINT_VERSION, cfg.stem_id, None) if stem_step else (CHECKPOINT_VERSION, cfg.trial_id, cfg.steps)
-    last = stem_step if stem_step else cfg.steps - 1
+def _load_state(data: bytes | None, run: "_Run", stem_step: int = 0) -> dict | None:
+    """The training state in ``data`` (the trial's checkpoint, or its stem's at ``stem_step``) if
+    usable, else None, with a warning naming what is wrong."""
+    if data is None:
+        return None
+    expected_total = None if stem_step else run.trial.steps
+    last = stem_step if stem_step else run.trial.steps - 1
     try:
-        data = store.read_bytes(path)
-        if data is None:
-            return None
         # weights_only: tensors and primitive containers only, so a file in storage cannot
         # run code when loaded. map_location: a GPU checkpoint resumes on CPU and vice versa.
-        state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
-        found = (state.get("version"), state.get("trial_id"), state.get("total_steps"))
-        if found != expected:
-            raise ValueError(f"(version, trial_id, total_steps) = {found}, expected {expected}")
-        if not (isinstance(state["step"], int) and 0 < state["step"] <= last and isinstance(state["steps"], list)
+        state = torch.load(io.BytesIO(data), map_location=run.device, weights_only=True)
+        found = (state.get("version"), state.get("total_steps"))
+        if found != (CHECKPOINT_VERSION, expected_total):
+            raise ValueError(f"(version, total_steps) = {found}, expected {(CHECKPOINT_VERSION, expected_total)}")
+        if not (isinstance(state["step"], int) and 0 < state["step"] <= last
                 and (not stem_step or state["step"] == stem_step)):
             raise ValueError(f"step {state['step']!r} outside 1..{last}")
     except Exception as e:  # any unreadable checkpoint means: start over, never crash
-        log.warning("trial %s: ignoring unusable checkpoint %s/%s (%s: %s); %s", cfg.trial_id, store.uri, path,
-                    type(e).__name__, str(e).splitlines()[0] if str(e) else "", fallback)
+        log.warning("trial %s: ignoring unusable checkpoint (%s: %s)", run.trial.trial_id, type(e).__name__,
+                    str(e).splitlines()[0] if str(e) else "")
         return None
     return state
 
@@ -176,94 +177,104 @@ def evaluate(model: GPT, corpus: Corpus, n_tokens: int, batch_size: int, seq_len
 
 @dataclass
 class _Progress:
-    """What a checkpoint restores: steps done, their rows, the last losses, the wall time so far."""
+    """What a checkpoint restores besides the rows (which the context keeps): steps done, last losses."""
 
     step: int = 0
-    steps: list[dict] = field(default_factory=list)
     train_loss: float = float("nan")
     eval_loss: float = float("nan")
-    elapsed_s: float = 0.0
-    started_at: int = 0  # the step this trial's own training began at: its flops_spent count from there
+
+
+def shape_of(trial: Trial) -> GPTShape:
+    """The GPT shape a trial's model settings describe (:func:`model_settings` wrote them)."""
+    names = {f.name for f in fields(GPTShape)}
+    return GPTShape(**{k: v for k, v in trial.model.items() if k in names})
+
+
+def model_settings(shape: GPTShape, mup_base_width: int, moe_aux_loss: float) -> dict:
+    """The built-in model's settings as a trial carries them (Trial.model): its shape, and how it
+    is parametrised and trained."""
+    return asdict(shape) | {"mup_base_width": mup_base_width, "moe_aux_loss": moe_aux_loss}
 
 
 class _Run:
     """One GPT trial being trained: its data, model, optimiser and progress."""
 
-    def __init__(self, cfg: TrialConfig, store: ResultStore, t0: float):
-        self.cfg, self.store, self.tc, self.t0 = cfg, store, cfg.train, t0
-        torch.set_num_threads(max(1, int(cfg.threads)))
-        self.device = _device(cfg.device)
-        self.corpus = load_corpus(cfg.data, cfg.cache_dir)
-        if cfg.shape.vocab_size != self.corpus.vocab_size:
-            raise ValueError(f"shape vocab_size {cfg.shape.vocab_size} != corpus vocab_size {self.corpus.vocab_size}")
-        self.seq_len = cfg.shape.seq_len
+    def __init__(self, trial: Trial, ctx: Context):
+        self.trial, self.ctx = trial, ctx
+        self.tc = TrainConfig.model_validate(trial.train)
+        self.shape = shape_of(trial)
+        self.mup_base_width = int(trial.model.get("mup_base_width", 0))
+        torch.set_num_threads(max(1, int(trial.threads)))
+        self.device = _device(trial.device)
+        if trial.data is None:
+            raise ValueError("the built-in GPT needs the spec's data: section (expected builtin, text or tokens)")
+        self.data = DataConfig.model_validate(trial.data)
+        self.corpus = load_corpus(self.data, trial.cache_dir)
+        if self.shape.vocab_size != self.corpus.vocab_size:
+            raise ValueError(f"shape vocab_size {self.shape.vocab_size} != corpus vocab_size {self.corpus.vocab_size}")
+        self.seq_len = self.shape.seq_len
         self.batch_size = self.tc.batch_tokens // self.seq_len
-        self.model, self.opt = _build(cfg, self.device)
+        self.progress = _Progress()
+        self.model, self.opt = _build(self)
         # The N of 6 N D: every parameter of a dense model, a mixture of experts' active ones.
-        self.n_params = cfg.shape.n_params
+        self.n_params = self.shape.n_params
         # A mixture of experts trains on CE + moe_aux_loss * its load-balancing loss; the losses
         # it records (train_loss, eval_loss) are the CE alone, comparable with a dense model's.
-        self.aux_coef = cfg.moe_aux_loss if cfg.shape.experts else 0.0
-        n_evals, n_steps = self.tc.n_evals, cfg.steps
-        self.stem = cfg.role is Role.STEM
+        self.aux_coef = float(trial.model.get("moe_aux_loss", 0.0)) if self.shape.experts else 0.0
+        n_evals, n_steps = self.tc.n_evals, trial.steps
+        self.stem = trial.role == Role.STEM.value
         # A stem segment evaluates at its end only (its rows are not fitted); a point as before.
         self.eval_at = {n_steps - 1} if self.stem else (
             {round(n_steps * (i + 1) / (n_evals + 1)) - 1 for i in range(n_evals)} | {n_steps - 1})
         # Steps after which the stem's state is saved for others: a segment's stops, or the branch
         # point of a branch that found no stem checkpoint there and trains the stem part itself.
-        self.stem_saves = set(cfg.stops) if self.stem else set()
+        self.stem_saves = set(trial.stops) if self.stem else set()
         self.progress = self._resume()
-        self.t0 -= self.progress.elapsed_s  # wall_s counts the time trained before an interruption
 
-    def _restore(self, ckpt: dict | None, what: str) -> _Progress | None:
-        if ckpt is None:
+    def _restore(self, state: dict | None, what: str) -> _Progress | None:
+        if state is None:
+            self.ctx.forget()
             return None
         try:
-            self.model.load_state_dict(ckpt["model"])
-            self.opt.load_state_dict(ckpt["optimizer"])
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
         except Exception as e:  # e.g. a shape mismatch: the half-restored model is rebuilt
-            log.warning("trial %s: cannot restore %s (%s: %s)", self.cfg.trial_id, what, type(e).__name__,
+            log.warning("trial %s: cannot restore %s (%s: %s)", self.trial.trial_id, what, type(e).__name__,
                         str(e).splitlines()[0] if str(e) else "")
-            self.model, self.opt = _build(self.cfg, self.device)
+            self.model, self.opt = _build(self)
+            self.ctx.forget()
             return None
-        steps = [r | {"trial_id": self.cfg.trial_id} for r in ckpt["steps"]]
-        started = ckpt.get("started_at")  # a checkpoint saved before flops_spent has none
-        return _Progress(ckpt["step"], steps, ckpt["train_loss"], ckpt["eval_loss"], ckpt["elapsed_s"],
-                         started if isinstance(started, int) else 0)
+        return _Progress(state["step"], state["train_loss"], state["eval_loss"])
 
     def _resume(self) -> _Progress:
         """The progress restored from the trial's own checkpoint; else, for a stem segment or a
         branch, from its stem's latest checkpoint at or before where it starts; else none."""
-        cfg = self.cfg
+        trial, ctx = self.trial, self.ctx
         if not self.stem:
-            p = self._restore(_load_checkpoint(self.store, cfg, self.device), "its checkpoint")
+            p = self._restore(_load_state(ctx.load_checkpoint(), self), "its checkpoint")
             if p is not None:
-                log.info("resuming trial %s from step %d of %d", cfg.trial_id, p.step, cfg.steps)
+                log.info("resuming trial %s from step %d of %d", trial.trial_id, p.step, trial.steps)
                 return p
-        if not (self.stem or cfg.start_step):
+        if not (self.stem or trial.start_step):
             return _Progress()
-        want = cfg.steps - 1 if self.stem else cfg.start_step
-        for step in reversed([s for s in self.store.stem_steps(cfg.stem_id) if s <= want]):
-            ckpt = _load_checkpoint(self.store, cfg, self.device, stem_step=step,
-                                    fallback="trying the stem's previous checkpoint")
-            p = self._restore(ckpt, f"stem checkpoint at step {step}")
+        want = trial.steps - 1 if self.stem else trial.start_step
+        for step in reversed([s for s in ctx.stem_steps() if s <= want]):
+            p = self._restore(_load_state(ctx.load_stem(step), self, stem_step=step), f"stem checkpoint at step {step}")
             if p is not None:
-                if ckpt.get("writer") != cfg.trial_id:  # another's stop: this row's time and FLOPs start here
-                    p.elapsed_s, p.started_at = 0.0, p.step
                 break
         else:
             p = _Progress()
-        if not self.stem and p.step < cfg.start_step:
+        if not self.stem and p.step < trial.start_step:
             # The branch point's checkpoint is missing or damaged (a warning named it): train the
             # stem part here, and save it there for the other trials that start at it.
-            log.warning("trial %s: no usable stem checkpoint %s/%s; training the stem from step %d",
-                        cfg.trial_id, self.store.uri, stem_checkpoint_path(cfg.stem_id, cfg.start_step), p.step)
-            self.stem_saves = {cfg.start_step}
+            log.warning("trial %s: no usable stem checkpoint at step %d of stem %s; training the stem from step %d",
+                        trial.trial_id, trial.start_step, trial.stem_id, p.step)
+            self.stem_saves = {trial.start_step}
         return p
 
-    def train(self) -> TrialStatus:
-        """Run the remaining optimiser steps; DIVERGED at the first non-finite loss."""
-        tc, n_steps, p = self.tc, self.cfg.steps, self.progress
+    def train(self) -> bool:
+        """Run the remaining optimiser steps; False at the first non-finite loss (diverged)."""
+        tc, n_steps, p = self.tc, self.trial.steps, self.progress
         saved_at = time.perf_counter()
         # The compiled module shares the model's parameters; checkpoints and evaluation use the
         # plain one (its state_dict keys, and no recompilation for the evaluation batch shape).
@@ -272,7 +283,7 @@ class _Run:
         window = 0  # checkpoints are taken at log boundaries, so a resumed window starts empty
         total = None if self.stem else n_steps  # a stem has no cooldown
         for step in range(p.step, n_steps):
-            lr = lr_at(step, total, tc, self.n_params, self.cfg.step_tokens)
+            lr = lr_at(step, total, tc, self.n_params, tc.batch_tokens)
             loss_sum += self._step(forward, step, lr)
             window += 1
             last = step == n_steps - 1
@@ -281,25 +292,24 @@ class _Run:
             p.train_loss = loss_sum.item() / window  # the only host sync in the loop
             loss_sum.zero_()
             window = 0
+            p.step = step + 1
             if self._log(step, lr):
-                return TrialStatus.DIVERGED
+                return False
             if step + 1 in self.stem_saves:  # a branch point: its trials start from here
-                _save_checkpoint(self.store, self.cfg, step + 1, self.model, self.opt, p,
-                                 time.perf_counter() - self.t0, stem=True, required=self.stem)
+                _save_checkpoint(self, step + 1, stem=True, required=self.stem)
             # One clock read per log boundary; none after the last step (the rows follow at once).
             # A stem's preemption cover is a stem checkpoint too: any of its trials may use it.
             elif tc.checkpoint_every_s > 0 and not last and time.perf_counter() - saved_at >= tc.checkpoint_every_s:
-                _save_checkpoint(self.store, self.cfg, step + 1, self.model, self.opt, p,
-                                 time.perf_counter() - self.t0, stem=self.stem)
+                _save_checkpoint(self, step + 1, stem=self.stem)
                 saved_at = time.perf_counter()
             _after_log_boundary(step + 1)
-        return TrialStatus.COMPLETED
+        return True
 
     def _step(self, forward, step: int, lr: float) -> torch.Tensor:
         """One optimiser step at learning rate ``lr``; its loss, still on the device."""
         for group in self.opt.param_groups:
             group["lr"] = lr * group.get("lr_mult", 1.0)  # 1.0 but for μP's hidden matrices (_optimizer)
-        x, y = self.corpus.batch(self.cfg.seed, step, self.batch_size, self.seq_len)
+        x, y = self.corpus.batch(self.trial.seed, step, self.batch_size, self.seq_len)
         with _autocast(self.device):
             _, loss = forward(torch.from_numpy(x).to(self.device, non_blocking=True),
                               torch.from_numpy(y).to(self.device, non_blocking=True))
@@ -310,44 +320,39 @@ class _Run:
         return loss.detach()
 
     def _log(self, step: int, lr: float) -> bool:
-        """Record the step row at a log boundary, evaluating where one is due; True if diverged."""
-        p, tokens = self.progress, (step + 1) * self.tc.batch_tokens
-        row = {"trial_id": self.cfg.trial_id, "step": step + 1, "tokens": tokens,
-               "flops": train_flops(self.n_params, tokens), "train_loss": p.train_loss, "eval_loss": None,
-               "lr": lr, "wall_s": time.perf_counter() - self.t0}
+        """Report the step row at a log boundary, evaluating where one is due; True if diverged."""
+        p = self.progress
+        eval_loss = None
         diverged = not math.isfinite(p.train_loss)
         if not diverged and step in self.eval_at:
-            p.eval_loss = row["eval_loss"] = evaluate(self.model, self.corpus, self.cfg.data.eval_tokens,
-                                                      self.batch_size, self.seq_len, self.device)
+            p.eval_loss = eval_loss = evaluate(self.model, self.corpus, self.data.eval_tokens, self.batch_size,
+                                               self.seq_len, self.device)
             diverged = not math.isfinite(p.eval_loss)
-        p.steps.append(row)
+        self.ctx.report(step + 1, (step + 1) * self.tc.batch_tokens, train_loss=p.train_loss, eval_loss=eval_loss,
+                        lr=lr)
         return diverged
 
-    def row(self, status: TrialStatus) -> dict:
-        """The trial row: the final evaluation's loss, or NaN for a diverged trial."""
-        p = self.progress
-        trained = p.steps[-1]["tokens"] if p.steps else 0
-        eval_loss = p.eval_loss if status is TrialStatus.COMPLETED else float("nan")
-        spent = train_flops(self.n_params, max(0, trained - p.started_at * self.cfg.step_tokens))
-        return trial_row(self.cfg, self.n_params, status, eval_loss, p.train_loss, time.perf_counter() - self.t0,
-                         "", trained, flops_spent=spent)
+    def outcome(self, completed: bool) -> Outcome:
+        """The final evaluation's loss (None: diverged), the exact counts and the tokens trained."""
+        s = self.shape
+        return Outcome(eval_loss=self.progress.eval_loss if completed else None, n_params=s.n_params,
+                       n_params_nonembed=s.n_params_nonembed, n_params_total=s.n_params_total,
+                       train_loss=self.progress.train_loss, tokens=self.progress.step * self.tc.batch_tokens)
 
     def drop_preemption_stem_checkpoints(self) -> None:
         """A finished stem segment's own preemption checkpoints are superseded by its stops."""
-        keep = set(self.cfg.stops)
-        for step in self.store.stem_steps(self.cfg.stem_id):
-            if self.progress.started_at < step < self.cfg.steps and step not in keep:
-                self.store.delete(stem_checkpoint_path(self.cfg.stem_id, step))
+        keep, began = set(self.trial.stops), self.ctx.started_tokens // self.tc.batch_tokens
+        for step in self.ctx.stem_steps():
+            if began < step < self.trial.steps and step not in keep:
+                self.ctx.delete_stem(step)
 
 
-def train(cfg: TrialConfig, store: ResultStore | None = None) -> tuple[dict, list[dict]]:
-    """Train and evaluate; returns (trial row, step rows). Raises on errors in the trial.
-
-    Resumes from, and writes, the trial's checkpoint in ``store`` (default: ``cfg.results``).
-    """
-    t0 = time.perf_counter()
-    run = _Run(cfg, store if store is not None else ResultStore(cfg.results), t0)
-    status = run.train()
-    if run.stem and status is TrialStatus.COMPLETED:
+def train(trial: Trial, ctx: Context) -> Outcome:
+    """The built-in trainer (workers.trainers.interface's contract): train and evaluate the GPT
+    of ``trial.model`` on the spec's data, resuming from and writing checkpoints through ``ctx``.
+    Raises on errors in the trial."""
+    run = _Run(trial, ctx)
+    completed = run.train()
+    if run.stem and completed:
         run.drop_preemption_stem_checkpoints()
-    return run.row(status), run.progress.steps
+    return run.outcome(completed)

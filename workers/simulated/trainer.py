@@ -24,12 +24,11 @@ import math
 import time
 from functools import lru_cache
 
-from workers.flops import train_flops
-from workers.store import ResultStore, TrialStatus, stem_checkpoint_path
-from workers.config import Role, TrainConfig, TrialConfig, WorldConfig, trial_row
+from workers.config import Role, TrainConfig, WorldConfig
 from workers.simulated.world import World
+from workers.trainers.interface import Context, Outcome, Trial
 
-__all__ = ["STABLE_GAP", "schedule_factor", "simulate"]
+__all__ = ["STABLE_GAP", "schedule_factor", "simulate", "world_of"]
 
 log = logging.getLogger(__name__)
 
@@ -53,31 +52,32 @@ def schedule_factor(train: TrainConfig) -> float:
     return 1.0 + _SHAPE_EFFECT[train.cooldown.shape] + _SHORT_COOLDOWN * max(0.0, 0.2 - f)
 
 
-def _checkpoint(store: ResultStore, cfg: TrialConfig, step: int) -> None:
-    blob = {"version": 1, "stem_id": cfg.stem_id, "step": step}
-    store.write_bytes(stem_checkpoint_path(cfg.stem_id, step), json.dumps(blob).encode())
+def _checkpoint(ctx: Context, step: int) -> None:
+    blob = {"version": 1, "stem_id": ctx.trial.stem_id, "step": step}
+    ctx.save_stem(step, json.dumps(blob).encode())
 
 
-def _has_checkpoint(store: ResultStore, cfg: TrialConfig, step: int) -> bool:
-    path = stem_checkpoint_path(cfg.stem_id, step)
+def _has_checkpoint(ctx: Context, step: int) -> bool:
+    data = ctx.load_stem(step)
+    if data is None:
+        return False
     try:
-        data = store.read_bytes(path)
-        if data is None:
-            return False
         blob = json.loads(data)
-        if (blob.get("version"), blob.get("stem_id"), blob.get("step")) != (1, cfg.stem_id, step):
-            raise ValueError(f"(version, stem_id, step) = {(blob.get('version'), blob.get('stem_id'), blob.get('step'))}")
+        found = (blob.get("version"), blob.get("stem_id"), blob.get("step"))
+        if found != (1, ctx.trial.stem_id, step):
+            raise ValueError(f"(version, stem_id, step) = {found}")
         return True
     except (ValueError, UnicodeDecodeError, AttributeError) as e:
-        log.warning("trial %s: ignoring unusable checkpoint %s/%s (%s); trying the stem's previous checkpoint",
-                    cfg.trial_id, store.uri, path, e)
+        log.warning("trial %s: ignoring unusable checkpoint of stem %s at step %d (%s); trying the stem's previous "
+                    "checkpoint", ctx.trial.trial_id, ctx.trial.stem_id, step, e)
+        ctx.forget()
         return False
 
 
-def _stem_start(store: ResultStore, cfg: TrialConfig, want: int) -> int:
+def _stem_start(ctx: Context, want: int) -> int:
     """The latest step <= ``want`` with a usable checkpoint of the trial's stem (0: none)."""
-    steps = reversed(store.stem_steps(cfg.stem_id))
-    return next((s for s in steps if s <= want and _has_checkpoint(store, cfg, s)), 0)
+    steps = reversed(ctx.stem_steps())
+    return next((s for s in steps if s <= want and _has_checkpoint(ctx, s)), 0)
 
 
 @lru_cache(maxsize=8)
@@ -86,35 +86,41 @@ def _world(cfg: WorldConfig) -> World:
     return World(cfg)
 
 
-def simulate(cfg: TrialConfig, store: ResultStore | None = None) -> tuple[dict, None]:
-    """(trial row, no step rows) for a simulated trial; sleeps ``world.duration_s`` times the
-    share of its tokens it trains (all of them but for stems and branches)."""
-    t0 = time.perf_counter()
-    store = store if store is not None else ResultStore(cfg.results)
-    world = _world(cfg.world)
+def world_of(trial: Trial) -> WorldConfig:
+    """The world a simulated trial samples: the spec's world: section, in the trial's settings."""
+    world = trial.settings.get("world")
+    if world is None:
+        raise TypeError("a simulated trial needs settings.world (the spec's world: section)")
+    return WorldConfig.model_validate(world)
+
+
+def simulate(trial: Trial, ctx: Context) -> Outcome:
+    """The simulator as a trainer (workers.trainers.interface's contract): the outcome of a
+    simulated trial; sleeps ``world.duration_s`` times the share of its tokens it trains (all of
+    them but for stems and branches)."""
+    cfg = world_of(trial)
+    world = _world(cfg)
+    stem = trial.role == Role.STEM.value
     start = 0
-    if cfg.role is Role.STEM or cfg.start_step:
-        want = cfg.steps - 1 if cfg.role is Role.STEM else cfg.start_step
-        start = _stem_start(store, cfg, want)
-        if cfg.role is not Role.STEM and start < cfg.start_step:
-            log.warning("trial %s: no usable stem checkpoint %s/%s; training the stem from step %d", cfg.trial_id,
-                        store.uri, stem_checkpoint_path(cfg.stem_id, cfg.start_step), start)
-    if cfg.world.duration_s > 0:
-        time.sleep(cfg.world.duration_s * (cfg.tokens - start) / max(1, cfg.tokens))
-    # A trial's TrainConfig holds numbers (orchestrator.planning.trials resolves rules and searches);
+    if stem or trial.start_step:
+        want = trial.steps - 1 if stem else trial.start_step
+        start = _stem_start(ctx, want)
+        if not stem and start < trial.start_step:
+            log.warning("trial %s: no usable checkpoint of stem %s at step %d; training the stem from step %d",
+                        trial.trial_id, trial.stem_id, trial.start_step, start)
+    if cfg.duration_s > 0:
+        time.sleep(cfg.duration_s * (trial.tokens - start) / max(1, trial.tokens))
+    # A trial's lr and batch are numbers (orchestrator.planning.trials resolves rules and searches);
     # a world without a hyperparameter landscape ignores them.
-    loss = float(world.observe(cfg.n_params, cfg.tokens, int(cfg.trial_id, 16),
-                               lr=cfg.train.lr, batch=cfg.train.batch_tokens))
-    if cfg.role is Role.STEM:
+    loss = float(world.observe(trial.n_params, trial.tokens, int(trial.trial_id, 16),
+                               lr=trial.lr, batch=trial.batch_tokens))
+    if stem:
         loss *= 1.0 + STABLE_GAP
-        for step in cfg.stops:
+        for step in trial.stops:
             if step > start:
-                _checkpoint(store, cfg, step)
+                _checkpoint(ctx, step)
     else:
-        loss *= schedule_factor(cfg.train)
-        if start < cfg.start_step:  # the stem part trained here is saved for the branch point's others
-            _checkpoint(store, cfg, cfg.start_step)
-    status = TrialStatus.COMPLETED if math.isfinite(loss) else TrialStatus.DIVERGED
-    row = trial_row(cfg, cfg.n_params, status, loss if status is TrialStatus.COMPLETED else math.nan, loss,
-                    time.perf_counter() - t0, "", flops_spent=train_flops(cfg.n_params, cfg.tokens - start))
-    return row, None
+        loss *= schedule_factor(TrainConfig.model_validate(trial.train))
+        if start < trial.start_step:  # the stem part trained here is saved for the branch point's others
+            _checkpoint(ctx, trial.start_step)
+    return Outcome(eval_loss=loss if math.isfinite(loss) else None, n_params=trial.n_params, train_loss=loss)

@@ -6,8 +6,10 @@ becomes a :class:`~orchestrator.errors.UserError` whose single line names the fi
 path, the value and what was expected, listing the valid keys for a typo.
 
 The ``train:``, ``data:`` and ``world:`` sections are the trial settings of
-:mod:`workers.config`, defined there once and handed to the workers as validated here; this
-module defines the sweep-level sections around them.
+:mod:`workers.config`, defined there once and handed to the workers as validated here, as is a
+lab's ``trainer:`` mapping (workers.config.TrainerSpec); ``model:`` (the built-in GPT's settings,
+or a lab's ladder or size hook) is :mod:`orchestrator.spec.model`; this module defines the
+sweep-level sections around them.
 
 Numbers such as ``2e11`` are accepted although YAML 1.1 reads them as strings: pydantic
 coerces them to floats, so specs can be written the way people write FLOPs.
@@ -15,16 +17,17 @@ coerces them to floats, so specs can be written the way people write FLOPs.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import UserError
-from workers.config import BASELINE, WSD_FIELDS, DataConfig, PositiveFloat, PowerRule, TrainConfig, Tune, WorldConfig, identity
+from orchestrator.spec.model import MOE_FIELDS, ModelSpec, Name, _Strict, check_model
+from workers.config import (BASELINE, WSD_FIELDS, DataConfig, PositiveFloat, PowerRule, TrainConfig,
+                            TrainerSpec, Tune, WorldConfig, identity)
 
 __all__ = ["BASELINE", "SweepSpec", "Variant", "VariantSpec", "load_spec", "parse_spec"]
 
@@ -33,38 +36,6 @@ __all__ = ["BASELINE", "SweepSpec", "Variant", "VariantSpec", "load_spec", "pars
 # state: 16 EB), so sizes between the hardware and this bound get the estimate's memory
 # refusal, which names the trial (orchestrator/planning/estimate.py).
 ModelSize = Annotated[float, Field(gt=0, le=1e18, allow_inf_nan=False)]
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# The settings that only a mixture of experts reads (ffn: moe).
-MOE_FIELDS = ("experts", "top_k", "aux_loss")
-
-
-class ModelSpec(_Strict):
-    family: Literal["gpt"] = "gpt"
-    seq_len: int = Field(128, ge=8, le=65536)
-    head_dim: int = Field(8, ge=1, le=512)
-    aspect_ratio: PositiveFloat = 32.0
-    max_layers: int = Field(64, ge=1, le=512)
-    # μP (Yang et al. 2022, "Tensor Programs V"): learning rates and initialisation scale with
-    # base_width / d_model, so a learning rate tuned at base_width transfers to wider models
-    # (workers/gpt/model.py has the rules).
-    parametrization: Literal["standard", "mup"] = "standard"
-    base_width: int | None = Field(None, ge=1, le=1 << 20)
-    # Mixture of experts (workers/gpt/model.py, MoE): each block's MLP becomes ``experts`` MLPs,
-    # ``top_k`` of them per token, so parameters grow with experts while the compute per token
-    # stays that of the active parameters, the N every budget counts (workers/gpt/arch.py).
-    # A load-balancing loss times ``aux_loss`` keeps the router from sending every token to a
-    # few experts (Switch Transformer, Fedus et al. 2021, eq. 4, coefficient 0.01; GShard,
-    # Lepikhin et al. 2020, top-2 routing). Dense models keep their trial ids.
-    ffn: Literal["dense", "moe"] = "dense"
-    experts: int = Field(8, ge=1, le=256)
-    top_k: int = Field(2, ge=1)
-    aux_loss: float = Field(0.01, ge=0, allow_inf_nan=False)
 
 
 class IsoFlopSweep(_Strict):
@@ -217,24 +188,25 @@ class AdaptiveSpec(_Strict):
 
 
 # The sections a variant may override, and the trainer each belongs to (None: both).
-VARIANT_SECTIONS = {"model": "gpt", "train": None, "data": "gpt", "world": "simulated"}
+_OWN = ("gpt", "function", "command")  # trainers that read model and data (the simulator reads world)
+VARIANT_SECTIONS = {"model": _OWN, "train": None, "data": _OWN, "world": ("simulated",),
+                    "trainer": ("function", "command")}
 
 
 class VariantSpec(_Strict):
     """One entry of ``variants:``: a name and overrides of the baseline's sections, merged key by
     key into them (nested mappings too) and validated as the baseline is (:meth:`SweepSpec.variants_resolved`)."""
 
-    name: str
+    name: Name
     model: dict[str, Any] | None = None
     train: dict[str, Any] | None = None
     data: dict[str, Any] | None = None
     world: dict[str, Any] | None = None
+    trainer: dict[str, Any] | None = None  # a lab's trainer: its settings or version
 
     @field_validator("name")
     @classmethod
-    def _safe_name(cls, v: str) -> str:
-        if not NAME_RE.match(v):
-            raise ValueError("expected 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    def _not_baseline(cls, v: str) -> str:
         if v == BASELINE:
             raise ValueError(f"{BASELINE!r} names the spec without overrides (expected another name)")
         return v
@@ -252,9 +224,10 @@ class Variant:
 
 
 class SweepSpec(_Strict):
-    name: str
+    name: Name
     description: str = ""
-    trainer: Literal["gpt", "simulated"] = "gpt"
+    # gpt and simulated are built in; a mapping names a lab's own (workers.trainers).
+    trainer: Literal["gpt", "simulated"] | TrainerSpec = "gpt"
     model: ModelSpec = ModelSpec()
     data: DataConfig | None = None  # required for trainer: gpt
     world: WorldConfig | None = None  # required for trainer: simulated
@@ -273,16 +246,25 @@ class SweepSpec(_Strict):
     # as the baseline, to decide whether a change holds up at scale (orchestrator.fitting.variants).
     variants: list[VariantSpec] = []
 
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, v: str) -> str:
-        # The name becomes a directory: no separators, no "..", nothing hidden.
-        if not NAME_RE.match(v):
-            raise ValueError("expected 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
-        return v
+    @property
+    def external(self) -> bool:
+        """A lab's trainer (a function or a command), not a built-in one."""
+        return isinstance(self.trainer, TrainerSpec)
+
+    @property
+    def trainer_kind(self) -> str:
+        """gpt, simulated, function or command."""
+        return self.trainer.kind if isinstance(self.trainer, TrainerSpec) else self.trainer
+
+    @model_validator(mode="after")
+    def _model(self):
+        check_model(self.model, self.trainer_kind)
+        return self
 
     @model_validator(mode="after")
     def _combinations(self):
+        if self.external and self.world is not None:
+            raise ValueError("world: only for trainer: simulated (set trainer: simulated, or remove world)")
         if self.trainer == "gpt" and self.data is None:
             raise ValueError("data: required for trainer: gpt (expected builtin, text or tokens)")
         if self.trainer == "gpt" and self.world is not None:
@@ -305,35 +287,19 @@ class SweepSpec(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _mup(self):
-        m = self.model
-        if m.parametrization == "mup" and m.base_width is None:
-            raise ValueError("model.parametrization: mup needs model.base_width (the width whose learning rate "
-                             "is transferred, e.g. base_width: 64)")
-        if m.parametrization == "standard" and m.base_width is not None:
-            raise ValueError("model.base_width: only for parametrization: mup (set parametrization: mup, or remove it)")
-        return self
-
-    @model_validator(mode="after")
-    def _moe(self):
-        m = self.model
-        if m.ffn == "dense":
-            # Written and not its default: a default written out changes nothing (and is what a
-            # variant's sections, merged into the baseline's full settings, hold).
-            for name in MOE_FIELDS:
-                if name in m.model_fields_set and getattr(m, name) != ModelSpec.model_fields[name].default:
-                    raise ValueError(f"model.{name}: only for ffn: moe (set ffn: moe, or remove {name})")
-        elif m.top_k > m.experts:
-            raise ValueError(f"model.top_k={m.top_k} > model.experts={m.experts} (expected top_k <= experts)")
-        return self
-
-    @model_validator(mode="after")
     def _recipe(self):
         tuned = [k for k in ("lr", "batch_tokens") if isinstance(getattr(self.train, k), Tune)]
         rules = [getattr(self.train, k) for k in ("lr", "batch_tokens")]
         rules += [r.tune for r in rules if isinstance(r, Tune)]
         if self.trainer == "simulated" and any(isinstance(r, PowerRule) and r.n == "nonembed" for r in rules):
             raise ValueError("train: a simulated trial has one parameter count: write n: total in its rules")
+        if self.external and any(isinstance(r, PowerRule) and r.n == "nonembed" for r in rules):
+            ladder = self.model.ladder or []
+            missing = next((i for i, r in enumerate(ladder) if r.n_params_nonembed is None), None)
+            if not ladder or missing is not None:
+                where = f"model.ladder[{missing}] has no n_params_nonembed" if ladder else "a size hook gives one count"
+                raise ValueError(f"train: a rule with n: nonembed needs every size's non-embedding N ({where}; "
+                                 "expected n: total, or n_params_nonembed on every rung)")
         if self.trainer == "simulated" and (tuned or any(isinstance(r, PowerRule) for r in rules)) \
                 and (self.world is None or self.world.hparams is None):
             raise ValueError("train: learning-rate or batch rules change nothing in a world without world.hparams "
@@ -366,12 +332,12 @@ class SweepSpec(_Strict):
                                  "(expected unique names)")
             seen_names[v.name] = i
             data = dict(base)
-            for section, trainer in VARIANT_SECTIONS.items():
+            for section, trainers in VARIANT_SECTIONS.items():
                 override = getattr(v, section)
                 if override is None:
                     continue
-                if trainer is not None and trainer != self.trainer:
-                    raise ValueError(f"{where}: {section}: does not apply to trainer: {self.trainer}")
+                if trainers is not None and self.trainer_kind not in trainers:
+                    raise ValueError(f"{where}: {section}: does not apply to trainer: {self.trainer_kind}")
                 data[section] = _merge(section, base.get(section) or {}, override)
             _wsd_only(i, v.train or {}, data["train"])
             try:
@@ -404,7 +370,8 @@ class SweepSpec(_Strict):
 def _merge(section: str, base: dict, override: dict) -> dict:
     """``override`` merged into ``base`` key by key, nested mappings too. Naming one source of
     ``data`` (or one law of ``world``) replaces the baseline's, whichever key it used."""
-    exclusive = {"data": ("builtin", "text", "tokens"), "world": ("law", "expression")}.get(section, ())
+    exclusive = {"data": ("builtin", "text", "tokens"), "world": ("law", "expression"),
+                 "trainer": ("function", "command")}.get(section, ())
     out = dict(base)
     if section == "model" and override.get("ffn") == "dense":  # a dense variant of an MoE baseline
         for k in MOE_FIELDS:
@@ -453,6 +420,8 @@ def _variant_key(base: SweepSpec, spec: SweepSpec) -> tuple[dict, list[str]]:
             for k in MOE_FIELDS:
                 model.pop(k, None)
         out = {"model": model}
+        if isinstance(s.trainer, TrainerSpec):  # what a lab's trainer's ids hash of it
+            out["trainer"] = {"target": s.trainer.target, "version": s.trainer.version, "settings": s.trainer.settings}
         for name in ("train", "data", "world"):
             section = getattr(s, name)
             if section is not None:
@@ -478,7 +447,7 @@ _RECIPE_BRANCHES = ("constrained-float", "constrained-int", "PowerRule", "Tune")
 
 def _loc(loc: tuple) -> str:
     # drop union tags: the sweep kinds, and pydantic's names of a union's branches (list[...])
-    drop = ("isoflop", "grid", "LawConfig") + _RECIPE_BRANCHES
+    drop = ("isoflop", "grid", "LawConfig", "TrainerSpec") + _RECIPE_BRANCHES
     parts: list[str] = []
     for p in loc:
         if isinstance(p, int) and parts:  # a list's index: variants[0]
@@ -508,8 +477,8 @@ def _valid_keys(loc: tuple) -> list[str]:
         if part in ("isoflop", "grid"):
             model = IsoFlopSweep if part == "isoflop" else GridSweep
             continue
-        if part in ("PowerRule", "Tune"):
-            model = PowerRule if part == "PowerRule" else Tune
+        if part in ("PowerRule", "Tune", "TrainerSpec"):
+            model = {"PowerRule": PowerRule, "Tune": Tune, "TrainerSpec": TrainerSpec}[part]
             continue
         if isinstance(part, int):  # an index into a list of models (variants)
             continue
@@ -533,6 +502,8 @@ def _model_in(ann) -> type[BaseModel] | None:
 
 def _one_line(err: ValidationError, source: str, data: object = None) -> str:
     errors = sorted(err.errors(), key=lambda x: _recipe_branch(x, data))
+    # A mapping where a word could be (trainer: {function: ...}): the mapping's branch says what is wrong.
+    errors = [x for x in errors if not (x["type"] == "literal_error" and isinstance(x["input"], dict))] or errors
     # A value that fails one branch of a union by type (a map where a list could be) is
     # reported by the branch its type matches, whose error says what is wrong in it.
     e = next((x for x in errors if x["type"] not in ("list_type", "dict_type")), errors[0])
@@ -578,5 +549,12 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise UserError(f"{path}: {where}: invalid YAML ({problem})") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file (expected UTF-8 YAML)") from None
-    return parse_spec(data, str(path))
+    spec = parse_spec(data, str(path))
+    if isinstance(spec.trainer, TrainerSpec):
+        # A lab's trainer runs in (and imports from) the spec's directory unless the spec says
+        # otherwise (a relative trainer.workdir is relative to the spec's directory).
+        base = p.resolve().parent
+        where = (base / spec.trainer.workdir).resolve() if spec.trainer.workdir else base
+        spec = spec.model_copy(update={"trainer": spec.trainer.model_copy(update={"workdir": where.as_posix()})})
+    return spec
 

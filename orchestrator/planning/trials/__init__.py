@@ -19,11 +19,13 @@ import hashlib
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 
 from orchestrator.errors import UserError
 from orchestrator.spec import GridSweep, IsoFlopSweep, SweepSpec, Variant
-from workers.gpt.arch import GPTShape, ShapeRule, shape_for_params, shape_identity
+from orchestrator.planning.trials.sizes import Size, size_mapping
+from workers.gpt.arch import ShapeRule, shape_identity
 from workers.gpt.data import DataError, load_corpus
 from workers.flops import tokens_for_budget
 from workers.config import BASELINE, BATCH_DEFAULT, LR_DEFAULT, PowerRule, TrialConfig, Tune, identity
@@ -66,10 +68,10 @@ def trial_name(n_params: int, tokens: int, budget: float, seed: int, lr: float |
     return f"N={_si(n_params)} D={_si(tokens)}{c} s{seed}{hp}"
 
 
-def _rule_n(rule: PowerRule, n: int, shape: GPTShape | None) -> float:
-    """N as ``rule`` counts it: the shape's non-embedding parameters where it says so (a
-    simulated trial has only its total, ``n``)."""
-    return shape.n_params_nonembed if shape is not None and rule.n == "nonembed" else n
+def _rule_n(rule: PowerRule, n: int, nonembed: int | None) -> float:
+    """N as ``rule`` counts it: the size's non-embedding parameters where it says so and they are
+    known (a simulated trial has only its total, ``n``)."""
+    return nonembed if nonembed and rule.n == "nonembed" else n
 
 
 @dataclass(frozen=True)
@@ -111,9 +113,13 @@ class TrialFactory:
         self.results = spec.sweep_dir
         self.threads = max(1, int(spec.resources.cpus))
         self.device = "cuda" if spec.resources.gpus > 0 else "cpu"
+        self.runner = spec.trainer if spec.external else None
         if spec.trainer == "simulated":
             self.vocab = 0
             self.fingerprint = content_id({"world": identity(self.world)})
+        elif self.runner is not None:
+            self.vocab, self.fingerprint = 0, "external"
+            _check_trainer(self.runner)
         else:
             if vocab_size is not None:
                 self.vocab, self.fingerprint = vocab_size, "not-opened"
@@ -123,18 +129,27 @@ class TrialFactory:
                 except DataError as e:
                     raise UserError(str(e)) from None
                 self.vocab, self.fingerprint = corpus.vocab_size, corpus.fingerprint
+        rel = os.path.relpath(self.runner.workdir) if self.runner is not None and self.runner.workdir else ""
+        self.workdir_rel = "" if rel.startswith("..") else rel  # for nodes where the absolute path is not
         m = spec.model
         moe = m.ffn == "moe"
         self.rule = ShapeRule(head_dim=m.head_dim, aspect_ratio=m.aspect_ratio, max_layers=m.max_layers,
-                              experts=m.experts if moe else 0, top_k=m.top_k if moe else 0)
+                              experts=m.experts if moe else 0, top_k=m.top_k if moe else 0, family=m.family)
         self.moe_aux_loss = m.aux_loss if moe else 0.0
+        self.sizes = size_mapping(spec, self.vocab, self.rule)
         self._settings_id = self._settings_payload()  # the same for every trial of the spec
         self.mup_base_width = m.base_width if m.parametrization == "mup" else 0
         self.landscape = self.world is not None and self.world.hparams is not None
         self._points: dict[str, _Point] = {}
 
     def _settings_payload(self) -> dict:
-        """The part of every trial id that the spec's settings fix (version, train, data or world)."""
+        """The part of every trial id that the spec's settings fix (version, train, data or world;
+        a lab's trainer: its identity, the import path or command, its version and settings)."""
+        if self.runner is not None:
+            r = self.runner
+            data = {} if self.data is None else {"data": self.data.model_dump(mode="json")}
+            return ({"trainer": {"kind": r.kind, "target": r.target, "version": r.version, "settings": r.settings},
+                     "train": identity(self.train)} | data | self._variant_payload())
         if self.world is not None:
             return {"version": SIMULATOR_VERSION, "world": self.fingerprint} | self._variant_payload()
         data = identity(self.data) | {"fingerprint": self.fingerprint}
@@ -150,7 +165,7 @@ class TrialFactory:
         return {"variant": self.variant.key} if self.variant.key else {}
 
     def round_tokens(self, d: float, where: str, bt: int) -> int:
-        if self.world is not None:  # no optimiser steps in a simulated world
+        if self.spec.trainer == "simulated":  # no optimiser steps in a simulated world
             if d < 1:
                 raise UserError(f"{where}: gives {d:.3g} tokens (expected at least 1)")
             return int(round(d))
@@ -162,33 +177,31 @@ class TrialFactory:
             )
         return steps * bt
 
-    def n_for(self, n_target: float) -> tuple[int, object]:
-        """(exact N, shape or None) for a target parameter count."""
-        if self.world is not None:
-            return int(round(n_target)), None
-        shape = shape_for_params(n_target, self.vocab, self.spec.model.seq_len, self.rule)
-        return shape.n_params, shape
+    def size_for(self, n_target: float) -> Size:
+        """The model size for a target parameter count (orchestrator.planning.trials.sizes)."""
+        return self.sizes(n_target)
 
     def make(self, n_target: float, tokens: float | None, budget: float, seed: int, where: str,
              hparams: Hparams | None = None) -> TrialConfig:
         """A trial at ``n_target`` parameters and ``tokens`` (or C / 6N tokens of ``budget``), with
         ``hparams`` or (default) the spec's recipe at that point: its numbers, its rules, or the
         centre of its searches (:meth:`recipe_at`)."""
-        n, shape = self.n_for(n_target)
+        size = self.size_for(n_target)
+        n, shape = size.n_params, size.shape
         d = tokens if tokens is not None else tokens_for_budget(budget, n)
-        hp = hparams or self.recipe_at(n, shape, d)
+        hp = hparams or self.recipe_at(size, d)
         rounded = self.round_tokens(d, where, hp.batch_tokens)
         point = _Point(n_target, d, budget, seed, where)
-        point_id = content_id(self.point_payload(n, shape, d, seed))
+        point_id = content_id(self.point_payload(size, d, seed))
         self._points.setdefault(point_id, point)
         train = self.train.model_copy(update={"lr": hp.lr, "batch_tokens": hp.batch_tokens})
         searched = hparams is not None and hp.recipe == "tune"  # a trial of a point's search
-        payload = self.payload(n, shape, rounded, seed, train)
+        payload = self.payload(size, rounded, seed, train)
         stem_id, start = "", 0
         if train.schedule == "wsd":
             stem_id, trial_id = self._wsd_ids(payload)
             if train.reuses:
-                start = cooldown_start(rounded // (hp.batch_tokens if shape is not None else 1), train)
+                start = cooldown_start(rounded // (1 if self.spec.trainer == "simulated" else hp.batch_tokens), train)
         else:
             trial_id = content_id(payload)
         return TrialConfig(
@@ -196,10 +209,12 @@ class TrialFactory:
             name=trial_name(n, rounded, budget, seed, hp.lr if searched else None),
             sweep=self.spec.name, shape=shape, tokens=rounded, seed=seed, budget=budget, train=train,
             data=self.data, results=self.results, threads=self.threads, device=self.device, world=self.world,
-            cache_dir=self.cache_dir, sim_n_params=n, trainer=self.spec.trainer, point_id=point_id,
+            cache_dir=self.cache_dir, size_n=n, trainer=self.spec.trainer_kind, point_id=point_id,
             recipe=hp.recipe, mup_base_width=self.mup_base_width, stem_id=stem_id, start_step=start,
             moe_aux_loss=self.moe_aux_loss if shape is not None else 0.0,
-            variant=self.variant.name, variant_id=variant_id(self.variant),
+            variant=self.variant.name, variant_id=variant_id(self.variant), runner=self.runner,
+            model=size.settings if self.runner is not None else None, size_name=size.name,
+            size_nonembed=size.n_params_nonembed or 0, workdir=self.runner.workdir if self.runner is not None else "", workdir_rel=self.workdir_rel,
         )
 
     @staticmethod
@@ -223,33 +238,34 @@ class TrialFactory:
         p = self._points[trial.point_id]
         return self.make(p.n_target, p.d_target, p.budget, p.seed, p.where, hparams)
 
-    def recipe_at(self, n: int, shape: GPTShape | None, d: float) -> Hparams:
+    def recipe_at(self, size: Size, d: float) -> Hparams:
         """The spec's learning rate and batch at (N, D): a number as it is, a rule evaluated,
         a search at its centre (the number, the rule, or the default it is written around)."""
-        lr, lr_how = self._resolve(self.train.lr, n, shape, d, LR_DEFAULT)
-        bt, bt_how = self._resolve(self.train.batch_tokens, n, shape, d, BATCH_DEFAULT)
+        lr, lr_how = self._resolve(self.train.lr, size, d, LR_DEFAULT)
+        bt, bt_how = self._resolve(self.train.batch_tokens, size, d, BATCH_DEFAULT)
         how = {lr_how, bt_how}
         recipe = "tune" if "tune" in how else "rule" if "rule" in how else "fixed"
         return Hparams(lr, self.round_batch(bt), recipe)
 
-    def _resolve(self, setting, n: int, shape: GPTShape | None, d: float, default: float) -> tuple[float, str]:
+    def _resolve(self, setting, size: Size, d: float, default: float) -> tuple[float, str]:
         how = "fixed"
         if isinstance(setting, Tune):
             setting, how = (default if setting.tune is None else setting.tune), "tune"
         if isinstance(setting, PowerRule):
-            return setting.at(_rule_n(setting, n, shape), d), "rule" if how == "fixed" else how
+            return setting.at(_rule_n(setting, size.n_params, size.n_params_nonembed), d), "rule" if how == "fixed" else how
         return float(setting), how
 
     def round_batch(self, batch: float) -> int:
-        """A batch in whole sequences (GPT; at least one), or whole tokens (simulated)."""
-        if self.world is not None:
+        """A batch in whole sequences (GPT; at least one), or whole tokens (simulated, a lab's trainer)."""
+        if self.spec.trainer != "gpt":
             return max(1, int(round(batch)))
         seq = self.spec.model.seq_len
         return max(1, int(round(batch / seq))) * seq
 
     def n_rule(self, trial: TrialConfig, rule: PowerRule) -> float:
         """The N a rule is evaluated at for ``trial`` (its non-embedding count where the rule says so)."""
-        return _rule_n(rule, trial.n_params, trial.shape)
+        nonembed = trial.shape.n_params_nonembed if trial.shape is not None else trial.size_nonembed
+        return _rule_n(rule, trial.n_params, nonembed)
 
     def planned(self, trial: TrialConfig) -> _Point:
         """The design point ``trial`` was made for, as planned: ``make(p.n_target, p.d_target,
@@ -260,13 +276,16 @@ class TrialFactory:
         """The tokens planned for ``trial``'s point, before rounding to whole batches."""
         return self._points[trial.point_id].d_target
 
-    def payload(self, n: int, shape: GPTShape | None, tokens: int, seed: int, train=None) -> dict:
-        """What the trial id of a trial at (N, shape, tokens, seed) with ``train`` (default: the
+    def payload(self, size: Size, tokens: int, seed: int, train=None) -> dict:
+        """What the trial id of a trial of ``size`` at (tokens, seed) with ``train`` (default: the
         spec's, with numbers) hashes."""
         settings = self._settings_id
+        shape = size.shape
         if train is not None and self.world is None:
             settings = settings | {"train": settings["train"] | {"lr": train.lr, "batch_tokens": train.batch_tokens}}
-        point = {"shape": shape_identity(shape)} if shape is not None else {"n_params": n}
+        point = {"shape": shape_identity(shape)} if shape is not None else {"n_params": size.n_params}
+        if self.runner is not None:  # a lab's model: its settings, as its size mapping gave them
+            point |= {"model": size.settings}
         if self.landscape and train is not None:  # the world's loss depends on them only then
             point |= {"lr": train.lr, "batch_tokens": train.batch_tokens}
         if self.mup_base_width:  # standard-parametrisation ids stay as they were
@@ -278,13 +297,30 @@ class TrialFactory:
                       "min_lr_ratio": self.train.min_lr_ratio}
         return settings | point | {"tokens": int(tokens), "seed": int(seed)}
 
-    def point_payload(self, n: int, shape: GPTShape | None, d: float, seed: int) -> dict:
+    def point_payload(self, size: Size, d: float, seed: int) -> dict:
         """What a design point's id hashes: the trial's payload without lr and batch, with the
         tokens as planned (a batch search rounds them to each batch's whole steps)."""
-        payload = self.payload(n, shape, int(round(d)), seed)
+        payload = self.payload(size, int(round(d)), seed)
         if "train" in payload:
             payload["train"] = {k: v for k, v in payload["train"].items() if k not in ("lr", "batch_tokens")}
         return payload | {"point": 1}
+
+
+def _check_trainer(runner) -> None:
+    """A lab's trainer must load before anything runs: UserError naming the field otherwise."""
+    from workers.trainers.interface import TrainerLoadError
+    from workers.trainers.loading import import_function
+
+    try:
+        if runner.kind == "function":
+            import_function(runner.function, runner.workdir)
+        else:
+            from workers.trainers.command import check_command
+
+            check_command(runner, runner.workdir)
+    except TrainerLoadError as e:
+        text = str(e)
+        raise UserError(text if text.startswith("trainer.") else f"trainer.{runner.kind}: {text}") from None
 
 
 def shared_ladder(sizes: dict[float, list[float]]) -> dict[float, list[float]]:
