@@ -27,7 +27,8 @@ import time
 from bench.bench_overhead import drive, sizes_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMAND = "printf '{\"n_params\": 1000, \"eval_loss\": 2.5}' > \"$SCALESWEEP_OUTPUT/result.json\""
+COMMAND = ("echo '{\"step\": 1, \"tokens\": 1000, \"train_loss\": 2.5}' >> \"$SCALESWEEP_OUTPUT/metrics.jsonl\" && "
+           "echo '{\"n_params\": 1000, \"eval_loss\": 2.5}' > \"$SCALESWEEP_OUTPUT/result.json\"")
 LAW = {"E": 1.69, "A": 400, "B": 400, "alpha": 0.31, "beta": 0.31}
 
 
@@ -36,8 +37,9 @@ def sleeper(trial, ctx):
     from scalesweep import Outcome
 
     time.sleep(trial.settings["seconds"])
-    return Outcome(eval_loss=LAW["E"] + LAW["A"] / trial.n_params ** 0.31 + LAW["B"] / trial.tokens ** 0.31,
-                   n_params=trial.n_params)
+    loss = LAW["E"] + LAW["A"] / trial.n_params ** 0.31 + LAW["B"] / trial.tokens ** 0.31
+    ctx.report(trial.steps, trial.tokens, train_loss=loss, eval_loss=loss)
+    return Outcome(eval_loss=loss, n_params=trial.n_params)
 
 
 def _spec(kind: str, n: int, seconds: float, root: str) -> dict:
@@ -65,12 +67,15 @@ def run_commands(n: int, root: str) -> tuple[float, float]:
     from workers.entry import run_trial
 
     env = dict(os.environ, SCALESWEEP_OUTPUT=tempfile.mkdtemp())
+    script = os.path.join(root, "train.sh")  # a file: the command line itself holds no braces to escape
+    with open(script, "w") as f:
+        f.write(COMMAND + "\n")
     bare = []
     for _ in range(n):
         t0 = time.perf_counter()
-        subprocess.run(["sh", "-c", COMMAND], env=env, check=True)
+        subprocess.run(["sh", script], env=env, check=True)
         bare.append(time.perf_counter() - t0)
-    spec = parse_spec({"name": "overhead-command", "results": root, "trainer": {"command": ["sh", "-c", COMMAND],
+    spec = parse_spec({"name": "overhead-command", "results": root, "trainer": {"command": ["sh", script],
                                                                              "workdir": ROOT},
                        "model": {"ladder": [{"name": "tiny", "n_params": 1000}]},
                        "sweep": {"kind": "grid", "model_sizes": [1000], "tokens": [1000 + i for i in range(n)]},

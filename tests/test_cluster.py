@@ -75,6 +75,7 @@ def two_nodes(tmp_path):
         shutil.rmtree(short_tmp, ignore_errors=True)
 
 
+@pytest.mark.slow  # 35 s: a second node started and killed (run with -m slow)
 def test_worker_node_lost_mid_sweep(two_nodes, tmp_path):
     address, env, worker = two_nodes
     spec = {

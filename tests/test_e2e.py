@@ -130,6 +130,7 @@ def test_embedded_ray_listens_on_loopback_only(ray_cluster):
         assert local.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")), line
 
 
+@pytest.mark.slow  # 24 s: waits for Ray's metrics agent to export (run with -m slow)
 def test_driver_exports_sweep_metrics_to_prometheus(ray_cluster, tmp_path, capsys):
     """The sweep's gauges reach the node's Prometheus endpoint while it runs.
 

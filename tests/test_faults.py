@@ -63,8 +63,12 @@ def _driver_cmd(spec_path, address):
     return [sys.executable, "-m", "orchestrator.cli", "run", str(spec_path), "--address", address], env
 
 
-@pytest.mark.parametrize("planner,sig", [("static", signal.SIGKILL), ("adaptive", signal.SIGKILL),
-                                         ("adaptive-tuned", signal.SIGKILL), ("static", signal.SIGINT)],
+# adaptive-kill9 and static-ctrlc are -m slow: adaptive-tuned-kill9 resumes an adaptive planner
+# too, and tests/test_signals.py stops a driver by signal and resumes it.
+@pytest.mark.parametrize("planner,sig", [("static", signal.SIGKILL),
+                                         pytest.param("adaptive", signal.SIGKILL, marks=pytest.mark.slow),
+                                         ("adaptive-tuned", signal.SIGKILL),
+                                         pytest.param("static", signal.SIGINT, marks=pytest.mark.slow)],
                          ids=["static-kill9", "adaptive-kill9", "adaptive-tuned-kill9", "static-ctrlc"])
 def test_driver_killed_then_resumed_loses_and_repeats_nothing(ray_cluster, tmp_path, planner, sig):
     """kill -9 leaves no goodbye; Ctrl-C (SIGINT) stops with exit 130 and prints the resume command."""

@@ -76,6 +76,7 @@ def test_dashboard_refuses_requests_without_the_token(head):
     assert e.value.code in (401, 403)
 
 
+@pytest.mark.slow  # 40 s: a job with its own runtime env on a second Ray head (run with -m slow)
 def test_submit_follow_and_read_results(head, tmp_path):
     """A sweep of real GPT trials as a Ray job on the head's 2 CPUs: submitted, followed to the
     end, its results read where the job wrote them, then listed, its logs read and stopped."""

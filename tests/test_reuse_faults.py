@@ -277,7 +277,7 @@ def resume(spec: dict, cmd=None, env=None, cache_dir: str = "") -> None:
 
 # -- 1. the driver killed and resumed -------------------------------------------------------------
 
-@pytest.mark.parametrize("target", ["stem", "branch"])
+@pytest.mark.parametrize("target", ["stem", pytest.param("branch", marks=pytest.mark.slow)])
 def test_driver_killed_in_a_segment_or_a_branch_then_resumed(ray_cluster, tmp_path, sim_reference, target):
     """kill -9 of the driver while a stem segment runs (after a segment has committed), or while
     a branch runs; resuming (`scalesweep run` again after the segment, run_sweep after the

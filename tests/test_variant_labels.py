@@ -67,7 +67,7 @@ def names(d: dict, capsys, fit: bool = True) -> dict[str, set]:
     return shown
 
 
-@pytest.mark.parametrize("make", [static, adaptive], ids=["static", "adaptive"])
+@pytest.mark.parametrize("make", [static, pytest.param(adaptive, marks=pytest.mark.slow)], ids=["static", "adaptive"])
 def test_a_renamed_variant_s_rows_take_the_new_name_everywhere(tmp_path, capsys, make):
     first = make(tmp_path, [{"name": "better", "world": BETTER}])
     out = run(first)
@@ -93,7 +93,9 @@ def tuned(results, variants: list) -> dict:
     return spec | {"train": {"lr": {"tune": 1e-3}, "batch_tokens": 4096}}
 
 
-@pytest.mark.parametrize("make", [wsd, tuned], ids=["wsd", "tuned"])
+# 20-26 s each: the static rename above covers the labelling; these, the wsd and tuned rows (-m slow)
+@pytest.mark.parametrize("make", [pytest.param(wsd, marks=pytest.mark.slow), pytest.param(tuned, marks=pytest.mark.slow)],
+                         ids=["wsd", "tuned"])
 def test_a_renamed_variant_of_a_wsd_or_tuned_sweep_moves_every_row(tmp_path, capsys, make):
     """wsd: the stems' segment rows too; tuned: every trial of every point's search."""
     first = make(tmp_path, [{"name": "better", "world": BETTER}])
@@ -108,7 +110,7 @@ def test_a_renamed_variant_of_a_wsd_or_tuned_sweep_moves_every_row(tmp_path, cap
     assert names(renamed, capsys) == dict.fromkeys(READERS, {"baseline", "cheaper"})
 
 
-@pytest.mark.parametrize("make", [static, adaptive], ids=["static", "adaptive"])
+@pytest.mark.parametrize("make", [static, pytest.param(adaptive, marks=pytest.mark.slow)], ids=["static", "adaptive"])
 def test_a_removed_variant_s_rows_are_labelled_and_never_fitted(tmp_path, capsys, caplog, make):
     first = make(tmp_path, [{"name": "better", "world": BETTER}])
     run(first)

@@ -16,12 +16,15 @@ import traceback
 
 from workers.config import TrialConfig, TrialResult, trial_row
 from workers.store import ResultStore, TrialStatus
-from workers.trainers.interface import Context, outcome_of
+from workers.trainers.interface import Context, TrialError, outcome_of
 from workers.trainers.loading import trainer_for, trial_for
 
 __all__ = ["run_trial"]
 
 log = logging.getLogger(__name__)
+
+# A lab's trainers must report progress (the contract); the simulator has none to report.
+LAB_TRAINERS = ("function", "command")
 
 
 def run_trial(cfg: TrialConfig) -> TrialResult:
@@ -33,6 +36,9 @@ def run_trial(cfg: TrialConfig) -> TrialResult:
         trial = trial_for(cfg)
         ctx = Context(trial, store, log)
         out = outcome_of(trainer_for(cfg)(trial, ctx))
+        if not ctx.rows and cfg.trainer in LAB_TRAINERS:
+            raise TrialError("the trainer reported no progress rows (expected ctx.report(step, tokens, ...) calls, "
+                             "or lines in $SCALESWEEP_OUTPUT/metrics.jsonl)")
         n = out.n_params or cfg.n_params
         if n != cfg.n_params:
             log.warning("trial %s: the trainer reports N=%d, the size was planned at N=%d; the row records %d",
