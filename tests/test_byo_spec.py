@@ -116,3 +116,27 @@ def test_a_hook_that_raises_names_itself(lab):
     factory.sizes._seen.clear()
     with pytest.raises(UserError, match=r"model.size: raised ZeroDivisionError: division by zero for target N=900"):
         factory.make(900, 1e6, 0.0, 0, "x")
+
+
+def test_an_adaptive_sweeps_hook_is_checked_at_both_ends_of_its_range_before_anything_runs(lab, tmp_path, capsys):
+    path = lab(model={"size": "labmod:zero_size"}, sweep=None, planner="adaptive",
+               adaptive={"min_flops": 1e12, "max_flops": 1e13, "n_range": [1e4, 1e6], "flop_budget": 1e14})
+    assert main(["run", str(path)]) == 2
+    assert "model.size: returned N=0 for target N=1e+04" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_labs_trainer_of_unknown_speed_is_not_refused_on_a_time_guess(lab):
+    from orchestrator.planning.estimate import check, estimate_sweep, local_capacity
+
+    huge = lab(sweep={"kind": "grid", "model_sizes": [1e9], "tokens": [1e13]})  # 6e22 FLOPs
+    spec = load_spec(huge)
+    factory = TrialFactory(spec)
+    est = estimate_sweep(spec, factory, plan_trials(spec, factory), local_capacity(spec))
+    check(est, spec)  # no refusal: the default rate is the built-in GPT's, not this trainer's
+    assert "time unknown" in est.summary() and "resources.flops_per_s" in est.summary()
+    stated = load_spec(lab(sweep={"kind": "grid", "model_sizes": [1e9], "tokens": [1e13]},
+                           resources={"flops_per_s": 1e12}))
+    factory = TrialFactory(stated)
+    with pytest.raises(UserError, match="beyond resources.max_hours"):
+        check(estimate_sweep(stated, factory, plan_trials(stated, factory), local_capacity(stated)), stated)

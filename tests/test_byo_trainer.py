@@ -90,7 +90,7 @@ def _spec(tmp_path, path: str) -> dict:
     spec = {"name": f"byo-{path}", "results": str(tmp_path / "results"),
             "sweep": {"kind": "isoflop", "budgets": BUDGETS, "model_sizes": SIZES},
             "train": {"lr": 1e-3, "batch_tokens": 1024, "checkpoint_every_s": 0},
-            "resources": {"cpus": 1, "max_retries": 1, "flops_per_s": 1e18}, "fit": {"target_compute": 1e20}}
+            "resources": {"cpus": 1, "max_retries": 1}, "fit": {"target_compute": 1e20}}
     if path == "command":
         (tmp_path / "train.py").write_text(COMMAND)
         spec["trainer"] = {"command": f"{sys.executable} train.py", "settings": {"log": str(tmp_path / "invocations.log")}}

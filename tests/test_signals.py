@@ -40,8 +40,9 @@ def test_sigterm_stops_like_ctrl_c_and_the_printed_command_resumes(ray_cluster, 
     out, err = p.communicate(timeout=60)
     assert p.returncode == 143, err[-2000:]
     assert "SIGTERM received" not in err and "Traceback" not in err  # Ray's C++ stack dump
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("Terminated (SIGTERM). Finished trials are saved; resume with: ")
+    # The driver's last line (Ray may still forward a worker's log line, "(pid=...) ...", after it).
+    last = [line for line in err.strip().splitlines() if not line.startswith("(")][-1]
+    assert last.startswith("Terminated (SIGTERM). Finished trials are saved; resume with: "), err[-2000:]
     resume = shlex.split(last.split("resume with: ", 1)[1])
     assert resume[:3] == ["python", "-m", "orchestrator.cli"] and resume[3:] == cmd[3:]
 

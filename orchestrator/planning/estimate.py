@@ -225,6 +225,9 @@ class SweepEstimate:
     memory: list[tuple[str, TrialMemory]] = field(default_factory=list)  # (trial name, memory), largest first
     memory_field: str = "sweep.model_sizes"
     trial_s: float = 0.0  # simulated: world.duration_s
+    # A lab's trainer without resources.flops_per_s: its speed, so the time, is unknown (the
+    # default rate is the built-in GPT's), and max_hours is not checked.
+    speed_unknown: bool = False
 
     def summary(self) -> str:
         """The line printed at the start of every run."""
@@ -237,6 +240,9 @@ class SweepEstimate:
             rate = f"~{c.flops_per_s:.2g} FLOPs/s per trial, {c.flops_source}"
         on = f"on {c.workers} workers ({c.workers_source})" if c.workers else f"for the largest trial alone, on {c.workers_source}"
         line = f"Estimate: {what}; ~{_duration(self.seconds)} {on} at {rate}"
+        if self.speed_unknown:
+            line = (f"Estimate: {what}; time unknown (a lab's trainer: state resources.flops_per_s, the FLOPs/s one "
+                    "trial sustains, for a time estimate and the resources.max_hours check)")
         if self.memory:
             mem = _bytes(self.memory[0][1].total)
             line += (f"; largest trial needs ~{mem} of {_bytes(c.memory)} ({c.memory_source})" if c.memory is not None
@@ -298,7 +304,8 @@ def estimate_sweep(spec: SweepSpec, factory: TrialFactory, trials: list, capacit
     memory = sorted(((name, trial_memory(shape, batch)) for name, shape, batch in shapes),
                     key=lambda nm: -nm[1].total)
     return SweepEstimate(n_trials, total, largest, seconds, capacity, simulated, adaptive, time_field, memory,
-                         memory_field, spec.world.duration_s if simulated else 0.0)
+                         memory_field, spec.world.duration_s if simulated else 0.0,
+                         speed_unknown=spec.external and spec.resources.flops_per_s is None)
 
 
 def check(est: SweepEstimate, spec: SweepSpec, allow_long: bool = False) -> None:
@@ -320,7 +327,7 @@ def check(est: SweepEstimate, spec: SweepSpec, allow_long: bool = False) -> None
             f"({c.memory_source}); expected trials that fit: lower the model size or train.batch_tokens "
             f"(or set resources.memory_gb if a trial has more)")
     limit = spec.resources.max_hours
-    if limit is None or allow_long or est.seconds <= limit * 3600:
+    if limit is None or allow_long or est.speed_unknown or est.seconds <= limit * 3600:
         return
     if est.simulated:
         what = f"{est.n_trials} simulated trials of {spec.world.duration_s:g} s"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import struct
 import time
@@ -191,10 +192,12 @@ def _unpack(blob: bytes) -> tuple[dict, bytes]:
 
 
 class Context:
-    """How a trainer reports and checkpoints (its methods are the contract; the rest is internal).
+    """How a trainer reports and checkpoints. The contract: ``trial``, :meth:`report`,
+    :meth:`save_checkpoint` / :meth:`load_checkpoint`, the stem methods (:meth:`save_stem`,
+    :meth:`load_stem`, :meth:`stem_steps`, :meth:`delete_stem`) and :meth:`forget` (drop a restored
+    state the trainer could not use). The rest (rows, accounting, cleanup) is run_trial's.
 
-    Built by workers.entry.run_trial over the sweep's result store; the contract suite
-    (scalesweep.testing) builds one over a temporary directory.
+    Built by workers.entry.run_trial over the sweep's result store, for every trial.
     """
 
     def __init__(self, trial: Trial, store: ResultStore, log=None):
@@ -213,9 +216,7 @@ class Context:
         """One progress row: after ``step`` optimiser steps and ``tokens`` tokens, the mean training
         loss since the last row, the held-out loss where one was measured, the learning rate, and any
         numeric columns of the trainer's own (e.g. ``grad_norm=0.7``)."""
-        for name, v in (("step", step), ("tokens", tokens)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise TrialError(f"progress row: {name}={v!r} (expected a whole number >= 0)")
+        step, tokens = _whole("step", step), _whole("tokens", tokens)
         row = {"trial_id": self.trial.trial_id, "step": step, "tokens": tokens,
                "flops": train_flops(self.trial.n_params, tokens), "train_loss": _number("train_loss", train_loss),
                "eval_loss": _number("eval_loss", eval_loss), "lr": _number("lr", lr), "wall_s": self.wall_s()}
@@ -317,6 +318,17 @@ class Context:
     def flops_spent(self, n_params: int, tokens: int) -> float:
         """What this row itself computed: its tokens from where its own computation began."""
         return train_flops(n_params, max(0, tokens - self._started_tokens))
+
+
+def _whole(name: str, v) -> int:
+    """A step or token count: any integer type (numpy's and torch's too), not a bool, >= 0."""
+    try:
+        n = operator.index(v)
+    except TypeError:
+        n = -1
+    if isinstance(v, bool) or n < 0:
+        raise TrialError(f"progress row: {name}={v!r} (expected a whole number >= 0)")
+    return n
 
 
 def _number(name: str, v) -> float | None:

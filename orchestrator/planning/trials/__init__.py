@@ -137,6 +137,9 @@ class TrialFactory:
                               experts=m.experts if moe else 0, top_k=m.top_k if moe else 0, family=m.family)
         self.moe_aux_loss = m.aux_loss if moe else 0.0
         self.sizes = size_mapping(spec, self.vocab, self.rule)
+        if spec.adaptive is not None and self.runner is not None:  # a hook's answers checked before anything runs
+            for n in spec.adaptive.n_range:
+                self.sizes(n)
         self._settings_id = self._settings_payload()  # the same for every trial of the spec
         self.mup_base_width = m.base_width if m.parametrization == "mup" else 0
         self.landscape = self.world is not None and self.world.hparams is not None
