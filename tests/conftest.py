@@ -54,6 +54,18 @@ def autograd_saved_bytes(model, idx) -> list[int]:
     return list(saved.values())
 
 
+@pytest.fixture
+def bucket():
+    """A directory on fsspec's in-memory filesystem (memory://), standing in for object storage."""
+    import uuid
+
+    import fsspec
+
+    name = f"memory://bucket-{uuid.uuid4().hex[:8]}/sweeps"
+    yield name
+    fsspec.filesystem("memory").rm(name.split("://")[1], recursive=True)
+
+
 def tiny_spec_dict(results: str, name: str = "tiny", **overrides) -> dict:
     """A sweep that trains in seconds: 32-token contexts, 256-token batches, ~1e9-FLOP trials."""
     spec = {

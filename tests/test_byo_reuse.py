@@ -3,9 +3,7 @@ stem's state through the context, swept with a wsd schedule, computes each point
 trained whole and spends less; a command resumes from its checkpoint on object storage."""
 
 import json
-import uuid
 
-import pytest
 
 from orchestrator.running.executor import InlineExecutor
 from orchestrator.spec import load_spec, parse_spec
@@ -72,15 +70,6 @@ def test_a_labs_function_branches_off_its_stems_exactly_and_spends_less(tmp_path
     steps = ResultStore(spec.sweep_dir).read_table("steps").to_pandas()
     longest = points.loc[points["tokens"].idxmax(), "trial_id"]
     assert steps[steps["trial_id"] == longest]["step"].min() == 10  # the stem's rows come with the branch
-
-
-@pytest.fixture
-def bucket():
-    import fsspec
-
-    name = f"memory://bucket-{uuid.uuid4().hex[:8]}/sweeps"
-    yield name
-    fsspec.filesystem("memory").rm(name.split("://")[1], recursive=True)
 
 
 def test_a_command_resumes_from_its_checkpoint_on_object_storage(tmp_path, bucket):

@@ -3,9 +3,7 @@ status, query, fit and report, against fsspec's in-memory filesystem (memory://)
 pyarrow's adapter, as s3:// or gs:// would be behind pyarrow's own filesystems."""
 
 import json
-import uuid
 
-import pytest
 
 from orchestrator.cli import main
 from orchestrator.running.executor import InlineExecutor
@@ -15,15 +13,6 @@ from workers.store import ResultStore
 from workers.entry import run_trial
 
 T0 = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
-
-
-@pytest.fixture
-def bucket():
-    import fsspec
-
-    name = f"memory://bucket-{uuid.uuid4().hex[:8]}/sweeps"
-    yield name
-    fsspec.filesystem("memory").rm(name.split("://")[1], recursive=True)
 
 
 def test_sweep_status_query_fit_report_on_object_storage(bucket, capsys):
