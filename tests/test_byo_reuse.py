@@ -4,7 +4,6 @@ trained whole and spends less; a command resumes from its checkpoint on object s
 
 import json
 
-
 from orchestrator.running.executor import InlineExecutor
 from orchestrator.spec import load_spec, parse_spec
 from orchestrator.sweep import run_sweep

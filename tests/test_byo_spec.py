@@ -89,6 +89,7 @@ def test_a_hook_sizes_every_target_and_the_workdir_is_the_specs(lab, tmp_path):
     ({"trainer": {"command": "no-such-trainer --x"}}, "trainer.command: 'no-such-trainer' not found on PATH"),
     ({"trainer": {"command": "./missing.sh"}}, "trainer.command: ./missing.sh not found or not executable"),
     ({"trainer": {"command": "./train.sh {trial_jsn}"}}, "trainer.command: unknown placeholder {trial_jsn}"),
+    ({"trainer": {"command": "./train.sh {model.n-layer}"}}, "trainer.command: unknown placeholder {model.n-layer}"),
     ({"trainer": {"function": "labmod:train", "command": "x"}}, "expected exactly one of function"),
     ({"model": {"ladder": [{"name": "s1", "settings": {}}]}}, "model.ladder[0].n_params: required field is missing"),
     ({"model": {"ladder": [LADDER[0], LADDER[0]]}}, "model.ladder[1].name: 's1' is also model.ladder[0]'s"),

@@ -101,8 +101,9 @@ kill -9 $$
 
 def test_the_trial_file_placeholders_and_environment(tmp_path):
     script = ('cp "$1" "$SCALESWEEP_OUTPUT/../../seen.json"\necho "$2 $3 $PWD" > "$SCALESWEEP_OUTPUT/../../argv"\n'
-              + out(GOOD_ROW) + result())
-    cfg = trial(tmp_path, script, {"command": ["sh", "train.sh", "{trial_json}", "{n_params}", "{lr:.2g}"],
+              'echo "$4 $5" > "$SCALESWEEP_OUTPUT/../../rest"\n' + out(GOOD_ROW) + result())
+    cfg = trial(tmp_path, script, {"command": ["sh", "train.sh", "{trial_json}", "{n_params}", "{lr:.2g}",
+                                               "--width={model.width}", "{settings.dataset}"],
                                    "workdir": str(tmp_path), "settings": {"dataset": "fineweb"}})
     assert run_trial(cfg).status is TrialStatus.COMPLETED
     run_dir = tmp_path / "results" / "cmd" / "checkpoints"
@@ -111,6 +112,14 @@ def test_the_trial_file_placeholders_and_environment(tmp_path):
     assert seen["settings"] == {"dataset": "fineweb"} and seen["tokens"] == 10_000 and seen["steps"] == 100
     assert seen["schedule"]["kind"] == "cosine" and seen["size"] == "tiny" and seen["role"] == "point"
     assert (run_dir / "argv").read_text().split() == ["1000", "0.006", str(tmp_path)]
+    assert seen_argv(run_dir) == ["--width=4", "fineweb"]
+    bad = trial(tmp_path, script, {"command": ["sh", "train.sh", "{model.depth}"], "workdir": str(tmp_path)})
+    r = run_trial(bad)
+    assert r.status is TrialStatus.FAILED and "placeholder {model.depth}: the trial's model has no 'depth'" in r.error
+
+
+def seen_argv(run_dir) -> list[str]:
+    return (run_dir / "rest").read_text().split()
 
 
 def test_what_the_command_leaves_running_in_its_group_is_ended(tmp_path):

@@ -63,9 +63,10 @@ def _driver_cmd(spec_path, address):
     return [sys.executable, "-m", "orchestrator.cli", "run", str(spec_path), "--address", address], env
 
 
-# adaptive-kill9 and static-ctrlc are -m slow: adaptive-tuned-kill9 resumes an adaptive planner
-# too, and tests/test_signals.py stops a driver by signal and resumes it.
-@pytest.mark.parametrize("planner,sig", [("static", signal.SIGKILL),
+# -m slow: static-kill9 (tests/test_byo_trainer.py kills a static sweep's driver with kill -9 and
+# resumes it, for both kinds of a lab's trainer), adaptive-kill9 (adaptive-tuned-kill9 resumes an
+# adaptive planner too) and static-ctrlc (tests/test_signals.py stops a driver by signal and resumes it).
+@pytest.mark.parametrize("planner,sig", [pytest.param("static", signal.SIGKILL, marks=pytest.mark.slow),
                                          pytest.param("adaptive", signal.SIGKILL, marks=pytest.mark.slow),
                                          ("adaptive-tuned", signal.SIGKILL),
                                          pytest.param("static", signal.SIGINT, marks=pytest.mark.slow)],

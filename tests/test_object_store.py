@@ -4,7 +4,6 @@ pyarrow's adapter, as s3:// or gs:// would be behind pyarrow's own filesystems."
 
 import json
 
-
 from orchestrator.cli import main
 from orchestrator.running.executor import InlineExecutor
 from orchestrator.spec import parse_spec

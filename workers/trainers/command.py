@@ -95,9 +95,10 @@ def check_command(spec: TrainerSpec, workdir: str) -> None:
         except ValueError as e:
             raise TrainerLoadError(f"trainer.command: {arg!r}: {e} (write {{{{ and }}}} for literal braces)") from None
         for name in names:
-            if name not in PLACEHOLDERS:
+            head, dot, key = name.partition(".")
+            if not (name in PLACEHOLDERS or head in ("model", "settings") and dot and key.isidentifier()):
                 raise TrainerLoadError(f"trainer.command: unknown placeholder {{{name}}} (expected one of "
-                                       f"{', '.join(PLACEHOLDERS)})")
+                                       f"{', '.join(PLACEHOLDERS)}, or model.KEY / settings.KEY)")
     program = argv[0]
     where = resolve_workdir(workdir)
     if os.sep in program or (os.altsep and os.altsep in program):
@@ -108,10 +109,28 @@ def check_command(spec: TrainerSpec, workdir: str) -> None:
         raise TrainerLoadError(f"trainer.command: {program!r} not found on PATH (expected a program, e.g. python)")
 
 
+class _Placeholders(string.Formatter):
+    """Fills {name} from the trial's fields and files, and {model.KEY} / {settings.KEY} from the
+    size's settings and the trainer's settings (``--n_layer={model.n_layer}``); nothing else."""
+
+    def __init__(self, trial: Trial, paths: dict[str, str]):
+        self.values = {k: v for k, v in asdict(trial).items() if k in PLACEHOLDERS} | paths
+        self.maps = {"model": trial.model, "settings": trial.settings}
+
+    def get_field(self, field_name, args, kwargs):
+        head, dot, key = field_name.partition(".")
+        if dot and head in self.maps:
+            if key not in self.maps[head]:
+                raise TrialError(f"trainer.command: placeholder {{{field_name}}}: the trial's {head} has no {key!r} "
+                                 f"(it has {', '.join(sorted(self.maps[head])) or 'nothing'})")
+            return self.maps[head][key], field_name
+        return self.values[field_name], field_name
+
+
 def argv_for(spec: TrainerSpec, trial: Trial, paths: dict[str, str]) -> list[str]:
     """The command line with its placeholders filled in from the trial and its files."""
-    values = {k: v for k, v in asdict(trial).items() if k in PLACEHOLDERS} | paths
-    return [arg.format_map(values) for arg in _split(spec.command)]
+    fill = _Placeholders(trial, paths)
+    return [fill.format(arg) for arg in _split(spec.command)]
 
 
 class _Workspace:
@@ -227,14 +246,11 @@ class CommandTrainer:
         reader.start()
         try:
             code = proc.wait()
-        except BaseException:  # cancelled (KeyboardInterrupt from Ray) or anything else: end the group
-            _kill_group(proc.pid)
-            raise
-        finally:
+        finally:  # ended, cancelled (KeyboardInterrupt from Ray) or anything else: so is what it left running,
+            _kill_group(proc.pid)  # which would otherwise hold its stderr open
             reader.join(timeout=5)
             watcher.kill()
             watcher.wait()
-        _kill_group(proc.pid)  # anything it left running in its group
         return code, list(tail)
 
     def _outcome(self, trial: Trial, ctx: Context, output: str, code: int, tail: list[str]) -> Outcome:
