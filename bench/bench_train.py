@@ -41,7 +41,9 @@ def main() -> None:
     from workers.gpt.arch import shape_for_params
     from workers.gpt.data import load_corpus
     from workers.flops import model_flops_per_token
-    from workers.gpt.train import _autocast, _device, _optimizer, lr_at, train
+    from workers.entry import run_trial
+    from workers.gpt.train import _autocast, _device, _optimizer, lr_at
+    from workers.store import ResultStore
     from workers.gpt.model import GPT
     from workers.config import DataConfig, TrainConfig, TrialConfig
 
@@ -56,7 +58,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         cfg = TrialConfig(trial_id="bench", name="bench", sweep="bench", shape=shape, tokens=args.steps * args.batch_tokens,
                           seed=0, budget=0.0, train=tc, data=data, results=root, device=args.device)
-        _, rows = train(cfg)
+        run_trial(cfg)
+        rows = sorted(ResultStore(root).read_table("steps").to_pylist(), key=lambda r: r["step"])
     first, last = rows[0], rows[-2]  # rows[-1] includes the final evaluation
     worker_tps = (last["tokens"] - first["tokens"]) / (last["wall_s"] - first["wall_s"])
 

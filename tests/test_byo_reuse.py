@@ -94,3 +94,19 @@ exit 1
     assert r.status is TrialStatus.COMPLETED and r.eval_loss == 2.4, r.error
     assert [s["step"] for s in store.read_table("steps").to_pylist()] == [1, 2]
     assert store.read_bytes(f"checkpoints/{cfg.trial_id}.run.tar") is None  # committed: gone
+
+    store.write_bytes(f"checkpoints/{cfg.trial_id}.run.tar", b"not a tar")  # a damaged copy: warned about, not fatal
+    store.delete(f"trials/{cfg.trial_id}.parquet")
+    again = run_trial(cfg)
+    assert again.status is TrialStatus.FAILED and "exited with status 1" in again.error  # started over, not stuck
+
+
+def test_a_failed_command_trials_workspace_outlives_the_end_of_a_wsd_sweep(tmp_path):
+    from orchestrator.running.executor import InlineExecutor as Inline
+    from orchestrator.running.reuse import ReuseExecutor
+
+    store = ResultStore(str(tmp_path / "sweep"))
+    store.write_bytes("checkpoints/0123456789abcdef.run/checkpoint/state", b"1")  # kept for the trial's retry
+    store.write_bytes("checkpoints/fedcba9876543210/20.pt", b"stem state")  # a stem nothing needs any more
+    ReuseExecutor(Inline(run_trial), store, False).close(complete=True)
+    assert store.list_names("checkpoints", dirs=True) == ["0123456789abcdef.run"]

@@ -1,6 +1,7 @@
 """A lab's trainer in a spec: its sizes (ladder, hook), the trial ids it gets, and every bad input
 refused in one line with exit 2 before Ray starts (no results directory written)."""
 
+import datetime
 import sys
 
 import pytest
@@ -90,6 +91,10 @@ def test_a_hook_sizes_every_target_and_the_workdir_is_the_specs(lab, tmp_path):
     ({"trainer": {"command": "./missing.sh"}}, "trainer.command: ./missing.sh not found or not executable"),
     ({"trainer": {"command": "./train.sh {trial_jsn}"}}, "trainer.command: unknown placeholder {trial_jsn}"),
     ({"trainer": {"command": "./train.sh {model.n-layer}"}}, "trainer.command: unknown placeholder {model.n-layer}"),
+    ({"trainer": {"command": "./train.sh 'unclosed"}}, "trainer.command: \"./train.sh 'unclosed\": No closing quotation"),
+    ({"trainer": {"function": "labmod:train", "settings": {"since": datetime.date(2026, 1, 1)}}},
+     "trainer.settings: expected numbers, strings, booleans, lists and mappings"),
+    ({"model": {"ladder": [dict(LADDER[0], settings={"at": {1, 2}})]}}, "model.ladder[0].settings"),
     ({"trainer": {"function": "labmod:train", "command": "x"}}, "expected exactly one of function"),
     ({"model": {"ladder": [{"name": "s1", "settings": {}}]}}, "model.ladder[0].n_params: required field is missing"),
     ({"model": {"ladder": [LADDER[0], LADDER[0]]}}, "model.ladder[1].name: 's1' is also model.ladder[0]'s"),

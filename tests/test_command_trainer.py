@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from orchestrator.errors import UserError
 from orchestrator.planning.trials import TrialFactory
 from orchestrator.spec import parse_spec
 from workers.entry import run_trial
@@ -113,9 +114,10 @@ def test_the_trial_file_placeholders_and_environment(tmp_path):
     assert seen["schedule"]["kind"] == "cosine" and seen["size"] == "tiny" and seen["role"] == "point"
     assert (run_dir / "argv").read_text().split() == ["1000", "0.006", str(tmp_path)]
     assert seen_argv(run_dir) == ["--width=4", "fineweb"]
-    bad = trial(tmp_path, script, {"command": ["sh", "train.sh", "{model.depth}"], "workdir": str(tmp_path)})
-    r = run_trial(bad)
-    assert r.status is TrialStatus.FAILED and "placeholder {model.depth}: the trial's model has no 'depth'" in r.error
+    with pytest.raises(UserError, match=r"placeholder \{model.depth\}: model.ladder\[0\].settings has no 'depth'"):
+        trial(tmp_path, script, {"command": ["sh", "train.sh", "{model.depth}"], "workdir": str(tmp_path)})
+    with pytest.raises(UserError, match=r"placeholder \{settings.data\}: trainer.settings has no 'data'"):
+        trial(tmp_path, script, {"command": ["sh", "train.sh", "{settings.data}"], "workdir": str(tmp_path)})
 
 
 def seen_argv(run_dir) -> list[str]:

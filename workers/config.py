@@ -5,7 +5,8 @@ setting: the spec's ``train:``, ``data:`` and ``world:`` sections are these mode
 (:mod:`orchestrator.spec` validates YAML into them), and the workers read the same objects, so
 a setting has one name, one default and one rule. Kept free of torch and of the orchestrator
 so the driver, planners and simulated workers import it cheaply; every trainer builds its row
-with :func:`trial_row`, and :func:`workers.entry.run_trial` dispatches on ``TrialConfig.trainer``.
+with :func:`trial_row`, and :func:`workers.entry.run_trial` hands each trial to its trainer
+(workers.trainers.loading.trainer_for).
 
 Which settings enter the trial id is declared next to each field: :data:`NOT_IN_ID` for those
 that do not change a trial's result, :class:`HashedAs` for those hashed under other names;
@@ -22,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from workers.flops import train_flops
 from workers.gpt.arch import GPTShape
@@ -355,6 +356,15 @@ def _import_path(v: str | None) -> str | None:
     return v
 
 
+def json_only(v: dict) -> dict:
+    """Settings that travel as JSON (the trial file, trial ids): YAML's dates, sets and the like refused."""
+    try:
+        json.dumps(v, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"expected numbers, strings, booleans, lists and mappings ({e})") from None
+    return v
+
+
 class TrainerSpec(_Settings):
     """The spec's ``trainer:`` mapping: a lab's own trainer (workers.trainers), a Python function
     named by import path or a command, with the version and settings that enter trial ids.
@@ -368,7 +378,7 @@ class TrainerSpec(_Settings):
     # Bump to retrain every trial: the trainer's code changed what it computes.
     version: str = Field("1", max_length=100)
     # Passed to the trainer as trial.settings (a dataset path, a tokenizer, ...); hashed into ids.
-    settings: dict[str, Any] = {}
+    settings: Annotated[dict[str, Any], AfterValidator(json_only)] = {}
     # Where the command runs and a function's module is imported from (relative: to the spec's
     # directory). Default: the spec file's directory (orchestrator.spec.load_spec fills it in).
     workdir: str = Field("", max_length=4096)

@@ -5,8 +5,12 @@ it should keep and never trains a finished point again)::
 
     <root>/trials/<trial_id>.parquet   one row, schema TRIALS_SCHEMA, written last
     <root>/steps/<trial_id>.parquet    the trial's step rows, schema STEPS_SCHEMA
-    <root>/checkpoints/<trial_id>.pt   a running trial's training state (workers.gpt.train);
-                                       deleted once the trial's rows are committed
+    <root>/checkpoints/<trial_id>.pt   a running trial's training state, written through its
+                                       context (workers.trainers.interface); deleted once the
+                                       trial's rows are committed
+    <root>/checkpoints/<trial_id>.run/ a command trainer's workspace (trial file, output,
+                                       checkpoint directory; a .run.tar copy on object storage),
+                                       kept for a retry until the trial's rows are committed
     <root>/checkpoints/<stem_id>/<step>.pt  a wsd stem's state at a branch point; deleted once
                                        the branches that start there have committed
     <root>/<table>/part-<ns>-<u>.parquet  many trials' rows, merged by ``compact``
@@ -204,7 +208,7 @@ class ResultStore:
         if table == "trials":
             schema = TRIALS_SCHEMA
         else:  # the trainers' own columns too, as the trials rows name them
-            schema = steps_schema(self.read_table("trials").column("step_columns").unique().to_pylist())
+            schema = steps_schema(self._step_columns())
         parts = sorted(filter(_is_part, files), reverse=True)
         singles = [f for f in files if not _is_part(f)]
         head, ok = self._read_files(singles, schema)
@@ -253,6 +257,18 @@ class ResultStore:
                 log.warning("skipping damaged results file %s (%s); %s", path,
                             str(e).splitlines()[0] if str(e) else type(e).__name__, _damaged_consequence(path))
         return (pa.concat_tables(parts) if parts else schema.empty_table()), ok
+
+    def _step_columns(self) -> list[str | None]:
+        """The distinct ``step_columns`` of the trials rows: that one column read, not the table."""
+        files = self.list_files("trials")
+        if not files:
+            return []
+        try:
+            t = pads.dataset(files, schema=TRIALS_SCHEMA, format="parquet", filesystem=self.fs).to_table(
+                columns=["step_columns"])
+        except (pa.ArrowException, OSError, ValueError):  # a damaged file: the careful reader names it
+            t = self.read_table("trials")
+        return t.column("step_columns").unique().to_pylist()
 
     def compact(self, table: str, only: set[str] | None = None) -> int:
         """Merge ``table``'s files into one new part file; returns how many files were merged.

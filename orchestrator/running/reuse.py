@@ -148,7 +148,10 @@ class ReuseExecutor:
         """Delete the stems' checkpoints no branch needs any more: those of the stems this run
         touched, and (``complete``: the sweep has run every point) every stem's, but each stem's
         last one with ``keep_stems``, and those a failed branch will need on a re-run."""
-        stems = set(self.store.list_names("checkpoints", dirs=True)) if complete else set(self._stems)
+        # Every folder of checkpoints/ is a stem's but a command trainer's workspace (<trial_id>.run),
+        # which a failed trial keeps for its retry.
+        stems = {d for d in self.store.list_names("checkpoints", dirs=True) if not d.endswith(".run")} if complete \
+            else set(self._stems)
         for stem_id in stems:
             stem = self._stems.get(stem_id)
             steps = self.store.stem_steps(stem_id)
@@ -183,7 +186,7 @@ class ReuseExecutor:
         training computes FLOPs too, and rows are one file per id (workers.store), so it gets the
         next attempt's id instead of replacing the earlier row and its flops_spent. A segment
         interrupted before its commit left no row: its retry keeps the id, and so finds its own
-        preemption checkpoints (their ``writer``, workers.gpt.train)."""
+        preemption checkpoints (their ``writer``, which the trainer's context records: workers.trainers.interface)."""
         if self._segment_ids is None:
             t = self.store.read_table("trials").select(["trial_id", "role"]).to_pydict()
             self._segment_ids = {i for i, role in zip(t["trial_id"], t["role"]) if role == Role.STEM.value}

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from workers.config import IMPORT_PATH, PositiveFloat
+from workers.config import IMPORT_PATH, PositiveFloat, json_only
 
 __all__ = ["GPT_MODEL_FIELDS", "MOE_FIELDS", "ModelSpec", "Name", "Rung", "check_model"]
 
@@ -44,7 +44,7 @@ class Rung(_Strict):
     name: Name
     n_params: Annotated[int, Field(ge=1, le=int(1e18))]
     n_params_nonembed: Annotated[int, Field(ge=1, le=int(1e18))] | None = None  # for rules with n: nonembed
-    settings: dict[str, Any] = {}
+    settings: Annotated[dict[str, Any], AfterValidator(json_only)] = {}
 
     @field_validator("n_params", "n_params_nonembed", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -49,6 +50,8 @@ from workers.trainers.interface import (STEP_COLUMNS, Context, Outcome, TrainerL
                                         resolve_workdir)
 
 __all__ = ["CommandTrainer", "PLACEHOLDERS", "argv_for", "check_command"]
+
+log = logging.getLogger(__name__)
 
 # {placeholders} a command line may use: the files and directories, and the trial's scalar fields.
 PLACEHOLDERS = ("trial_json", "output_dir", "checkpoint_dir", "stem_dir", "trial_id", "seed", "n_params", "tokens",
@@ -82,11 +85,17 @@ while alive():
 
 
 def _split(command: str | tuple[str, ...]) -> list[str]:
-    return shlex.split(command) if isinstance(command, str) else list(command)
+    try:
+        return shlex.split(command) if isinstance(command, str) else list(command)
+    except ValueError as e:  # unbalanced quotes
+        raise TrainerLoadError(f"trainer.command: {command!r}: {e} (expected a command line as a shell splits it)") \
+            from None
 
 
-def check_command(spec: TrainerSpec, workdir: str) -> None:
-    """Raise TrainerLoadError unless the command's program exists and its placeholders are known."""
+def check_command(spec: TrainerSpec, workdir: str, models: list[dict] | None = None) -> None:
+    """Raise TrainerLoadError unless the command's program exists and its placeholders are known:
+    {settings.KEY} in trainer.settings and {model.KEY} in every size's settings of ``models`` (a
+    ladder's; None: a size hook's, known only when it is called)."""
     argv = _split(spec.command)
     formatter = string.Formatter()
     for arg in argv:
@@ -99,6 +108,11 @@ def check_command(spec: TrainerSpec, workdir: str) -> None:
             if not (name in PLACEHOLDERS or head in ("model", "settings") and dot and key.isidentifier()):
                 raise TrainerLoadError(f"trainer.command: unknown placeholder {{{name}}} (expected one of "
                                        f"{', '.join(PLACEHOLDERS)}, or model.KEY / settings.KEY)")
+            known = [spec.settings] if head == "settings" else (models or []) if head == "model" else []
+            missing = [i for i, m in enumerate(known) if key not in m]
+            if missing:
+                where = "trainer.settings" if head == "settings" else f"model.ladder[{missing[0]}].settings"
+                raise TrainerLoadError(f"trainer.command: placeholder {{{name}}}: {where} has no {key!r}")
     program = argv[0]
     where = resolve_workdir(workdir)
     if os.sep in program or (os.altsep and os.altsep in program):
@@ -133,6 +147,22 @@ def argv_for(spec: TrainerSpec, trial: Trial, paths: dict[str, str]) -> list[str
     return [fill.format(arg) for arg in _split(spec.command)]
 
 
+def _stem_want(trial: Trial) -> int:
+    """The latest stem step a trial can start from: a segment's last but one, a branch's start."""
+    return trial.steps - 1 if trial.role == "stem" else trial.start_step
+
+
+def _untar(data: bytes, root: str) -> None:
+    """Unpack a workspace copy into ``root``: regular files and folders only, none outside it."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = tar.getmembers()
+        for m in members:
+            parts = m.name.split("/")
+            if m.name.startswith("/") or ".." in parts or not (m.isfile() or m.isdir()):
+                raise ValueError(f"unexpected member {m.name!r}")
+        tar.extractall(root, members=members)
+
+
 class _Workspace:
     """The command's directories: the store's own on a local results directory, else local copies
     synced with the store around the command."""
@@ -147,8 +177,13 @@ class _Workspace:
             self.root = tempfile.mkdtemp(prefix=f"scalesweep-{tid}-")
             data = store.read_bytes(self.blob)
             if data is not None:
-                with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-                    tar.extractall(self.root, filter="data")  # no paths outside, no devices or links out
+                try:
+                    _untar(data, self.root)
+                except (tarfile.TarError, ValueError, OSError) as e:  # a damaged copy: start over, never fail on it
+                    log.warning("trial %s: ignoring unusable workspace %s/%s (%s); the command starts from step 0",
+                                tid, store.uri, self.blob, e)
+                    shutil.rmtree(self.root, ignore_errors=True)
+                    os.makedirs(self.root)
         self.output, self.checkpoint = f"{self.root}/output", f"{self.root}/checkpoint"
         for d in (self.output, self.checkpoint):
             os.makedirs(d, exist_ok=True)
@@ -159,7 +194,8 @@ class _Workspace:
             os.remove(f"{self.output}/result.json")
         _cut_partial_line(f"{self.output}/metrics.jsonl")
         self.stem_before: set[str] = set()
-        self.stem = self._stem_dir(ctx.trial) if ctx.trial.stem_id else ""
+        reuses = ctx.trial.role == "stem" or ctx.trial.start_step > 0  # a stem segment or a branch
+        self.stem = self._stem_dir(ctx.trial) if reuses else ""
 
     def _stem_dir(self, trial: Trial) -> str:
         store = self.ctx._store
@@ -168,8 +204,7 @@ class _Workspace:
         else:  # the latest state at or before where this trial starts: the one it can use
             path = f"{self.root}/stem"
             os.makedirs(path, exist_ok=True)
-            want = trial.steps - 1 if trial.role == "stem" else trial.start_step
-            have = [s for s in self.ctx.stem_steps() if s <= want]
+            have = [s for s in self.ctx.stem_steps() if s <= _stem_want(trial)]
             if have:
                 data = store.read_bytes(f"checkpoints/{trial.stem_id}/{have[-1]}.pt")
                 if data is not None:
@@ -180,10 +215,11 @@ class _Workspace:
         return path
 
     def started_tokens(self, trial: Trial) -> int:
-        """Tokens of the stem state this trial can start from (where its own computation begins)."""
-        want = trial.steps - 1 if trial.role == "stem" else trial.start_step
+        """Tokens of the stem state this trial can start from (where its own computation begins;
+        as Context.save_stem counts a step's tokens)."""
+        want = _stem_want(trial)
         have = [int(n[:-3]) for n in self.stem_before if n.endswith(".pt") and n[:-3].isdigit() and int(n[:-3]) <= want]
-        return max(have, default=0) * trial.batch_tokens if trial.stem_id else 0
+        return max(have, default=0) * trial.tokens // max(1, trial.steps) if self.stem else 0
 
     def sync(self) -> None:
         """Object storage: upload the checkpoint and rows (for a retry) and new stem states."""
@@ -239,8 +275,10 @@ class CommandTrainer:
         except OSError as e:
             raise TrialError(f"trainer.command: cannot start {argv[0]!r} in {self.workdir} ({e.strerror})") from None
         _on_start(proc)
+        # Its own session too: whatever ends the worker's process group does not end the watcher with it.
         watcher = subprocess.Popen([sys.executable, "-S", "-c", _WATCHER, str(os.getpid()), str(proc.pid)],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
         tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
         reader = threading.Thread(target=_tee, args=(proc.stderr, tail), daemon=True)
         reader.start()
@@ -261,10 +299,10 @@ class CommandTrainer:
             raise TrialError(f"trainer.command {how}: {' '.join(_split(self.spec.command))}{stderr}")
         try:
             for row in _read_metrics(f"{output}/metrics.jsonl"):
-                wall = row.pop("wall_s", None)  # the command's own clock, where it reports one
+                wall = row.pop("wall_s", None)  # the command's own clock; unknown where it reports none
                 ctx.report(**row)
-                if isinstance(wall, (int, float)) and not isinstance(wall, bool):
-                    ctx.rows[-1]["wall_s"] = float(wall)
+                ctx.rows[-1]["wall_s"] = float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) \
+                    else None
             result = f"{output}/result.json"
             try:
                 with open(result) as f:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import operator
 import os
 import struct
@@ -37,8 +38,8 @@ from typing import Any
 from workers.flops import train_flops
 from workers.store import ResultStore, checkpoint_path, stem_checkpoint_path
 
-__all__ = ["Context", "Outcome", "STEP_COLUMNS", "Trial", "TrialError", "TrainerLoadError", "resolve_workdir", "outcome_of", "read_checkpoint",
-           "write_checkpoint"]
+__all__ = ["Context", "Outcome", "STEP_COLUMNS", "Trial", "TrialError", "TrainerLoadError", "outcome_of",
+           "read_checkpoint", "resolve_workdir", "write_checkpoint"]
 
 # Columns every progress row has (None where not measured); a trainer may add numeric ones.
 STEP_COLUMNS = ("step", "tokens", "train_loss", "eval_loss", "lr")
@@ -102,15 +103,6 @@ class Trial:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
 
-    @classmethod
-    def from_json(cls, text: str) -> "Trial":
-        data = json.loads(text)
-        names = {f.name for f in fields(cls)}
-        out = {k: v for k, v in data.items() if k in names}
-        out["stops"] = tuple(out.get("stops", ()))
-        out["eval_tasks"] = tuple(out.get("eval_tasks", ()))
-        return cls(**out)
-
 
 @dataclass
 class Outcome:
@@ -149,14 +141,14 @@ def outcome_of(value: Any, where: str = "the trainer's return value") -> Outcome
         raise TrialError(f"{where}: expected an Outcome or a mapping with eval_loss and n_params "
                          f"(got {type(value).__name__})")
     for name in ("n_params", "n_params_nonembed", "n_params_total", "tokens"):
-        v = data.get(name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v != int(v)):
+        v = data.get(name)  # numpy's and torch's numbers too (numbers.Real)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0 or v != int(v)):
             raise TrialError(f"{where}: {name}={v!r} (expected a positive whole number)")
         if v is not None:
             data[name] = int(v)
     for name in ("eval_loss", "train_loss"):
         v = data.get(name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
             raise TrialError(f"{where}: {name}={v!r} (expected a number, or null)")
         if v is not None:
             data[name] = float(v)
@@ -168,22 +160,14 @@ def outcome_of(value: Any, where: str = "the trainer's return value") -> Outcome
 _MAGIC = b"scalesweep-ckpt-1\n"
 
 
-def _pack(header: dict, data: bytes) -> bytes:
+def write_checkpoint(header: dict, data: bytes) -> bytes:
+    """The stored form of a checkpoint: the context's header (JSON) and the trainer's bytes."""
     head = json.dumps(header).encode()
     return _MAGIC + struct.pack("<Q", len(head)) + head + data
 
 
 def read_checkpoint(blob: bytes) -> tuple[dict, bytes]:
     """(the context's header, the trainer's bytes) of a stored checkpoint; ValueError if it is not one."""
-    return _unpack(blob)
-
-
-def write_checkpoint(header: dict, data: bytes) -> bytes:
-    """The stored form of a checkpoint (the inverse of :func:`read_checkpoint`)."""
-    return _pack(header, data)
-
-
-def _unpack(blob: bytes) -> tuple[dict, bytes]:
     if not blob.startswith(_MAGIC):
         raise ValueError("not a scalesweep checkpoint")
     start = len(_MAGIC) + 8
@@ -216,7 +200,9 @@ class Context:
         """One progress row: after ``step`` optimiser steps and ``tokens`` tokens, the mean training
         loss since the last row, the held-out loss where one was measured, the learning rate, and any
         numeric columns of the trainer's own (e.g. ``grad_norm=0.7``)."""
-        step, tokens = _whole("step", step), _whole("tokens", tokens)
+        step, tokens = _count("step", step), _count("tokens", tokens)
+        while self.rows and self.rows[-1]["step"] >= step:  # reported again (after a resume): the later row counts
+            self.rows.pop()
         row = {"trial_id": self.trial.trial_id, "step": step, "tokens": tokens,
                "flops": train_flops(self.trial.n_params, tokens), "train_loss": _number("train_loss", train_loss),
                "eval_loss": _number("eval_loss", eval_loss), "lr": _number("lr", lr), "wall_s": self.wall_s()}
@@ -235,7 +221,7 @@ class Context:
         """Save the trainer's state after ``tokens`` tokens (default: the last row's); a retried
         trial gets it back from :meth:`load_checkpoint`, with the rows reported so far."""
         self._store.write_bytes(checkpoint_path(self.trial.trial_id),
-                                _pack(self._header(tokens, self.trial.trial_id), bytes(data)))
+                                write_checkpoint(self._header(tokens, self.trial.trial_id), bytes(data)))
 
     def load_checkpoint(self) -> bytes | None:
         """The state saved by an earlier attempt of this trial (None: start from step 0)."""
@@ -247,7 +233,7 @@ class Context:
         branch that found no stem state and trained the stem part itself, at its start_step)."""
         tokens = step * self.trial.tokens // max(1, self.trial.steps)
         self._store.write_bytes(stem_checkpoint_path(self.trial.stem_id, step),
-                                _pack(self._header(tokens, self.trial.stem_id), bytes(data)))
+                                write_checkpoint(self._header(tokens, self.trial.stem_id), bytes(data)))
 
     def load_stem(self, step: int) -> bytes | None:
         """The stem's state after ``step`` steps, if saved (its rows up to there come with it)."""
@@ -271,24 +257,25 @@ class Context:
         if blob is None:
             return None
         try:
-            header, data = _unpack(blob)
+            header, data = read_checkpoint(blob)
             if header.get("owner") != owner:
                 raise ValueError(f"written for {header.get('owner')!r}, expected {owner!r}")
             rows = [dict(r, trial_id=self.trial.trial_id) for r in header["rows"]]
-        except (ValueError, KeyError, TypeError) as e:
+            if step is not None:
+                rows = [r for r in rows if r["step"] <= step]
+            own = header.get("writer") == self.trial.trial_id  # this trial's earlier attempt, or another's stem
+            elapsed, started = (float(header["elapsed_s"]), int(header["started_tokens"])) if own \
+                else (0.0, int(header.get("tokens", 0)))
+        except (ValueError, KeyError, TypeError, struct.error) as e:
             if self._log:
                 self._log.warning("trial %s: ignoring unusable checkpoint %s/%s (%s)", self.trial.trial_id,
                                   self._store.uri, path, e)
             return None
-        if step is not None:
-            rows = [r for r in rows if r["step"] <= step]
         self.rows = rows
         self.extra_columns = {k for r in rows for k in r} - set(STEP_COLUMNS) - _RESERVED
-        if header.get("writer") == self.trial.trial_id:  # this trial's own earlier attempt: its time and FLOPs so far
-            self._elapsed_before, self._started_tokens = float(header["elapsed_s"]), int(header["started_tokens"])
-        else:  # another trial's stem state: this row's own computation begins here
-            self._elapsed_before, self._started_tokens = 0.0, int(header.get("tokens", 0))
-        self._t0 = time.perf_counter()
+        # Its own earlier attempt: its time and FLOPs so far carry on. Another trial's stem state:
+        # this row's own computation begins where it was saved.
+        self._elapsed_before, self._started_tokens = elapsed, started
         return data
 
     def discard(self) -> None:
@@ -302,7 +289,7 @@ class Context:
     def forget(self) -> None:
         """Drop what a restore brought back (a trainer that could not use the state starts over)."""
         self.rows, self.extra_columns = [], set()
-        self._elapsed_before, self._started_tokens, self._t0 = 0.0, 0, time.perf_counter()
+        self._elapsed_before, self._started_tokens = 0.0, 0
 
     # --- accounting -------------------------------------------------------------------------------
     def begin_at(self, tokens: int) -> None:
@@ -320,7 +307,7 @@ class Context:
         return train_flops(n_params, max(0, tokens - self._started_tokens))
 
 
-def _whole(name: str, v) -> int:
+def _count(name: str, v) -> int:
     """A step or token count: any integer type (numpy's and torch's too), not a bool, >= 0."""
     try:
         n = operator.index(v)
@@ -332,13 +319,15 @@ def _whole(name: str, v) -> int:
 
 
 def _number(name: str, v) -> float | None:
+    """A loss, learning rate or column of the trainer's own: a real number of any type (numpy's and
+    torch's scalars too), or None; never a bool or a string."""
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        try:  # numpy and torch scalars
-            return float(v)
-        except (TypeError, ValueError):
-            raise TrialError(f"progress row: {name}={v!r} (expected a number or None)") from None
-    return float(v)
+    if isinstance(v, (bool, str, bytes)):
+        raise TrialError(f"progress row: {name}={v!r} (expected a number or None)")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise TrialError(f"progress row: {name}={v!r} (expected a number or None)") from None
 
 

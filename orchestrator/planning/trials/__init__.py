@@ -3,7 +3,8 @@
 A trial id is the first 16 hex digits of SHA-256 over the canonical JSON of the fields that
 change its result: trainer version, exact model shape (or N for a simulated world), tokens,
 seed, the training settings that affect optimisation, and the data's content fingerprint and
-split (or the world's definition). Which settings those are is declared on the settings
+split (or the world's definition; for a lab's trainer, its import path or command, version
+and settings, and the size's settings and N). Which settings those are is declared on the settings
 themselves (:func:`workers.config.identity`); :meth:`TrialFactory.payload` assembles the
 rest. Sweep name, budget label, resources and results path do not enter it, so re-running a
 spec (or a second spec that happens to contain the same point) never trains a finished point
@@ -119,7 +120,7 @@ class TrialFactory:
             self.fingerprint = content_id({"world": identity(self.world)})
         elif self.runner is not None:
             self.vocab, self.fingerprint = 0, "external"
-            _check_trainer(self.runner)
+            _check_trainer(self.runner, spec.model.ladder)
         else:
             if vocab_size is not None:
                 self.vocab, self.fingerprint = vocab_size, "not-opened"
@@ -309,7 +310,7 @@ class TrialFactory:
         return payload | {"point": 1}
 
 
-def _check_trainer(runner) -> None:
+def _check_trainer(runner, ladder) -> None:
     """A lab's trainer must load before anything runs: UserError naming the field otherwise."""
     from workers.trainers.interface import TrainerLoadError
     from workers.trainers.loading import import_function
@@ -320,7 +321,7 @@ def _check_trainer(runner) -> None:
         else:
             from workers.trainers.command import check_command
 
-            check_command(runner, runner.workdir)
+            check_command(runner, runner.workdir, [r.settings for r in ladder] if ladder is not None else None)
     except TrainerLoadError as e:
         text = str(e)
         raise UserError(text if text.startswith("trainer.") else f"trainer.{runner.kind}: {text}") from None
