@@ -150,6 +150,7 @@ def test_a_labs_trainer_killed_mid_sweep_resumes_trains_each_point_once_and_fits
     assert "a (N_opt" in done.stdout
     line = next(x for x in done.stdout.splitlines() if x.strip().startswith("a (N_opt"))
     a, lo80, hi80, lo95, hi95 = (float(v) for v in line.replace("[", " ").replace("]", " ").replace(",", " ").split()[4:9])
+    print(line)  # shown with pytest -rP
     assert lo95 <= 0.5 <= hi95 and abs(a - 0.5) < 0.02, line  # the hidden law's frontier exponent
     steps = json.loads(trials.iloc[0][["n_params"]].to_json())  # rows commit the trainer's N
     assert steps["n_params"] in {round(s ** 0.5) ** 2 for s in SIZES}

@@ -89,6 +89,7 @@ def test_bad_query_and_missing_results(finished_sweep, capsys, tmp_path):
 
 
 
+@pytest.mark.slow  # 23 s; an adaptive sweep through Ray also runs, killed and resumed, in tests/test_faults.py
 def test_simulated_adaptive_sweep_through_ray(ray_cluster, tmp_path, capsys):
     """trainer: simulated + planner: adaptive through real Ray tasks; a re-run trains nothing."""
     spec = {

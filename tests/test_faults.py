@@ -34,6 +34,8 @@ def _running_trial_pid(name_prefix: str = "N=", timeout: float = 60.0) -> tuple[
     raise AssertionError("no running trial found")
 
 
+@pytest.mark.slow  # 25 s of GPT training; a worker killed mid-trial and retried on Ray also runs in
+# tests/test_reuse_faults.py (a segment's, then a branch's) and, many times, in tests/test_chaos.py
 def test_worker_killed_mid_trial_is_retried_exactly_once(ray_cluster, tmp_path, cache_dir):
     from orchestrator.sweep import run_sweep
 
