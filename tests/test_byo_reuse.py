@@ -3,6 +3,9 @@ stem's state through the context, swept with a wsd schedule, computes each point
 trained whole and spends less; a command resumes from its checkpoint on object storage."""
 
 import json
+import sys
+
+import pytest
 
 from orchestrator.running.executor import InlineExecutor
 from orchestrator.spec import load_spec, parse_spec
@@ -38,9 +41,40 @@ def train(trial, ctx):
 '''
 
 
-def _sweep(tmp_path, name: str, **train):
+# The same training as a command, through $SCALESWEEP_STEM_DIR (one file <step>.pt per state).
+COMMAND = '''
+import json, os
+from scalesweep import Trial, lr_at
+
+t = json.load(open(os.environ["SCALESWEEP_TRIAL"]))
+trial = Trial(**t)
+stems, out = os.environ["SCALESWEEP_STEM_DIR"], os.environ["SCALESWEEP_OUTPUT"]
+state, step = 0.0, 0
+if t["role"] == "stem" or t["start_step"]:
+    want = t["steps"] - 1 if t["role"] == "stem" else t["start_step"]
+    have = sorted(int(f[:-3]) for f in os.listdir(stems) if f.endswith(".pt") and f[:-3].isdigit() and int(f[:-3]) <= want)
+    if have:
+        step = have[-1]
+        state = json.load(open(f"{stems}/{step}.pt"))["state"]
+stops = set(t["stops"]) if t["role"] == "stem" else ({t["start_step"]} if step < t["start_step"] else set())
+with open(f"{out}/metrics.jsonl", "a") as m:
+    for k in range(step, t["steps"]):
+        state = state * 0.999 + lr_at(trial, k)
+        if (k + 1) % 10 == 0 or k + 1 == t["steps"]:
+            m.write(json.dumps({"step": k + 1, "tokens": (k + 1) * t["batch_tokens"], "train_loss": 2 + 1 / (1 + state)}) + "\\n")
+        if k + 1 in stops:
+            json.dump({"state": state}, open(f"{stems}/.{k + 1}.tmp", "w"))
+            os.replace(f"{stems}/.{k + 1}.tmp", f"{stems}/{k + 1}.pt")
+json.dump({"n_params": t["n_params"], "eval_loss": 2 + 1 / (1 + state) + 100 / t["n_params"] ** 0.3},
+          open(f"{out}/result.json", "w"))
+'''
+
+
+def _sweep(tmp_path, name: str, kind: str = "function", **train):
     (tmp_path / "toylab.py").write_text(LAB)
-    spec = {"name": name, "results": str(tmp_path / "results"), "trainer": {"function": "toylab:train"},
+    (tmp_path / "toylab_cmd.py").write_text(COMMAND)
+    trainer = {"function": "toylab:train"} if kind == "function" else {"command": f"{sys.executable} toylab_cmd.py"}
+    spec = {"name": name, "results": str(tmp_path / "results"), "trainer": trainer,
             "model": {"ladder": [{"name": "s", "n_params": 10_000, "settings": {}}]},
             "sweep": {"kind": "grid", "model_sizes": [10_000], "tokens": [20_000, 40_000, 80_000]},
             "train": {"batch_tokens": 100, "lr": 1e-3, "schedule": "wsd", **train},
@@ -50,8 +84,9 @@ def _sweep(tmp_path, name: str, **train):
     return load_spec(path)
 
 
-def test_a_labs_function_branches_off_its_stems_exactly_and_spends_less(tmp_path):
-    spec = _sweep(tmp_path, "reuse")
+@pytest.mark.parametrize("kind", ["function", "command"])
+def test_a_labs_trainer_branches_off_its_stems_exactly_and_spends_less(tmp_path, kind):
+    spec = _sweep(tmp_path, "reuse", kind)
     out = run_sweep(spec, executor_factory=lambda: InlineExecutor(run_trial), write_report=False)
     assert out.trained == 3 and out.failed == 0
     rows = ResultStore(spec.sweep_dir).read_table("trials").to_pandas()
@@ -60,7 +95,7 @@ def test_a_labs_function_branches_off_its_stems_exactly_and_spends_less(tmp_path
     # the stem trained once up to the longest branch point; each branch its cooldown only
     assert stems["flops_spent"].sum() + points["flops_spent"].sum() < points["flops"].sum() * 0.8
     assert ResultStore(spec.sweep_dir).list_names("checkpoints", dirs=True) == []
-    whole_spec = _sweep(tmp_path, "whole", reuse=False)
+    whole_spec = _sweep(tmp_path, "whole", kind, reuse=False)
     run_sweep(whole_spec, executor_factory=lambda: InlineExecutor(run_trial), write_report=False)
     whole = ResultStore(whole_spec.sweep_dir).read_table("trials").to_pandas().set_index("trial_id")
     for _, r in points.iterrows():  # the same trial ids, the same losses, bit for bit
@@ -68,7 +103,8 @@ def test_a_labs_function_branches_off_its_stems_exactly_and_spends_less(tmp_path
         assert r["flops"] == train_flops(10_000, r["tokens"])
     steps = ResultStore(spec.sweep_dir).read_table("steps").to_pandas()
     longest = points.loc[points["tokens"].idxmax(), "trial_id"]
-    assert steps[steps["trial_id"] == longest]["step"].min() == 10  # the stem's rows come with the branch
+    if kind == "function":  # the stem's rows come with a branch through the context (a command's do not)
+        assert steps[steps["trial_id"] == longest]["step"].min() == 10
 
 
 def test_a_command_resumes_from_its_checkpoint_on_object_storage(tmp_path, bucket):
