@@ -27,7 +27,8 @@ the same code as on a Ray worker, its rows committed to a results directory):
   FAILED row with the error.
 
 The contract trial checkpoints as often as it can: its ``train.checkpoint_every_s`` is 1e-9, so a
-trainer that honours that setting saves at its first chance.
+trainer that honours that setting saves at its first chance. The suite needs pytest (the
+project's ``dev`` extra: ``pip install "scalesweep[dev]"``).
 """
 
 from __future__ import annotations
