@@ -62,7 +62,7 @@ def run_trial(cfg: TrialConfig) -> TrialResult:
     # committed. A FAILED one keeps it: the re-run that retries it resumes from there.
     if ctx is not None and status.is_finished():
         try:
-            ctx.discard()
+            ctx.discard(workspace=cfg.trainer == "command")
         except OSError as e:  # the result is committed; a stale checkpoint only costs storage
             log.warning("trial %s committed, but deleting its checkpoint in %s failed (%s); delete "
                         "checkpoints/%s* by hand", cfg.trial_id, store.uri, e, cfg.trial_id)

@@ -193,6 +193,7 @@ class Context:
         self._started_tokens = 0  # tokens before this row's own computation (a branch's stem part)
         self.rows: list[dict] = []
         self.extra_columns: set[str] = set()
+        self._checkpoints = False  # whether the trainer saved or looked for its checkpoint (discard)
 
     # --- reporting -------------------------------------------------------------------------------
     def report(self, step: int, tokens: int, *, train_loss: float | None = None, eval_loss: float | None = None,
@@ -220,11 +221,13 @@ class Context:
     def save_checkpoint(self, data: bytes, tokens: int | None = None) -> None:
         """Save the trainer's state after ``tokens`` tokens (default: the last row's); a retried
         trial gets it back from :meth:`load_checkpoint`, with the rows reported so far."""
+        self._checkpoints = True
         self._store.write_bytes(checkpoint_path(self.trial.trial_id),
                                 write_checkpoint(self._header(tokens, self.trial.trial_id), bytes(data)))
 
     def load_checkpoint(self) -> bytes | None:
         """The state saved by an earlier attempt of this trial (None: start from step 0)."""
+        self._checkpoints = True
         return self._restore(checkpoint_path(self.trial.trial_id), self.trial.trial_id)
 
     # --- wsd stems (run reuse) ------------------------------------------------------------------
@@ -278,13 +281,16 @@ class Context:
         self._elapsed_before, self._started_tokens = elapsed, started
         return data
 
-    def discard(self) -> None:
-        """Delete what this trial kept for a retry (its checkpoint, a command's workspace): done
-        once its rows are committed as finished."""
+    def discard(self, workspace: bool = False) -> None:
+        """Delete what this trial kept for a retry, once its rows are committed as finished: its
+        checkpoint (only if the trainer checkpoints: a trainer that never does, such as the
+        simulator, costs no store calls here) and a command's ``workspace``."""
         tid = self.trial.trial_id
-        self._store.delete(checkpoint_path(tid))
-        self._store.delete_dir(f"checkpoints/{tid}.run")
-        self._store.delete(f"checkpoints/{tid}.run.tar")
+        if self._checkpoints:
+            self._store.delete(checkpoint_path(tid))
+        if workspace:
+            self._store.delete_dir(f"checkpoints/{tid}.run")
+            self._store.delete(f"checkpoints/{tid}.run.tar")
 
     def forget(self) -> None:
         """Drop what a restore brought back (a trainer that could not use the state starts over)."""
