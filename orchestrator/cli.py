@@ -310,6 +310,7 @@ def cmd_status(args) -> int:
                 f"per point in {len(trials)} trials")
     spent, nominal = spent_flops(every), float(trials["flops"].sum())
     stems = len(every) - len(trials)
+    tasks, lacking = _task_coverage(store, finished, plan)
     if args.json:
         counts = {str(k): int(v) for k, v in counts.items()}
         print(json.dumps({"results": args.results, "trials": len(trials), "stem_segments": stems, "status": counts,
@@ -318,6 +319,7 @@ def cmd_status(args) -> int:
                           "wall_s": float(every["wall_s"].sum()),
                           "variants": {str(v): {str(k): int(n) for k, n in g["status"].value_counts().items()}
                                        for v, g in trials.groupby("variant", sort=False)},
+                          "tasks": {"planned": tasks, "lacking": lacking},
                           "not_in_spec": {str(v): int(n) for v, n in gone.items()}}, indent=1))
         return 0
     print(f"{args.results}: {head}; " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
@@ -338,9 +340,33 @@ def cmd_status(args) -> int:
         for _, r in best.iterrows():
             hp = f" lr={r['lr']:.3g} batch={r['batch_tokens']}" if tuned else ""
             print(f"  C={r['budget']:.3g}: {r['eval_loss']:.4f} at N={si(r['n_params'])} D={si(r['tokens'])}{hp}")
+    if tasks:
+        print(f"Tasks: {', '.join(tasks)}; {len(finished) - len(lacking)} of {len(finished)} finished trials "
+              "evaluated on all of them")
+        names = dict(zip(finished["trial_id"], finished["name"]))
+        for tid, miss in list(lacking.items())[:20]:
+            print(f"  {tid} {names.get(tid, '')} lacks {', '.join(miss)}")
+        if len(lacking) > 20:
+            print(f"  ... and {len(lacking) - 20} more (scalesweep status --json lists every one)")
     for _, r in trials[trials["status"] == TrialStatus.FAILED.value].iterrows():
         print(f"  failed {r['trial_id']} {r['name']}: {str(r['error']).splitlines()[0] if r['error'] else ''}")
     return 0
+
+
+def _task_coverage(store, finished, plan: dict) -> tuple[list[str], dict[str, list[str]]]:
+    """(the spec's tasks, {trial_id: tasks it lacks} for finished trials): evaluation settings are not
+    in trial ids, so a trial finished before a task was added keeps the tasks it was evaluated on."""
+    tasks = [str(t) for t in plan.get("eval_tasks") or []]
+    if not tasks or not len(finished):
+        return tasks, {}
+    ev = store.read_table("evals").select(["trial_id", "task"]).to_pandas()
+    have = ev.groupby("trial_id")["task"].agg(set).to_dict() if len(ev) else {}
+    lacking = {}
+    for tid in finished["trial_id"]:
+        miss = [t for t in tasks if t not in have.get(tid, set())]
+        if miss:
+            lacking[str(tid)] = miss
+    return tasks, lacking
 
 
 def cmd_query(args) -> int:

@@ -85,6 +85,8 @@ def _record_spec(spec: SweepSpec, store: ResultStore, trials: list) -> None:
         "form_params": list(spec.fit.params),
         "tuned": list(spec.tuned),  # searched per point: the trials below are the points' centres
         "tune_objective": spec.tune.objective,  # how `fit` takes a searched point's loss
+        # The tasks every trial is evaluated on (workers.evals): `status` lists what finished trials lack.
+        "eval_tasks": spec.eval_task_names,
         # Each variant's name now and its identity, which its rows record (variant_id): readers
         # name rows by it (orchestrator.results.label_variants), adaptive sweeps' rows included.
         "variants": [{"name": v.name, "changes": v.key, "id": variant_id(v)} for v in spec.variants_resolved()],

@@ -27,6 +27,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from workers.flops import train_flops
 from workers.gpt.arch import GPTShape
+from workers.evals.config import EvalsConfig
 from workers.simulated.expr import compile_expression
 from workers.store import TrialStatus
 
@@ -326,6 +327,11 @@ class WorldConfig(_Settings):
     # only when set: worlds without one keep the ids their finished trials were stored under.
     hparams: Annotated[HparamLandscape | None,
                        HashedAs(lambda h: {} if h is None else {"hparams": h.model_dump(mode="json")})] = None
+    # Simulated task evaluations (workers.simulated.tasks): how many of the default tasks of graded
+    # difficulty each trial reports, at ``task_checkpoints`` points of its run. Evaluation never
+    # changes what a trial trains, so neither is in the id.
+    tasks: Annotated[int, NOT_IN_ID] = Field(0, ge=0, le=4)
+    task_checkpoints: Annotated[int, NOT_IN_ID] = Field(10, ge=1, le=1000)
 
     @field_validator("expression")
     @classmethod
@@ -339,6 +345,12 @@ class WorldConfig(_Settings):
         if (self.law is None) == (self.expression is None):
             raise ValueError("world: expected exactly one of law (E, A, B, alpha, beta) or expression")
         return self
+
+    def task_truths(self) -> list:
+        """The world's simulated tasks (workers.simulated.tasks.TaskTruth), fixed by its seed."""
+        from workers.simulated.tasks import default_truths
+
+        return default_truths(self.seed)[: self.tasks] if self.tasks else []
 
     @classmethod
     def chinchilla(cls, law: Sequence[float], **settings) -> "WorldConfig":
@@ -477,6 +489,9 @@ class TrialConfig:
     # stale when the variant is renamed, and a variant whose settings changed under the same name
     # is another one. "" for a trial made outside a spec's factories (written as null: unknown).
     variant_id: str = ""
+    # The spec's evals: section (workers.evals), paths absolute: which tasks the trial is scored
+    # on, and when. Never in the id: evaluation does not change what is trained.
+    evals: EvalsConfig | None = None
 
     @property
     def n_params(self) -> int:

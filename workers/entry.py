@@ -49,14 +49,15 @@ def run_trial(cfg: TrialConfig) -> TrialResult:
         row = trial_row(cfg, n, status, out.eval_loss if status is TrialStatus.COMPLETED else math.nan, train_loss,
                         ctx.wall_s(), "", tokens, ctx.flops_spent(n, tokens), out.n_params_nonembed, out.n_params_total)
         steps = ctx.rows or None
+        evals = ctx.evals or None
         if steps and ctx.extra_columns:
             row["step_columns"] = ",".join(sorted(ctx.extra_columns))
     except Exception as e:  # recorded, not swallowed: the row carries the traceback
         tb = traceback.format_exc()
         row = trial_row(cfg, cfg.n_params, TrialStatus.FAILED, math.nan, math.nan, time.perf_counter() - t0,
                         f"{type(e).__name__}: {e}\n{_log_location()}{tb}")
-        steps = None
-    store.write_trial(row, steps)
+        steps = evals = None
+    store.write_trial(row, steps, evals)
     status = TrialStatus(row["status"])
     # A finished trial is never trained again, so its checkpoint is garbage once the rows are
     # committed. A FAILED one keeps it: the re-run that retries it resumes from there.

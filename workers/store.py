@@ -5,6 +5,7 @@ it should keep and never trains a finished point again)::
 
     <root>/trials/<trial_id>.parquet   one row, schema TRIALS_SCHEMA, written last
     <root>/steps/<trial_id>.parquet    the trial's step rows, schema STEPS_SCHEMA
+    <root>/evals/<trial_id>.parquet    the trial's task evaluations, schema EVALS_SCHEMA
     <root>/checkpoints/<trial_id>.pt   a running trial's training state, written through its
                                        context (workers.trainers.interface); deleted once the
                                        trial's rows are committed
@@ -49,7 +50,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["TrialStatus", "TRIALS_SCHEMA", "STEPS_SCHEMA", "steps_schema", "ResultStore", "StoreError", "checkpoint_path",
+__all__ = ["TrialStatus", "TRIALS_SCHEMA", "STEPS_SCHEMA", "EVALS_SCHEMA", "TABLES", "steps_schema", "ResultStore", "StoreError", "checkpoint_path",
            "stem_checkpoint_path"]
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,23 @@ STEPS_SCHEMA = pa.schema(
 )
 
 
+# One row per (trial, step, task) evaluated (workers.evals; workers.trainers.interface.EVAL_COLUMNS).
+EVALS_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("step", pa.int64()),
+        ("tokens", pa.int64()),
+        ("task", pa.string()),
+        ("task_bpb", pa.float64()),  # the gold continuation's NLL, bits per UTF-8 byte
+        ("acc", pa.float64()),
+        ("acc_norm", pa.float64()),  # per-character normalised (lm-evaluation-harness's acc_norm)
+        ("n_items", pa.int64()),
+        ("chance", pa.float64()),
+    ]
+)
+TABLES = ("trials", "steps", "evals")
+
+
 def steps_schema(step_columns: list[str | None]) -> pa.Schema:
     """STEPS_SCHEMA and the float columns named in ``step_columns`` (trials rows' comma-separated lists)."""
     extra = sorted({c for cols in step_columns if cols for c in cols.split(",")} - set(STEPS_SCHEMA.names))
@@ -178,12 +196,14 @@ class ResultStore:
             pq.write_table(data, out)
         self.fs.move(tmp, self._path(table, trial_id))
 
-    def write_trial(self, row: dict, steps: list[dict] | None = None) -> None:
-        """Commit one trial: its step rows first (with the columns its row's ``step_columns``
-        names), then its trial row."""
+    def write_trial(self, row: dict, steps: list[dict] | None = None, evals: list[dict] | None = None) -> None:
+        """Commit one trial: its step rows (with the columns its row's ``step_columns`` names) and
+        task evaluations first, then its trial row."""
         if steps is not None:
             schema = steps_schema([row.get("step_columns")])
             self._write("steps", row["trial_id"], pa.Table.from_pylist(steps, schema=schema))
+        if evals is not None:
+            self._write("evals", row["trial_id"], pa.Table.from_pylist(evals, schema=EVALS_SCHEMA))
         self._write("trials", row["trial_id"], pa.Table.from_pylist([row], schema=TRIALS_SCHEMA))
 
     def list_files(self, table: str) -> list[str]:
@@ -195,7 +215,7 @@ class ResultStore:
         )
 
     def read_table(self, table: str) -> pa.Table:
-        """Every committed row of ``table`` ("trials" or "steps") in the current schema.
+        """Every committed row of ``table`` ("trials", "steps" or "evals") in the current schema.
 
         A damaged file (truncated, not Parquet, missing key columns) is skipped with a warning
         naming it: reading results must never crash on one bad file. Columns an older schema
@@ -207,6 +227,8 @@ class ResultStore:
         """(rows of ``files`` after precedence, the files that could be read)."""
         if table == "trials":
             schema = TRIALS_SCHEMA
+        elif table == "evals":
+            schema = EVALS_SCHEMA
         else:  # the trainers' own columns too, as the trials rows name them
             schema = steps_schema(self._step_columns())
         parts = sorted(filter(_is_part, files), reverse=True)
@@ -297,7 +319,7 @@ class ResultStore:
         """Merge each table into one file once it has COMPACT_MIN_FILES per-trial files or
         several parts (the end of a large sweep, when no trial runs); returns files merged."""
         n = 0
-        for table in ("steps", "trials"):  # trials last: a crash in between leaves steps merged, trials not
+        for table in ("steps", "evals", "trials"):  # trials last: a crash in between leaves steps merged, trials not
             files = self.list_files(table)
             parts = sum(map(_is_part, files))
             if len(files) - parts >= COMPACT_MIN_FILES or parts > 1:

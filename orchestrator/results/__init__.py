@@ -17,7 +17,7 @@ from orchestrator.errors import UserError
 from workers.config import BASELINE
 from workers.store import ResultStore
 
-__all__ = ["account_reuse", "label_variants", "open_results", "load_trials", "load_steps", "point_rows", "spent_flops",
+__all__ = ["account_reuse", "label_variants", "open_results", "load_trials", "load_steps", "load_evals", "point_rows", "spent_flops",
            "NOT_IN_SPEC", "plan_record", "read_labelled", "read_trials"]
 
 
@@ -76,8 +76,8 @@ def point_rows(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_labelled(store: ResultStore, table: str) -> pa.Table:
-    """``table`` ("trials" or "steps") of ``store`` as readers show it: the trials through
-    :func:`read_trials`, the steps (which name no variant) as stored."""
+    """``table`` ("trials", "steps" or "evals") of ``store`` as readers show it: the trials
+    through :func:`read_trials`, the steps and evals (which name no variant) as stored."""
     return read_trials(store) if table == "trials" else store.read_table(table)
 
 
@@ -159,3 +159,8 @@ def account_reuse(fit, points: pd.DataFrame, stems: pd.DataFrame | None) -> str:
 def load_steps(path: str) -> pd.DataFrame:
     """Per-step metrics of every trial (see workers.store.STEPS_SCHEMA)."""
     return open_results(path).read_table("steps").to_pandas()
+
+
+def load_evals(path: str) -> pd.DataFrame:
+    """Task evaluations of every trial, one row per (trial, step, task) (workers.store.EVALS_SCHEMA)."""
+    return open_results(path).read_table("evals").to_pandas()

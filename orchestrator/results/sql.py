@@ -2,7 +2,7 @@
 
 The tables are read as every reader shows them (orchestrator.results.read_labelled) and handed
 to DuckDB as Arrow tables, so local and object storage share one code path. In SQL they are
-named ``trials`` and ``steps``.
+named ``trials``, ``steps`` and ``evals`` (task evaluations).
 
 SQL is user input, and a query command is what people put behind a notebook or a dashboard:
 ``query`` runs one read statement on a connection that can see the two tables and nothing
@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from orchestrator.errors import UserError
 from orchestrator.results import open_results, read_labelled
+from workers.store import TABLES
 
 __all__ = ["query", "read_statement", "read_only_connection", "parse_size", "default_memory_limit", "QUERY_TIMEOUT_S",
            "cmd_query"]
@@ -52,7 +53,7 @@ def read_statement(sql: str) -> str:
     kind = statements[0].type
     if kind != duckdb.StatementType.SELECT:
         name = kind.name if kind != duckdb.StatementType.MULTI else "MULTI (e.g. PIVOT, which creates types)"
-        raise UserError(f"query: {name} statements are not allowed (read-only: one SELECT over trials and steps)")
+        raise UserError(f"query: {name} statements are not allowed (read-only: one SELECT over trials, steps and evals)")
     return sql
 
 
@@ -298,7 +299,7 @@ def _run_limited(sql: str, names: list[str], read, timeout: float | None, memory
 
 def query(path: str, sql: str, *, timeout: float | str | None = QUERY_TIMEOUT_S,
           memory_limit: int | str | None = None, fork: bool = False) -> pd.DataFrame:
-    """Run one read-only ``sql`` statement over the tables ``trials`` and ``steps``; UserError
+    """Run one read-only ``sql`` statement over the tables ``trials``, ``steps`` and ``evals``; UserError
     on a bad query, one that is not a plain read, or one that runs past ``timeout`` seconds
     (None: no limit) or holds more than ``memory_limit`` (bytes, or a size such as "2GB";
     default :func:`default_memory_limit`), the tables it reads included. ``fork``: run the
@@ -310,7 +311,7 @@ def query(path: str, sql: str, *, timeout: float | str | None = QUERY_TIMEOUT_S,
     shown = memory_limit if isinstance(memory_limit, str) else _size_str(limit)
     store = open_results(path)
     # read only what the query names: steps can be millions of rows
-    names = [t for t in ("trials", "steps") if re.search(rf"\b{t}\b", sql, re.IGNORECASE)]
+    names = [t for t in TABLES if re.search(rf"\b{t}\b", sql, re.IGNORECASE)]
     return _run_limited(sql, names, lambda table: read_labelled(store, table), timeout, limit, shown, fork)
 
 

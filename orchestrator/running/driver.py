@@ -167,7 +167,7 @@ class Driver:
         ids, self._unmerged = frozenset(self._unmerged), []
 
         def merge():
-            for table in ("steps", "trials"):
+            for table in ("steps", "evals", "trials"):  # trials last, as ResultStore.compact_if_large
                 self.store.compact(table, only=ids)
             _release_freed_memory()
 

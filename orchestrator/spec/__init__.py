@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import UserError
+from workers.evals.config import EvalsConfig
 from orchestrator.spec.model import MOE_FIELDS, ModelSpec, Name, _Strict, check_model
 from workers.config import (BASELINE, WSD_FIELDS, DataConfig, PositiveFloat, PowerRule, TrainConfig,
                             TrainerSpec, Tune, WorldConfig, identity)
@@ -245,11 +246,20 @@ class SweepSpec(_Strict):
     # Named overrides of model, train, data (world for trainer: simulated) run on the same design
     # as the baseline, to decide whether a change holds up at scale (orchestrator.fitting.variants).
     variants: list[VariantSpec] = []
+    # Task evaluations in every trial (workers.evals): never in trial ids.
+    evals: EvalsConfig | None = None
 
     @property
     def external(self) -> bool:
         """A lab's trainer (a function or a command), not a built-in one."""
         return isinstance(self.trainer, TrainerSpec)
+
+    @property
+    def eval_task_names(self) -> list[str]:
+        """The tasks every trial is evaluated on: the evals: section's, or a simulated world's."""
+        if self.evals is not None:
+            return [t.name for t in self.evals.tasks]
+        return [t.name for t in self.world.task_truths()] if self.world is not None else []
 
     @property
     def trainer_kind(self) -> str:
@@ -277,6 +287,16 @@ class SweepSpec(_Strict):
             raise ValueError("adaptive: required for planner: adaptive (expected min_flops, max_flops, n_range, flop_budget)")
         if self.planner == "static" and self.adaptive is not None:
             raise ValueError("adaptive: only for planner: adaptive (set planner: adaptive, or remove adaptive)")
+        return self
+
+    @model_validator(mode="after")
+    def _evals(self):
+        if self.evals is not None and self.trainer == "simulated":
+            raise ValueError("evals: a simulated trial has no model to score tasks with (its world's tasks: "
+                             "world.tasks)")
+        if self.evals is not None and self.data is not None and self.data.tokens is not None and not self.evals.tokenizer:
+            raise ValueError("evals.tokenizer: data.tokens is a token corpus; scoring text tasks needs its "
+                             "tokenizer (expected evals.tokenizer: path/to/tokenizer.json)")
         return self
 
     @model_validator(mode="after")
@@ -556,5 +576,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         base = p.resolve().parent
         where = (base / spec.trainer.workdir).resolve() if spec.trainer.workdir else base
         spec = spec.model_copy(update={"trainer": spec.trainer.model_copy(update={"workdir": where.as_posix()})})
+    if spec.evals is not None:  # task files and the tokenizer: relative to the spec's directory
+        spec = spec.model_copy(update={"evals": spec.evals.with_paths(p.resolve().parent.as_posix())})
     return spec
 

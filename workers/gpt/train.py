@@ -328,9 +328,24 @@ class _Run:
             p.eval_loss = eval_loss = evaluate(self.model, self.corpus, self.data.eval_tokens, self.batch_size,
                                                self.seq_len, self.device)
             diverged = not math.isfinite(p.eval_loss)
+            if not diverged and self.ctx.tasks_due(final=step == self.trial.steps - 1):
+                self._evaluate_tasks(step + 1)
         self.ctx.report(step + 1, (step + 1) * self.tc.batch_tokens, train_loss=p.train_loss, eval_loss=eval_loss,
                         lr=lr)
         return diverged
+
+    def _evaluate_tasks(self, steps_done: int) -> None:
+        """Score the trial's tasks (workers.evals) with the model as it is after ``steps_done`` steps."""
+        def logits(x: torch.Tensor) -> torch.Tensor:
+            with _autocast(self.device):
+                return self.model(x)[0]
+
+        self.model.eval()
+        try:
+            self.ctx.evaluate_tasks(steps_done, steps_done * self.tc.batch_tokens, logits, max_len=self.seq_len,
+                                    device=self.device)
+        finally:
+            self.model.train()
 
     def outcome(self, completed: bool) -> Outcome:
         """The final evaluation's loss (None: diverged), the exact counts and the tokens trained."""

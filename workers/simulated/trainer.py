@@ -5,7 +5,8 @@ dashboards can be exercised at scale in seconds. The noise draw is keyed by the 
 content-hashed id, so a retried or re-run trial observes exactly the same value, and two
 seeds of one point observe independent noise. In a world with a hyperparameter landscape the
 trial's lr and batch_tokens move its loss, and a learning rate far above the optimum may
-diverge: a NaN, recorded as a DIVERGED row. Simulated trials write no step rows.
+diverge: a NaN, recorded as a DIVERGED row. Simulated trials write no step rows; a world with
+``tasks`` writes task evaluations (workers.simulated.tasks) at checkpoints of the run.
 
 A wsd schedule (workers.schedule) is emulated through the same stems and branches as real
 training (orchestrator.running.reuse): a stem segment writes a small checkpoint blob at each of
@@ -24,8 +25,11 @@ import math
 import time
 from functools import lru_cache
 
+import numpy as np
+
 from workers.config import Role, TrainConfig, WorldConfig
-from workers.simulated.world import World
+from workers.simulated.tasks import sample
+from workers.simulated.world import World, observation_key
 from workers.trainers.interface import Context, Outcome, Trial
 
 __all__ = ["STABLE_GAP", "schedule_factor", "simulate", "world_of"]
@@ -123,4 +127,24 @@ def simulate(trial: Trial, ctx: Context) -> Outcome:
         loss *= schedule_factor(TrainConfig.model_validate(trial.train))
         if start < trial.start_step:  # the stem part trained here is saved for the branch point's others
             _checkpoint(ctx, trial.start_step)
+    if not stem and math.isfinite(loss):
+        _report_tasks(trial, ctx, cfg)
     return Outcome(eval_loss=loss if math.isfinite(loss) else None, n_params=trial.n_params, train_loss=loss)
+
+
+def _report_tasks(trial: Trial, ctx: Context, cfg: WorldConfig) -> None:
+    """The world's task evaluations at ``task_checkpoints`` evenly spaced points of the run (the
+    last at its end), drawn from the tasks' truths with noise keyed by the trial id: a re-run
+    reports the same values (workers.simulated.tasks)."""
+    truths = cfg.task_truths()
+    if not truths:
+        return
+    k = cfg.task_checkpoints
+    tokens = np.array([trial.tokens * (i + 1) // k for i in range(k)], dtype=np.int64)
+    tokens = tokens[tokens > 0]
+    rng = np.random.default_rng([observation_key(trial.trial_id), 28])
+    for truth in truths:
+        bpb, acc, acc_norm = sample(truth, np.full(len(tokens), float(trial.n_params)), tokens.astype(float), rng)
+        for i, t in enumerate(tokens):
+            ctx.report_task(int(t), int(t), truth.name, task_bpb=float(bpb[i]), acc=float(acc[i]),
+                            acc_norm=float(acc_norm[i]), n_items=truth.n_items, chance=truth.chance)

@@ -7,7 +7,9 @@ existing ``train.py`` (nanoGPT, litgpt, torchtitan, a lab's own), as W&B Sweeps 
 - ``SCALESWEEP_OUTPUT``: a directory the command writes ``metrics.jsonl`` to (one JSON object per
   line, at least ``step``, ``tokens`` and one of ``train_loss`` / ``eval_loss``; more numeric fields
   become step columns) and, at the end, ``result.json`` (at least ``n_params`` and ``eval_loss``,
-  null or NaN for a diverged run). It survives retries with the checkpoint: a resumed command
+  null or NaN for a diverged run), and optionally ``evals.jsonl``: task evaluations, one JSON
+  object per (step, task) with ``step``, ``tokens``, ``task``, ``task_bpb``, ``acc`` and optionally
+  ``acc_norm``, ``n_items``, ``chance`` (the ``evals`` table; workers.evals). They survive retries with the checkpoint: a resumed command
   appends, and a row whose step was reported before replaces the earlier one;
 - ``SCALESWEEP_CHECKPOINT_DIR``: a directory that survives retries of this trial (empty on the
   first attempt): save there, and resume from what is there;
@@ -192,7 +194,8 @@ class _Workspace:
             os.makedirs(self.output)
         if os.path.exists(f"{self.output}/result.json"):  # written by this attempt or not at all
             os.remove(f"{self.output}/result.json")
-        _cut_partial_line(f"{self.output}/metrics.jsonl")
+        for name in ("metrics.jsonl", "evals.jsonl"):
+            _cut_partial_line(f"{self.output}/{name}")
         self.stem_before: set[str] = set()
         reuses = ctx.trial.role == "stem" or ctx.trial.start_step > 0  # a stem segment or a branch
         self.stem = self._stem_dir(ctx.trial) if reuses else ""
@@ -228,8 +231,9 @@ class _Workspace:
         store, buf = self.ctx._store, io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             tar.add(self.checkpoint, "checkpoint")
-            if os.path.exists(f"{self.output}/metrics.jsonl"):
-                tar.add(f"{self.output}/metrics.jsonl", "output/metrics.jsonl")
+            for name in ("metrics.jsonl", "evals.jsonl"):
+                if os.path.exists(f"{self.output}/{name}"):
+                    tar.add(f"{self.output}/{name}", f"output/{name}")
         store.write_bytes(self.blob, buf.getvalue())
         if self.stem:
             for name in sorted(set(os.listdir(self.stem)) - self.stem_before):
@@ -303,6 +307,7 @@ class CommandTrainer:
                 ctx.report(**row)
                 ctx.rows[-1]["wall_s"] = float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) \
                     else None
+            _report_evals(ctx, f"{output}/evals.jsonl")
             result = f"{output}/result.json"
             try:
                 with open(result) as f:
@@ -353,12 +358,8 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def _read_metrics(path: str) -> list[dict]:
-    """The rows of ``metrics.jsonl``, a later row with a step already seen replacing the earlier
-    one (a resumed command reports again from its checkpoint). Raises TrialError naming the line."""
-    if not os.path.exists(path):
-        return []
-    rows: dict[int, dict] = {}
+def _json_lines(path: str):
+    """(line number, object) of each non-blank line of ``path``; TrialError naming a line that is not an object."""
     with open(path, encoding="utf-8", errors="replace") as f:
         lines = f.read().splitlines(keepends=True)
     for i, line in enumerate(lines, 1):
@@ -370,6 +371,34 @@ def _read_metrics(path: str) -> list[dict]:
             raise TrialError(f"{path}:{i}: not a JSON object ({e}): {line[:200]!r}") from None
         if not isinstance(row, dict):
             raise TrialError(f"{path}:{i}: expected a JSON object per line (got {type(row).__name__})")
+        yield i, row
+
+
+def _report_evals(ctx: Context, path: str) -> None:
+    """The task evaluations a command wrote to ``evals.jsonl`` (module docstring), through the
+    context (a later line for the same step and task replaces an earlier one)."""
+    if not os.path.exists(path):
+        return
+    fields = ("step", "tokens", "task", "task_bpb", "acc", "acc_norm", "n_items", "chance")
+    for i, row in _json_lines(path):
+        unknown = sorted(set(row) - set(fields))
+        missing = [k for k in fields[:5] if k not in row]
+        if unknown or missing:
+            what = f"unknown field {unknown[0]!r}" if unknown else f"no {', '.join(missing)}"
+            raise TrialError(f"{path}:{i}: {what} (expected {', '.join(fields)})")
+        try:
+            ctx.report_task(**row)
+        except TrialError as e:
+            raise TrialError(f"{path}:{i}: {str(e).removeprefix('task evaluation: ').removeprefix('progress row: ')}") from None
+
+
+def _read_metrics(path: str) -> list[dict]:
+    """The rows of ``metrics.jsonl``, a later row with a step already seen replacing the earlier
+    one (a resumed command reports again from its checkpoint). Raises TrialError naming the line."""
+    if not os.path.exists(path):
+        return []
+    rows: dict[int, dict] = {}
+    for i, row in _json_lines(path):
         missing = [k for k in ("step", "tokens") if k not in row]
         if missing or not ("train_loss" in row or "eval_loss" in row):
             what = ", ".join(missing) if missing else "train_loss or eval_loss"

@@ -38,12 +38,14 @@ from typing import Any
 from workers.flops import train_flops
 from workers.store import ResultStore, checkpoint_path, stem_checkpoint_path
 
-__all__ = ["Context", "Outcome", "STEP_COLUMNS", "Trial", "TrialError", "TrainerLoadError", "outcome_of",
+__all__ = ["Context", "EVAL_COLUMNS", "Outcome", "STEP_COLUMNS", "Trial", "TrialError", "TrainerLoadError", "outcome_of",
            "read_checkpoint", "resolve_workdir", "write_checkpoint"]
 
 # Columns every progress row has (None where not measured); a trainer may add numeric ones.
 STEP_COLUMNS = ("step", "tokens", "train_loss", "eval_loss", "lr")
 _RESERVED = {"trial_id", "flops", "wall_s"}  # filled in by the context
+# A task evaluation's row (Context.report_task): the metrics of workers.evals.scoring.
+EVAL_COLUMNS = ("step", "tokens", "task", "task_bpb", "acc", "acc_norm", "n_items", "chance")
 
 
 class TrialError(ValueError):
@@ -91,7 +93,10 @@ class Trial:
     stem_id: str = ""
     start_step: int = 0
     stops: tuple[int, ...] = ()
-    eval_tasks: tuple = ()  # task evaluations to run at the end (none yet)
+    # Task evaluations (the spec's evals: section, workers.evals): the tasks' names, and the
+    # section's settings with absolute paths (None: no tasks). Context.evaluate_tasks scores them.
+    eval_tasks: tuple[str, ...] = ()
+    evals: dict | None = None
     budget: float = 0.0  # the compute budget C the point belongs to (0: a grid point)
     name: str = ""  # readable, e.g. "N=24.7k D=6.76M C=1e+12 s0"
     sweep: str = ""
@@ -192,6 +197,7 @@ class Context:
         self._elapsed_before = 0.0  # wall seconds of earlier attempts (restored with a checkpoint)
         self._started_tokens = 0  # tokens before this row's own computation (a branch's stem part)
         self.rows: list[dict] = []
+        self.evals: list[dict] = []  # task evaluations (report_task), kept in checkpoints like rows
         self.extra_columns: set[str] = set()
         self._checkpoints = False  # whether the trainer saved or looked for its checkpoint (discard)
 
@@ -216,6 +222,42 @@ class Context:
 
     def wall_s(self) -> float:
         return self._elapsed_before + time.perf_counter() - self._t0
+
+    # --- task evaluations (workers.evals) -------------------------------------------------------
+    def tasks_due(self, final: bool) -> bool:
+        """Whether the trial's tasks are to be scored at this evaluation (evals.every: "eval", at
+        each; "end", at the ``final`` one only)."""
+        ev = self.trial.evals
+        return bool(self.trial.eval_tasks) and ev is not None and (final or ev.get("every", "eval") == "eval")
+
+    def evaluate_tasks(self, step: int, tokens: int, logits_fn, *, max_len: int, device="cpu") -> list[dict]:
+        """Score the trial's tasks with the model ``logits_fn`` (token ids (batch, time) -> logits
+        (batch, time, vocab); ``max_len`` its context) after ``step`` steps and ``tokens`` tokens,
+        record one row per task and return them. Put the model in eval mode first; this runs under
+        torch.no_grad. A trial without tasks records nothing."""
+        if not self.trial.eval_tasks:
+            return []
+        from workers.evals.suite import suite_for
+
+        rows = suite_for(self.trial).evaluate(logits_fn, max_len, device)
+        for r in rows:
+            self.report_task(step, tokens, **r)
+        return rows
+
+    def report_task(self, step: int, tokens: int, task: str, *, task_bpb: float | None, acc: float | None,
+                    acc_norm: float | None = None, n_items: int | None = None, chance: float | None = None) -> None:
+        """One task's evaluation after ``step`` steps (a trainer that scores tasks its own way; a
+        command's evals.jsonl lines come here). The same (step, task) reported again replaces it."""
+        step, tokens = _count("step", step), _count("tokens", tokens)
+        if not isinstance(task, str) or not task:
+            raise TrialError(f"task evaluation: task={task!r} (expected the task's name)")
+        if n_items is not None:
+            n_items = _count("n_items", n_items)
+        self.evals = [r for r in self.evals if (r["step"], r["task"]) != (step, task)]
+        self.evals.append({"trial_id": self.trial.trial_id, "step": step, "tokens": tokens, "task": task,
+                           "task_bpb": _number("task_bpb", task_bpb), "acc": _number("acc", acc),
+                           "acc_norm": _number("acc_norm", acc_norm), "n_items": n_items,
+                           "chance": _number("chance", chance)})
 
     # --- the trial's own checkpoint (preemption, retries) -------------------------------------
     def save_checkpoint(self, data: bytes, tokens: int | None = None) -> None:
@@ -253,7 +295,7 @@ class Context:
         if tokens is None:
             tokens = self.rows[-1]["tokens"] if self.rows else 0
         return {"owner": owner, "writer": self.trial.trial_id, "elapsed_s": self.wall_s(), "tokens": int(tokens),
-                "started_tokens": self._started_tokens, "rows": self.rows}
+                "started_tokens": self._started_tokens, "rows": self.rows, "evals": self.evals}
 
     def _restore(self, path: str, owner: str, step: int | None = None) -> bytes | None:
         blob = self._store.read_bytes(path)
@@ -264,8 +306,10 @@ class Context:
             if header.get("owner") != owner:
                 raise ValueError(f"written for {header.get('owner')!r}, expected {owner!r}")
             rows = [dict(r, trial_id=self.trial.trial_id) for r in header["rows"]]
+            evals = [dict(r, trial_id=self.trial.trial_id) for r in header.get("evals", [])]
             if step is not None:
                 rows = [r for r in rows if r["step"] <= step]
+                evals = [r for r in evals if r["step"] <= step]
             own = header.get("writer") == self.trial.trial_id  # this trial's earlier attempt, or another's stem
             elapsed, started = (float(header["elapsed_s"]), int(header["started_tokens"])) if own \
                 else (0.0, int(header.get("tokens", 0)))
@@ -274,7 +318,7 @@ class Context:
                 self._log.warning("trial %s: ignoring unusable checkpoint %s/%s (%s)", self.trial.trial_id,
                                   self._store.uri, path, e)
             return None
-        self.rows = rows
+        self.rows, self.evals = rows, evals
         self.extra_columns = {k for r in rows for k in r} - set(STEP_COLUMNS) - _RESERVED
         # Its own earlier attempt: its time and FLOPs so far carry on. Another trial's stem state:
         # this row's own computation begins where it was saved.
@@ -294,7 +338,7 @@ class Context:
 
     def forget(self) -> None:
         """Drop what a restore brought back (a trainer that could not use the state starts over)."""
-        self.rows, self.extra_columns = [], set()
+        self.rows, self.evals, self.extra_columns = [], [], set()
         self._elapsed_before, self._started_tokens = 0.0, 0
 
     # --- accounting -------------------------------------------------------------------------------

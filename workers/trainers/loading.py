@@ -93,4 +93,6 @@ def trial_for(cfg: TrialConfig) -> Trial:
         role=cfg.role.value, stem_id=cfg.stem_id, start_step=cfg.start_step, stops=tuple(cfg.stops),
         budget=cfg.budget, name=cfg.name, sweep=cfg.sweep, variant=cfg.variant, threads=cfg.threads,
         device=cfg.device, cache_dir=cfg.cache_dir,
+        eval_tasks=tuple(t.name for t in cfg.evals.tasks) if cfg.evals is not None else (),
+        evals=cfg.evals.model_dump(mode="json") if cfg.evals is not None else None,
     )

@@ -28,6 +28,8 @@ from orchestrator.spec import GridSweep, IsoFlopSweep, SweepSpec, Variant
 from orchestrator.planning.trials.sizes import Size, size_mapping
 from workers.gpt.arch import ShapeRule, shape_identity
 from workers.gpt.data import DataError, load_corpus
+from workers.evals.suite import check_suite
+from workers.evals.tasks import TaskError
 from workers.flops import tokens_for_budget
 from workers.config import BASELINE, BATCH_DEFAULT, LR_DEFAULT, PowerRule, TrialConfig, Tune, identity
 from workers.schedule import cooldown_start
@@ -144,6 +146,12 @@ class TrialFactory:
         self._settings_id = self._settings_payload()  # the same for every trial of the spec
         self.mup_base_width = m.base_width if m.parametrization == "mup" else 0
         self.landscape = self.world is not None and self.world.hparams is not None
+        self.evals = spec.evals
+        if self.evals is not None and vocab_size is None:  # tasks read or made once, here: one line if they cannot be
+            try:
+                check_suite(self.evals, self.data, cache_dir)
+            except TaskError as e:
+                raise UserError(str(e)) from None
         self._points: dict[str, _Point] = {}
 
     def _settings_payload(self) -> dict:
@@ -219,6 +227,7 @@ class TrialFactory:
             variant=self.variant.name, variant_id=variant_id(self.variant), runner=self.runner,
             model=size.settings if self.runner is not None else None, size_name=size.name,
             size_nonembed=size.n_params_nonembed or 0, workdir=self.runner.workdir if self.runner is not None else "", workdir_rel=self.workdir_rel,
+            evals=self.evals,
         )
 
     @staticmethod
