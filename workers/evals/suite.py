@@ -13,6 +13,7 @@ without a tokenizer is one line before anything runs, not a failed trial per poi
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Callable
 
@@ -100,9 +101,25 @@ class Suite:
                 for e in self.encoded(max_len)]
 
 
+def _stamp(cfg: EvalsConfig) -> tuple:
+    """(path, size, mtime) of the section's files: a file edited between two loads is read again."""
+    out = []
+    for path in [t.file for t in cfg.tasks if t.file] + ([cfg.tokenizer] if cfg.tokenizer else []):
+        try:
+            st = os.stat(path)
+            out.append((path, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((path, -1, -1))
+    return tuple(out)
+
+
 @lru_cache(maxsize=4)
-def load_suite(cfg: EvalsConfig, data=None, cache_dir: str = "") -> Suite:
+def _cached(cfg: EvalsConfig, data, cache_dir: str, stamp: tuple) -> Suite:
     return Suite(cfg, data, cache_dir)
+
+
+def load_suite(cfg: EvalsConfig, data=None, cache_dir: str = "") -> Suite:
+    return _cached(cfg, data, cache_dir, _stamp(cfg))
 
 
 def check_suite(cfg: EvalsConfig, data=None, cache_dir: str = "") -> list[str]:
