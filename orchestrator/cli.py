@@ -612,6 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     from orchestrator.fitting.hparams.command import add_parser as hparams_parser  # argparse only: no pandas
 
     hparams_parser(sub, _positive_float, _non_negative_int)
+    from orchestrator.fitting.downstream.command import add_parser as downstream_parser; downstream_parser(sub, _positive_float, _non_negative_int)  # noqa: E702
 
     rp = sub.add_parser("report", help="write PNG plots and an HTML report under RESULTS/report")
     rp.add_argument("results")
