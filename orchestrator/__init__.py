@@ -8,7 +8,7 @@ Names are imported lazily (PEP 562, as in ``workers``): ``scalesweep query`` sho
 for scipy and the fitting engine (half a second of a sub-second command).
 """
 
-from workers.lazy import lazy_getattr
+from workers import lazy_getattr
 
 _EXPORTS = {
     "SweepFit": "orchestrator.fitting.analysis", "analyse": "orchestrator.fitting.analysis", "UserError": "orchestrator.errors",

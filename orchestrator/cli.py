@@ -25,13 +25,6 @@ from orchestrator.errors import FitError, UserError
 log = logging.getLogger("scalesweep")
 
 
-def _fmt_s(s: float | None) -> str:
-    if s is None:
-        return "?"
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
 class FitBar:
     """A progress bar over the fit's stages (a 10,000-run fit takes seconds), on a terminal
     only, so piped and --json output stay clean. Pass the instance as ``analyse``'s
@@ -79,10 +72,10 @@ class ConsoleSink:
         self.task = None
 
     def update(self, p, completion) -> None:
-        from orchestrator.report.text import si
+        from orchestrator.report.text import duration, si
 
         desc = (f"trials {p.done}/{p.total} ({p.running} running, {p.queued} queued, {p.failed} failed, {p.diverged} diverged) "
-                f"FLOPs {si(p.flops_done)}/{si(p.total_flops)} left ~{_fmt_s(p.seconds_left)}")
+                f"FLOPs {si(p.flops_done)}/{si(p.total_flops)} left ~{duration(p.seconds_left)}")
         if self.console.is_terminal:
             if self.bar is None:
                 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -204,6 +197,10 @@ def cmd_run(args) -> int:
         print(out.reuse)
     if out.fit:
         print(format_fit(out.fit) if out.variants is None else variants_text(out.variants))
+        if out.downstream is not None:
+            from orchestrator.report.downstream import lines
+
+            print("\n".join(lines(out.downstream)))
     else:
         print(f"No fit: {out.fit_error}")
     for path in out.report:
@@ -278,95 +275,9 @@ def cmd_stop(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from orchestrator.report.text import si
-    from orchestrator.results import open_results
-    from orchestrator.results import plan_record
-    from workers.store import TrialStatus
+    from orchestrator.results.status import cmd_status as status
 
-    from orchestrator.results import NOT_IN_SPEC, label_variants, point_rows, spent_flops
-    from workers.config import BASELINE
-
-    store = open_results(args.results)
-    plan = plan_record(store)
-    every = label_variants(store.read_table("trials").to_pandas(), plan, keep_removed=True)
-    # Rows of variants the spec no longer has are not the sweep's (never fitted): counted apart.
-    removed = every["variant"].str.endswith(NOT_IN_SPEC)
-    gone = point_rows(every[removed])["variant"].value_counts().to_dict()
-    every = every[~removed]
-    trials = point_rows(every)  # stem segments of wsd sweeps count as FLOPs, not as trials
-    variants = sorted(set(trials["variant"]), key=lambda v: (v != BASELINE, v))
-    planned, tuned = plan.get("trials"), plan.get("tuned") or []
-    counts = trials["status"].value_counts().to_dict()
-    finished = trials[trials["status"].isin([st.value for st in TrialStatus if st.is_finished()])]
-    # A tuned sweep plans points, each searched by several trials: a point is unfinished while
-    # none of its trials has finished (`run` resumes its search).
-    key = "point_id" if tuned else "trial_id"
-    done_ids = set(finished[key])
-    total = len(planned) if planned is not None else len(trials)
-    pending = sum(1 for t in planned if t.get(key) not in done_ids) if planned is not None else 0
-    head = f"{total} trials planned" if planned else "adaptive planner"
-    if tuned:
-        head = (f"{total if planned else trials['point_id'].nunique()} design points, {' and '.join(tuned)} searched "
-                f"per point in {len(trials)} trials")
-    spent, nominal = spent_flops(every), float(trials["flops"].sum())
-    stems = len(every) - len(trials)
-    tasks, lacking = _task_coverage(store, finished, plan)
-    if args.json:
-        counts = {str(k): int(v) for k, v in counts.items()}
-        print(json.dumps({"results": args.results, "trials": len(trials), "stem_segments": stems, "status": counts,
-                          "pending": pending, "flops_spent": spent, "flops_points": nominal,
-                          "saving": 1 - spent / nominal if nominal > 0 else 0.0,
-                          "wall_s": float(every["wall_s"].sum()),
-                          "variants": {str(v): {str(k): int(n) for k, n in g["status"].value_counts().items()}
-                                       for v, g in trials.groupby("variant", sort=False)},
-                          "tasks": {"planned": tasks, "lacking": lacking},
-                          "not_in_spec": {str(v): int(n) for v, n in gone.items()}}, indent=1))
-        return 0
-    print(f"{args.results}: {head}; " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-          + (f"; {pending} {'points without a finished trial' if tuned else 'not finished'}" if planned else ""))
-    reuse = (f" against the points' {si(nominal)} (6ND of each; {1 - spent / nominal:.0%} saved by {stems} stem "
-             f"segments shared by their branches)" if stems and nominal > 0 else "")
-    print(f"FLOPs spent: {si(spent)}{reuse}; wall time in trials: {_fmt_s(every['wall_s'].sum())}")
-    if gone:
-        print("Not fitted, their variants not in the spec now: "
-              + ", ".join(f"{n} trials of {v.removesuffix(NOT_IN_SPEC)!r}" for v, n in gone.items()))
-    ok = trials[trials["status"] == TrialStatus.COMPLETED.value]
-    for variant in variants:
-        mine = ok[ok["variant"] == variant]
-        if not len(mine):
-            continue
-        best = mine.sort_values("eval_loss").groupby("budget", sort=True).head(1).sort_values("budget")
-        print("Best held-out loss per budget" + (f", {variant}:" if len(variants) > 1 else ":"))
-        for _, r in best.iterrows():
-            hp = f" lr={r['lr']:.3g} batch={r['batch_tokens']}" if tuned else ""
-            print(f"  C={r['budget']:.3g}: {r['eval_loss']:.4f} at N={si(r['n_params'])} D={si(r['tokens'])}{hp}")
-    if tasks:
-        print(f"Tasks: {', '.join(tasks)}; {len(finished) - len(lacking)} of {len(finished)} finished trials "
-              "evaluated on all of them")
-        names = dict(zip(finished["trial_id"], finished["name"]))
-        for tid, miss in list(lacking.items())[:20]:
-            print(f"  {tid} {names.get(tid, '')} lacks {', '.join(miss)}")
-        if len(lacking) > 20:
-            print(f"  ... and {len(lacking) - 20} more (scalesweep status --json lists every one)")
-    for _, r in trials[trials["status"] == TrialStatus.FAILED.value].iterrows():
-        print(f"  failed {r['trial_id']} {r['name']}: {str(r['error']).splitlines()[0] if r['error'] else ''}")
-    return 0
-
-
-def _task_coverage(store, finished, plan: dict) -> tuple[list[str], dict[str, list[str]]]:
-    """(the spec's tasks, {trial_id: tasks it lacks} for finished trials): evaluation settings are not
-    in trial ids, so a trial finished before a task was added keeps the tasks it was evaluated on."""
-    tasks = [str(t) for t in plan.get("eval_tasks") or []]
-    if not tasks or not len(finished):
-        return tasks, {}
-    ev = store.read_table("evals").select(["trial_id", "task"]).to_pandas()
-    have = ev.groupby("trial_id")["task"].agg(set).to_dict() if len(ev) else {}
-    lacking = {}
-    for tid in finished["trial_id"]:
-        miss = [t for t in tasks if t not in have.get(tid, set())]
-        if miss:
-            lacking[str(tid)] = miss
-    return tasks, lacking
+    return status(args)
 
 
 def cmd_query(args) -> int:
@@ -428,8 +339,13 @@ def cmd_fit(args) -> int:
                                      progress=progress, form=form, compare=True, objective=runs.objective)
     reuse = account_reuse(fit, runs.table, runs.stems)
     predictions = predict_points(fit, _point_inputs(points, fit.form)) if points is not None else None
+    tasks = _downstream(args, fit)
     if args.json:
         out = fit_json(fit)
+        if tasks is not None:
+            from orchestrator.report.downstream import to_json
+
+            out["downstream"] = to_json(tasks)
         if variants is not None:
             comparison = variants.to_json()
             out |= {"baseline": comparison["baseline"], "variants": comparison["variants"],
@@ -445,7 +361,22 @@ def cmd_fit(args) -> int:
             print(reuse)
         if predictions is not None:
             print("\n".join(prediction_lines(predictions, fit.form.name, resampled=fit.bootstrap is not None)))
+        if tasks is not None:
+            from orchestrator.report.downstream import lines
+
+            print("\n".join(lines(tasks)))
     return 0
+
+
+def _downstream(args, fit):
+    """A results directory with task evaluations: their two-step predictions at the fit's target."""
+    from orchestrator.fitting.runs import FILE_SUFFIXES
+    from orchestrator.results import open_results
+    from orchestrator.report.downstream import downstream_for
+
+    if args.results.lower().endswith(FILE_SUFFIXES) or os.path.isfile(args.results):
+        return None
+    return downstream_for(open_results(args.results), fit, n_boot=args.bootstrap, seed=args.seed)
 
 
 def _point_inputs(points, form) -> dict:
@@ -472,7 +403,10 @@ def cmd_report(args) -> int:
     account_reuse(fit, trials, runs.stems)
     if _target_line(fit):
         print(_target_line(fit), file=sys.stderr)
-    for path in write_report(store, trials, fit, os.path.basename(args.results.rstrip("/")), variants):
+    from orchestrator.report.downstream import downstream_for
+
+    tasks = downstream_for(store, fit)
+    for path in write_report(store, trials, fit, os.path.basename(args.results.rstrip("/")), variants, tasks):
         print(path)
     return 0
 
@@ -593,12 +527,12 @@ def build_parser() -> argparse.ArgumentParser:
         jp.add_argument("--address", help="the cluster's dashboard URL (default: RAY_ADDRESS)")
         jp.set_defaults(fn=fn)
 
-    s = sub.add_parser("status", help="trial counts, FLOPs spent, best loss per budget")
+    s = sub.add_parser("status", help="trial counts, FLOPs spent, best loss per budget, tasks finished trials lack")
     s.add_argument("--json", action="store_true", help="counts and FLOPs (flops_spent, flops_points) as JSON")
     s.add_argument("results", help="sweep results directory, e.g. results/quickstart")
     s.set_defaults(fn=cmd_status)
 
-    q = sub.add_parser("query", help="SQL over the trials and steps tables (DuckDB)")
+    q = sub.add_parser("query", help="SQL over the trials, steps and evals tables (DuckDB)")
     q.add_argument("results")
     q.add_argument("sql", help='e.g. "select budget, min(eval_loss) from trials group by budget"')
     q.add_argument("--format", choices=("table", "csv", "json"), default="table")

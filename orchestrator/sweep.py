@@ -56,6 +56,8 @@ class SweepOutcome:
     # A spec with variants: each variant's fit and its comparison with the baseline (``fit`` is
     # the baseline's); orchestrator.fitting.variants.VariantComparison
     variants: "VariantComparison | None" = None  # noqa: F821
+    # Task evaluations' two-step predictions at the target (orchestrator.report.downstream)
+    downstream: "Downstream | None" = None  # noqa: F821
 
 
 def _open_for_writing(spec: SweepSpec) -> ResultStore:
@@ -218,8 +220,14 @@ def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, writ
         fit_error = str(e)
     # wsd with reuse: the stems' FLOPs were spent too
     reuse = account_reuse(fit, table, stems)
+    downstream = None
+    if fit is not None:  # task evaluations: accuracy at the target, in two steps
+        from orchestrator.report.downstream import downstream_for
+
+        downstream = downstream_for(store, fit)
     if fit is not None and write_report:
         from orchestrator.report.page import write_report as _write  # matplotlib import only when needed
 
-        report = _write(store, table, fit, spec.name, variants)
-    return SweepOutcome(len(table), 0, 0, 0, 0, fit, fit_error, report, spec.sweep_dir, reuse=reuse, variants=variants)
+        report = _write(store, table, fit, spec.name, variants, downstream)
+    return SweepOutcome(len(table), 0, 0, 0, 0, fit, fit_error, report, spec.sweep_dir, reuse=reuse, variants=variants,
+                        downstream=downstream)

@@ -23,7 +23,7 @@ The implementation lives in ``orchestrator/`` (planning, running, fitting) and `
 contract pulls in neither torch nor the orchestrator.
 """
 
-from workers.lazy import lazy_getattr
+from workers import lazy_getattr
 
 _EXPORTS = {
     "Context": "workers.trainers.interface", "Outcome": "workers.trainers.interface",

@@ -184,3 +184,47 @@ def test_context_keeps_task_rows_in_its_checkpoints(tmp_path):
     assert again.load_checkpoint() == b"state"
     assert [(r["step"], r["task"], r["acc"]) for r in again.evals] == [(5, "t", 0.5)]
     assert again.tasks_due(final=False) and not Context(Trial(**{**trial.__dict__, "eval_tasks": ()}), store).tasks_due(True)
+
+
+def test_fit_and_report_of_a_sweep_with_tasks_predict_accuracy_at_the_target(tmp_path):
+    from orchestrator.cli import main
+    from orchestrator.report.downstream import downstream_for
+    from orchestrator.report.page import write_report
+    from orchestrator.results import open_results
+    from orchestrator.running.executor import InlineExecutor
+    from orchestrator.sweep import run_sweep
+
+    spec = parse_spec({"name": "sim", "trainer": "simulated", "results": str(tmp_path),
+                       "world": {"law": {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28},
+                                 "tasks": 2, "task_checkpoints": 6},
+                       "sweep": {"kind": "grid", "model_sizes": [1e8, 2e8, 4e8, 8e8], "tokens": [2e9, 5e9, 1.2e10]},
+                       "fit": {"target_compute": 1e21}})
+    out = run_sweep(spec, executor_factory=lambda: InlineExecutor(run_trial), write_report=False)
+    assert out.downstream is not None and [t.task for t in out.downstream.fit.tasks] == ["easy", "medium"]
+    [p_easy, p_medium] = out.downstream.predictions
+    t = out.downstream.target
+    assert (p_easy["n"], p_easy["d"]) == pytest.approx((t["n_opt"], t["d_opt"]))
+    for p in (p_easy, p_medium):
+        a = p["accuracy"]
+        assert a["95%"][0] <= a["80%"][0] <= a["estimate"] <= a["80%"][1] <= a["95%"][1]
+    res = subprocess.run([sys.executable, "-m", "orchestrator.cli", "fit", str(tmp_path / "sim"), "--json",
+                          "--bootstrap", "50"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)["downstream"]
+    assert [p["task"] for p in doc["predictions"]] == ["easy", "medium"] and "tasks" in doc
+    store = open_results(str(tmp_path / "sim"))
+    paths = write_report(store, store.read_table("trials").to_pandas(), out.fit, "sim", None,
+                         downstream_for(store, out.fit, n_boot=50))
+    names = {p.rsplit("/", 1)[1] for p in paths}
+    assert {"task_easy_step1.png", "task_easy_step2.png", "task_medium_chained.png"} <= names
+    assert "Two-step task predictions" in (tmp_path / "sim" / "report" / "index.html").read_text()
+    assert main(["status", str(tmp_path / "sim")]) == 0
+
+
+def test_fit_of_a_sweep_without_tasks_says_nothing_of_them(tmp_path):
+    from orchestrator.report.downstream import downstream_for, lines
+    from orchestrator.results import open_results
+
+    store = ResultStore(str(tmp_path / "empty"))
+    store.write_trial({"trial_id": "x", "status": "completed", "sweep": "s"})
+    assert downstream_for(open_results(str(tmp_path / "empty")), None) is None and lines(None) == []

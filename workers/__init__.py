@@ -6,7 +6,20 @@ are imported lazily (PEP 562), so ``import workers.store`` or ``workers.simulate
 in torch (a second of import time, and thread pools that slow small BLAS calls in the driver).
 """
 
-from workers.lazy import lazy_getattr
+from importlib import import_module
+
+
+def lazy_getattr(package: str, exports: dict[str, str]):
+    """A module ``__getattr__`` that resolves ``exports`` (name -> module path) on first use (PEP 562);
+    the orchestrator's and scalesweep's package ``__init__`` use it too."""
+
+    def __getattr__(name: str):
+        if name in exports:
+            return getattr(import_module(exports[name]), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
 
 _EXPORTS = {
     "GPTShape": "workers.gpt.arch", "ShapeRule": "workers.gpt.arch", "param_count": "workers.gpt.arch",

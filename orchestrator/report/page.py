@@ -339,19 +339,22 @@ PLOTS = {
 }
 
 
-def write_report(store: ResultStore, trials: pd.DataFrame, fit: SweepFit, title: str, variants=None) -> list[str]:
+def write_report(store: ResultStore, trials: pd.DataFrame, fit: SweepFit, title: str, variants=None,
+                 downstream=None) -> list[str]:
     """Write ``report/<plot>.png`` and ``report/index.html`` under the sweep; returns their paths.
     ``fit`` is the baseline's when ``variants`` (an orchestrator.fitting.variants.VariantComparison)
     compares the sweep's variants: their frontiers and multipliers get plots of their own.
-    UserError, naming the directory, when the sweep's results cannot be written to (nothing
+    ``downstream`` (orchestrator.report.downstream.Downstream): the tasks' two-step predictions,
+    with three plots per task. UserError, naming the directory, when the sweep's results cannot be written to (nothing
     there is changed: every file is drawn first and written atomically)."""
+    from orchestrator.report import downstream as task_plots
     from orchestrator.report import variants as variant_plots
 
     images = {}
     tuned = {"lr_loss": _lr_loss, "hparam_laws": _hparam_laws} if getattr(fit, "hparams", None) is not None else {}
     compared = {} if variants is None else {k: (lambda f, ax, draw=draw: draw(variants, ax))
                                             for k, draw in variant_plots.PLOTS.items()}
-    for name, draw in (compared | PLOTS | tuned).items():
+    for name, draw in (compared | PLOTS | tuned | task_plots.plots(fit, downstream)).items():
         fig, ax = plt.subplots(figsize=(7, 4.8), dpi=110)
         draw(fit, ax)
         fig.tight_layout()
@@ -377,6 +380,7 @@ pre{{background:#f6f6f6;padding:1em}}</style></head><body>
 <h1>scalesweep report: {html.escape(title)}</h1>
 {"" if variants is None else variant_plots.comparison_html(variants)}
 <pre>{html.escape(format_fit(fit))}</pre>
+{"" if downstream is None else "<h2>Tasks</h2><pre>" + html.escape(chr(10).join(task_plots.lines(downstream))) + "</pre>"}
 {figs}
 <h2>Trials</h2>{table}
 </body></html>"""

@@ -14,7 +14,15 @@ import numpy as np
 
 from orchestrator.fitting import LEVELS
 
-__all__ = ["format_fit", "fit_json", "si", "flops_str", "hparam_lines", "hparams_json"]
+__all__ = ["format_fit", "fit_json", "si", "flops_str", "duration", "hparam_lines", "hparams_json"]
+
+
+def duration(s: float | None) -> str:
+    """Seconds as 1h02m or 3m04s ("?" when unknown)."""
+    if s is None:
+        return "?"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def flops_str(c: float) -> str:

@@ -62,7 +62,7 @@ class EvalsConfig(_Settings):
     n_items: int = Field(500, ge=10, le=100_000)  # per built-in task
     seed: int = Field(0, ge=0)  # which items the built-in tasks draw
     tokenizer: str | None = None  # a tokenizer.json (token corpora)
-    batch_tokens: int = Field(8192, ge=256)  # tokens per scoring batch
+    tokens_per_batch: int = Field(8192, ge=256)  # tokens per scoring batch (padded), on the trial's device
 
     @model_validator(mode="after")
     def _distinct(self):

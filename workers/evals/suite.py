@@ -97,7 +97,7 @@ class Suite:
 
     def evaluate(self, logits_fn, max_len: int, device="cpu") -> list[dict]:
         """One metrics row per task ({task, task_bpb, acc, acc_norm, n_items, chance})."""
-        return [{"task": e.name} | score(e, logits_fn, device=device, batch_tokens=self.cfg.batch_tokens)
+        return [{"task": e.name} | score(e, logits_fn, device=device, batch_tokens=self.cfg.tokens_per_batch)
                 for e in self.encoded(max_len)]
 
 
