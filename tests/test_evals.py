@@ -228,3 +228,28 @@ def test_fit_of_a_sweep_without_tasks_says_nothing_of_them(tmp_path):
     store = ResultStore(str(tmp_path / "empty"))
     store.write_trial({"trial_id": "x", "status": "completed", "sweep": "s"})
     assert downstream_for(open_results(str(tmp_path / "empty")), None) is None and lines(None) == []
+
+
+@pytest.mark.parametrize("family", ["gpt", "llama"])
+def test_packed_items_score_as_their_separate_sequences(family):
+    """One row per item (the context once, each choice attending to it and to itself) gives the
+    log-probabilities of the separate context + choice sequences, truncation included."""
+    import torch
+
+    from workers.evals.scoring import _loglik, _loglik_packed, byte_encoder, encode_task
+    from workers.evals.tasks import Item, Task
+    from workers.gpt.arch import ShapeRule, shape_for_params
+    from workers.gpt.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(shape_for_params(20e3, 256, 32, ShapeRule(head_dim=8, aspect_ratio=16, family=family))).eval()
+    fn = lambda x, pos=None, mask=None: model(x, pos=pos, mask=mask)[0]  # noqa: E731
+    rng = np.random.default_rng(1)
+    items = tuple(Item("".join(chr(97 + k) for k in rng.integers(0, 26, rng.integers(1, 45))),
+                       tuple("".join(chr(97 + k) for k in rng.integers(0, 26, rng.integers(1, 9))) + str(j)
+                             for j in range(rng.integers(2, 5))), 0) for _ in range(40))
+    enc = encode_task(Task("t", items), byte_encoder, 32)  # contexts up to 44 bytes: some truncated
+    with torch.no_grad():
+        plain = _loglik(enc, fn, torch.device("cpu"), 300)
+        packed = _loglik_packed(enc, fn, torch.device("cpu"), 300)
+    assert np.allclose(plain, packed, rtol=1e-5, atol=1e-4)

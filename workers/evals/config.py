@@ -3,7 +3,7 @@
     evals:
       tasks: [brackets, identifier, next_line, tasks/arc_easy.jsonl]
       every: eval          # at each held-out evaluation (default), or "end": the final one only
-      n_items: 500         # items per built-in task (a file's task: all its items, or its own n_items)
+      n_items: 300         # items per built-in task (a file's task: all its items, or its own n_items)
       tokenizer: tok.json  # a token corpus: the Hugging Face tokenizer.json its ids come from
 
 A task is a built-in name (workers.evals.builtin), a path to a JSONL file of items
@@ -59,7 +59,7 @@ class EvalTask(_Settings):
 class EvalsConfig(_Settings):
     tasks: tuple[EvalTask, ...] = Field(min_length=1)
     every: Literal["eval", "end"] = "eval"
-    n_items: int = Field(500, ge=10, le=100_000)  # per built-in task
+    n_items: int = Field(300, ge=10, le=100_000)  # per built-in task
     seed: int = Field(0, ge=0)  # which items the built-in tasks draw
     tokenizer: str | None = None  # a tokenizer.json (token corpora)
     tokens_per_batch: int = Field(8192, ge=256)  # tokens per scoring batch (padded), on the trial's device

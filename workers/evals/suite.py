@@ -95,9 +95,11 @@ class Suite:
             self._encoded[max_len] = [encode_task(t, self.encode, max_len) for t in self.tasks]
         return self._encoded[max_len]
 
-    def evaluate(self, logits_fn, max_len: int, device="cpu") -> list[dict]:
-        """One metrics row per task ({task, task_bpb, acc, acc_norm, n_items, chance})."""
-        return [{"task": e.name} | score(e, logits_fn, device=device, batch_tokens=self.cfg.tokens_per_batch)
+    def evaluate(self, logits_fn, max_len: int, device="cpu", packed_fn=None) -> list[dict]:
+        """One metrics row per task ({task, task_bpb, acc, acc_norm, n_items, chance}); ``packed_fn``
+        (ids, pos, mask) -> logits: one row per item (workers.evals.scoring)."""
+        return [{"task": e.name} | score(e, logits_fn, device=device, batch_tokens=self.cfg.tokens_per_batch,
+                                         packed_fn=packed_fn)
                 for e in self.encoded(max_len)]
 
 
@@ -136,7 +138,7 @@ def suite_for(trial) -> Suite:
     return load_suite(cfg, data, trial.cache_dir)
 
 
-def score_tasks(trial, logits_fn, *, max_len: int, device="cpu") -> list[dict]:
+def score_tasks(trial, logits_fn, *, max_len: int, device="cpu", packed_fn=None) -> list[dict]:
     """The trial's tasks scored with the model ``logits_fn`` (token ids (batch, time) -> logits),
     one row per task: what ``Context.evaluate_tasks`` records, for a command's script that writes
     ``evals.jsonl`` itself (``trial`` may be the parsed ``$SCALESWEEP_TRIAL``: a Trial or its dict)."""
@@ -146,4 +148,4 @@ def score_tasks(trial, logits_fn, *, max_len: int, device="cpu") -> list[dict]:
         trial = SimpleNamespace(**trial)
     if not trial.eval_tasks:
         return []
-    return suite_for(trial).evaluate(logits_fn, max_len, device)
+    return suite_for(trial).evaluate(logits_fn, max_len, device, packed_fn)

@@ -71,13 +71,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(shape.d_model, 3 * shape.d_model, bias=False)
         self.o_proj = nn.Linear(shape.d_model, shape.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=2)
         # (B, T, C) -> (B, n_head, T, head_dim); positions enter through q and k only.
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         return self.o_proj(y.transpose(1, 2).contiguous().view(b, t, c))
 
 
@@ -101,8 +102,9 @@ class Block(nn.Module):
         self.mlp_norm = nn.RMSNorm(shape.d_model, eps=NORM_EPS)
         self.mlp = SwiGLU(shape.d_model)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -161,14 +163,20 @@ class Llama(nn.Module):
         """Total trainable parameters, the untied head included."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, pos: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None):
+        """``pos`` (B, T) and ``mask`` (B, 1, T, T): positions and allowed attention of packed rows
+        (workers.evals.scoring); None: 0..T-1, causal."""
         t = idx.shape[1]
-        if t > self.shape.seq_len:
-            raise ValueError(f"sequence of {t} tokens: the rotary angles cover seq_len={self.shape.seq_len}")
-        cos, sin = self.rope_cos[:t], self.rope_sin[:t]
+        if pos is None:
+            if t > self.shape.seq_len:
+                raise ValueError(f"sequence of {t} tokens: the rotary angles cover seq_len={self.shape.seq_len}")
+            cos, sin = self.rope_cos[:t], self.rope_sin[:t]
+        else:  # (B, 1, T, head_dim): each row's own positions, broadcast over heads
+            cos, sin = self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]
         x = self.tok_emb(idx)
         for block in self.blocks:
-            x = block(x, cos, sin)
+            x = block(x, cos, sin, mask)
         logits = self.lm_head(self.norm(x))
         loss = None
         if targets is not None:

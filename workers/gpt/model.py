@@ -61,12 +61,14 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(shape.d_model, 3 * shape.d_model, bias=False)
         self.c_proj = nn.Linear(shape.d_model, shape.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = self.c_attn(x).split(c, dim=2)
         # (B, T, C) -> (B, n_head, T, head_dim)
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        # ``mask`` (B, 1, T, T), True where attending is allowed: task scoring's packed items
+        # (workers.evals.scoring); training is plain causal.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale)
         return self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
 
 
@@ -140,8 +142,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(shape.d_model, bias=False)
         self.mlp = MoE(shape) if shape.experts else MLP(shape.d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -209,12 +211,16 @@ class GPT(nn.Module):
         """Total trainable parameters, the tied head counted once."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, pos: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None):
+        """``pos`` (B, T) and ``mask`` (B, 1, T, T): positions and allowed attention of packed rows
+        (workers.evals.scoring); None: 0..T-1, causal."""
         t = idx.shape[1]
-        pos = torch.arange(t, device=idx.device)
+        if pos is None:
+            pos = torch.arange(t, device=idx.device)
         x = self.wte(idx) + self.wpe(pos)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, mask)
         if self.shape.experts:
             self.aux_loss = torch.stack([b.mlp.aux for b in self.blocks]).mean()
         x = self.ln_f(x)

@@ -336,14 +336,14 @@ class _Run:
 
     def _evaluate_tasks(self, steps_done: int) -> None:
         """Score the trial's tasks (workers.evals) with the model as it is after ``steps_done`` steps."""
-        def logits(x: torch.Tensor) -> torch.Tensor:
+        def logits(x: torch.Tensor, pos: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
             with _autocast(self.device):
-                return self.model(x)[0]
+                return self.model(x, pos=pos, mask=mask)[0]
 
         self.model.eval()
         try:
             self.ctx.evaluate_tasks(steps_done, steps_done * self.tc.batch_tokens, logits, max_len=self.seq_len,
-                                    device=self.device)
+                                    device=self.device, packed_fn=logits)
         finally:
             self.model.train()
 

@@ -230,16 +230,19 @@ class Context:
         ev = self.trial.evals
         return bool(self.trial.eval_tasks) and ev is not None and (final or ev.get("every", "eval") == "eval")
 
-    def evaluate_tasks(self, step: int, tokens: int, logits_fn, *, max_len: int, device="cpu") -> list[dict]:
+    def evaluate_tasks(self, step: int, tokens: int, logits_fn, *, max_len: int, device="cpu",
+                       packed_fn=None) -> list[dict]:
         """Score the trial's tasks with the model ``logits_fn`` (token ids (batch, time) -> logits
         (batch, time, vocab); ``max_len`` its context) after ``step`` steps and ``tokens`` tokens,
         record one row per task and return them. Put the model in eval mode first; this runs under
-        torch.no_grad. A trial without tasks records nothing."""
+        torch.no_grad. A trial without tasks records nothing. A model that takes positions (batch,
+        time) and an attention mask (batch, 1, time, time) may give ``packed_fn(ids, pos, mask)``
+        too: each item's context is then computed once for all its choices (workers.evals.scoring)."""
         if not self.trial.eval_tasks:
             return []
         from workers.evals.suite import suite_for
 
-        rows = suite_for(self.trial).evaluate(logits_fn, max_len, device)
+        rows = suite_for(self.trial).evaluate(logits_fn, max_len, device, packed_fn)
         for r in rows:
             self.report_task(step, tokens, **r)
         return rows
