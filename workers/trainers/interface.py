@@ -198,6 +198,7 @@ class Context:
         self._started_tokens = 0  # tokens before this row's own computation (a branch's stem part)
         self.rows: list[dict] = []
         self.evals: list[dict] = []  # task evaluations (report_task), kept in checkpoints like rows
+        self.task_s = 0.0  # wall seconds spent in evaluate_tasks by this attempt (bench/bench_evals.py)
         self.extra_columns: set[str] = set()
         self._checkpoints = False  # whether the trainer saved or looked for its checkpoint (discard)
 
@@ -242,7 +243,9 @@ class Context:
             return []
         from workers.evals.suite import suite_for
 
+        t0 = time.perf_counter()
         rows = suite_for(self.trial).evaluate(logits_fn, max_len, device, packed_fn)
+        self.task_s += time.perf_counter() - t0
         for r in rows:
             self.report_task(step, tokens, **r)
         return rows
