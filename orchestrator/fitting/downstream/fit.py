@@ -6,30 +6,28 @@ resample is the same ladder for every task and both steps; fits each task
 accuracy, too few runs) with a note while the others go on; and measures each task's
 extrapolation sds by refitting without the largest size (chain.calibrate).
 
-One held-out size per task is a noisy estimate of how a task's law drifts, and the drift is
-partly shared (every task is the same ladder), so each task's tau^2 is the mean of its own and
-the mean over the tasks; a task whose check could not be made gets the mean, and a ladder
-where no check could be made (fewer than 4 sizes) gets PRIOR_TAU1, PRIOR_TAU2 with a note.
+A task's held-out check sees 6-8 runs, and the drift it measures is partly shared (every task
+is the same ladder), so each task's calibration kappa^2 is the mean of its own and the pooled
+one, sum(e^2) / sum(sd^2) over every task's held-out runs; a task whose check could not be made
+gets the pooled one, and a ladder where no check can be made (fewer than 4 sizes) keeps the
+draws' spread as it is, with a note.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from orchestrator.errors import FitError
-from orchestrator.fitting.downstream.chain import (HOLDOUT_RESAMPLES, SKIP_SHARE, TaskFit, calibrate, draws, fit_task, interval,
-                                                   task_data)
+from orchestrator.fitting.downstream.chain import (HOLDOUT_RESAMPLES, KAPPA_BOUNDS, SKIP_SHARE, TaskFit, draws,
+                                                   fit_task, holdout_errors, holdouts, interval, task_data)
 from orchestrator.fitting.downstream.extras import baseline_predictions, emergence, fit_baselines
 
-__all__ = ["DownstreamFit", "fit_downstream", "predict", "PRIOR_TAU1", "PRIOR_TAU2"]
-
-# Extrapolation sds per decade when no held-out check can be made: of the order the checks
-# find on the OLMo-like bench ladder (docs/benchmarks.md, "Downstream").
-PRIOR_TAU1 = 0.03  # log task loss
-PRIOR_TAU2 = 0.02  # accuracy
+__all__ = ["DownstreamFit", "fit_downstream", "predict"]
 
 
 @dataclass
@@ -50,22 +48,46 @@ class DownstreamFit:
         return next(t for t in self.tasks if t.task == name)
 
 
-def _pool(tasks: list[TaskFit], notes: list[str]) -> None:
-    """Each task's tau^2: halfway between its own held-out estimate and the tasks' mean."""
-    checked = [t for t in tasks if t.holdout is not None]
+def _kappas(tasks: list[TaskFit], key: str) -> list[float] | None:
+    """Each task's calibration factor from the held-out errors under ``key`` (module docstring)."""
+    checked = [t for t in tasks if t.holdout is not None and t.holdout.get(key) and t.holdout[key]["errors"]]
     if not checked:
-        for t in tasks:
-            t.tau1, t.tau2 = PRIOR_TAU1, PRIOR_TAU2
-        if tasks:
-            notes.append(f"no held-out check (it needs 4 sizes and 5 runs below the largest): extrapolation sds are "
-                         f"the defaults, {PRIOR_TAU1} in log task loss and {PRIOR_TAU2} in accuracy per decade")
-        return
-    mean1 = float(np.mean([t.holdout["tau1_sq"] for t in checked]))
-    mean2 = float(np.mean([t.holdout["tau2_sq"] for t in checked]))
+        return None
+    ratio = lambda h: (float(np.sum(np.square(h["errors"]))), float(np.sum(np.square(h["sds"]))))  # noqa: E731
+    e2, s2 = np.sum([ratio(t.holdout[key]) for t in checked], axis=0)
+    pooled = e2 / max(s2, 1e-300)
+    out = []
     for t in tasks:
-        own1 = t.holdout["tau1_sq"] if t.holdout else mean1
-        own2 = t.holdout["tau2_sq"] if t.holdout else mean2
-        t.tau1, t.tau2 = math.sqrt(0.5 * (own1 + mean1)), math.sqrt(0.5 * (own2 + mean2))
+        own = pooled
+        if t in checked:
+            e, sd = ratio(t.holdout[key])
+            own = e / max(sd, 1e-300)
+        out.append(float(np.clip(math.sqrt(0.5 * (own + pooled)), *KAPPA_BOUNDS)))
+    return out
+
+
+def _calibrate(fits: list[TaskFit], n_boot: int, seed: int, pool, notes: list[str]) -> None:
+    """Held-out refits of every task, then kappa1 (task loss) and kappa2 (accuracy, measured
+    with kappa1 applied) for each."""
+    def check(tf):
+        checks = holdouts(tf, n_boot, seed)
+        tf.holdout = {"checks": [c[0] for c in checks], "task_loss": holdout_errors(tf, checks, None, seed)} \
+            if checks else None
+        return checks
+
+    checks = list(pool.map(check, fits))
+    kappa1 = _kappas(fits, "task_loss")
+    if kappa1 is None:
+        notes.append("no held-out check (it needs 4 sizes, or 4 ratios D/N, and 5 runs left): the intervals are the "
+                     "bootstrap's and the noise terms' as they are, not calibrated on an extrapolation")
+        return
+    for tf, k in zip(fits, kappa1):
+        tf.kappa1 = k
+    for tf, c in zip(fits, checks):
+        if c:
+            tf.holdout["accuracy"] = holdout_errors(tf, c, tf.kappa1, seed)
+    for tf, k in zip(fits, _kappas(fits, "accuracy") or [1.0] * len(fits)):
+        tf.kappa2 = k
 
 
 def fit_downstream(data, *, n_boot: int = 1000, seed: int = 0, skip: float = SKIP_SHARE,
@@ -81,25 +103,28 @@ def fit_downstream(data, *, n_boot: int = 1000, seed: int = 0, skip: float = SKI
                        "(different N and D) to fit a task-loss law")
     counts = resample_counts(len(runs), n_boot, seed)
     column = {r: i for i, r in enumerate(runs)}
-    fits, skipped = [], {}
-    for name in data.tasks:
+
+    def one(name: str):
         td = task_data(frame, name, skip)
         try:
             tf = fit_task(td, counts[:, [column[r] for r in td.runs]], seed)
         except (FitError, np.linalg.LinAlgError, ValueError) as e:
-            skipped[name] = str(e)
-            continue
-        if calibrated:
-            tf.holdout = calibrate(tf, n_boot=min(n_boot, HOLDOUT_RESAMPLES), seed=seed)
+            return name, str(e)
         tf.extras["emergence"] = emergence(tf)
         tf.extras["baselines"] = fit_baselines(tf)
-        fits.append(tf)
+        return name, tf
+
+    notes = list(data.notes)
+    # Tasks are independent: one per core (numpy's array loops release the GIL).
+    with ThreadPoolExecutor(max_workers=min(len(data.tasks), os.cpu_count() or 1)) as pool:
+        done = list(pool.map(one, data.tasks))
+        fits = [r for _, r in done if isinstance(r, TaskFit)]
+        skipped = {name: r for name, r in done if isinstance(r, str)}
+        if calibrated and fits:
+            _calibrate(fits, min(n_boot, HOLDOUT_RESAMPLES), seed, pool, notes)
     if not fits:
         reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
         raise FitError(f"{data.source}: no task could be fitted ({reasons})")
-    notes = list(data.notes)
-    if calibrated:
-        _pool(fits, notes)
     return DownstreamFit(fits, skipped, data.source, data.acc_scale, n_boot, seed, len(runs), notes)
 
 

@@ -44,7 +44,14 @@ def task_json(tf, scale: float = 1.0) -> dict:
     for k in ("floor", "ceiling"):
         params["step2"][k] = {kk: ([x * scale for x in vv] if isinstance(vv, list) else vv * scale)
                               for kk, vv in params["step2"][k].items()}
-    hold = tf.holdout
+    hold = tf.holdout or {}
+    check = None
+    if hold:
+        loss, acc = hold.get("task_loss", {}), hold.get("accuracy", {})
+        check = {"checks": hold["checks"], "runs": loss.get("runs", []), "distance": loss.get("distance", []),
+                 "log_task_loss_error": loss.get("errors", []), "log_task_loss_sd": loss.get("sds", []),
+                 "accuracy_error": [e * scale for e in acc.get("errors", [])],
+                 "accuracy_sd": [e * scale for e in acc.get("sds", [])]}
     return {
         "task": tf.task, "runs": len(tf.data.runs), "step2_points": int(len(tf.data.x)),
         "chance": tf.data.chance * scale if tf.data.chance is not None else None, "n_items": tf.data.n_items,
@@ -52,11 +59,7 @@ def task_json(tf, scale: float = 1.0) -> dict:
         "step2": {"formula": "acc(L) = floor + (ceiling - floor) / (1 + exp(k (L - L0)))", "params": params["step2"],
                   "floor_fixed": tf.data.chance is not None, "residual_sd": tf.sigmoid.residual_sd * scale,
                   "excess_sd": tf.excess_sd * scale},
-        "extrapolation": {"tau_log_task_loss_per_decade": tf.tau1, "tau_accuracy_per_decade": tf.tau2 * scale,
-                          "holdout": None if hold is None else {
-                              "checks": hold["checks"], "runs": hold["runs"], "distance": hold["distance"],
-                              "log_task_loss_error": hold["loss_error"], "accuracy_error": [e * scale for e in
-                                                                                            hold["acc_error"]]}},
+        "calibration": {"kappa_task_loss": tf.kappa1, "kappa_accuracy": tf.kappa2, "holdout": check},
         "emergence": em,
         "baselines": {"one_step": "sigmoid of the step-1 law's task loss, fitted to final checkpoints",
                       "compute_only": "sigmoid of log10 C (C = 6ND), fitted to final checkpoints"},
@@ -104,13 +107,14 @@ def describe(fit) -> list[str]:
                      f"(1 + exp({v['k']:.3g} (L - {v['L0']:.4f}))); scatter {tf.sigmoid.residual_sd * s:.3g}")
         h = tf.holdout
         if h is not None:
-            worst = int(np.argmax(np.abs(h["acc_error"])))
             what = " and ".join(f"the largest {c}" for c in h["checks"])
-            rms = float(np.sqrt(np.mean(np.square(h["loss_error"]))))
-            lines.append(f"  held-out check (refits without {what}; {len(h['runs'])} runs predicted): task loss "
-                         f"RMS error {100 * rms:.1f}%, accuracy worst {h['acc_error'][worst] * s:+.3g}")
-        lines.append(f"  extrapolation sd per decade beyond the ladder: {100 * tf.tau1:.2g}% of task loss, "
-                     f"{tf.tau2 * s:.3g} accuracy")
+            rms = float(np.sqrt(np.mean(np.square(h["task_loss"]["errors"]))))
+            acc = h.get("accuracy", {}).get("errors") or [0.0]
+            lines.append(f"  held-out check (refits without {what}; {len(h['task_loss']['runs'])} runs predicted): task "
+                         f"loss RMS error {100 * rms:.1f}%, accuracy RMS error "
+                         f"{float(np.sqrt(np.mean(np.square(acc)))) * s:.3g}")
+        lines.append(f"  intervals calibrated by the held-out checks: spread x{tf.kappa1:.2f} (task loss), "
+                     f"x{tf.kappa2:.2f} (accuracy)")
         em = _emergence_line(tf, s)
         if em:
             lines.append(em)
