@@ -264,3 +264,13 @@ def test_results_directory_with_evals_table(tmp_path, capsys):
     assert code == 0, err
     preds = json.loads(out)["predictions"]
     assert len(preds) == 2 and preds[0]["point"] == "C=1e+21"
+
+
+def test_no_resamples_gives_estimates_without_intervals(files, capsys):
+    code, out, _ = run_cli(["downstream", str(files / "ladder.csv"), "--predict", str(files / "points.csv"), "--json",
+                            "--n-boot", "0"], capsys)
+    assert code == 0
+    doc = json.loads(out)
+    assert any("without intervals" in n for n in doc["notes"])
+    p = doc["predictions"][0]
+    assert p["accuracy"]["95%"] == [None, None] and 0 < p["accuracy"]["estimate"] < 1

@@ -192,16 +192,16 @@ def draws(tf: TaskFit, n, d, rng: np.random.Generator, kappa1: float | None = No
 
 
 def interval(est: float, sample: np.ndarray, scale: float = 1.0) -> dict:
-    """{"estimate", "80%": [lo, hi], "95%": [lo, hi]} from draws, each containing the estimate."""
+    """{"estimate", "80%": [lo, hi], "95%": [lo, hi]} from draws, each containing the estimate
+    ([None, None] without draws)."""
     x = sample[np.isfinite(sample)]
     out = {"estimate": float(est) * scale}
     for lv in LEVELS:
-        if len(x):
+        if len(x) > 1:
             lo, hi = np.percentile(x, [50 * (1 - lv), 50 * (1 + lv)])
-            lo, hi = min(lo, est), max(hi, est)
-        else:
-            lo = hi = math.nan
-        out[f"{round(100 * lv)}%"] = [float(lo) * scale, float(hi) * scale]
+            out[f"{round(100 * lv)}%"] = [float(min(lo, est)) * scale, float(max(hi, est)) * scale]
+        else:  # no resamples (--n-boot 0): no interval
+            out[f"{round(100 * lv)}%"] = [None, None]
     return out
 
 

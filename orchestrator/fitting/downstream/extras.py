@@ -88,7 +88,8 @@ def emergence(tf) -> dict:
         # A draw whose frontier never gets there counts as beyond the grid (BEYOND FLOPs)
         c_draws = np.where(np.isnan(c_draws), BEYOND, c_draws)
     ci = interval(math.log10(c), np.log10(c_draws))
-    out["compute"] = {k: (10 ** v if k == "estimate" else [10 ** x for x in v]) for k, v in ci.items()}
+    out["compute"] = {k: (10 ** v if k == "estimate" else [None if x is None else 10 ** x for x in v])
+                      for k, v in ci.items()}
     if c <= C_GRID[0]:
         out["note"] = "emerged before the smallest compute considered (1e10 FLOPs)"
     elif c < float(np.min(train_flops(tf.data.n, tf.data.d))):

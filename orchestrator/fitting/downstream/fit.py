@@ -101,7 +101,7 @@ def fit_downstream(data, *, n_boot: int = 1000, seed: int = 0, skip: float = SKI
     if len(runs) < 3:
         raise FitError(f"{data.source}: {len(runs)} run{'s' if len(runs) != 1 else ''}; the two-step fit needs at least 3 "
                        "(different N and D) to fit a task-loss law")
-    counts = resample_counts(len(runs), n_boot, seed)
+    counts = resample_counts(len(runs), n_boot, seed) if n_boot > 0 else np.zeros((0, len(runs)))
     column = {r: i for i, r in enumerate(runs)}
 
     def one(name: str):
@@ -114,13 +114,13 @@ def fit_downstream(data, *, n_boot: int = 1000, seed: int = 0, skip: float = SKI
         tf.extras["baselines"] = fit_baselines(tf)
         return name, tf
 
-    notes = list(data.notes)
+    notes = list(data.notes) + (["no resamples (--n-boot 0): estimates without intervals"] if n_boot <= 0 else [])
     # Tasks are independent: one per core (numpy's array loops release the GIL).
     with ThreadPoolExecutor(max_workers=min(len(data.tasks), os.cpu_count() or 1)) as pool:
         done = list(pool.map(one, data.tasks))
         fits = [r for _, r in done if isinstance(r, TaskFit)]
         skipped = {name: r for name, r in done if isinstance(r, str)}
-        if calibrated and fits:
+        if calibrated and fits and n_boot > 0:
             _calibrate(fits, min(n_boot, HOLDOUT_RESAMPLES), seed, pool, notes)
     if not fits:
         reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())

@@ -42,7 +42,7 @@ def task_json(tf, scale: float = 1.0) -> dict:
         em["accuracy"] = em["accuracy"] * scale
     params = _param_intervals(tf)
     for k in ("floor", "ceiling"):
-        params["step2"][k] = {kk: ([x * scale for x in vv] if isinstance(vv, list) else vv * scale)
+        params["step2"][k] = {kk: ([None if x is None else x * scale for x in vv] if isinstance(vv, list) else vv * scale)
                               for kk, vv in params["step2"][k].items()}
     hold = tf.holdout or {}
     check = None
@@ -88,7 +88,8 @@ def _emergence_line(tf, scale: float) -> str:
     if c is None:
         return text + f"; {em.get('note', '')}"
     lo, hi = c["80%"]
-    return text + f"; compute {c['estimate']:.3g} FLOPs [{lo:.2g}, {hi:.2g}]" + (f" ({em['note']})" if em["note"] else "")
+    ends = f" [{lo:.2g}, {hi:.2g}]" if lo is not None else ""
+    return text + f"; compute {c['estimate']:.3g} FLOPs{ends}" + (f" ({em['note']})" if em["note"] else "")
 
 
 def describe(fit) -> list[str]:
