@@ -7,7 +7,8 @@ every built-in task (workers.evals.builtin) on the held-out blocks at a few chec
 run: accuracy, length-normalised accuracy and the gold continuations' bits per byte against the
 training compute so far, C = 6 N D. It also prints two artifact baselines per task (always the
 shortest choice, always the longest), which must sit near chance, and the scoring speed in
-items per second, to keep task evaluation a small share of a trial's wall time.
+items per second, to keep task evaluation a small share of a trial's wall time. For indent it
+also prints always the choice as deep as the line before.
 
     python -m bench.bench_builtin_tasks [--n-items 400] [--threads 2] [--cache DIR] [--out FILE]
 
@@ -96,7 +97,8 @@ def held_out_loss(model, corpus) -> float:
 
 
 def artifact_baselines(task) -> dict:
-    """Accuracy of always picking the shortest / longest choice (ties count as wrong)."""
+    """Accuracy of always picking the shortest / longest choice (ties count as wrong), and for
+    indent of always the choice as deep as the context's last non-blank line."""
     out = {}
     for name, pick in (("shortest", min), ("longest", max)):
         hits = 0
@@ -105,7 +107,18 @@ def artifact_baselines(task) -> dict:
             best = pick(lens)
             hits += lens[it.gold] == best and lens.count(best) == 1
         out[name] = hits / len(task.items)
+    if task.name == "indent":
+        out["previous"] = sum(_depth(it.choices[it.gold]) == _depth(_last_line(it.context))
+                              for it in task.items) / len(task.items)
     return out
+
+
+def _depth(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _last_line(context: str) -> str:
+    return [line for line in context.split("\n") if line.strip()][-1]
 
 
 def main() -> None:
@@ -128,7 +141,8 @@ def main() -> None:
         encoded[name] = encode_task(tasks[name], byte_encoder, SEQ_LEN)
         base = artifact_baselines(tasks[name])
         print(f"task {name}: {len(tasks[name].items)} items, chance {tasks[name].chance:.3f}, generated in "
-              f"{gen_s:.2f} s; always-shortest {base['shortest']:.3f}, always-longest {base['longest']:.3f}")
+              f"{gen_s:.2f} s; always-shortest {base['shortest']:.3f}, always-longest {base['longest']:.3f}"
+              + (f", as deep as the line before {base['previous']:.3f}" if "previous" in base else ""))
         it = tasks[name].items[0]
         print(f"  e.g. context {it.context[-60:]!r}\n       choices {list(it.choices)} gold {it.gold}")
     rows = []
@@ -160,7 +174,8 @@ def main() -> None:
         print(f"scoring {name}: " + ", ".join(f"N={n:,}: {s:.0f} items/s" for n, s in speeds))
     if args.out:
         with open(args.out, "w") as fh:
-            json.dump({"tasks": {k: {"n_items": len(t.items), "chance": t.chance} for k, t in tasks.items()},
+            json.dump({"tasks": {k: {"n_items": len(t.items), "chance": t.chance, "baselines": artifact_baselines(t)}
+                                 for k, t in tasks.items()},
                        "rows": rows}, fh, indent=1)
 
 

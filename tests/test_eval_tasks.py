@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import sysconfig
 import textwrap
 from pathlib import Path
@@ -107,10 +108,58 @@ def test_builtin_tasks_on_prose_degrade_to_fewer_items_or_a_clear_error():
     assert "identifier" in made  # repeated words exist in any text
     with pytest.raises(TaskError, match="brackets"):
         builtin_task("brackets", blocks)  # prose without brackets has none to close
+    with pytest.raises(TaskError, match="indent: the text yields 0 items"):
+        builtin_task("indent", blocks)  # nor indentation to predict
+
+
+def _depth(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def test_indent_choices_differ_only_in_their_indentation(code_blocks):
+    task = builtin_task("indent", code_blocks, n_items=300)
+    assert len(task.items) == 300
+    for it in task.items:
+        assert it.context.endswith("\n") and len(it.choices) == 4 and 0 <= it.gold < 4
+        heads = {c.lstrip(" ") for c in it.choices}
+        assert len(heads) == 1 and "\n" not in heads.pop(), it  # the same first character
+        depths = [_depth(c) for c in it.choices]
+        assert min(depths) >= 0 and all(b - a == 4 for a, b in zip(depths, depths[1:])), it
+        # the window holds the depth of the line before (the context shows it from its start)
+        prev = [line for line in it.context.split("\n") if line.strip()][-1]
+        assert _depth(prev) in depths and not prev.startswith("\t"), it
+
+
+def test_indent_is_not_solved_by_a_rule_blind_to_the_line_before(code_blocks):
+    """The kinds come a third each, and neither the shallowest, the deepest, the second choice
+    nor "as deep as the line before" gets much above chance; the line before's kind does."""
+    items = builtin_task("indent", code_blocks, n_items=300).items
+    by_place = [sum(it.gold == k for it in items) / len(items) for k in range(4)]
+    assert max(by_place) < 0.36 and min(by_place) > 0.15, by_place
+    kinds = {"indent": 0, "dedent": 0, "same": 0}
+    previous = 0
+    for it in items:
+        prev = [line for line in it.context.split("\n") if line.strip()][-1]
+        gold, before = _depth(it.choices[it.gold]), _depth(prev)
+        previous += gold == before
+        body = prev.strip()
+        kind = "indent" if body.endswith(":") else "same" if gold == before else "dedent"
+        kinds[kind] += 1
+        assert gold - before == {"indent": 4, "same": 0, "dedent": gold - before}[kind], it
+        assert kind != "dedent" or body.split()[0].rstrip(";") in ("return", "pass", "raise", "continue",
+                                                                     "break") and before - gold in (4, 8), it
+    assert previous / len(items) < 0.4
+    assert all(80 <= n <= 120 for n in kinds.values()), kinds
+
+
+def test_indent_skips_tab_indented_code(code_blocks):
+    tabbed = [re.sub(r"(?m)^(?:    )+", lambda m: "\t" * (len(m.group()) // 4), b) for b in code_blocks]
+    with pytest.raises(TaskError, match="indent: the text yields [0-9] items"):  # a few odd lines left
+        builtin_task("indent", tabbed)
 
 
 def test_builtin_task_settings_are_checked(code_blocks):
-    with pytest.raises(TaskError, match="unknown.*brackets, identifier, next_line"):
+    with pytest.raises(TaskError, match="unknown.*brackets, indent, identifier, next_line"):
         builtin_task("lambada", code_blocks)
     with pytest.raises(TaskError, match="max_chars"):
         builtin_task("brackets", code_blocks, max_chars=10)
@@ -128,7 +177,7 @@ def test_untrained_models_score_about_chance(code_blocks):
         m = score(enc, lambda x: model(x)[0])
         # brackets' choices differ in length; an untrained model slightly prefers the shorter
         assert abs(m["acc"] - m["chance"]) < 0.15, (name, m)
-        assert 7.5 < m["task_bpb"] < 8.5  # an untrained byte model: about log2(256) bits
+        assert 7.4 < m["task_bpb"] < 8.5  # an untrained byte model: about log2(256) bits (indent: 7.48)
         uniform = score(enc, lambda x: torch.zeros(*x.shape, 256))
         # ties count as wrong; a uniform model picks the shortest choice, which is no shortcut
         assert uniform["acc"] < uniform["chance"] + 0.1

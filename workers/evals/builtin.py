@@ -6,13 +6,20 @@ on), deterministically: the items depend only on (blocks, n_items, seed), throug
 ``default_rng`` seeded with the seed and a SHA-256 of the task's name. Each is scored like an
 lm-evaluation-harness multiple-choice task (workers.evals.scoring); each choice ends where the
 gold's line or word ends, so that no choice is a prefix of another and summed log-probabilities
-compare complete continuations. Three tasks of graded difficulty:
+compare complete continuations. Four tasks of graded difficulty:
 
 - ``brackets`` (easiest): the context is a line up to its closing run of brackets, the choices
   that run (with what follows it on the line, e.g. ``):``) against runs of other lengths (a
   window of four consecutive counts around the right one, 0 included: an open bracket at the
   end of a line is common in code) or in another order or type. Needs counting the brackets
   still open, and which kinds.
+- ``indent`` (easy to middle): the context ends at a line break, the choices are the next
+  line's indentation at four depths 4 spaces apart, each followed by the line's first character
+  (the same in all). A third of the items follow a line ending in ':' (one step deeper), a third
+  a return/pass/raise/continue/break (one or two steps shallower), a third a plain statement
+  (as deep); the window of depths always holds the line before's depth and the gold, and within
+  each kind the gold is equally often at each place it can be. Needs the line before's depth (so
+  counting spaces) and what kind of line it is. Tab-indented lines make no items.
 - ``identifier`` (middle): the context ends where a word that occurs earlier in the context
   occurs again; the choices are that word and other repeated words (a file's identifiers, not
   comment prose) of exactly its length that do not occur in the context, from the same block
@@ -32,11 +39,11 @@ is a :class:`TaskError` naming the task and what it needs.
 
 Artifacts are controlled: choices never differ in trailing whitespace, indentation or
 terminator in a way the gold does not; next_line and identifier choices all have the gold's
-length; brackets' count window puts the gold at a random position in it, and items are
+length; indent's choices differ only in their indentation; brackets' count window puts the gold at a random position in it, and items are
 stratified by the run's length (in code most lines close one bracket: a model that always
 closes one would otherwise score about 0.6).
-bench/bench_builtin_tasks.py checks that always picking the shortest or the longest choice is
-near chance, and measures accuracy against compute (docs/benchmarks.md, "Built-in tasks").
+bench/bench_builtin_tasks.py checks that always picking the shortest or the longest choice (and
+for indent, the previous line's depth) is near chance, and measures accuracy against compute (docs/benchmarks.md, "Built-in tasks").
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ from workers.evals.tasks import Item, Task, TaskError
 
 __all__ = ["BUILTIN_TASKS", "MIN_ITEMS", "builtin_task"]
 
-BUILTIN_TASKS = ("brackets", "identifier", "next_line")
+BUILTIN_TASKS = ("brackets", "indent", "identifier", "next_line")
 MIN_ITEMS = 50  # fewer items than this cannot tell models apart (the standard error of acc ~ 0.07)
 N_CHOICES = 4
 CONTEXT_CHARS = 80  # at most; the quickstart's models see 128 bytes
@@ -75,6 +82,10 @@ MAX_WORD = 24
 # next_line: choices of at most this many characters (newline included), at least MIN_LINE.
 MAX_LINE, MIN_LINE = 32, 8
 NEAR = 8  # next_line's distractors: 3 of the 8 lines most like the gold to a bigram model
+# indent: choices a step of 4 spaces apart, each followed by the line's first character; the
+# statements after which the next line dedents (by one or two steps).
+INDENT_STEP, INDENT_HEAD = 4, 1
+DEDENT_AFTER = re.compile(r"(return|pass|raise|continue|break)\b")
 
 
 def _rng(name: str, seed: int) -> np.random.Generator:
@@ -284,6 +295,80 @@ def _next_line_item(blocks, pool, stop, bigram, cand, rng, max_chars, max_line) 
     return Item(ctx, tuple(choices), gold)
 
 
+# -- indent -----------------------------------------------------------------------------------
+
+def _depth(line: str) -> int | None:
+    """The line's indentation in spaces; None for a blank line or one indented with a tab."""
+    ind = _indent(line)
+    return None if not line.strip() or "\t" in ind else len(ind)
+
+
+def _indent_kind(prev: str, depth: int, prev_depth: int) -> str | None:
+    """Which of indent's three kinds a line after ``prev`` is, or None: ``indent`` after a line
+    ending in ':', ``dedent`` after a return/pass/raise/continue/break, ``same`` after a plain
+    statement (its brackets balanced) at the same depth, not 0."""
+    body = prev.strip()
+    if body.endswith(":"):
+        return "indent" if depth == prev_depth + INDENT_STEP else None
+    if DEDENT_AFTER.match(body):
+        drop = prev_depth - depth
+        return "dedent" if drop in (INDENT_STEP, 2 * INDENT_STEP) else None
+    balanced = sum(body.count(o) for o in OPEN) == sum(body.count(c) for c in CLOSE)
+    # indented: a text without indentation (prose) has no items, rather than all of this kind
+    return "same" if depth == prev_depth > 0 and balanced and not body.endswith(("\\", ",")) else None
+
+
+def _indent_candidates(blocks: Sequence[str]) -> list[tuple[int, int, int, int, int, str, int]]:
+    """(block, start of the line, start of the last non-blank line before it, their depths, the
+    kind, the first choice's depth) of every line of one of indent's kinds (at most one blank line
+    between the two), once for each place of the choices' window that holds both depths."""
+    out = []
+    span = (N_CHOICES - 1) * INDENT_STEP
+    for b, text in enumerate(blocks):
+        prev = None  # (start, line, depth) of the last non-blank line, while within one blank line
+        blank = 0
+        for start, line in _lines(text):
+            depth = _depth(line)
+            if not line.strip():
+                blank += 1
+                continue
+            if prev is not None and blank <= 1 and depth is not None and prev[2] is not None:
+                kind = _indent_kind(prev[1], depth, prev[2])
+                if kind is not None:
+                    lo, hi = max(depth, prev[2]) - span, min(depth, prev[2])
+                    out += [(b, start, prev[0], depth, prev[2], kind, first)
+                            for first in range(depth % INDENT_STEP, hi + 1, INDENT_STEP) if first >= lo]
+            prev, blank = (start, line, depth), 0
+    return out
+
+
+def _indent_stratum(cand) -> tuple[tuple[str, int], float]:
+    """A third of the items of each kind, and within a kind the gold equally often at each place
+    it can be (after a ':' never the shallowest choice, after a return never the deepest): so
+    neither "as deep as the line before" nor the shallowest or the deepest choice is a rule that
+    solves the task (about 1/3, 1/5 and 1/5)."""
+    _, _, _, depth, _, kind, first = cand
+    return (kind, (depth - first) // INDENT_STEP), 1 / (3 * (N_CHOICES - (kind != "same")))
+
+
+def _indent_item(blocks, cand, rng, max_chars) -> Item | None:
+    b, start, prev_start, depth, prev_depth, _, first = cand
+    text = blocks[b]
+    head = text[start + depth:start + depth + INDENT_HEAD]  # the same in every choice
+    if any(c in head for c in BAD):
+        return None
+    # The context does not depend on the window (a line is one item however its window falls).
+    widest = min(depth, prev_depth) + (N_CHOICES - 1) * INDENT_STEP + len(head)
+    ctx = _context(text, start, widest, max_chars)
+    if ctx is None or len(ctx) < start - prev_start:
+        return None  # the context shows the line before from its start, and so its depth
+    cut = ctx.find("\n")  # start at a line start where that leaves enough context
+    if len(ctx) - cut - 1 >= max(MIN_CONTEXT, start - prev_start):
+        ctx = ctx[cut + 1:]
+    depths = [first + j * INDENT_STEP for j in range(N_CHOICES)]
+    return Item(ctx, tuple(" " * d + head for d in depths), depths.index(depth))
+
+
 # -- the tasks --------------------------------------------------------------------------------
 
 def _sample(name: str, cands: list, make: Callable, n_items: int, seed: int,
@@ -340,6 +425,11 @@ def builtin_task(name: str, blocks: Sequence[str], n_items: int = 500, seed: int
         items = _sample(name, cands, lambda c, r: _identifier_item(blocks, pools, c, r, max_chars),
                         n_items, seed)
         needs = "words repeated within 80 characters, and other words of similar length in the same block"
+    elif name == "indent":
+        items = _sample(name, _indent_candidates(blocks), lambda c, r: _indent_item(blocks, c, r, max_chars),
+                        n_items, seed, strata=_indent_stratum)
+        needs = "space-indented lines after lines ending in ':', after return/pass/raise/continue/break, " \
+                "and after plain statements at the same depth"
     else:
         max_line = min(MAX_LINE, max_chars - MIN_CONTEXT)
         pool = _line_pool(blocks, max_line)
