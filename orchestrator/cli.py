@@ -320,7 +320,7 @@ def cmd_fit(args) -> int:
     from orchestrator.fitting.variants import fit_variants
     from orchestrator.fitting.forms.predict import predict_points
     from orchestrator.fitting.hparams.tuned import analyse_trials
-    from orchestrator.fitting.runs import ColumnMap, load_points, load_runs
+    from orchestrator.results.runs import ColumnMap, load_points, load_runs
     from orchestrator.report.text import fit_json, format_fit, prediction_lines, variants_text
     from orchestrator.results import account_reuse
 
@@ -370,7 +370,7 @@ def cmd_fit(args) -> int:
 
 def _downstream(args, fit):
     """A results directory with task evaluations: their two-step predictions at the fit's target."""
-    from orchestrator.fitting.runs import FILE_SUFFIXES
+    from orchestrator.results.runs import FILE_SUFFIXES
     from orchestrator.results import open_results
     from orchestrator.report.downstream import downstream_for
 
@@ -392,7 +392,7 @@ def cmd_report(args) -> int:
     from orchestrator.fitting.hparams.tuned import analyse_trials
     from orchestrator.report.page import write_report
     from orchestrator.results import account_reuse, open_results
-    from orchestrator.fitting.runs import results_runs
+    from orchestrator.results.runs import results_runs
 
     store = open_results(args.results)
     runs = results_runs(store, args.results)

@@ -21,7 +21,7 @@ MAD_TO_SD = 1.4826  # a normal's sd per unit of median absolute deviation (1 / P
 # The largest magnitude a loss (or a law's --param) may have: the fit squares and sums residuals
 # in loss units (the forms' in-sample RMS, the extrapolation check), and a value whose square
 # overflows float64 (|x| > 1.3e154) printed "in-sample RMS inf" with exit 0. 1e150 leaves room
-# for sums over many runs (orchestrator.fitting.runs, orchestrator.fitting.forms.builtin).
+# for sums over many runs (orchestrator.results.runs, orchestrator.fitting.forms.builtin).
 MAX_MAGNITUDE = 1e150
 
 

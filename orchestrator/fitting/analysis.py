@@ -2,7 +2,7 @@
 
 Shared by ``scalesweep fit``, ``scalesweep report`` and the end of ``scalesweep run``, so the
 three always agree. The input is a trials table (a sweep's, or any table of runs brought to that
-shape by orchestrator.fitting.runs). Failed and diverged trials are excluded and counted with the
+shape by orchestrator.results.runs). Failed and diverged trials are excluded and counted with the
 reason, never silently dropped; N is the total parameter count (Chinchilla's convention) and D
 the trained tokens.
 
@@ -32,7 +32,7 @@ from orchestrator.fitting.forms.builtin import Chinchilla
 from orchestrator.fitting.forms.general import FormFit, fit_law
 from orchestrator.fitting.forms.predict import grid_x
 from orchestrator.fitting.law import Approach3Fit, fit_approach3, no_optimum
-from orchestrator.fitting.runs import (EXCLUSION_REASONS, N_PARAMS, distinct_points, excluded_text,
+from orchestrator.results.runs import (EXCLUSION_REASONS, N_PARAMS, distinct_points, excluded_text,
                                             form_data_problem, law_data_problem, usable)
 from orchestrator.fitting.forms.selection import Comparison, candidate_forms, compare_forms, comparison_applies
 from orchestrator.fitting import Z
@@ -128,7 +128,7 @@ def analyse(trials: pd.DataFrame, target_compute: float | None, *, n_boot: int =
 
     Raises InsufficientData (orchestrator.errors) when the form cannot be fitted: fewer
     usable runs than its parameters, or runs that cannot determine it
-    (orchestrator.fitting.runs.law_data_problem); the other forms and the extrapolation
+    (orchestrator.results.runs.law_data_problem); the other forms and the extrapolation
     check record what they lack in ``SweepFit.unavailable``.
     ``progress(stage)`` is called as each of FIT_STAGES starts (the CLI's progress bar).
     """

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from orchestrator.errors import InsufficientData
-from orchestrator.fitting.runs import distinct_count
+from orchestrator.results.runs import distinct_count
 from orchestrator.fitting import Z95, residual_scale, robust_sd
 from orchestrator.report.text import flops_str
 

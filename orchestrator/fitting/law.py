@@ -34,7 +34,7 @@ import numpy as np
 from scipy.optimize import minimize, nnls
 
 from orchestrator.errors import InsufficientData
-from orchestrator.fitting.runs import law_data_problem
+from orchestrator.results.runs import law_data_problem
 
 __all__ = ["LawParams", "Approach3Fit", "InsufficientData", "fit_approach3", "refine", "huber_objective",
            "huber_terms", "predict_loss", "compute_optimal", "optimal_allocation", "HUBER_DELTA", "SEARCH_GRID"]

@@ -109,7 +109,7 @@ def _f3(x) -> str:
 
 def _law_lines(fit) -> list[str]:
     """The fitted law, what was excluded, and the estimates with their intervals."""
-    from orchestrator.fitting.runs import excluded_text
+    from orchestrator.results.runs import excluded_text
 
     law = fit.law
     if law.form.name == "chinchilla":
@@ -256,7 +256,7 @@ def prediction_lines(rows: list[dict], form: str, resampled: bool = True) -> lis
 def fit_json(fit) -> dict:
     """The fit (an orchestrator.fitting.analysis.SweepFit) as JSON-ready data: ``scalesweep fit --json``."""
     from orchestrator.fitting.discrepancy import MAX_POINTS as DISCREPANCY_POINTS
-    from orchestrator.fitting.runs import EXCLUSION_REASONS
+    from orchestrator.results.runs import EXCLUSION_REASONS
 
     law, a2, a1 = fit.law, fit.approach2, fit.approach1
     chin = law.form.name == "chinchilla"

@@ -18,7 +18,7 @@ fitted, resampled and given predictive intervals exactly as ``scalesweep fit`` d
   (12 worlds, 96 cases; bench/bench_downstream.py) where 80 % was asked.
 
 A ladder of 3 or 4 runs (or one whose sizes and token counts cannot determine five parameters,
-orchestrator.fitting.runs.law_data_problem) gets the three-parameter law of compute alone,
+orchestrator.results.runs.law_data_problem) gets the three-parameter law of compute alone,
 ``E + A / (N D)^gamma``, through the general form machinery, and a note saying so.
 """
 
@@ -113,7 +113,7 @@ def fit_step1(n, d, loss, seed: int = 0) -> Step1:
     from orchestrator.fitting.forms.general import FormFit, fit_law
     from orchestrator.fitting.law import SEARCH_GRID, fit_approach3
     from orchestrator.fitting.forms.predict import grid_x
-    from orchestrator.fitting.runs import law_data_problem
+    from orchestrator.results.runs import law_data_problem
 
     n, d, loss = (np.asarray(v, float) for v in (n, d, loss))
     if len(n) < 3:

@@ -5,7 +5,7 @@ checkpoint or in total: step 1 reads only each run's final checkpoint, where the
 the checkpoint's step, the task, its task loss (bits per byte of the correct answer) and
 accuracy, and where known the task's chance level and number of items. Columns are named by
 the user (``--run-col`` ...; defaults in DEFAULTS); an unknown name is a UserError listing the
-columns there are, as ``fit`` words it (orchestrator.fitting.runs).
+columns there are, as ``fit`` words it (orchestrator.results.runs).
 
 A sweep's results directory holds the same data in two tables joined on ``trial_id``: its
 trials (completed design points only: N is ``n_params``) and ``evals``, one row per
@@ -154,7 +154,7 @@ def from_frame(df: pd.DataFrame, cols: Columns = Columns(), source: str = "table
 
 
 def _read(path: str, what: str, option: str | None = None) -> pd.DataFrame:
-    from orchestrator.fitting.runs import _is_file, _read_file
+    from orchestrator.results.runs import _is_file, _read_file
 
     if not _is_file(path, what, option) or not os.path.exists(path):
         where = f"{option} {path}" if option else path
@@ -164,7 +164,7 @@ def _read(path: str, what: str, option: str | None = None) -> pd.DataFrame:
 
 def load_table(path: str, cols: Columns = Columns()) -> DownstreamData:
     """A CSV/Parquet long table, or a sweep's results directory (:func:`downstream_data_from_results`)."""
-    from orchestrator.fitting.runs import _is_file
+    from orchestrator.results.runs import _is_file
 
     if not _is_file(path, "task evaluations, or a results directory"):
         return downstream_data_from_results(path)

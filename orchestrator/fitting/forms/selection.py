@@ -29,7 +29,7 @@ from orchestrator.fitting.diagnostics import held_out_mask
 from orchestrator.errors import FitError
 from orchestrator.fitting.forms import FORMS, LawForm
 from orchestrator.fitting.forms.general import chinchilla_seed, fit_law
-from orchestrator.fitting.runs import distinct_count, distinct_points
+from orchestrator.results.runs import distinct_count, distinct_points
 
 __all__ = ["FormScore", "Comparison", "compare_forms", "candidate_forms", "comparison_applies", "paired_excess",
            "MIN_BUDGETS"]

@@ -2,7 +2,7 @@
 
 A results directory, or a CSV/Parquet file whose columns the options name. Of a results directory
 only the design points' rows are read, variants named as its plan names them, as ``fit`` reads
-them (orchestrator.fitting.runs.results_runs): a wsd sweep's stem segments are not trials of a
+them (orchestrator.results.runs.results_runs): a wsd sweep's stem segments are not trials of a
 point. One variant is fitted at a time (the baseline, or ``--variant``): another architecture
 has laws of its own, and pooled its optima would move the baseline's recommendation. Runs are
 grouped into design points by ``point_id`` where the table has one, else by distinct (N, D);
@@ -108,7 +108,7 @@ def _one_variant(df, args, source: str) -> tuple:
     """(the rows of the variant to fit, its name, the other variants' names); (df, None, [])
     for a table that names no variants. UserError for a --variant the table does not have."""
     from orchestrator.errors import UserError
-    from orchestrator.fitting.runs import ColumnMap, variant_column
+    from orchestrator.results.runs import ColumnMap, variant_column
 
     labels = variant_column(df, ColumnMap(variant=args.variant_col), source)
     if labels is None:
@@ -130,7 +130,7 @@ def load_hparam_runs(path: str, args) -> tuple:
     import pandas as pd
 
     from orchestrator.fitting.hparams.optima import with_points
-    from orchestrator.fitting.runs import _is_file, _read_file, results_runs
+    from orchestrator.results.runs import _is_file, _read_file, results_runs
     from workers.store import TrialStatus
 
     if _is_file(path, "runs, or a results directory"):
