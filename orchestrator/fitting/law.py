@@ -34,6 +34,7 @@ import numpy as np
 from scipy.optimize import minimize, nnls
 
 from orchestrator.errors import InsufficientData
+from orchestrator.fitting import levenberg_marquardt
 from orchestrator.results.runs import law_data_problem
 
 __all__ = ["LawParams", "Approach3Fit", "InsufficientData", "fit_approach3", "refine", "huber_objective",
@@ -330,29 +331,12 @@ def refine(V0: np.ndarray, log_n, log_d, log_l, weights: np.ndarray, delta: floa
     less than ``rtol`` relatively. Rows not converged after ``max_iter`` iterations are left
     for the caller to polish (with ``lbfgs``). Exponents stay within EXPONENT_BOUNDS.
     """
-    V = np.array(V0, float, copy=True)
-    f, g, H = huber_terms(V, log_n, log_d, log_l, weights, delta, order=2)
-    lam = np.full(len(V), 1e-4)
-    active = np.ones(len(V), bool)
-    eye = np.eye(5)
-    for _ in range(max_iter):
-        idx = np.flatnonzero(active)
-        if not len(idx):
-            break
-        Hk = H[idx]
-        diag = np.diagonal(Hk, axis1=1, axis2=2)
-        # Marquardt's scaling by diag(H): the columns differ by ~log N ~ 20 in scale.
-        step = np.linalg.solve(Hk + lam[idx, None, None] * (diag[:, :, None] * eye + 1e-12 * eye),
-                               -g[idx][:, :, None])[:, :, 0]
-        Vn = V[idx] + step
-        Vn[:, 3:] = np.clip(Vn[:, 3:], *EXPONENT_BOUNDS)
-        Vn[:, :3] = np.maximum(Vn[:, :3], LOG_COEF_MIN)
-        fn, gn, Hn = huber_terms(Vn, log_n, log_d, log_l, weights[idx], delta, order=2)
-        ok = fn < f[idx]
-        done = (ok & (f[idx] - fn <= rtol * f[idx])) | (lam[idx] > 1e12)
-        j = idx[ok]
-        V[j], f[j], g[j], H[j] = Vn[ok], fn[ok], gn[ok], Hn[ok]
-        lam[j] = np.maximum(lam[j] / 3.0, 1e-10)  # floored: a rank-deficient H stays solvable
-        lam[idx[~ok]] *= 4.0
-        active[idx[done]] = False
-    return V, f, ~active
+    def project(V):
+        V[:, 3:] = np.clip(V[:, 3:], *EXPONENT_BOUNDS)
+        V[:, :3] = np.maximum(V[:, :3], LOG_COEF_MIN)
+        return V
+
+    # lam_min floored: a rank-deficient H stays solvable.
+    return levenberg_marquardt(V0, lambda V, rows: huber_terms(V, log_n, log_d, log_l, weights[rows], delta, order=2),
+                               project, max_iter=max_iter, rtol=rtol, lam0=1e-4, lam_min=1e-10, lam_max=1e12,
+                               jitter=1e-12)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator.errors import FitError
+from orchestrator.fitting import levenberg_marquardt
 
 __all__ = ["Sigmoid", "fit_sigmoid", "refine", "predict", "natural", "HUBER_K"]
 
@@ -161,31 +162,9 @@ def refine(theta0: np.ndarray, x: np.ndarray, y: np.ndarray, W: np.ndarray, chan
 
 
 def _refine(theta0, x, y, W, chance, delta, max_iter, rtol):
-    theta = _clip(np.array(theta0, float), chance)
-    f, g, H = _terms(theta, x, y, W, chance, delta)
-    lam = np.full(len(theta), 1e-3)
-    active = np.ones(len(theta), bool)
-    eye = np.eye(theta.shape[1])
-    for _ in range(max_iter):
-        idx = np.flatnonzero(active)
-        if not len(idx):
-            break
-        Hk = H[idx]
-        diag = np.diagonal(Hk, axis1=1, axis2=2)
-        A = Hk + lam[idx, None, None] * (diag[:, :, None] * eye + 1e-9 * eye)
-        try:
-            step = np.linalg.solve(A, -g[idx][:, :, None])[:, :, 0]
-        except np.linalg.LinAlgError:
-            step = np.zeros_like(theta[idx])
-        new = _clip(theta[idx] + step, chance)
-        fn, gn, Hn = _terms(new, x, y, W[idx], chance, delta)
-        ok = np.isfinite(fn) & (fn < f[idx])
-        done = (ok & (f[idx] - fn <= rtol * np.maximum(f[idx], 1e-300))) | (lam[idx] > 1e10)
-        j = idx[ok]
-        theta[j], f[j], g[j], H[j] = new[ok], fn[ok], gn[ok], Hn[ok]
-        lam[j] = np.maximum(lam[j] / 3.0, 1e-9)
-        lam[idx[~ok]] *= 4.0
-        active[idx[done]] = False
+    theta, f, _ = levenberg_marquardt(_clip(np.array(theta0, float), chance), lambda t, rows: _terms(t, x, y, W[rows], chance, delta),
+                                      lambda t: _clip(t, chance), max_iter=max_iter, rtol=rtol, lam0=1e-3,
+                                      lam_min=1e-9, lam_max=1e10, jitter=1e-9)
     return theta, f
 
 
