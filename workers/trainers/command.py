@@ -48,7 +48,7 @@ from typing import Callable
 import pyarrow.fs as pafs
 
 from workers.config import TrainerSpec
-from workers.trainers.interface import (STEP_COLUMNS, Context, Outcome, TrainerLoadError, Trial, TrialError, outcome_of,
+from workers.trainers.interface import (EVAL_COLUMNS, STEP_COLUMNS, Context, Outcome, TrainerLoadError, Trial, TrialError, outcome_of,
                                         resolve_workdir)
 
 __all__ = ["CommandTrainer", "PLACEHOLDERS", "argv_for", "check_command"]
@@ -379,7 +379,7 @@ def _report_evals(ctx: Context, path: str) -> None:
     context (a later line for the same step and task replaces an earlier one)."""
     if not os.path.exists(path):
         return
-    fields = ("step", "tokens", "task", "task_bpb", "acc", "acc_norm", "n_items", "chance")
+    fields = EVAL_COLUMNS  # the first five required
     for i, row in _json_lines(path):
         unknown = sorted(set(row) - set(fields))
         missing = [k for k in fields[:5] if k not in row]

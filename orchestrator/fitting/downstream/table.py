@@ -172,30 +172,11 @@ def load_table(path: str, cols: Columns = Columns()) -> DownstreamData:
 
 
 def _evals_table(store) -> pd.DataFrame:
-    """The ``evals`` table: through the store where it knows the table, else its Parquet files."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    files = store.list_files("evals")
-    if not files:
+    """The ``evals`` table (workers.store.EVALS_SCHEMA; damaged files skipped with a warning, as the store does)."""
+    if not store.list_files("evals"):
         raise UserError(f"{store.root}: no task evaluations (expected {store.root}/evals/*.parquet, written by "
                         "trainers that evaluate tasks)")
-    try:
-        t = store.read_table("evals")
-        if "task" in t.column_names:
-            return t.to_pandas()
-    except Exception:  # a store that does not know the table yet: its files, read directly
-        pass
-    parts = []
-    for f in files:
-        try:
-            with store.fs.open_input_file(f) as fh:
-                parts.append(pq.read_table(fh))
-        except (OSError, ValueError, pa.ArrowException):
-            continue  # a damaged file is skipped, as the store skips one
-    if not parts:
-        raise UserError(f"{store.root}: no readable task evaluations in {store.root}/evals")
-    return pa.concat_tables(parts, promote_options="default").to_pandas()
+    return store.read_table("evals").to_pandas()
 
 
 def downstream_data_from_results(store_or_path) -> DownstreamData:
