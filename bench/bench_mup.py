@@ -1,6 +1,6 @@
 """μP learning-rate transfer: how far the optimal learning rate moves across an 8x width range.
 
-Trains the worker's GPT (workers.entry.run_trial of workers.gpt.train.train, the real loop: AdamW, warmup and cosine, clip)
+Trains the worker's GPT (workers.run.run_trial of workers.gpt.train.train, the real loop: AdamW, warmup and cosine, clip)
 on the python-stdlib byte corpus at a fixed depth, at several widths with a fixed head size, in
 the standard parametrisation (SP) and in μP relative to the smallest width (TrialConfig.
 mup_base_width; Yang et al. 2022, "Tensor Programs V"). Every trial sees the same tokens in the
@@ -48,7 +48,7 @@ def trial_config(width: int, log2_lr: int, base: int, args, root: str):
 
 def run_one(width: int, log2_lr: int, base: int, args) -> tuple[float, float]:
     """(final eval loss, inf if diverged; wall seconds) of one trial, in a pool process."""
-    from workers.entry import run_trial
+    from workers.run import run_trial
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:

@@ -50,7 +50,7 @@ def drive(spec_dict: dict, n: int) -> float:
     # Warm the two worker processes (interpreter start and imports are Ray start-up, not per trial).
     import ray
 
-    ray.get([ray.remote(lambda: __import__("workers.entry")).remote() for _ in range(2)])
+    ray.get([ray.remote(lambda: __import__("workers.run")).remote() for _ in range(2)])
     t0 = time.perf_counter()
     Driver(StaticPlanner(trials), ResultStore(spec.sweep_dir), RayExecutor(1, 0, 0), poll_s=1.0).run()
     wall = time.perf_counter() - t0

@@ -47,7 +47,7 @@ class BatchExecutor:
     """Runs every queued trial at each wait(), as a pool of workers finishing together would."""
 
     def __init__(self, slots: int):
-        from workers.entry import run_trial
+        from workers.run import run_trial
 
         self._run, self._slots, self._queue = run_trial, slots, []
 

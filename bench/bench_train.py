@@ -41,7 +41,7 @@ def main() -> None:
     from workers.gpt.arch import shape_for_params
     from workers.gpt.data import load_corpus
     from workers.flops import model_flops_per_token
-    from workers.entry import run_trial
+    from workers.run import run_trial
     from workers.gpt.train import _autocast, _device, _optimizer, lr_at
     from workers.store import ResultStore
     from workers.gpt.model import GPT

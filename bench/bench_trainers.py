@@ -64,7 +64,7 @@ def run_commands(n: int, root: str) -> tuple[float, float]:
     """(mean seconds of the bare command, mean seconds of run_trial of it)."""
     from orchestrator.planning.trials import TrialFactory, plan_trials
     from orchestrator.spec import parse_spec
-    from workers.entry import run_trial
+    from workers.run import run_trial
 
     env = dict(os.environ, SCALESWEEP_OUTPUT=tempfile.mkdtemp())
     script = os.path.join(root, "train.sh")  # a file: the command line itself holds no braces to escape

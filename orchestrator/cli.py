@@ -203,6 +203,10 @@ def cmd_run(args) -> int:
             print("\n".join(lines(out.downstream)))
     else:
         print(f"No fit: {out.fit_error}")
+    if out.cost is not None:
+        from orchestrator.results.cost import cost_lines
+
+        print("\n".join(cost_lines(out.cost)))
     for path in out.report:
         if path.endswith(".html"):
             print(f"Report: {path}")
@@ -340,8 +344,13 @@ def cmd_fit(args) -> int:
     reuse = account_reuse(fit, runs.table, runs.stems)
     predictions = predict_points(fit, _point_inputs(points, fit.form)) if points is not None else None
     tasks = _downstream(args, fit)
+    from orchestrator.results.cost import cost_lines, results_cost
+
+    cost = results_cost(args.results, fit)
     if args.json:
         out = fit_json(fit)
+        if cost is not None:
+            out["cost"] = cost
         if tasks is not None:
             from orchestrator.report.downstream import to_json
 
@@ -365,6 +374,8 @@ def cmd_fit(args) -> int:
             from orchestrator.report.downstream import lines
 
             print("\n".join(lines(tasks)))
+        if cost is not None:
+            print("\n".join(cost_lines(cost)))
     return 0
 
 
@@ -406,7 +417,10 @@ def cmd_report(args) -> int:
     from orchestrator.report.downstream import downstream_for
 
     tasks = downstream_for(store, fit)
-    for path in write_report(store, trials, fit, os.path.basename(args.results.rstrip("/")), variants, tasks):
+    from orchestrator.results.cost import results_cost
+
+    cost = results_cost(args.results, fit)
+    for path in write_report(store, trials, fit, os.path.basename(args.results.rstrip("/")), variants, tasks, cost):
         print(path)
     return 0
 
@@ -547,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     hparams_parser(sub, _positive_float, _non_negative_int)
     from orchestrator.fitting.downstream.command import add_parser as downstream_parser; downstream_parser(sub, _positive_float, _non_negative_int)  # noqa: E702
+    from orchestrator.results.cost.command import add_parser as cost_parser; cost_parser(sub, _positive_float, _non_negative_int)  # noqa: E702
 
     rp = sub.add_parser("report", help="write PNG plots and an HTML report under RESULTS/report")
     rp.add_argument("results")

@@ -58,6 +58,8 @@ class SweepOutcome:
     variants: "VariantComparison | None" = None  # noqa: F821
     # Task evaluations' two-step predictions at the target (orchestrator.report.downstream)
     downstream: "Downstream | None" = None  # noqa: F821
+    # What the sweep cost and the target run will (orchestrator.results.cost.store_cost)
+    cost: dict | None = None
 
 
 def _open_for_writing(spec: SweepSpec) -> ResultStore:
@@ -89,6 +91,9 @@ def _record_spec(spec: SweepSpec, store: ResultStore, trials: list) -> None:
         "tune_objective": spec.tune.objective,  # how `fit` takes a searched point's loss
         # The tasks every trial is evaluated on (workers.evals): `status` lists what finished trials lack.
         "eval_tasks": spec.eval_task_names,
+        # What turns device-hours and energy into CO2e and money, and which settings the spec wrote
+        # (the rest are labelled as defaults: orchestrator.spec.cost.provenance).
+        "cost": {"settings": spec.cost.model_dump(), "set": sorted(spec.cost.model_fields_set)},
         # Each variant's name now and its identity, which its rows record (variant_id): readers
         # name rows by it (orchestrator.results.label_variants), adaptive sweeps' rows included.
         "variants": [{"name": v.name, "changes": v.key, "id": variant_id(v)} for v in spec.variants_resolved()],
@@ -225,9 +230,12 @@ def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, writ
         from orchestrator.report.downstream import downstream_for
 
         downstream = downstream_for(store, fit)
+    from orchestrator.results.cost import store_cost
+
+    cost = store_cost(store, fit, spec.sweep_dir)
     if fit is not None and write_report:
         from orchestrator.report.page import write_report as _write  # matplotlib import only when needed
 
-        report = _write(store, table, fit, spec.name, variants, downstream)
+        report = _write(store, table, fit, spec.name, variants, downstream, cost)
     return SweepOutcome(len(table), 0, 0, 0, 0, fit, fit_error, report, spec.sweep_dir, reuse=reuse, variants=variants,
-                        downstream=downstream)
+                        downstream=downstream, cost=cost)

@@ -97,7 +97,7 @@ class TrainerContract:
 
     @staticmethod
     def run(cfg):
-        from workers.entry import run_trial
+        from workers.run import run_trial
 
         return run_trial(cfg)
 

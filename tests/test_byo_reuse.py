@@ -10,7 +10,7 @@ import pytest
 from orchestrator.running.executor import InlineExecutor
 from orchestrator.spec import load_spec, parse_spec
 from orchestrator.sweep import run_sweep
-from workers.entry import run_trial
+from workers.run import run_trial
 from workers.flops import train_flops
 from workers.store import ResultStore, TrialStatus
 from orchestrator.planning.trials import TrialFactory

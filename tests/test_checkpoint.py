@@ -24,7 +24,7 @@ from orchestrator.errors import UserError
 from workers.gpt.arch import shape_for_params
 from workers.store import ResultStore, TrialStatus, checkpoint_path
 from workers.config import DataConfig, TrainConfig, TrialConfig
-from workers.entry import run_trial
+from workers.run import run_trial
 from workers.trainers.interface import read_checkpoint, write_checkpoint
 
 STEPS = 40  # log boundaries (log_every=5, evals after steps 13 and 27): 5 10 13 18 23 27 32 37 40
@@ -53,9 +53,9 @@ def stop_after(n):
 
 
 def step_rows(root, tid="t0"):
-    """Step rows without wall_s, the one field that differs between equal runs."""
+    """Step rows without wall_s and energy_j, the fields that differ between equal runs."""
     rows = pq.read_table(f"{root}/steps/{tid}.parquet").to_pylist()
-    return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("wall_s", "energy_j")} for r in rows]
 
 
 class OptimizerSteps:
@@ -104,8 +104,12 @@ def test_interrupted_then_resumed_equals_uninterrupted(interrupted, uninterrupte
     assert resumed.row["train_loss"] == whole.row["train_loss"]
     assert step_rows(cfg.results) == whole_rows
     # wall_s carries on from the interrupted run instead of restarting at 0
-    walls = pq.read_table(f"{cfg.results}/steps/t0.parquet").column("wall_s").to_pylist()
+    steps = pq.read_table(f"{cfg.results}/steps/t0.parquet")
+    walls = steps.column("wall_s").to_pylist()
     assert walls == sorted(walls) and resumed.wall_s >= header["elapsed_s"]
+    # and so does energy: the resumed row counts the interrupted attempt's joules too
+    energy = steps.column("energy_j").to_pylist()
+    assert energy == sorted(energy) and resumed.row["energy_j"] >= header["energy_j"] > 0
 
 
 def test_resumed_trial_does_not_redo_early_steps(interrupted, caplog):

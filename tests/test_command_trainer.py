@@ -11,7 +11,7 @@ import pytest
 from orchestrator.errors import UserError
 from orchestrator.planning.trials import TrialFactory
 from orchestrator.spec import parse_spec
-from workers.entry import run_trial
+from workers.run import run_trial
 from workers.store import ResultStore, TrialStatus
 
 GOOD_ROW = '{"step": 1, "tokens": 100, "train_loss": 3.0}'
@@ -62,7 +62,7 @@ def test_a_command_that_breaks_the_contract_is_a_failed_row_naming_what(tmp_path
 
 
 def test_a_diverged_command_and_its_own_step_columns(tmp_path):
-    script = out('{"step": 1, "tokens": 100, "train_loss": 3.0, "grad_norm": 0.5, "wall_s": 1.5}') + \
+    script = out('{"step": 1, "tokens": 100, "train_loss": 3.0, "grad_norm": 0.5, "wall_s": 1.5, "energy_j": 12.5}') + \
         out('{"step": 2, "tokens": 200, "train_loss": NaN, "grad_norm": 7.0}') + result('{"n_params": 1000, "eval_loss": null}')
     cfg = trial(tmp_path, script)
     r = run_trial(cfg)
@@ -71,6 +71,7 @@ def test_a_diverged_command_and_its_own_step_columns(tmp_path):
     assert store.read_table("trials").column("step_columns").to_pylist() == ["grad_norm"]
     steps = store.read_table("steps").to_pylist()
     assert [s["grad_norm"] for s in steps] == [0.5, 7.0] and steps[0]["wall_s"] == 1.5  # its own clock
+    assert [s["energy_j"] for s in steps] == [12.5, None]  # its own meter where it has one; none read after it ended
     from orchestrator.results.sql import query
 
     assert query(cfg.results, "select max(grad_norm) as g from steps")["g"].tolist() == [7.0]  # queried by name

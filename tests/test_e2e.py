@@ -35,6 +35,13 @@ def test_sweep_trains_every_trial_and_fits(finished_sweep, capsys):
     assert (trials["flops"] == 6 * trials["n_params"] * trials["tokens"]).all()
     assert trials["finished_at"].notna().all()
     assert trials["eval_loss"].between(1.0, 5.6).all()
+    # what each trial used: a source for its energy, and no GPU figure on a CPU-only run
+    readable_rapl = _rapl_readable()
+    assert set(trials["energy_source"]) == ({"rapl"} if readable_rapl else {"estimated"})
+    assert (trials["energy_j"] > 0).all() and trials["energy_note"].str.len().gt(0).all()
+    assert (trials["device"] == "cpu").all() and (trials["gpu_count"] == 0).all() and (trials["gpu_seconds"] == 0).all()
+    assert trials["mfu"].isna().all() and trials["peak_flops"].isna().all()
+    assert (trials["tokens_per_s"] > 0).all() and (trials["flops_per_token"] > 0).all()
     steps = load_steps(str(results))
     assert set(steps["trial_id"]) == set(trials["trial_id"])
     last = steps.sort_values("step").groupby("trial_id").tail(1).set_index("trial_id")
@@ -44,6 +51,16 @@ def test_sweep_trains_every_trial_and_fits(finished_sweep, capsys):
         assert (results / "report" / name).stat().st_size > 1000
     html = (results / "report" / "index.html").read_text()
     assert "data:image/png;base64," in html  # self-contained
+
+
+def _rapl_readable() -> bool:
+    from workers.run.counters import CounterUnavailable, RaplCounter
+
+    try:
+        RaplCounter().start(thread=False)
+        return True
+    except CounterUnavailable:
+        return False
 
 
 def test_trials_are_named_tasks_in_ray(finished_sweep):
@@ -74,9 +91,22 @@ def test_status_query_fit_report(finished_sweep, capsys):
     fit = json.loads(capsys.readouterr().out)
     assert fit["target"]["compute"] == 1e13 and fit["n_trials"] == 6
     assert fit["params"]["alpha"] >= 0 and fit["params"]["beta"] >= 0
+    assert fit["cost"]["sweep"]["gpu_hours"] == 0 and fit["cost"]["sweep"]["cpu_core_hours"] > 0
+    # what the sweep cost, and its largest trial projected from the others as a user would
+    trials = load_trials(r)
+    largest = trials.sort_values(["n_params", "tokens"]).iloc[-1]
+    table = results.parent / "others.csv"
+    trials[trials["trial_id"] != largest["trial_id"]].to_csv(table, index=False)
+    assert main(["cost", str(table), "--at-n", str(largest["n_params"]), "--at-d", str(largest["tokens"]), "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)
+    wall = cost["projection"]["wall_hours"]
+    assert cost["projection"]["device"] == "cpu" and cost["projection"]["gpu_hours"]["estimate"] == 0
+    # seconds-long trials on a shared CI machine: a factor, not the 25 % of bench/bench_cost.py
+    assert 0.33 < wall["estimate"] * 3600 / largest["wall_s"] < 3
     os.remove(results / "report" / "index.html")
     assert main(["report", r]) == 0
     assert (results / "report" / "index.html").exists()
+    assert "<h2>Cost</h2>" in (results / "report" / "index.html").read_text()
 
 
 def test_bad_query_and_missing_results(finished_sweep, capsys, tmp_path):
@@ -184,3 +214,5 @@ def test_driver_exports_sweep_metrics_to_prometheus(ray_cluster, tmp_path, capsy
     assert final["trials_pending"] == final["trials_running"] == final["trials_queued"] == 0
     assert final["flops_spent"] == final["flops_budget"] > 0
     assert final["tokens_per_second"] > 0 and 1.0 < final["best_eval_loss"] < 10
+    # simulated trials train nothing: no energy, and no GPU held
+    assert final["energy_joules"] == 0 and final["gpu_seconds"] == 0

@@ -12,7 +12,7 @@ from orchestrator.errors import UserError
 from orchestrator.planning.trials import TrialFactory
 from orchestrator.spec import load_spec, parse_spec
 from tests.conftest import tiny_spec_dict
-from workers.entry import run_trial
+from workers.run import run_trial
 from workers.store import ResultStore, TrialStatus
 
 ITEMS = [{"context": "def f(x):\n    return (x + (1", "choices": ["))", ")", ")))", "]"], "gold": 0},

@@ -13,7 +13,7 @@ from orchestrator.errors import UserError
 from orchestrator.planning.estimate import trial_memory
 from orchestrator.planning.trials import TrialFactory, plan_trials
 from orchestrator.spec import parse_spec
-from workers.entry import run_trial
+from workers.run import run_trial
 from workers.gpt.arch import GPTShape, ShapeRule, ffn_hidden, shape_for_params, shape_identity
 from workers.gpt.llama import Llama, apply_rope, rope_angles
 from workers.gpt.model import GPT, build_model

@@ -18,7 +18,7 @@ from orchestrator.planning.estimate import trial_memory
 from orchestrator.planning.trials.sizes import Size
 from orchestrator.planning.trials import TrialFactory, content_id, plan_trials
 from orchestrator.spec import parse_spec
-from workers.entry import run_trial
+from workers.run import run_trial
 from workers.gpt.arch import GPTShape, ShapeRule, shape_for_params, shape_identity
 from workers.gpt.model import GPT, MoE
 from workers.store import TrialStatus

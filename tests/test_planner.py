@@ -14,7 +14,7 @@ from orchestrator.planning.trials import TrialFactory, plan_trials
 from orchestrator.planning.protocol import Planner, StaticPlanner
 from orchestrator.spec import SweepSpec, parse_spec
 from workers.store import ResultStore
-from workers.entry import run_trial
+from workers.run import run_trial
 
 T0 = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
 
@@ -158,7 +158,9 @@ def test_a_loss_that_depends_on_neither_n_nor_d_is_explored_and_flagged(tmp_path
     assert len(trials) > spec.adaptive.initial_trials
     assert (trials["budget"] > 10 ** 16.5).any()  # past the initial design's decade and a half
     fit = analyse(trials, 1e20, n_boot=50, isoflop=False)
-    assert "there is no compute-optimal allocation" in fit.flags[0]
+    # either the point estimate degenerates, or its interval says it is no estimate (which of the
+    # two depends on the noise the adaptive design happened to draw)
+    assert any("there is no compute-optimal allocation" in f or "N_opt is not determined" in f for f in fit.flags)
 
 
 @pytest.mark.parametrize("exact_max", [300, 12], ids=["exact-design", "sparse-design"])

@@ -12,7 +12,7 @@ from orchestrator.planning.adaptive import AdaptivePlanner
 from orchestrator.planning.design import DesignModel, SparseDesignModel
 from orchestrator.planning.trials import TrialFactory
 from orchestrator.spec import parse_spec
-from workers.entry import run_trial
+from workers.run import run_trial
 
 THETA = np.array([math.log(482.01), math.log(2085.43), math.log(1.8172), 0.3478, 0.3658])
 KW = dict(compute=1e20, sigma=0.004, s_r=0.008, ell=0.5, weights=(1 / 0.1**2, 1 / 0.01**2))

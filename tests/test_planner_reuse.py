@@ -15,7 +15,7 @@ from orchestrator.running.driver import Driver
 from orchestrator.running.executor import InlineExecutor
 from orchestrator.running.reuse import ReuseExecutor
 from orchestrator.spec import parse_spec
-from workers.entry import run_trial
+from workers.run import run_trial
 from workers.flops import train_flops
 from workers.store import ResultStore
 

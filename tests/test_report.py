@@ -9,7 +9,7 @@ from orchestrator.running.executor import InlineExecutor
 from orchestrator.spec import parse_spec
 from orchestrator.sweep import run_sweep
 from workers.store import ResultStore
-from workers.entry import run_trial
+from workers.run import run_trial
 
 T0 = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
 

@@ -26,7 +26,7 @@ from orchestrator.results import load_trials
 from orchestrator.running.executor import Completion, InlineExecutor
 from orchestrator.spec import parse_spec
 from orchestrator.sweep import run_sweep
-from workers.entry import run_trial
+from workers.run import run_trial
 from workers.store import ResultStore
 
 LAW = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}

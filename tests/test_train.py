@@ -10,7 +10,7 @@ from workers.gpt.arch import shape_for_params
 from workers.store import ResultStore, TrialStatus
 from workers.gpt.train import lr_at
 from workers.config import DataConfig, TrainConfig, TrialConfig
-from workers.entry import run_trial
+from workers.run import run_trial
 
 
 def test_lr_schedule_warmup_then_cosine_to_ten_percent():

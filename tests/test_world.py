@@ -14,7 +14,7 @@ from orchestrator.planning.trials import TrialFactory, content_id
 from orchestrator.spec import parse_spec
 from workers.config import HparamLandscape, LawConfig, NoiseConfig, WorldConfig, identity
 from workers.simulated.expr import ExpressionError
-from workers.entry import run_trial
+from workers.run import run_trial
 from workers.store import TrialStatus
 from bench.worlds import VISIBLE_LAWS, hparams_spec, law_spec
 from workers.simulated.world import SEED_NOISE_TIERS, World, observation_key

@@ -29,7 +29,7 @@ _EXPORTS = {
     "TrainConfig": "workers.config", "DataConfig": "workers.config", "TrialConfig": "workers.config",
     "TrialResult": "workers.config", "WorldConfig": "workers.config", "NoiseConfig": "workers.config",
     "LawConfig": "workers.config",
-    "run_trial": "workers.entry",
+    "run_trial": "workers.run",
     "World": "workers.simulated.world",
     "compile_expression": "workers.simulated.expr",
 }

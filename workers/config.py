@@ -5,7 +5,7 @@ setting: the spec's ``train:``, ``data:`` and ``world:`` sections are these mode
 (:mod:`orchestrator.spec` validates YAML into them), and the workers read the same objects, so
 a setting has one name, one default and one rule. Kept free of torch and of the orchestrator
 so the driver, planners and simulated workers import it cheaply; every trainer builds its row
-with :func:`trial_row`, and :func:`workers.entry.run_trial` hands each trial to its trainer
+with :func:`trial_row`, and :func:`workers.run.run_trial` hands each trial to its trainer
 (workers.trainers.loading.trainer_for).
 
 Which settings enter the trial id is declared next to each field: :data:`NOT_IN_ID` for those
@@ -441,6 +441,12 @@ class TrialConfig:
     results: str
     threads: int = 1
     device: str = "auto"
+    # What the trial holds and how its use is measured (workers.run.meter), none of it in the id:
+    # the spec's resources.gpus (a fraction: packed with others), and its stated peak FLOP/s and
+    # rated watts per device (None: the device table's, workers.run.devices).
+    gpus: float = 0.0
+    peak_flops: float | None = None
+    watts: float | None = None
     world: WorldConfig | None = None  # set for trainer: simulated
     # Where byte corpora are materialised (workers.gpt.data; "" = ~/.cache/scalesweep): this
     # machine's choice, not a setting of the sweep, so neither in the spec nor in the id.
@@ -576,7 +582,7 @@ def trial_row(cfg: TrialConfig, n_params: int, status: TrialStatus, eval_loss: f
         "flops_spent": flops_spent,
         "variant": cfg.variant,
         "variant_id": cfg.variant_id or None,
-        "step_columns": None,  # the trainer's own step columns (workers.entry.run_trial fills it)
+        "step_columns": None,  # the trainer's own step columns (workers.run.run_trial fills it)
     }
 
 

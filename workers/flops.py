@@ -44,8 +44,12 @@ def tokens_for_budget(budget_flops, n_params):
 
 
 def model_flops_per_token(n_params: float, n_layer: int, d_model: int, seq_len: int) -> float:
-    """Hardware FLOPs per trained token: 6N plus the attention term (see module docstring).
+    """Hardware FLOPs per trained token (forward and backward): 6 N plus the attention term
+    12 * n_layer * seq_len * d_model (module docstring), as PaLM (appendix B) and torchtitan count
+    them. ``n_params`` is the parameters a token is multiplied by in a matmul (for the built-in
+    models workers.gpt.arch.matmul_param_count: no position table, norm gains or input lookup);
+    n_layer = 0 leaves the attention term out (a model whose shape is unknown).
 
-    Used only to report model FLOPs utilisation; budgets use :func:`train_flops`.
+    Used for throughput and model FLOPs utilisation (workers.run.meter); budgets use :func:`train_flops`.
     """
     return 6.0 * float(n_params) + 12.0 * n_layer * seq_len * d_model

@@ -110,6 +110,22 @@ TRIALS_SCHEMA = pa.schema(
         # The trainer's own numeric step columns (workers.trainers.interface.Context.report), comma
         # separated; null for none. The steps table is read with every column any trial names here.
         ("step_columns", pa.string()),
+        # What the trial used (workers.run.meter): the device ("cpu", the GPU's name, "simulated"),
+        # the CPU threads and GPUs it held (a fraction: packed), wall x GPUs held, its own tokens per
+        # second of wall time, energy with its source (nvml, rapl, estimated, unavailable) and how it
+        # was measured or estimated, hardware FLOPs per token (6N + attention, workers.flops), the
+        # device's peak FLOP/s (null: unknown) and model FLOPs utilisation against it.
+        ("device", pa.string()),
+        ("cpus", pa.float64()),
+        ("gpu_count", pa.float64()),
+        ("gpu_seconds", pa.float64()),
+        ("tokens_per_s", pa.float64()),
+        ("energy_j", pa.float64()),
+        ("energy_source", pa.string()),
+        ("energy_note", pa.string()),
+        ("flops_per_token", pa.float64()),
+        ("peak_flops", pa.float64()),
+        ("mfu", pa.float64()),
     ]
 )
 
@@ -123,6 +139,7 @@ STEPS_SCHEMA = pa.schema(
         ("eval_loss", pa.float64()),
         ("lr", pa.float64()),
         ("wall_s", pa.float64()),
+        ("energy_j", pa.float64()),  # the trial's joules so far (workers.run.meter; null: not measured)
     ]
 )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LEVELS", "Z", "Z80", "Z95", "MAD_TO_SD", "MAX_MAGNITUDE", "robust_sd", "residual_scale",
+__all__ = ["LEVELS", "UNDETERMINED_DECADES", "Z", "Z80", "Z95", "MAD_TO_SD", "MAX_MAGNITUDE", "robust_sd", "residual_scale",
            "levenberg_marquardt"]
 
 LEVELS = (0.80, 0.95)  # the two-sided interval levels reported everywhere
@@ -24,6 +24,10 @@ MAD_TO_SD = 1.4826  # a normal's sd per unit of median absolute deviation (1 / P
 # overflows float64 (|x| > 1.3e154) printed "in-sample RMS inf" with exit 0. 1e150 leaves room
 # for sums over many runs (orchestrator.results.runs, orchestrator.fitting.forms.builtin).
 MAX_MAGNITUDE = 1e150
+# An N_opt whose 80 % interval spans more decades than this is no estimate (a loss flat in N and D
+# fitted to its noise): resamples of well-specified sweeps stay within a decade or two. The fit
+# flags it (orchestrator.fitting.analysis) and no cost is projected from it (orchestrator.results.cost).
+UNDETERMINED_DECADES = 4
 
 
 def robust_sd(x, axis=None):

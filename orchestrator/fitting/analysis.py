@@ -35,7 +35,7 @@ from orchestrator.fitting.law import Approach3Fit, fit_approach3, no_optimum
 from orchestrator.results.runs import (EXCLUSION_REASONS, N_PARAMS, distinct_points, excluded_text,
                                             form_data_problem, law_data_problem, usable)
 from orchestrator.fitting.forms.selection import Comparison, candidate_forms, compare_forms, comparison_applies
-from orchestrator.fitting import Z
+from orchestrator.fitting import UNDETERMINED_DECADES, Z
 from workers.flops import train_flops
 
 __all__ = ["SweepFit", "analyse", "usable", "EXCLUSION_REASONS", "FIT_STAGES"]
@@ -441,6 +441,12 @@ def _few_points_flags(n, d, intervals: dict[str, Interval], form: LawForm) -> li
     if flat:
         out.append(f"the bootstrap intervals of {', '.join(flat)} have zero width: every resample of the runs gives "
                    "the same law, so they show no uncertainty, not a precise fit")
+    iv = intervals.get("n_opt")
+    lo, hi = iv.bounds.get(0.80, (math.nan, math.nan)) if iv is not None and iv.n_draws else (math.nan, math.nan)
+    if form.has_optimum and lo > 0 and hi / lo > 10 ** UNDETERMINED_DECADES:
+        out.append(f"N_opt is not determined by these runs: its 80 % interval spans {math.log10(hi / lo):.0f} decades "
+                   f"({lo:.3g} to {hi:.3g}); the runs do not show how the loss trades N against D (a loss that "
+                   "depends on neither, or noise larger than its dependence)")
     return out
 
 

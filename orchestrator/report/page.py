@@ -340,15 +340,17 @@ PLOTS = {
 
 
 def write_report(store: ResultStore, trials: pd.DataFrame, fit: SweepFit, title: str, variants=None,
-                 downstream=None) -> list[str]:
+                 downstream=None, cost=None) -> list[str]:
     """Write ``report/<plot>.png`` and ``report/index.html`` under the sweep; returns their paths.
     ``fit`` is the baseline's when ``variants`` (an orchestrator.fitting.variants.VariantComparison)
     compares the sweep's variants: their frontiers and multipliers get plots of their own.
     ``downstream`` (orchestrator.report.downstream.Downstream): the tasks' two-step predictions,
-    with three plots per task. UserError, naming the directory, when the sweep's results cannot be written to (nothing
+    with three plots per task. ``cost`` (orchestrator.results.cost.results_cost): the sweep's
+    totals and the target run's projection. UserError, naming the directory, when the sweep's results cannot be written to (nothing
     there is changed: every file is drawn first and written atomically)."""
     from orchestrator.report import downstream as task_plots
     from orchestrator.report import variants as variant_plots
+    from orchestrator.results.cost import cost_lines
 
     images = {}
     tuned = {"lr_loss": _lr_loss, "hparam_laws": _hparam_laws} if getattr(fit, "hparams", None) is not None else {}
@@ -362,9 +364,10 @@ def write_report(store: ResultStore, trials: pd.DataFrame, fit: SweepFit, title:
         fig.savefig(buf, format="png")
         plt.close(fig)
         images[name] = buf.getvalue()
-    cols = ["name", "status", "n_params", "tokens", "flops", "budget", "eval_loss", "train_loss", "wall_s"]
+    cols = ["name", "status", "n_params", "tokens", "flops", "budget", "eval_loss", "train_loss", "wall_s",
+            "tokens_per_s", "energy_j"]
     if tuned:
-        cols[-2:-2] = ["lr", "batch_tokens"]
+        cols[-4:-4] = ["lr", "batch_tokens"]
     if variants is not None:
         cols.insert(0, "variant")
     table = trials[[c for c in cols if c in trials]].sort_values(["budget", "n_params"]).to_html(
@@ -381,6 +384,7 @@ pre{{background:#f6f6f6;padding:1em}}</style></head><body>
 {"" if variants is None else variant_plots.comparison_html(variants)}
 <pre>{html.escape(format_fit(fit))}</pre>
 {"" if downstream is None else "<h2>Tasks</h2><pre>" + html.escape(chr(10).join(task_plots.lines(downstream))) + "</pre>"}
+{"" if cost is None else "<h2>Cost</h2><pre>" + html.escape(chr(10).join(cost_lines(cost))) + "</pre>"}
 {figs}
 <h2>Trials</h2>{table}
 </body></html>"""

@@ -43,6 +43,9 @@ def cmd_status(args) -> int:
     spent, nominal = spent_flops(every), float(trials["flops"].sum())
     stems = len(every) - len(trials)
     tasks, lacking = _task_coverage(store, finished, plan)
+    from orchestrator.results.cost import sweep_cost
+
+    cost = sweep_cost(every, plan, args.results)
     if args.json:
         counts = {str(k): int(v) for k, v in counts.items()}
         print(json.dumps({"results": args.results, "trials": len(trials), "stem_segments": stems, "status": counts,
@@ -51,7 +54,7 @@ def cmd_status(args) -> int:
                           "wall_s": float(every["wall_s"].sum()),
                           "variants": {str(v): {str(k): int(n) for k, n in g["status"].value_counts().items()}
                                        for v, g in trials.groupby("variant", sort=False)},
-                          "tasks": {"planned": tasks, "lacking": lacking},
+                          "tasks": {"planned": tasks, "lacking": lacking}, "cost": cost,
                           "not_in_spec": {str(v): int(n) for v, n in gone.items()}}, indent=1))
         return 0
     print(f"{args.results}: {head}; " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
@@ -59,6 +62,9 @@ def cmd_status(args) -> int:
     reuse = (f" against the points' {si(nominal)} (6ND of each; {1 - spent / nominal:.0%} saved by {stems} stem "
              f"segments shared by their branches)" if stems and nominal > 0 else "")
     print(f"FLOPs spent: {si(spent)}{reuse}; wall time in trials: {duration(every['wall_s'].sum())}")
+    from orchestrator.results.cost.command import totals_lines
+
+    print("\n".join(totals_lines(cost)))
     if gone:
         print("Not fitted, their variants not in the spec now: "
               + ", ".join(f"{n} trials of {v.removesuffix(NOT_IN_SPEC)!r}" for v, n in gone.items()))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol, runtime_checkable
 
 from workers.config import TrialConfig, TrialResult
-from workers.entry import run_trial
+from workers.run import run_trial
 
 __all__ = ["Completion", "Executor", "InlineExecutor", "OnDemandExecutor", "RayExecutor"]
 

@@ -3,7 +3,8 @@
 The driver's progress becomes gauges tagged with the sweep name (``scalesweep_*``): trials
 pending (not yet submitted), queued in Ray, running, finished, failed and diverged; FLOPs spent and budgeted; best held-out loss
 so far; training throughput in tokens per second (tokens of finished trials over the time
-their workers spent). Ray exports them from the node's metrics agent in Prometheus format
+their workers spent); energy and GPU-seconds used so far (the trials' rows, workers.run.meter:
+measured where a counter could be read, estimated otherwise). Ray exports them from the node's metrics agent in Prometheus format
 (docs/observability.md says where to find them). Metrics are a side channel: a failure to
 record one is logged once and never stops the sweep.
 """
@@ -28,6 +29,8 @@ GAUGES = {
     "flops_budget": "training FLOPs the run expects to spend",
     "best_eval_loss": "lowest held-out loss of any trial finished in this run",
     "tokens_per_second": "trained tokens per second of worker time, over finished trials",
+    "energy_joules": "energy used by the trials finished in this run (measured or estimated: trials.energy_source)",
+    "gpu_seconds": "wall seconds x GPUs held, over the trials finished in this run",
 }
 
 
@@ -42,6 +45,8 @@ class RayMetricsSink:
         self.best = math.inf
         self.tokens = 0.0
         self.worker_s = 0.0
+        self.energy_j = 0.0
+        self.gpu_s = 0.0
         self._warned = False
 
     def update(self, p, completion) -> None:
@@ -51,6 +56,8 @@ class RayMetricsSink:
                 self.best = min(self.best, r.eval_loss)
             self.tokens += completion.trial.tokens
             self.worker_s += max(r.wall_s, 0.0)
+            self.energy_j += _finite(r.row.get("energy_j"))
+            self.gpu_s += _finite(r.row.get("gpu_seconds"))
         values = {
             "trials_pending": max(0, p.total - p.done - p.running - p.queued),
             "trials_running": p.running,
@@ -62,6 +69,8 @@ class RayMetricsSink:
             "flops_budget": p.total_flops,
             "best_eval_loss": self.best if math.isfinite(self.best) else None,
             "tokens_per_second": self.tokens / self.worker_s if self.worker_s > 0 else None,
+            "energy_joules": self.energy_j,
+            "gpu_seconds": self.gpu_s,
         }
         try:
             for key, value in values.items():
@@ -71,6 +80,11 @@ class RayMetricsSink:
             if not self._warned:
                 log.warning("could not record Ray metrics (%s); the sweep goes on", e)
                 self._warned = True
+
+
+def _finite(x) -> float:
+    """A row's number, 0 where it is null (not measured) or not finite."""
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else 0.0
 
 
 class FanOut:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from orchestrator.errors import UserError
 from workers.evals.config import EvalsConfig
+from orchestrator.spec.cost import CostSpec
 from orchestrator.spec.model import MOE_FIELDS, ModelSpec, Name, _Strict, check_model
 from workers.config import (BASELINE, WSD_FIELDS, DataConfig, PositiveFloat, PowerRule, TrainConfig,
                             TrainerSpec, Tune, WorldConfig, identity)
@@ -84,6 +85,13 @@ class ResourceSpec(_Strict):
     # starts. Unset: this node's memory (CPU) or the GPU's memory x gpus, on a local run; on a
     # cluster (--address, submit) nothing is known before it runs, so nothing is checked.
     memory_gb: PositiveFloat | None = None
+    # Peak FLOP/s of one device a trial holds (one GPU, or one CPU thread), for each trial's
+    # model FLOPs utilisation (trials.mfu). Unset: the dense bf16 peak of the GPU's name in
+    # workers.run.devices, and none on CPUs (mfu null).
+    peak_flops: PositiveFloat | None = None
+    # Rated power of one device (W per GPU, or per CPU thread) for trials whose energy no counter
+    # measures (energy_source "estimated"). Unset: the GPU table's board power, 4 W per CPU thread.
+    watts: PositiveFloat | None = None
 
     @field_validator("gpus")
     @classmethod
@@ -248,6 +256,8 @@ class SweepSpec(_Strict):
     variants: list[VariantSpec] = []
     # Task evaluations in every trial (workers.evals): never in trial ids.
     evals: EvalsConfig | None = None
+    # Carbon intensity, PUE and prices for the sweep's and the target run's cost (orchestrator.results.cost).
+    cost: CostSpec = CostSpec()
 
     @property
     def external(self) -> bool:

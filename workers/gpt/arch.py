@@ -40,7 +40,7 @@ import math
 from dataclasses import asdict, dataclass
 
 __all__ = ["FAMILIES", "GPTShape", "ShapeRule", "ffn_hidden", "param_count", "nonembed_param_count",
-           "total_param_count", "shape_for_params", "shape_identity"]
+           "matmul_param_count", "total_param_count", "shape_for_params", "shape_identity"]
 
 FAMILIES = ("gpt", "llama")
 
@@ -146,6 +146,22 @@ def param_count(shape: GPTShape) -> int:
     """Active parameters (Chinchilla's N; every parameter of a dense shape): a GPT's embeddings
     counted once, the LM head is tied; a llama's embedding and head both."""
     return _nonembed(shape, "active") + _embeddings(shape)
+
+
+def matmul_param_count(shape: GPTShape) -> int:
+    """Active parameters a token is multiplied by in a matmul: every Linear weight of the blocks
+    (top_k experts and the router, for a mixture) and the LM head (V d), but not the norms' gains or
+    the position table, which cost no matmul, nor the input embedding, a lookup (a llama's
+    untied head is its second V d). Its 6x is the dense part of workers.flops.model_flops_per_token,
+    which torch's FlopCounterMode reproduces exactly (tests/test_flops_count.py); for the tiniest
+    GPTs the position table alone is 15 % of N, so 6 N would overstate the hardware's work."""
+    d = shape.d_model
+    if shape.family == "llama":
+        block = 4 * d * d + 3 * d * ffn_hidden(d)
+    else:
+        a, b = _layer_coefficients(shape, "active")
+        block = a * d * d + shape.experts * d  # the router's d x experts; no LayerNorm gains
+    return shape.n_layer * block + shape.vocab_size * d
 
 
 def total_param_count(shape: GPTShape) -> int:

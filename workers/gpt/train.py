@@ -2,7 +2,7 @@
 
 :func:`train` is a trainer like any lab's (the contract of :mod:`workers.trainers.interface`):
 it gets the trial and a context, and returns an Outcome. It raises on errors in the trial;
-:func:`workers.entry.run_trial` records them as FAILED rows. A NaN or infinite loss stops
+:func:`workers.run.run_trial` records them as FAILED rows. A NaN or infinite loss stops
 training and is returned as diverged.
 
 The loop follows nanoGPT's train.py: AdamW with decoupled weight decay on matrices only,
@@ -19,7 +19,7 @@ trial's checkpoint through the context (workers.trainers.interface), which keeps
 and wall time beside them, in ``<sweep>/checkpoints/<trial_id>.pt``. A retried trial (Ray
 re-running a killed task, or a re-run sweep) restores that state and continues with the next
 step; batches depend only on (seed, step) (:mod:`workers.gpt.data`), so it ends with exactly the
-loss of an uninterrupted run. :func:`workers.entry.run_trial` deletes the checkpoint once the
+loss of an uninterrupted run. :func:`workers.run.run_trial` deletes the checkpoint once the
 trial's rows are committed. Checkpoints are read with ``weights_only=True``: tensors and
 plain containers only, never arbitrary pickled objects from storage.
 """

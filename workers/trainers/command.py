@@ -307,6 +307,8 @@ class CommandTrainer:
                 ctx.report(**row)
                 ctx.rows[-1]["wall_s"] = float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) \
                     else None
+                if "energy_j" not in row:  # read after the command ended: the energy now is not the row's
+                    ctx.rows[-1]["energy_j"] = None
             _report_evals(ctx, f"{output}/evals.jsonl")
             result = f"{output}/result.json"
             try:

@@ -13,7 +13,7 @@ progress rows with :meth:`Context.report`, saving its state with :meth:`Context.
 and, when called again for the same trial after preemption, resuming from
 :meth:`Context.load_checkpoint`. It returns the outcome: the exact N it trained and the final
 held-out loss (NaN or None: diverged). An exception it raises becomes a FAILED row carrying the
-traceback (workers.entry.run_trial).
+traceback (workers.run.run_trial).
 
 The context keeps the reported rows inside every checkpoint it saves, and restores them with it:
 a trainer resumed from a checkpoint reports only the steps after it, and the trial's step rows are
@@ -43,7 +43,7 @@ __all__ = ["Context", "EVAL_COLUMNS", "Outcome", "STEP_COLUMNS", "Trial", "Trial
 
 # Columns every progress row has (None where not measured); a trainer may add numeric ones.
 STEP_COLUMNS = ("step", "tokens", "train_loss", "eval_loss", "lr")
-_RESERVED = {"trial_id", "flops", "wall_s"}  # filled in by the context
+_RESERVED = {"trial_id", "flops", "wall_s", "energy_j"}  # filled in by the context
 # A task evaluation's row (Context.report_task): the metrics of workers.evals.scoring.
 EVAL_COLUMNS = ("step", "tokens", "task", "task_bpb", "acc", "acc_norm", "n_items", "chance")
 
@@ -186,15 +186,17 @@ class Context:
     :meth:`load_stem`, :meth:`stem_steps`, :meth:`delete_stem`) and :meth:`forget` (drop a restored
     state the trainer could not use). The rest (rows, accounting, cleanup) is run_trial's.
 
-    Built by workers.entry.run_trial over the sweep's result store, for every trial.
+    Built by workers.run.run_trial over the sweep's result store, for every trial.
     """
 
-    def __init__(self, trial: Trial, store: ResultStore, log=None):
+    def __init__(self, trial: Trial, store: ResultStore, log=None, meter=None):
         self.trial = trial
         self._store = store
         self._log = log
+        self._meter = meter  # workers.run.meter.TrialMeter: this attempt's energy so far (None: not measured)
         self._t0 = time.perf_counter()
         self._elapsed_before = 0.0  # wall seconds of earlier attempts (restored with a checkpoint)
+        self.energy_before = 0.0  # joules of earlier attempts (restored with a checkpoint)
         self._started_tokens = 0  # tokens before this row's own computation (a branch's stem part)
         self.rows: list[dict] = []
         self.evals: list[dict] = []  # task evaluations (report_task), kept in checkpoints like rows
@@ -207,13 +209,17 @@ class Context:
                lr: float | None = None, **extra: float) -> None:
         """One progress row: after ``step`` optimiser steps and ``tokens`` tokens, the mean training
         loss since the last row, the held-out loss where one was measured, the learning rate, and any
-        numeric columns of the trainer's own (e.g. ``grad_norm=0.7``)."""
+        numeric columns of the trainer's own (e.g. ``grad_norm=0.7``). ``energy_j`` (joules so far)
+        is measured by the context; a trainer that measures its own may pass it."""
         step, tokens = _count("step", step), _count("tokens", tokens)
         while self.rows and self.rows[-1]["step"] >= step:  # reported again (after a resume): the later row counts
             self.rows.pop()
+        # energy_j: the context's measure so far (workers.run.meter), unless the trainer measures its own
+        energy = _number("energy_j", extra.pop("energy_j")) if "energy_j" in extra else self.energy_j()
         row = {"trial_id": self.trial.trial_id, "step": step, "tokens": tokens,
                "flops": train_flops(self.trial.n_params, tokens), "train_loss": _number("train_loss", train_loss),
-               "eval_loss": _number("eval_loss", eval_loss), "lr": _number("lr", lr), "wall_s": self.wall_s()}
+               "eval_loss": _number("eval_loss", eval_loss), "lr": _number("lr", lr), "wall_s": self.wall_s(),
+               "energy_j": energy}
         for name, v in extra.items():
             if name in _RESERVED or not name.isidentifier():
                 raise TrialError(f"progress row: column {name!r} is reserved or not a name (expected a new name)")
@@ -223,6 +229,11 @@ class Context:
 
     def wall_s(self) -> float:
         return self._elapsed_before + time.perf_counter() - self._t0
+
+    def energy_j(self) -> float | None:
+        """Joules the trial has used so far, earlier attempts included (None: not measured)."""
+        now = self._meter.energy_j() if self._meter is not None else None
+        return None if now is None else self.energy_before + now
 
     # --- task evaluations (workers.evals) -------------------------------------------------------
     def tasks_due(self, final: bool) -> bool:
@@ -301,7 +312,8 @@ class Context:
         if tokens is None:
             tokens = self.rows[-1]["tokens"] if self.rows else 0
         return {"owner": owner, "writer": self.trial.trial_id, "elapsed_s": self.wall_s(), "tokens": int(tokens),
-                "started_tokens": self._started_tokens, "rows": self.rows, "evals": self.evals}
+                "started_tokens": self._started_tokens, "rows": self.rows, "evals": self.evals,
+                "energy_j": self.energy_j() or 0.0}
 
     def _restore(self, path: str, owner: str, step: int | None = None) -> bytes | None:
         blob = self._store.read_bytes(path)
@@ -319,6 +331,7 @@ class Context:
             own = header.get("writer") == self.trial.trial_id  # this trial's earlier attempt, or another's stem
             elapsed, started = (float(header["elapsed_s"]), int(header["started_tokens"])) if own \
                 else (0.0, int(header.get("tokens", 0)))
+            energy = float(header.get("energy_j") or 0.0) if own else 0.0
         except (ValueError, KeyError, TypeError, struct.error) as e:
             if self._log:
                 self._log.warning("trial %s: ignoring unusable checkpoint %s/%s (%s)", self.trial.trial_id,
@@ -328,7 +341,7 @@ class Context:
         self.extra_columns = {k for r in rows for k in r} - set(STEP_COLUMNS) - _RESERVED
         # Its own earlier attempt: its time and FLOPs so far carry on. Another trial's stem state:
         # this row's own computation begins where it was saved.
-        self._elapsed_before, self._started_tokens = elapsed, started
+        self._elapsed_before, self._started_tokens, self.energy_before = elapsed, started, energy
         return data
 
     def discard(self, workspace: bool = False) -> None:
@@ -345,7 +358,7 @@ class Context:
     def forget(self) -> None:
         """Drop what a restore brought back (a trainer that could not use the state starts over)."""
         self.rows, self.evals, self.extra_columns = [], [], set()
-        self._elapsed_before, self._started_tokens = 0.0, 0
+        self._elapsed_before, self._started_tokens, self.energy_before = 0.0, 0, 0.0
 
     # --- accounting -------------------------------------------------------------------------------
     def begin_at(self, tokens: int) -> None:

@@ -116,6 +116,8 @@ class TrialFactory:
         self.results = spec.sweep_dir
         self.threads = max(1, int(spec.resources.cpus))
         self.device = "cuda" if spec.resources.gpus > 0 else "cpu"
+        self.usage = {"gpus": spec.resources.gpus, "peak_flops": spec.resources.peak_flops,
+                      "watts": spec.resources.watts}
         self.runner = spec.trainer if spec.external else None
         if spec.trainer == "simulated":
             self.vocab = 0
@@ -227,7 +229,7 @@ class TrialFactory:
             variant=self.variant.name, variant_id=variant_id(self.variant), runner=self.runner,
             model=size.settings if self.runner is not None else None, size_name=size.name,
             size_nonembed=size.n_params_nonembed or 0, workdir=self.runner.workdir if self.runner is not None else "", workdir_rel=self.workdir_rel,
-            evals=self.evals,
+            evals=self.evals, **self.usage,
         )
 
     @staticmethod

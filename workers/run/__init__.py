@@ -4,7 +4,9 @@
 built-in GPT and simulator as much as a lab's function or command, is ``fn(trial, ctx)`` under
 the contract of :mod:`workers.trainers.interface` (workers.trainers.loading finds it): it gets the
 trial and a context to report rows and checkpoint through, and returns an Outcome. An exception
-it raises is recorded as a FAILED row carrying the traceback, never swallowed.
+it raises is recorded as a FAILED row carrying the traceback, never swallowed. What the trial
+used (device, GPU-seconds, throughput, MFU, energy) is measured around it by
+:class:`workers.run.meter.TrialMeter` and recorded in its row, failed or not.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 import traceback
 
 from workers.config import TrialConfig, TrialResult, trial_row
+from workers.run.meter import TrialMeter
 from workers.store import ResultStore, TrialStatus
 from workers.trainers.interface import Context, TrialError, outcome_of
 from workers.trainers.loading import trainer_for, trial_for
@@ -32,9 +35,10 @@ def run_trial(cfg: TrialConfig) -> TrialResult:
     t0 = time.perf_counter()
     store = ResultStore(cfg.results)
     ctx = None
+    meter = TrialMeter(cfg).start()
     try:
         trial = trial_for(cfg)
-        ctx = Context(trial, store, log)
+        ctx = Context(trial, store, log, meter)
         out = outcome_of(trainer_for(cfg)(trial, ctx))
         if not ctx.rows and cfg.trainer in LAB_TRAINERS:
             raise TrialError("the trainer reported no progress rows (expected ctx.report(step, tokens, ...) calls, "
@@ -54,9 +58,11 @@ def run_trial(cfg: TrialConfig) -> TrialResult:
             row["step_columns"] = ",".join(sorted(ctx.extra_columns))
     except Exception as e:  # recorded, not swallowed: the row carries the traceback
         tb = traceback.format_exc()
-        row = trial_row(cfg, cfg.n_params, TrialStatus.FAILED, math.nan, math.nan, time.perf_counter() - t0,
+        wall = ctx.wall_s() if ctx is not None else time.perf_counter() - t0  # earlier attempts' too, as a finished row's
+        row = trial_row(cfg, cfg.n_params, TrialStatus.FAILED, math.nan, math.nan, wall,
                         f"{type(e).__name__}: {e}\n{_log_location()}{tb}")
         steps = evals = None
+    row.update(_usage(meter, ctx, row))
     store.write_trial(row, steps, evals)
     status = TrialStatus(row["status"])
     # A finished trial is never trained again, so its checkpoint is garbage once the rows are
@@ -68,6 +74,18 @@ def run_trial(cfg: TrialConfig) -> TrialResult:
             log.warning("trial %s committed, but deleting its checkpoint in %s failed (%s); delete "
                         "checkpoints/%s* by hand", cfg.trial_id, store.uri, e, cfg.trial_id)
     return TrialResult(cfg.trial_id, status, row["eval_loss"], row["wall_s"], row["error"], row)
+
+
+def _usage(meter: TrialMeter, ctx: Context | None, row: dict) -> dict:
+    """The row's usage columns: its own tokens (a branch's cooldown; a failed trial's last
+    reported row) over its wall time, its energy with earlier attempts'."""
+    try:
+        done = row["tokens"] if row["status"] != TrialStatus.FAILED.value else (ctx.rows[-1]["tokens"] if ctx and ctx.rows else 0)
+        own = max(0, done - (ctx.started_tokens if ctx else 0))
+        return meter.stop(row["wall_s"], own, row["n_params"], ctx.energy_before if ctx else 0.0)
+    except Exception as e:  # measuring never costs a trial its row
+        log.warning("trial %s: measuring its usage failed (%s); its row records none", row["trial_id"], e)
+        return {"energy_source": "unavailable", "energy_note": f"measuring failed: {type(e).__name__}: {e}"}
 
 
 def _last(rows: list[dict], column: str) -> float:
