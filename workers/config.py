@@ -447,6 +447,10 @@ class TrialConfig:
     gpus: float = 0.0
     peak_flops: float | None = None
     watts: float | None = None
+    # Ranks the trial trains on (> 1: data-parallel on Ray Train, workers.run.distributed), each
+    # holding ``threads`` CPUs and ``gpus`` GPUs, and how (ddp or fsdp). How, not what: not in the id.
+    workers: int = 1
+    strategy: str = "ddp"
     world: WorldConfig | None = None  # set for trainer: simulated
     # Where byte corpora are materialised (workers.gpt.data; "" = ~/.cache/scalesweep): this
     # machine's choice, not a setting of the sweep, so neither in the spec nor in the id.
@@ -583,6 +587,8 @@ def trial_row(cfg: TrialConfig, n_params: int, status: TrialStatus, eval_loss: f
         "variant": cfg.variant,
         "variant_id": cfg.variant_id or None,
         "step_columns": None,  # the trainer's own step columns (workers.run.run_trial fills it)
+        "workers": cfg.workers,
+        "strategy": cfg.strategy if cfg.workers > 1 else None,
     }
 
 

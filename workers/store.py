@@ -126,6 +126,9 @@ TRIALS_SCHEMA = pa.schema(
         ("flops_per_token", pa.float64()),
         ("peak_flops", pa.float64()),
         ("mfu", pa.float64()),
+        # Ranks the trial trained on and how (ddp, fsdp; null on one rank): workers.run.distributed.
+        ("workers", pa.int32()),
+        ("strategy", pa.string()),
     ]
 )
 
@@ -342,6 +345,13 @@ class ResultStore:
             if len(files) - parts >= COMPACT_MIN_FILES or parts > 1:
                 n += self.compact(table)
         return n
+
+    def read_trial(self, trial_id: str) -> dict | None:
+        """The committed row of one trial, from its own file (None: none yet)."""
+        path = self._path("trials", trial_id)
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        return _conform(pq.read_table(path, filesystem=self.fs), TRIALS_SCHEMA).to_pylist()[0]
 
     def trial_statuses(self) -> dict[str, TrialStatus]:
         """trial_id -> status of every committed trial row."""

@@ -40,6 +40,7 @@ from workers.config import DataConfig, Role, TrainConfig
 from workers.gpt.arch import GPTShape
 from workers.gpt.data import Corpus, load_corpus
 from workers.gpt.model import GPT, build_model
+from workers.gpt.parallel import Group, agree, full_state, group, load_full_state, local_slice, wrap
 from workers.schedule import lr_at
 from workers.trainers.interface import Context, Outcome, Trial
 
@@ -90,20 +91,24 @@ def _optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.opti
 
 
 def _build(run: "_Run") -> tuple[GPT, torch.optim.AdamW]:
+    """The model (every rank initialises the same weights from the seed), the module its steps
+    call (a DDP wrapper, or the model sharded in place by FSDP: workers.gpt.parallel), and AdamW."""
     torch.manual_seed(run.trial.seed)  # the only randomness: initial weights (no dropout)
     model = build_model(run.shape, mup_base_width=run.mup_base_width).to(run.device)
+    run.wrapped = wrap(model, run.group, run.device)
     return model, _optimizer(model, run.tc, run.device)
 
 
 def _state_bytes(run: "_Run", steps_done: int, stem: bool) -> bytes:
     """The training state after ``steps_done`` steps; the context adds the rows and wall time."""
     p = run.progress
+    model, optimizer = full_state(run.model, run.opt, run.group)  # a single rank's format, on any number
     state = {
         "version": CHECKPOINT_VERSION,
         "total_steps": None if stem else run.trial.steps,  # a stem's state serves trials of any length
         "step": steps_done,
-        "model": run.model.state_dict(),
-        "optimizer": run.opt.state_dict(),
+        "model": model,
+        "optimizer": optimizer,
         "train_loss": p.train_loss,
         "eval_loss": p.eval_loss,
     }
@@ -115,7 +120,10 @@ def _state_bytes(run: "_Run", steps_done: int, stem: bool) -> bytes:
 def _save_checkpoint(run: "_Run", steps_done: int, stem: bool = False, required: bool = False) -> None:
     """The trial's own checkpoint, or (``stem``) its stem's state after ``steps_done`` steps,
     which any trial of that stem may start from. A failed write is a warning, unless
-    ``required``: a stem's stop is what its segment is run for."""
+    ``required``: a stem's stop is what its segment is run for. On several ranks every rank
+    calls it (FSDP gathers the state collectively) and rank 0 writes."""
+    if run.group.rank > 0 and not run.group.sharded:
+        return  # DDP: rank 0 holds the same state; nothing for this rank to gather
     data = _state_bytes(run, steps_done, stem)
     try:
         if stem:
@@ -214,6 +222,11 @@ class _Run:
             raise ValueError(f"shape vocab_size {self.shape.vocab_size} != corpus vocab_size {self.corpus.vocab_size}")
         self.seq_len = self.shape.seq_len
         self.batch_size = self.tc.batch_tokens // self.seq_len
+        self.group: Group = group(trial.strategy)
+        if self.batch_size % self.group.world:
+            raise ValueError(f"train.batch_tokens={self.tc.batch_tokens} is {self.batch_size} sequences, which "
+                             f"{self.group.world} ranks cannot split evenly (expected a multiple of "
+                             f"{self.group.world} x model.seq_len)")
         self.progress = _Progress()
         self.model, self.opt = _build(self)
         # The N of 6 N D: every parameter of a dense model, a mixture of experts' active ones.
@@ -236,8 +249,7 @@ class _Run:
             self.ctx.forget()
             return None
         try:
-            self.model.load_state_dict(state["model"])
-            self.opt.load_state_dict(state["optimizer"])
+            load_full_state(self.model, self.opt, state["model"], state["optimizer"], self.group)
         except Exception as e:  # e.g. a shape mismatch: the half-restored model is rebuilt
             log.warning("trial %s: cannot restore %s (%s: %s)", self.trial.trial_id, what, type(e).__name__,
                         str(e).splitlines()[0] if str(e) else "")
@@ -278,7 +290,7 @@ class _Run:
         saved_at = time.perf_counter()
         # The compiled module shares the model's parameters; checkpoints and evaluation use the
         # plain one (its state_dict keys, and no recompilation for the evaluation batch shape).
-        forward = torch.compile(self.model) if tc.compile else self.model
+        forward = torch.compile(self.wrapped) if tc.compile else self.wrapped
         loss_sum = torch.zeros((), device=self.device)
         window = 0  # checkpoints are taken at log boundaries, so a resumed window starts empty
         total = None if self.stem else n_steps  # a stem has no cooldown
@@ -289,7 +301,10 @@ class _Run:
             last = step == n_steps - 1
             if window < tc.log_every and step not in self.eval_at and not last and step + 1 not in self.stem_saves:
                 continue
-            p.train_loss = loss_sum.item() / window  # the only host sync in the loop
+            # One clock read per log boundary; none after the last step (the rows follow at once).
+            due = tc.checkpoint_every_s > 0 and not last and time.perf_counter() - saved_at >= tc.checkpoint_every_s
+            total_loss, due = agree(loss_sum, due, self.group)  # the only host sync in the loop
+            p.train_loss = total_loss / window
             loss_sum.zero_()
             window = 0
             p.step = step + 1
@@ -297,9 +312,8 @@ class _Run:
                 return False
             if step + 1 in self.stem_saves:  # a branch point: its trials start from here
                 _save_checkpoint(self, step + 1, stem=True, required=self.stem)
-            # One clock read per log boundary; none after the last step (the rows follow at once).
             # A stem's preemption cover is a stem checkpoint too: any of its trials may use it.
-            elif tc.checkpoint_every_s > 0 and not last and time.perf_counter() - saved_at >= tc.checkpoint_every_s:
+            elif due:
                 _save_checkpoint(self, step + 1, stem=self.stem)
                 saved_at = time.perf_counter()
             _after_log_boundary(step + 1)
@@ -309,7 +323,7 @@ class _Run:
         """One optimiser step at learning rate ``lr``; its loss, still on the device."""
         for group in self.opt.param_groups:
             group["lr"] = lr * group.get("lr_mult", 1.0)  # 1.0 but for μP's hidden matrices (_optimizer)
-        x, y = self.corpus.batch(self.trial.seed, step, self.batch_size, self.seq_len)
+        x, y = local_slice(*self.corpus.batch(self.trial.seed, step, self.batch_size, self.seq_len), self.group)
         with _autocast(self.device):
             _, loss = forward(torch.from_numpy(x).to(self.device, non_blocking=True),
                               torch.from_numpy(y).to(self.device, non_blocking=True))

@@ -30,10 +30,11 @@ log = logging.getLogger(__name__)
 LAB_TRAINERS = ("function", "command")
 
 
-def run_trial(cfg: TrialConfig) -> TrialResult:
-    """Train one trial and commit its rows to the result store; see the module docstring."""
+def run_trial(cfg: TrialConfig, store: ResultStore | None = None) -> TrialResult:
+    """Train one trial and commit its rows to the result store; see the module docstring.
+    ``store``: the sweep's (default), or a rank's read-only view (workers.run.distributed)."""
     t0 = time.perf_counter()
-    store = ResultStore(cfg.results)
+    store = ResultStore(cfg.results) if store is None else store
     ctx = None
     meter = TrialMeter(cfg).start()
     try:

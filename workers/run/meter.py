@@ -72,6 +72,9 @@ class TrialMeter:
         self.simulated = cfg.trainer == "simulated"
         self.gpus = float(getattr(cfg, "gpus", 0.0) or 0.0)
         self.cpus = float(max(1, cfg.threads))
+        # A trial on several ranks (workers.run.distributed) is recorded by rank 0: it holds ranks
+        # x its own devices, and its energy is rank 0's times the ranks (said in the note).
+        self.ranks = max(1, int(getattr(cfg, "workers", 1) or 1))
         self.counter = None
         self.reason = ""  # why no counter was used
         self._rapl_root = rapl_root
@@ -121,15 +124,15 @@ class TrialMeter:
         return self
 
     def energy_j(self) -> float | None:
-        """This attempt's joules so far, attributed by share (None: unavailable)."""
+        """This attempt's joules so far, attributed by share, all ranks' (None: unavailable)."""
         if self.counter is not None:
             try:
-                return self.counter.sample() * self.share
+                return self.counter.sample() * self.share * self.ranks
             except Exception as e:  # a counter that stopped working: estimate from here on
                 self._drop_counter(str(e))
         if self.source is not EnergySource.ESTIMATED:
             return None
-        return self._rated_w() * self._utilisation() * (time.perf_counter() - self._t0)
+        return self._rated_w() * self._utilisation() * (time.perf_counter() - self._t0) * self.ranks
 
     def _drop_counter(self, reason: str) -> None:
         try:
@@ -186,10 +189,12 @@ class TrialMeter:
             fpt = None
         tps = tokens / wall_s if wall_s > 0 and tokens > 0 and not self.simulated else None
         peak = self.device.peak_flops
-        mfu = tps * fpt / (peak * self._units()) if tps and fpt and peak else None
+        ranks = self.ranks
+        mfu = tps * fpt / (peak * self._units() * ranks) if tps and fpt and peak else None
         gpu = self.device.kind == "cuda"
-        return {"device": "simulated" if self.simulated else self.device.name, "cpus": self.cpus,
-                "gpu_count": self.gpus if gpu else 0.0, "gpu_seconds": wall_s * self.gpus if gpu else 0.0,
+        note = self._note() + (f"; rank 0's measure x {ranks} ranks" if ranks > 1 and energy is not None else "")
+        return {"device": "simulated" if self.simulated else self.device.name, "cpus": self.cpus * ranks,
+                "gpu_count": self.gpus * ranks if gpu else 0.0, "gpu_seconds": wall_s * self.gpus * ranks if gpu else 0.0,
                 "tokens_per_s": tps, "energy_j": None if energy is None else energy_before + energy,
-                "energy_source": self.source.value, "energy_note": self._note(), "flops_per_token": fpt,
+                "energy_source": self.source.value, "energy_note": note, "flops_per_token": fpt,
                 "peak_flops": peak, "mfu": mfu}

@@ -101,8 +101,12 @@ class Trial:
     name: str = ""  # readable, e.g. "N=24.7k D=6.76M C=1e+12 s0"
     sweep: str = ""
     variant: str = "baseline"
-    threads: int = 1  # CPU threads the trial was given
+    threads: int = 1  # CPU threads the trial was given (each rank's, on several)
     device: str = "cpu"  # "cpu", or "cuda" when the spec asked for GPUs
+    # Ranks the trial runs on (> 1: every rank calls the trainer, torch.distributed initialised by
+    # Ray Train; rank 0's context records, the others' write nothing) and the strategy, ddp or fsdp.
+    workers: int = 1
+    strategy: str = "ddp"
     cache_dir: str = ""  # where the built-in data is materialised ("" = ~/.cache/scalesweep)
 
     def to_json(self) -> str:

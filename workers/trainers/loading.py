@@ -92,7 +92,7 @@ def trial_for(cfg: TrialConfig) -> Trial:
         data=cfg.data.model_dump(mode="json") if cfg.data is not None else None,
         role=cfg.role.value, stem_id=cfg.stem_id, start_step=cfg.start_step, stops=tuple(cfg.stops),
         budget=cfg.budget, name=cfg.name, sweep=cfg.sweep, variant=cfg.variant, threads=cfg.threads,
-        device=cfg.device, cache_dir=cfg.cache_dir,
+        device=cfg.device, cache_dir=cfg.cache_dir, workers=cfg.workers, strategy=cfg.strategy,
         eval_tasks=tuple(t.name for t in cfg.evals.tasks) if cfg.evals is not None else (),
         evals=cfg.evals.model_dump(mode="json") if cfg.evals is not None else None,
     )

@@ -114,10 +114,8 @@ class TrialFactory:
         self.train, self.data, self.world = spec.train, spec.data, spec.world
         self.cache_dir = cache_dir
         self.results = spec.sweep_dir
-        self.threads = max(1, int(spec.resources.cpus))
-        self.device = "cuda" if spec.resources.gpus > 0 else "cpu"
-        self.usage = {"gpus": spec.resources.gpus, "peak_flops": spec.resources.peak_flops,
-                      "watts": spec.resources.watts}
+        self.resources = spec.resources
+        self.usage = {"peak_flops": spec.resources.peak_flops, "watts": spec.resources.watts}
         self.runner = spec.trainer if spec.external else None
         if spec.trainer == "simulated":
             self.vocab = 0
@@ -155,6 +153,13 @@ class TrialFactory:
             except TaskError as e:
                 raise UserError(str(e)) from None
         self._points: dict[str, _Point] = {}
+
+    def _placement(self, n_params: float) -> dict:
+        """Where a trial of ``n_params`` runs: its ranks, and the CPUs and GPUs of each
+        (resources, or the resources.by_size rule its N reaches). Not in the trial id."""
+        r = self.resources.for_size(n_params)
+        return {"threads": max(1, int(r["cpus"])), "device": "cuda" if r["gpus"] > 0 else "cpu", "gpus": r["gpus"],
+                "workers": r["workers"], "strategy": r["strategy"]}
 
     def _settings_payload(self) -> dict:
         """The part of every trial id that the spec's settings fix (version, train, data or world;
@@ -222,7 +227,7 @@ class TrialFactory:
             trial_id=trial_id,
             name=trial_name(n, rounded, budget, seed, hp.lr if searched else None),
             sweep=self.spec.name, shape=shape, tokens=rounded, seed=seed, budget=budget, train=train,
-            data=self.data, results=self.results, threads=self.threads, device=self.device, world=self.world,
+            data=self.data, results=self.results, world=self.world, **self._placement(n),
             cache_dir=self.cache_dir, size_n=n, trainer=self.spec.trainer_kind, point_id=point_id,
             recipe=hp.recipe, mup_base_width=self.mup_base_width, stem_id=stem_id, start_step=start,
             moe_aux_loss=self.moe_aux_loss if shape is not None else 0.0,
