@@ -172,7 +172,7 @@ def cmd_run(args) -> int:
             check_results_reach_every_node(spec.results, spec.results_shared, address)
         sink.sinks.append(RayMetricsSink(spec.name))  # Ray is up now: its metrics API works
         r = spec.resources
-        return RayExecutor(r.cpus, r.gpus, r.max_retries)
+        return RayExecutor(r.cpus, r.gpus, r.max_retries, ledger=r.multi_rank)
 
     # Before Ray starts, the estimate knows this node only when the sweep runs on it.
     capacity = cluster_capacity(spec) if address else local_capacity(spec, args.num_cpus)

@@ -179,7 +179,7 @@ def _run(spec, store, factories, static, executor_factory, sink, write_report, f
         r = spec.resources
         # Ray starts at the first trial that must train: a finished tuned sweep replays its
         # searches from the store without it.
-        executor = OnDemandExecutor(executor_factory or (lambda: RayExecutor(r.cpus, r.gpus, r.max_retries)))
+        executor = OnDemandExecutor(executor_factory or (lambda: RayExecutor(r.cpus, r.gpus, r.max_retries, ledger=r.multi_rank)))
         if reuses:  # wsd: points become stem segments and cooldown branches
             from orchestrator.running.reuse import ReuseExecutor
 

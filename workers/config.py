@@ -440,6 +440,7 @@ class TrialConfig:
     data: DataConfig | None  # set for trainer: gpt
     results: str
     threads: int = 1
+    cpus: float = 1.0  # what the executor asks Ray for, per rank (resources.cpus; threads is its whole part)
     device: str = "auto"
     # What the trial holds and how its use is measured (workers.run.meter), none of it in the id:
     # the spec's resources.gpus (a fraction: packed with others), and its stated peak FLOP/s and

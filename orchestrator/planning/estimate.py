@@ -73,8 +73,11 @@ class TrialMemory:
         return self.state + self.activations + self.logits
 
 
-def trial_memory(shape: GPTShape, batch_tokens: int) -> TrialMemory:
-    """Peak memory of one training step of the model of ``shape`` on ``batch_tokens`` tokens.
+def trial_memory(shape: GPTShape, batch_tokens: int, workers: int = 1, strategy: str = "ddp") -> TrialMemory:
+    """Peak memory of one training step of the model of ``shape`` on ``batch_tokens`` tokens,
+    on one rank of ``workers`` (each trains on batch_tokens / workers; under ``fsdp`` each holds
+    1 / workers of the state, the parameters of the block being computed gathered on top: not
+    counted, as they are one block's).
 
     - state: 16 bytes per parameter: fp32 weights, fp32 gradients and AdamW's two fp32 moments
       (also on GPUs: autocast keeps the weights in fp32; workers/gpt/train.py).
@@ -111,8 +114,10 @@ def trial_memory(shape: GPTShape, batch_tokens: int) -> TrialMemory:
         if shape.experts:
             block += -8 * d + k * (11 * d + 7) + shape.experts + (k + 1 if k > 1 else 0)
         per_token = shape.n_layer * block + 2 * d
-    return TrialMemory(state=4 * FP32 * shape.n_params_total, activations=FP32 * batch_tokens * per_token,
-                       logits=4 * FP32 * batch_tokens * shape.vocab_size)
+    per_rank = batch_tokens // max(1, workers)
+    state = 4 * FP32 * shape.n_params_total
+    return TrialMemory(state=state // workers if strategy == "fsdp" and workers > 1 else state,
+                       activations=FP32 * per_rank * per_token, logits=4 * FP32 * per_rank * shape.vocab_size)
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,7 @@ class Capacity:
     flops_per_s: float  # one trial's throughput, C = 6 N D FLOPs per second
     flops_source: str
     no_workers: str = ""  # why workers == 0: the local Ray could never schedule a trial
+    node: tuple[float, float] | None = None  # (CPUs, GPUs) of the one node a local Ray has; None: a cluster
 
 
 def _throughput(spec: SweepSpec) -> tuple[float, str]:
@@ -199,7 +205,9 @@ def local_capacity(spec: SweepSpec, num_cpus: int | None = None) -> Capacity:
     elif memory is None:
         memory = _node_memory()
         memory_source = "this node's memory" if memory is not None else "this node's memory is unknown: not checked"
-    return Capacity(workers, workers_source, memory, memory_source, flops, flops_source, no_workers)
+    n_gpus = _gpus()[0] if r.gpus > 0 or any((b.gpus or 0) > 0 for b in r.by_size) else 0
+    return Capacity(workers, workers_source, memory, memory_source, flops, flops_source, no_workers,
+                    node=(float(cpus), float(n_gpus)))
 
 
 def cluster_capacity(spec: SweepSpec) -> Capacity:
@@ -228,6 +236,7 @@ class SweepEstimate:
     # A lab's trainer without resources.flops_per_s: its speed, so the time, is unknown (the
     # default rate is the built-in GPT's), and max_hours is not checked.
     speed_unknown: bool = False
+    unplaceable: str = ""  # why a trial could never be placed on the local Ray (_unplaceable)
 
     def summary(self) -> str:
         """The line printed at the start of every run."""
@@ -263,6 +272,7 @@ def estimate_sweep(spec: SweepSpec, factory: TrialFactory, trials: list, capacit
     if adaptive:
         a = spec.adaptive
         n_trials, largest = a.max_trials, a.max_flops
+        per_rank = largest / factory.placement(a.n_range[1])["workers"]
         total = min(a.flop_budget, a.max_trials * a.max_flops)
         # The largest N the region allows: N <= n_range's maximum, and with D >= dn_min * N and
         # 6 N D <= max_flops, N^2 <= max_flops / (6 dn_min), which is tokens_for_budget(max_flops, dn_min).
@@ -270,8 +280,9 @@ def estimate_sweep(spec: SweepSpec, factory: TrialFactory, trials: list, capacit
         size = factory.size_for(n_max) if not simulated else None
         if size is not None and size.shape is not None:  # memory is known for the built-in GPT's shapes only
             batch = factory.recipe_at(size, tokens_for_budget(a.max_flops, size.n_params)).batch_tokens
+            where = factory.placement(size.n_params)
             shapes = [(f"the largest that adaptive.n_range and max_flops allow (N={n_max:.3g})", size.shape,
-                       factory.round_batch(batch * batch_up))]
+                       factory.round_batch(batch * batch_up), where["workers"], where["strategy"])]
         time_field, memory_field = "adaptive.flop_budget", "adaptive.n_range"
     else:
         flops = [train_flops(t.n_params, t.tokens) for t in trials]
@@ -290,22 +301,49 @@ def estimate_sweep(spec: SweepSpec, factory: TrialFactory, trials: list, capacit
             batch = factory.round_batch(t.train.batch_tokens * batch_up)
             if t.shape is not None and (t.shape, batch) not in seen:
                 seen.add((t.shape, batch))
-                shapes.append((t.name, t.shape, batch))
+                shapes.append((t.name, t.shape, batch, t.workers, t.strategy))
+        # A trial on k ranks takes 1/k of the time on k slots (linear scaling, an optimistic bound).
+        per_rank = max((f / t.workers for f, t in zip(flops, trials)), default=0.0)
         time_field = "sweep.tokens" if isinstance(spec.sweep, GridSweep) else "sweep.budgets"
         memory_field = "sweep.model_sizes"
     if simulated:  # no FLOPs are computed: a simulated trial takes what its world says
         per = spec.world.duration_s
         total_s, longest_s, time_field = n_trials * per, per, "world.duration_s"
     else:
-        total_s, longest_s = total / capacity.flops_per_s, largest / capacity.flops_per_s
+        total_s, longest_s = total / capacity.flops_per_s, min(largest, per_rank) / capacity.flops_per_s
     seconds = longest_s if not capacity.workers else max(total_s / capacity.workers, longest_s)
     if adaptive and not simulated and capacity.workers and longest_s > total_s / capacity.workers:
         time_field = "adaptive.max_flops"
-    memory = sorted(((name, trial_memory(shape, batch)) for name, shape, batch in shapes),
+    memory = sorted(((name, trial_memory(shape, batch, k, how)) for name, shape, batch, k, how in shapes),
                     key=lambda nm: -nm[1].total)
     return SweepEstimate(n_trials, total, largest, seconds, capacity, simulated, adaptive, time_field, memory,
                          memory_field, spec.world.duration_s if simulated else 0.0,
-                         speed_unknown=spec.external and spec.resources.flops_per_s is None)
+                         speed_unknown=spec.external and spec.resources.flops_per_s is None,
+                         unplaceable=_unplaceable(spec, factory, trials, capacity))
+
+
+def _unplaceable(spec: SweepSpec, factory: TrialFactory, trials: list, capacity: Capacity) -> str:
+    """Why a trial could never be placed on a local Ray's one node ("" if every one can): its
+    ranks x (CPUs, GPUs) beyond the node's. A cluster's nodes are unknown before it runs: the
+    driver's ledger then says so when a trial waits for more than the cluster has."""
+    if capacity.node is None:
+        return ""
+    cpus, gpus = capacity.node
+    if spec.planner == "adaptive":  # the largest size the region allows stands for its trials
+        n = spec.adaptive.n_range[1]
+        asks = [(f"N={n:.3g} (adaptive.n_range's largest)", factory.placement(n))]
+    else:
+        asks = [(t.name, {"workers": t.workers, "cpus": t.cpus, "gpus": t.gpus}) for t in trials]
+    for name, p in asks:
+        k, need_cpu, need_gpu = p["workers"], p["workers"] * p["cpus"], p["workers"] * p["gpus"]
+        if need_cpu > cpus + 1e-9 or need_gpu > gpus + 1e-9:
+            ranks = f"{k} ranks x " if k > 1 else ""
+            gpu_ask = f" and {p['gpus']:g} GPUs" if p["gpus"] else ""
+            return (f"resources: trial {name!r} needs {ranks}{p['cpus']:g} CPUs{gpu_ask} = {need_cpu:g} CPUs"
+                    f"{f' and {need_gpu:g} GPUs' if need_gpu else ''}, but the local Ray has {cpus:g} CPUs and "
+                    f"{gpus:g} GPUs, so it could never run (expected fewer workers or resources per rank in resources "
+                    "or resources.by_size; or --num-cpus, or --address of a cluster)")
+    return ""
 
 
 def check(est: SweepEstimate, spec: SweepSpec, allow_long: bool = False) -> None:
@@ -314,6 +352,8 @@ def check(est: SweepEstimate, spec: SweepSpec, allow_long: bool = False) -> None
     c = est.capacity
     if c.workers == 0:
         raise UserError(c.no_workers)
+    if est.unplaceable:
+        raise UserError(est.unplaceable)
     over = [(name, m) for name, m in est.memory if c.memory is not None and m.total > c.memory]
     if over:
         name, m = over[0]

@@ -24,6 +24,7 @@ import ctypes
 import logging
 import math
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -103,14 +104,15 @@ class Driver:
         self._compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compact")
         self._compacting: Future | None = None
         self._slots = 1
+        self._waiting: deque = deque()  # asked of the planner, not yet admitted by the executor's ledger
 
     def _count_in_flight(self) -> None:
         n = self.executor.in_flight()
         self.progress.running = min(n, self._slots)
-        self.progress.queued = n - self.progress.running
+        self.progress.queued = n - self.progress.running + len(self._waiting)
 
     def done(self) -> bool:
-        return self.planner.finished() and self.executor.in_flight() == 0
+        return self.planner.finished() and self.executor.in_flight() == 0 and not self._waiting
 
     def _fill(self) -> None:
         # A queue one slot deep beyond capacity means a freed worker never waits on the driver. A
@@ -120,14 +122,22 @@ class Driver:
         window = self._slots + 1
         if self.planner.eager:
             window = max(window, EAGER_WINDOW)
-        while self.executor.in_flight() < window:
+        admits = getattr(self.executor, "admits", None)
+        while True:
+            # Head of line: an executor with a ledger (trials on several ranks) takes a trial only
+            # when its resources are free, and nothing behind it is submitted meanwhile, so small
+            # trials never starve a big one (orchestrator.running.executor).
+            while self._waiting and (admits is None or admits(self._waiting[0])):
+                self.executor.submit(self._waiting.popleft())
+            if self._waiting or self.executor.in_flight() >= window:
+                return
             batch = self.planner.ask(window - self.executor.in_flight())
             if not batch:
                 return
             for trial in batch:
                 row = self.finished.get(trial.trial_id)
                 if row is None:
-                    self.executor.submit(trial)
+                    self._waiting.append(trial)
                     continue
                 p = self.progress
                 p.skipped += 1

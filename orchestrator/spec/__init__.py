@@ -363,6 +363,30 @@ class SweepSpec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _multi_rank(self):
+        """What trains on several ranks (workers.run.distributed), checked before anything runs."""
+        r = self.resources
+        if not r.multi_rank:
+            return self
+        if self.trainer_kind == "command":
+            raise ValueError("resources.workers: a command trainer starts its own processes (torchrun, srun); it "
+                             "runs on one Ray task (expected workers: 1, and the command's own launcher)")
+        if self.train.reuses:
+            raise ValueError("resources.workers: wsd stems and branches run on one rank for now (expected workers: 1, "
+                             "or train.cooldown.reuse: false)")
+        if self.trainer == "gpt" and self.model.ffn == "moe":
+            raise ValueError("resources.workers: a mixture of experts trains on one rank for now (an expert no token "
+                             "of a rank's slice reaches has no gradient there; expected workers: 1)")
+        bt = self.train.batch_tokens
+        sizes = [r.workers] + [b.workers or r.workers for b in r.by_size]
+        if self.trainer == "gpt" and isinstance(bt, int):
+            bad = next((k for k in sizes if (bt // self.model.seq_len) % k), None)
+            if bad is not None:
+                raise ValueError(f"train.batch_tokens={bt} is {bt // self.model.seq_len} sequences of model.seq_len, "
+                                 f"which {bad} ranks cannot split evenly (expected a multiple of {bad} x seq_len)")
+        return self
+
+    @model_validator(mode="after")
     def _batch_fits(self):
         bt = self.train.batch_tokens
         if self.trainer == "gpt" and isinstance(bt, int) and bt % self.model.seq_len:

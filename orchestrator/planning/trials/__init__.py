@@ -154,12 +154,13 @@ class TrialFactory:
                 raise UserError(str(e)) from None
         self._points: dict[str, _Point] = {}
 
-    def _placement(self, n_params: float) -> dict:
-        """Where a trial of ``n_params`` runs: its ranks, and the CPUs and GPUs of each
-        (resources, or the resources.by_size rule its N reaches). Not in the trial id."""
+    def placement(self, n_params: float) -> dict:
+        """Where a trial of ``n_params`` runs: its ranks, and the CPUs (Ray's request, and the
+        threads it trains with) and GPUs of each (resources, or the resources.by_size rule its N
+        reaches). Not in the trial id."""
         r = self.resources.for_size(n_params)
-        return {"threads": max(1, int(r["cpus"])), "device": "cuda" if r["gpus"] > 0 else "cpu", "gpus": r["gpus"],
-                "workers": r["workers"], "strategy": r["strategy"]}
+        return {"cpus": float(r["cpus"]), "threads": max(1, int(r["cpus"])), "device": "cuda" if r["gpus"] > 0 else "cpu",
+                "gpus": float(r["gpus"]), "workers": r["workers"], "strategy": r["strategy"]}
 
     def _settings_payload(self) -> dict:
         """The part of every trial id that the spec's settings fix (version, train, data or world;
@@ -227,7 +228,7 @@ class TrialFactory:
             trial_id=trial_id,
             name=trial_name(n, rounded, budget, seed, hp.lr if searched else None),
             sweep=self.spec.name, shape=shape, tokens=rounded, seed=seed, budget=budget, train=train,
-            data=self.data, results=self.results, world=self.world, **self._placement(n),
+            data=self.data, results=self.results, world=self.world, **self.placement(n),
             cache_dir=self.cache_dir, size_n=n, trainer=self.spec.trainer_kind, point_id=point_id,
             recipe=hp.recipe, mup_base_width=self.mup_base_width, stem_id=stem_id, start_step=start,
             moe_aux_loss=self.moe_aux_loss if shape is not None else 0.0,
