@@ -321,8 +321,8 @@ class _Run:
 
     def _step(self, forward, step: int, lr: float) -> torch.Tensor:
         """One optimiser step at learning rate ``lr``; its loss, still on the device."""
-        for group in self.opt.param_groups:
-            group["lr"] = lr * group.get("lr_mult", 1.0)  # 1.0 but for μP's hidden matrices (_optimizer)
+        for pg in self.opt.param_groups:
+            pg["lr"] = lr * pg.get("lr_mult", 1.0)  # 1.0 but for μP's hidden matrices (_optimizer)
         x, y = local_slice(*self.corpus.batch(self.trial.seed, step, self.batch_size, self.seq_len), self.group)
         with _autocast(self.device):
             _, loss = forward(torch.from_numpy(x).to(self.device, non_blocking=True),
