@@ -155,3 +155,39 @@ def test_a_mixed_simulated_sweep_never_holds_more_than_the_cluster(ray_cluster, 
     rows = ResultStore(spec.sweep_dir).read_table("trials").to_pandas()
     assert out.failed == 0 and len(rows) == out.n_trials == 15 and rows["trial_id"].is_unique
     assert (rows["workers"] == 2).sum() == 6 and 0 < peak[0] <= capacity
+
+
+@pytest.mark.ray
+def test_the_driver_killed_during_a_two_rank_trial_then_resumed(ray_cluster, tmp_path, cache_dir):
+    """kill -9 of the driver takes its launcher, Ray Train's controller and the ranks with it (they
+    are owned by it); the re-run finishes every point once, the 2-rank trial from its checkpoint."""
+    import subprocess
+    import sys
+
+    import ray
+
+    from conftest import ROOT
+    from orchestrator import load_trials
+
+    d = tiny_spec_dict(str(tmp_path / "results"), name="kill-ranks", resources={"by_size": [{"min_params": 6e3, "workers": 2}]},
+                       train={"checkpoint_every_s": 0.2}, sweep={"kind": "isoflop", "budgets": [1.5e9], "model_sizes": [2e3, 8e3]})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(d))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_AUTH_MODE="token", SCALESWEEP_CACHE=cache_dir)
+    cmd = [sys.executable, "-m", "orchestrator.cli", "run", str(path), "--address", ray.get_runtime_context().gcs_address]
+    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sweep_dir = tmp_path / "results" / "kill-ranks"
+    spec = parse_spec(d)
+    [big] = [t for t in plan_trials(spec, TrialFactory(spec, cache_dir)) if t.workers == 2]
+    ckpt = sweep_dir / "checkpoints" / f"{big.trial_id}.pt"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not ckpt.exists():  # the 2-rank trial is under way
+        time.sleep(0.05)
+    assert ckpt.exists()
+    driver.kill()
+    driver.wait(timeout=30)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    trials = load_trials(str(sweep_dir))
+    assert trials["trial_id"].is_unique and len(trials) == 2 and set(trials["status"]) == {"completed"}
+    assert sorted(trials["workers"]) == [1, 2] and not ckpt.exists()  # resumed, finished, its checkpoint gone
