@@ -562,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     hparams_parser(sub, _positive_float, _non_negative_int)
     from orchestrator.fitting.downstream.command import add_parser as downstream_parser; downstream_parser(sub, _positive_float, _non_negative_int)  # noqa: E702
     from orchestrator.results.cost.command import add_parser as cost_parser; cost_parser(sub, _positive_float, _non_negative_int)  # noqa: E702
+    from orchestrator.spec.schema import add_parser as schema_parser; schema_parser(sub)  # noqa: E702
 
     rp = sub.add_parser("report", help="write PNG plots and an HTML report under RESULTS/report")
     rp.add_argument("results")
