@@ -22,6 +22,7 @@ from orchestrator.fitting.analysis import SweepFit
 from orchestrator.running.driver import Driver, ProgressSink, finished_rows
 from orchestrator.errors import FitError, UserError
 from orchestrator.planning.estimate import Capacity, check, estimate_sweep, local_capacity
+from orchestrator.running.metrics import FanOut
 from orchestrator.running.executor import OnDemandExecutor, RayExecutor
 from orchestrator.running.lock import DriverLock
 from orchestrator.planning.trials import TrialFactory, variant_id
@@ -184,8 +185,13 @@ def _run(spec, store, factories, static, executor_factory, sink, write_report, f
             from orchestrator.running.reuse import ReuseExecutor
 
             executor = ReuseExecutor(executor, store, any(f.spec.train.keep_stems for f in factories.values()))
-        driver = Driver(planner, store, executor, sink, finished=finished)
-        driver.run()
+        trackers = _trackers(spec)
+        driver = Driver(planner, store, executor, FanOut(sink, trackers) if trackers else sink, finished=finished)
+        try:
+            driver.run()
+        finally:
+            if trackers is not None:
+                trackers.close()
         if reuses:
             executor.close(complete=planner.finished())
         if executor.started:
@@ -201,6 +207,23 @@ def _run(spec, store, factories, static, executor_factory, sink, write_report, f
     out.stop_reason = planner.stopped
     out.recipe = planner.summary() if tuned else ""
     return out
+
+
+def _trackers(spec: SweepSpec):
+    """The live trackers' sink (orchestrator.running.tracking), or None: none named, or no Ray
+    connected for trials to stream through (an in-process executor)."""
+    if not spec.tracking.active:
+        return None
+    import ray
+
+    if not ray.is_initialized():
+        log.warning("tracking: no Ray connected, so trials cannot stream their rows; no live curves this run")
+        return None
+    from orchestrator.running.tracking import TrackerSink
+
+    sink = TrackerSink(spec)
+    log.info("live curves: %s", sink.where)
+    return sink
 
 
 def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, write_report: bool = True,

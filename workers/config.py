@@ -452,6 +452,10 @@ class TrialConfig:
     # holding ``threads`` CPUs and ``gpus`` GPUs, and how (ddp or fsdp). How, not what: not in the id.
     workers: int = 1
     strategy: str = "ddp"
+    # The driver's progress hub (orchestrator.running.tracking) this trial streams its rows to,
+    # every stream_every_s seconds at most ("": no tracker named). Not in the id.
+    stream: str = ""
+    stream_every_s: float = 5.0
     world: WorldConfig | None = None  # set for trainer: simulated
     # Where byte corpora are materialised (workers.gpt.data; "" = ~/.cache/scalesweep): this
     # machine's choice, not a setting of the sweep, so neither in the spec nor in the id.

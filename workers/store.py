@@ -198,6 +198,8 @@ def _damaged_consequence(path: str) -> str:
 class ResultStore:
     """Reads and writes one sweep's Parquet files under ``root`` (a path or URI)."""
 
+    writes = True  # False for a rank's read-only view (workers.run.distributed.ReadOnlyStore)
+
     def __init__(self, root: str, filesystem: pafs.FileSystem | None = None):
         """``root`` is a path or URI; pass ``filesystem`` to use one already built (tests, fsspec)."""
         self.uri = str(root)

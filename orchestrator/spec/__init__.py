@@ -28,6 +28,7 @@ from orchestrator.errors import UserError
 from workers.evals.config import EvalsConfig
 from orchestrator.spec.cost import CostSpec
 from orchestrator.spec.resources import ModelSize, ResourceSpec
+from orchestrator.spec.tracking import TrackingSpec
 from orchestrator.spec.model import MOE_FIELDS, ModelSpec, Name, _Strict, check_model
 from workers.config import (BASELINE, WSD_FIELDS, DataConfig, PositiveFloat, PowerRule, TrainConfig,
                             TrainerSpec, Tune, WorldConfig, identity)
@@ -220,6 +221,8 @@ class SweepSpec(_Strict):
     evals: EvalsConfig | None = None
     # Carbon intensity, PUE and prices for the sweep's and the target run's cost (orchestrator.results.cost).
     cost: CostSpec = CostSpec()
+    # Live curves in TensorBoard and W&B while trials train (orchestrator.running.tracking).
+    tracking: TrackingSpec = TrackingSpec()
 
     @property
     def external(self) -> bool:

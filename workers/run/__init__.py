@@ -37,9 +37,10 @@ def run_trial(cfg: TrialConfig, store: ResultStore | None = None) -> TrialResult
     store = ResultStore(cfg.results) if store is None else store
     ctx = None
     meter = TrialMeter(cfg).start()
+    stream = _stream(cfg) if store.writes else None
     try:
         trial = trial_for(cfg)
-        ctx = Context(trial, store, log, meter)
+        ctx = Context(trial, store, log, meter, stream)
         out = outcome_of(trainer_for(cfg)(trial, ctx))
         if not ctx.rows and cfg.trainer in LAB_TRAINERS:
             raise TrialError("the trainer reported no progress rows (expected ctx.report(step, tokens, ...) calls, "
@@ -65,6 +66,8 @@ def run_trial(cfg: TrialConfig, store: ResultStore | None = None) -> TrialResult
         steps = evals = None
     row.update(_usage(meter, ctx, row))
     store.write_trial(row, steps, evals)
+    if stream is not None:
+        stream.flush(done=True)
     status = TrialStatus(row["status"])
     # A finished trial is never trained again, so its checkpoint is garbage once the rows are
     # committed. A FAILED one keeps it: the re-run that retries it resumes from there.
@@ -75,6 +78,18 @@ def run_trial(cfg: TrialConfig, store: ResultStore | None = None) -> TrialResult
             log.warning("trial %s committed, but deleting its checkpoint in %s failed (%s); delete "
                         "checkpoints/%s* by hand", cfg.trial_id, store.uri, e, cfg.trial_id)
     return TrialResult(cfg.trial_id, status, row["eval_loss"], row["wall_s"], row["error"], row)
+
+
+def _stream(cfg: TrialConfig):
+    """The trial's progress stream to the driver's trackers, or None (none named)."""
+    if not cfg.stream:
+        return None
+    from workers.run.stream import ProgressStream
+
+    meta = {"name": cfg.name, "variant": cfg.variant, "sweep": cfg.sweep, "n_params": cfg.n_params,
+            "tokens": cfg.tokens, "budget": cfg.budget, "seed": cfg.seed, "lr": cfg.train.lr,
+            "batch_tokens": cfg.train.batch_tokens, "workers": cfg.workers}
+    return ProgressStream(cfg.stream, cfg.trial_id, cfg.stream_every_s, meta)
 
 
 def _usage(meter: TrialMeter, ctx: Context | None, row: dict) -> dict:

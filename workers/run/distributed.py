@@ -46,6 +46,8 @@ COLLECTIVE_TIMEOUT_S = 600
 class ReadOnlyStore(ResultStore):
     """A rank other than 0's view of the result store: reads as usual, writes nothing."""
 
+    writes = False
+
     def _write(self, table, trial_id, data) -> None:
         pass
 

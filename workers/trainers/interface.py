@@ -193,11 +193,12 @@ class Context:
     Built by workers.run.run_trial over the sweep's result store, for every trial.
     """
 
-    def __init__(self, trial: Trial, store: ResultStore, log=None, meter=None):
+    def __init__(self, trial: Trial, store: ResultStore, log=None, meter=None, stream=None):
         self.trial = trial
         self._store = store
         self._log = log
         self._meter = meter  # workers.run.meter.TrialMeter: this attempt's energy so far (None: not measured)
+        self._stream = stream  # workers.run.stream.ProgressStream: rows to live trackers (None: none named)
         self._t0 = time.perf_counter()
         self._elapsed_before = 0.0  # wall seconds of earlier attempts (restored with a checkpoint)
         self.energy_before = 0.0  # joules of earlier attempts (restored with a checkpoint)
@@ -230,6 +231,8 @@ class Context:
             row[name] = _number(name, v)
             self.extra_columns.add(name)
         self.rows.append(row)
+        if self._stream is not None:
+            self._stream.add("step", row)
 
     def wall_s(self) -> float:
         return self._elapsed_before + time.perf_counter() - self._t0
@@ -279,6 +282,8 @@ class Context:
                            "task_bpb": _number("task_bpb", task_bpb), "acc": _number("acc", acc),
                            "acc_norm": _number("acc_norm", acc_norm), "n_items": n_items,
                            "chance": _number("chance", chance)})
+        if self._stream is not None:
+            self._stream.add("eval", self.evals[-1])
 
     # --- the trial's own checkpoint (preemption, retries) -------------------------------------
     def save_checkpoint(self, data: bytes, tokens: int | None = None) -> None:

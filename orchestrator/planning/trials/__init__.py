@@ -116,6 +116,10 @@ class TrialFactory:
         self.results = spec.sweep_dir
         self.resources = spec.resources
         self.usage = {"peak_flops": spec.resources.peak_flops, "watts": spec.resources.watts}
+        if spec.tracking.active:  # live curves: trials stream their rows to the driver's hub
+            from orchestrator.spec.tracking import hub_name
+
+            self.usage |= {"stream": hub_name(spec.name, spec.sweep_dir), "stream_every_s": spec.tracking.every_s}
         self.runner = spec.trainer if spec.external else None
         if spec.trainer == "simulated":
             self.vocab = 0
