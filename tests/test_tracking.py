@@ -3,6 +3,8 @@ back with TensorBoard's own event reader; a tracker failing mid-sweep loses noth
 
 from __future__ import annotations
 
+import glob
+import json
 import logging
 import os
 
@@ -91,3 +93,50 @@ def test_a_tracker_failing_mid_sweep_loses_nothing(ray_cluster, tmp_path, cache_
     assert sum("tracker tensorboard failed (OSError: disk full)" in r.message for r in caplog.records) == 1
     rows = ResultStore(spec.sweep_dir).read_table("trials").to_pandas()
     assert len(rows) == out.n_trials and (rows["status"] == "completed").all()
+
+
+def _wandb_history(path) -> list[dict]:
+    """The history rows of an offline W&B run file, read with W&B's own record protos: the file is
+    a header (":W&B", magic, version) and LevelDB-log records in 32 KiB blocks."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, block, chunks, rows, buf = open(path, "rb").read(), 7, 32768, [], [], b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 2):
+            buf = chunk
+        elif kind in (3, 4):
+            buf += chunk
+        if kind in (1, 4):
+            chunks.append(buf)
+    for raw in chunks:
+        rec = pb.Record()
+        rec.ParseFromString(raw)
+        if rec.WhichOneof("record_type") == "history":
+            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in rec.history.item})
+    return rows
+
+
+@pytest.mark.ray
+def test_wandb_offline_runs_hold_each_trials_history(ray_cluster, tmp_path, cache_dir, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    os.environ["SCALESWEEP_CACHE"] = cache_dir
+    spec = parse_spec(tiny_spec_dict(str(tmp_path / "results"), name="live-wandb",
+                                     sweep={"kind": "grid", "model_sizes": [2e3, 4e3], "tokens": [2e4]},
+                                     tracking={"wandb": {"project": "scalesweep-test", "mode": "offline"}, "every_s": 0.05}))
+    out = run_sweep(spec, cache_dir=cache_dir, write_report=False)
+    assert out.failed == 0
+    store = ResultStore(spec.sweep_dir)
+    steps = store.read_table("steps").to_pandas()
+    for tid in store.read_table("trials").to_pandas()["trial_id"]:
+        [path] = glob.glob(os.path.join(spec.sweep_dir, "wandb", "wandb", f"offline-run-*-{tid}", f"run-{tid}.wandb"))
+        history = _wandb_history(path)
+        mine = steps[steps["trial_id"] == tid].sort_values("step")
+        assert [h["_step"] for h in history if "loss/train" in h] == mine["step"].tolist()
+        assert [h["loss/train"] for h in history if "loss/train" in h] == pytest.approx(mine["train_loss"].tolist(), rel=1e-6)
