@@ -13,8 +13,7 @@ A Python trainer (named in a spec as ``trainer: {function: mylab.scaling:train}`
         return Outcome(eval_loss=final, n_params=exact_n)
 
 Its contract test suite is :class:`scalesweep.testing.TrainerContract`. A command trainer
-needs nothing from here (its contract is files and environment variables: README, "Bring your
-own trainer"); its script may score the trial's tasks with ``score_tasks`` and write the rows to
+needs nothing from here (its contract is files and environment variables: docs/trainers.md); its script may score the trial's tasks with ``score_tasks`` and write the rows to
 ``evals.jsonl``. ``load_trials``, ``load_steps`` and ``load_evals`` read a results directory as
 DataFrames.
 

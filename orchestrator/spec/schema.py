@@ -52,7 +52,7 @@ def spec_schema() -> dict:
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": "https://scalesweep.dev/schema/spec.json",
             "title": "scalesweep sweep spec",
-            "description": "A sweep spec (YAML) for `scalesweep run`; see the README's spec reference.",
+            "description": "A sweep spec (YAML) for `scalesweep run`; see docs/specs.md and docs/reference/spec.md.",
             **{k: v for k, v in schema.items() if k != "title"}}
 
 

@@ -1,6 +1,6 @@
 """A lab's training command as a trainer: ``trainer: {command: "python train.py --config {trial_json}"}``.
 
-The contract (README, "Bring your own trainer") in files and environment variables, for an
+The contract (docs/trainers.md) in files and environment variables, for an
 existing ``train.py`` (nanoGPT, litgpt, torchtitan, a lab's own), as W&B Sweeps runs any script:
 
 - ``SCALESWEEP_TRIAL``: a JSON file with the trial (workers.trainers.interface.Trial.to_json);

@@ -69,7 +69,7 @@ def resolve_workdir(workdir: str, relative: str = "") -> str:
 @dataclass(frozen=True)
 class Trial:
     """One trial, as a trainer sees it. The same fields, as JSON, are a command trainer's
-    ``$SCALESWEEP_TRIAL`` file (:meth:`to_json`); README "Bring your own trainer" documents each."""
+    ``$SCALESWEEP_TRIAL`` file (:meth:`to_json`); docs/trainers.md documents each."""
 
     trial_id: str  # content hash of everything that changes the result: the trial's name everywhere
     seed: int  # the replicate: initialise and order data from it
