@@ -98,6 +98,16 @@ def test_two_ranks_train_what_one_rank_trains(tmp_path, cache_dir, one_rank, str
     assert store.list_names("checkpoints") == []  # rank 0 deleted it once committed
 
 
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_ranks_checkpointing_at_every_boundary_finish(tmp_path, cache_dir, one_rank, strategy):
+    """Every rank joins each checkpoint (FSDP gathers the state on rank 0 alone) and the trial ends
+    completed, with one rank's losses."""
+    _on_ranks(_trial(tmp_path, cache_dir, strategy=strategy, workers=2, checkpoint_every_s=1e-9))
+    [row] = ResultStore(str(tmp_path)).read_table("trials").to_pylist()
+    assert row["status"] == "completed", row["error"]
+    _close(_losses(tmp_path), one_rank[1])
+
+
 def test_a_checkpoint_from_two_fsdp_ranks_resumes_on_one(tmp_path, cache_dir, one_rank):
     cfg = _trial(tmp_path, cache_dir, strategy="fsdp", workers=2, checkpoint_every_s=1e-9)
     _on_ranks(cfg, stop_at=12)

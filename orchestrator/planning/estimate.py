@@ -282,7 +282,7 @@ def estimate_sweep(spec: SweepSpec, factory: TrialFactory, trials: list, capacit
             batch = factory.recipe_at(size, tokens_for_budget(a.max_flops, size.n_params)).batch_tokens
             where = factory.placement(size.n_params)
             shapes = [(f"the largest that adaptive.n_range and max_flops allow (N={n_max:.3g})", size.shape,
-                       factory.round_batch(batch * batch_up), where["workers"], where["strategy"])]
+                       factory.round_batch(batch * batch_up), where["workers"], where["strategy"], where["gpus"])]
         time_field, memory_field = "adaptive.flop_budget", "adaptive.n_range"
     else:
         flops = [train_flops(t.n_params, t.tokens) for t in trials]
@@ -301,7 +301,7 @@ def estimate_sweep(spec: SweepSpec, factory: TrialFactory, trials: list, capacit
             batch = factory.round_batch(t.train.batch_tokens * batch_up)
             if t.shape is not None and (t.shape, batch) not in seen:
                 seen.add((t.shape, batch))
-                shapes.append((t.name, t.shape, batch, t.workers, t.strategy))
+                shapes.append((t.name, t.shape, batch, t.workers, t.strategy, t.gpus))
         # A trial on k ranks takes 1/k of the time on k slots (linear scaling, an optimistic bound).
         per_rank = max((f / t.workers for f, t in zip(flops, trials)), default=0.0)
         time_field = "sweep.tokens" if isinstance(spec.sweep, GridSweep) else "sweep.budgets"
@@ -314,12 +314,18 @@ def estimate_sweep(spec: SweepSpec, factory: TrialFactory, trials: list, capacit
     seconds = longest_s if not capacity.workers else max(total_s / capacity.workers, longest_s)
     if adaptive and not simulated and capacity.workers and longest_s > total_s / capacity.workers:
         time_field = "adaptive.max_flops"
-    memory = sorted(((name, trial_memory(shape, batch, k, how)) for name, shape, batch, k, how in shapes),
-                    key=lambda nm: -nm[1].total)
+    # On a local Ray's CPUs all of a trial's ranks share the one node's memory: held against it together.
+    memory = sorted(((name, _on_node(trial_memory(shape, batch, k, how), k if not gpus and capacity.node else 1))
+                     for name, shape, batch, k, how, gpus in shapes), key=lambda nm: -nm[1].total)
     return SweepEstimate(n_trials, total, largest, seconds, capacity, simulated, adaptive, time_field, memory,
                          memory_field, spec.world.duration_s if simulated else 0.0,
                          speed_unknown=spec.external and spec.resources.flops_per_s is None,
                          unplaceable=_unplaceable(spec, factory, trials, capacity))
+
+
+def _on_node(m: TrialMemory, ranks: int) -> TrialMemory:
+    """What ``ranks`` ranks of ``m`` each hold on one node together."""
+    return m if ranks == 1 else TrialMemory(m.state * ranks, m.activations * ranks, m.logits * ranks)
 
 
 def _unplaceable(spec: SweepSpec, factory: TrialFactory, trials: list, capacity: Capacity) -> str:

@@ -291,6 +291,9 @@ class SweepSpec(_Strict):
                              "of a rank's slice reaches has no gradient there; expected workers: 1)")
         bt = self.train.batch_tokens
         sizes = [r.workers] + [b.workers or r.workers for b in r.by_size]
+        if self.trainer == "gpt" and not isinstance(bt, int):
+            raise ValueError("train.batch_tokens: a rule or a search gives batches that several ranks may not split "
+                             "evenly (expected a fixed number of tokens with resources.workers > 1)")
         if self.trainer == "gpt" and isinstance(bt, int):
             bad = next((k for k in sizes if (bt // self.model.seq_len) % k), None)
             if bad is not None:

@@ -34,6 +34,11 @@ class SizeResources(_Strict):
     gpus: float | None = Field(None, ge=0)
     strategy: Literal["ddp", "fsdp"] | None = None
 
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_fraction(cls, v: float | None) -> float | None:
+        return v if v is None else ResourceSpec._gpu_fraction(v)
+
 
 class ResourceSpec(_Strict):
     cpus: float = Field(1, gt=0)  # per trial, or per rank of a trial with workers > 1
@@ -80,9 +85,10 @@ class ResourceSpec(_Strict):
         for i, (where, r) in enumerate([("", self.for_rule(None))] + [(f"by_size[{i}].", self.for_rule(rule))
                                                                        for i, rule in enumerate(self.by_size)]):
             workers, gpus = r["workers"], r["gpus"]
-            if workers > 1 and gpus != int(gpus):
-                raise ValueError(f"{where}gpus={gpus:g} with {where or ''}workers={workers}: a trial on several ranks "
-                                 "takes whole GPUs per rank (expected gpus: 0, 1, 2, ...)")
+            if workers > 1 and gpus not in (0, 1):
+                raise ValueError(f"{where}gpus={gpus:g} with {where or ''}workers={workers}: a rank trains on one "
+                                 "whole GPU (NCCL cannot share one between ranks; a rank uses one device): expected "
+                                 "gpus: 0 or 1 per rank, and more workers")
         mins = [r.min_params for r in self.by_size]
         if mins != sorted(mins):
             raise ValueError("by_size: rules must be in increasing min_params (the last one a trial reaches applies)")

@@ -97,7 +97,7 @@ def _fqns(model: torch.nn.Module, opt: torch.optim.Optimizer) -> list[str]:
 
 def full_state(model: torch.nn.Module, opt: torch.optim.Optimizer, g: Group) -> tuple[dict, dict]:
     """(model state dict, optimiser state dict) in a single rank's format. Under FSDP a
-    collective: every rank calls it, rank 0's copy is the one written."""
+    collective: every rank calls it; rank 0 gets the state, the others ({}, {})."""
     if not g.sharded:
         return model.state_dict(), opt.state_dict()
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
@@ -106,6 +106,8 @@ def full_state(model: torch.nn.Module, opt: torch.optim.Optimizer, g: Group) -> 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     msd = get_model_state_dict(model, options=options)
     osd = get_optimizer_state_dict(model, opt, options=options)
+    if g.rank > 0:  # with cpu_offload the full state is gathered on rank 0 only; the others get {}
+        return {}, {}
     index = {name: i for i, name in enumerate(_fqns(model, opt))}
     state = {index[k]: v for k, v in osd["state"].items()}
     groups = [dict(grp, params=[index[k] for k in grp["params"]]) for grp in osd["param_groups"]]

@@ -122,8 +122,10 @@ def _save_checkpoint(run: "_Run", steps_done: int, stem: bool = False, required:
     which any trial of that stem may start from. A failed write is a warning, unless
     ``required``: a stem's stop is what its segment is run for. On several ranks every rank
     calls it (FSDP gathers the state collectively) and rank 0 writes."""
-    if run.group.rank > 0 and not run.group.sharded:
-        return  # DDP: rank 0 holds the same state; nothing for this rank to gather
+    if run.group.rank > 0:
+        if run.group.sharded:  # FSDP: take part in gathering the state on rank 0; nothing to write here
+            full_state(run.model, run.opt, run.group)
+        return  # DDP: rank 0 holds the same state
     data = _state_bytes(run, steps_done, stem)
     try:
         if stem:
