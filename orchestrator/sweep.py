@@ -180,12 +180,18 @@ def _run(spec, store, factories, static, executor_factory, sink, write_report, f
         r = spec.resources
         # Ray starts at the first trial that must train: a finished tuned sweep replays its
         # searches from the store without it.
-        executor = OnDemandExecutor(executor_factory or (lambda: RayExecutor(r.cpus, r.gpus, r.max_retries, ledger=r.multi_rank)))
+        make = executor_factory or (lambda: RayExecutor(r.cpus, r.gpus, r.max_retries, ledger=r.multi_rank))
+        trackers = None
+        if spec.tracking.active:  # live curves (orchestrator.running.tracking): the hub starts with Ray
+            from orchestrator.running.tracking import TrackerSink
+
+            trackers = TrackerSink(spec)
+            make = _then(make, trackers.start)
+        executor = OnDemandExecutor(make)
         if reuses:  # wsd: points become stem segments and cooldown branches
             from orchestrator.running.reuse import ReuseExecutor
 
             executor = ReuseExecutor(executor, store, any(f.spec.train.keep_stems for f in factories.values()))
-        trackers = _trackers(spec)
         driver = Driver(planner, store, executor, FanOut(sink, trackers) if trackers else sink, finished=finished)
         try:
             driver.run()
@@ -209,21 +215,13 @@ def _run(spec, store, factories, static, executor_factory, sink, write_report, f
     return out
 
 
-def _trackers(spec: SweepSpec):
-    """The live trackers' sink (orchestrator.running.tracking), or None: none named, or no Ray
-    connected for trials to stream through (an in-process executor)."""
-    if not spec.tracking.active:
-        return None
-    import ray
-
-    if not ray.is_initialized():
-        log.warning("tracking: no Ray connected, so trials cannot stream their rows; no live curves this run")
-        return None
-    from orchestrator.running.tracking import TrackerSink
-
-    sink = TrackerSink(spec)
-    log.info("live curves: %s", sink.where)
-    return sink
+def _then(make, after):
+    """``make`` (an executor factory), then ``after()`` once it has returned (Ray is up by then)."""
+    def both():
+        executor = make()
+        after()
+        return executor
+    return both
 
 
 def finish(spec: SweepSpec, store: ResultStore, trial_ids: set[str] | None, write_report: bool = True,

@@ -140,3 +140,31 @@ def test_wandb_offline_runs_hold_each_trials_history(ray_cluster, tmp_path, cach
         mine = steps[steps["trial_id"] == tid].sort_values("step")
         assert [h["_step"] for h in history if "loss/train" in h] == mine["step"].tolist()
         assert [h["loss/train"] for h in history if "loss/train" in h] == pytest.approx(mine["train_loss"].tolist(), rel=1e-6)
+
+
+@pytest.mark.ray
+def test_the_cli_streams_curves_of_a_simulated_sweep(ray_cluster, tmp_path):
+    """As a user runs it: `scalesweep run` in its own process, Ray joined (and its auth mode set)
+    only when the first trial must train, the hub started then; a simulated world's task
+    evaluations become each trial's curves."""
+    import subprocess
+    import sys
+
+    import ray
+    import yaml
+
+    from conftest import ROOT
+
+    spec = {"name": "live-cli", "trainer": "simulated", "results": str(tmp_path / "results"),
+            "world": {"law": {"E": 1.7, "A": 400, "B": 400, "alpha": 0.3, "beta": 0.3}, "tasks": 2, "duration_s": 0.2},
+            "sweep": {"kind": "isoflop", "budgets": [1e17, 1e18], "model_sizes": [1e7, 3e7, 1e8]},
+            "tracking": {"tensorboard": True, "every_s": 0.05}, "fit": {"target_compute": 1e20}}
+    path = tmp_path / "live.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"} | {"PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(path), "--address",
+                           ray.get_runtime_context().gcs_address], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = _runs(str(tmp_path / "results" / "live-cli" / "tensorboard"))
+    assert len(runs) == 6
+    assert all(any(t.startswith("tasks/") for t in tags) for tags in runs.values())

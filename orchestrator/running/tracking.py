@@ -110,12 +110,7 @@ class _Wandb:
 class TrackerSink:
     """A ProgressSink that drains the hub each driver step into the spec's trackers."""
 
-    def __init__(self, spec, ray_module=None):
-        import ray
-
-        from orchestrator.spec.tracking import hub_name
-
-        self._ray = ray_module or ray
+    def __init__(self, spec):
         t = spec.tracking
         local = spec.sweep_dir if "://" not in spec.sweep_dir else os.path.join(os.getcwd(), "tracking", spec.name)
         self.trackers = {}
@@ -123,10 +118,27 @@ class TrackerSink:
             self.trackers["tensorboard"] = _TensorBoard(os.path.join(local, "tensorboard"))
         if t.wandb is not None:
             self.trackers["wandb"] = _Wandb(t.wandb, spec.name, os.path.join(local, "wandb"))
-        self.hub = self._ray.remote(num_cpus=0)(ProgressHub).options(name=hub_name(spec.name, spec.sweep_dir)).remote()
-        self.where = local
+        self.name, self.where, self.hub, self._ray = None, local, None, None
+        self._hub_name = spec.name, spec.sweep_dir
+
+    def start(self) -> None:
+        """Start the hub, once Ray is up and before the first trial is submitted (the executor's
+        factory calls it: importing Ray earlier would fix its auth mode before the CLI sets it)."""
+        import ray
+
+        from orchestrator.spec.tracking import hub_name
+
+        if not ray.is_initialized():
+            log.warning("tracking: no Ray connected, so trials cannot stream their rows; no live curves this run")
+            self.trackers = {}
+            return
+        self._ray = ray
+        self.hub = ray.remote(num_cpus=0)(ProgressHub).options(name=hub_name(*self._hub_name)).remote()
+        log.info("live curves: %s", self.where)
 
     def update(self, progress, completion) -> None:
+        if self.hub is None:
+            return
         try:
             batches = self._ray.get(self.hub.take.remote(), timeout=30)
         except Exception as e:  # the hub is gone: live curves stop, the sweep does not
@@ -159,10 +171,14 @@ class TrackerSink:
 
     def close(self) -> None:
         """Drain what is left, close every writer, end the hub."""
+        if self.hub is None:
+            return
         self.update(None, None)
         for name, tracker in list(self.trackers.items()):
             for trial_id in list(getattr(tracker, "writers", getattr(tracker, "runs", {}))):
                 self._call(name, "close", trial_id)
+        if self.hub is None:
+            return
         try:
             self._ray.kill(self.hub)
         except Exception:  # already gone with its job
