@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ["COLUMNS"] = "100"  # argparse wraps usage to the terminal: the page must not depend on it
+os.environ["COLUMNS"] = "100"  # argparse wraps help to the terminal: the page must not depend on it
 PAGES = {"spec": ROOT / "docs" / "reference" / "spec.md", "cli": ROOT / "docs" / "reference" / "cli.md"}
 
 
@@ -124,21 +124,35 @@ def spec_page() -> str:
     return "\n".join(out)
 
 
+def _usage(name: str, p: argparse.ArgumentParser) -> str:
+    """One usage line written here, not argparse's (whose wrapping and colour vary by Python and terminal)."""
+    parts = [f"scalesweep {name}"]
+    for a in p._actions:
+        if isinstance(a, argparse._HelpAction):
+            continue
+        if not a.option_strings:
+            parts.append(a.metavar or a.dest)
+            continue
+        flag = a.option_strings[-1] if a.option_strings[-1].startswith("--") else a.option_strings[0]
+        takes = a.nargs != 0 and not isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+        parts.append(f"[{flag} {a.metavar or a.dest.upper()}]" if takes else f"[{flag}]")
+    return " ".join(parts)
+
+
 def cli_page() -> str:
     from orchestrator.cli import build_parser
 
     parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     out = ["# Command-line reference", "",
            "Generated from the argument parser by `python docs/gen_reference.py` (do not edit by hand).", "",
-           "```", parser.format_usage().strip(), "```", ""]
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+           "```", f"scalesweep [-v] {{{','.join(sub.choices)}}} ...", "```", ""]
     helps = {c.dest: c.help for c in sub._choices_actions}
     for name, p in sub.choices.items():
         out += [f"## scalesweep {name}", "", helps.get(name) or "", ""]
         if p.description:
             out += [p.description, ""]
-        out += ["```", p.format_usage().replace("usage: ", "").strip(), "```", "",
-                "| argument | meaning |", "|---|---|"]
+        out += ["```", _usage(name, p), "```", "", "| argument | meaning |", "|---|---|"]
         for a in p._actions:
             if isinstance(a, argparse._HelpAction):
                 continue

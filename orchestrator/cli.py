@@ -237,7 +237,8 @@ def cmd_submit(args) -> int:
     check_submitted_results(spec.results, spec.results_shared)  # ... nor one whose results it would lose
     address = _jobs_address(args)
     extra = (["--results-shared"] if args.results_shared else []) + (["--allow-long"] if args.allow_long else [])
-    job_id = submit(address, args.spec, args.results, pip=not args.no_pip, extra_args=extra)
+    trackers = tuple(k for k, on in (("tensorboard", spec.tracking.tensorboard), ("wandb", spec.tracking.wandb)) if on)
+    job_id = submit(address, args.spec, args.results, pip=not args.no_pip, extra_args=extra, extras=trackers)
     print(f"Submitted job {job_id}")
     print(f"Results (written by the job): {spec.sweep_dir}")
     print(f"Dashboard: {address.rstrip('/')}/#/jobs/{job_id}")

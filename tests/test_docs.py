@@ -28,7 +28,7 @@ def test_the_reference_pages_are_generated_from_the_code():
 
 
 def test_the_site_builds_strictly(tmp_path):
-    pytest.importorskip("mkdocs", reason="mkdocs-material is in the dev extra: pip install -e '.[dev]'")
+    pytest.importorskip("material", reason="mkdocs-material is in the dev extra: pip install -e '.[dev]'")
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, NO_MKDOCS_2_WARNING="1"))

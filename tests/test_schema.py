@@ -50,6 +50,7 @@ def test_every_example_spec_validates_and_names_the_schema(path: Path, validator
     (lambda d: d.__setitem__("planner", "dynamic"), "'dynamic' is not one of"),
     (lambda d: d["resources"].__setitem__("strategy", "zero3"), "'zero3' is not one of"),
     (lambda d: d["sweep"].__setitem__("budgets", "many"), "'many' is not of type 'array'"),
+    (lambda d: d["data"].__setitem__("eval_tokens", "1e5"), "'1e5' does not match"),  # an integer field
 ])
 def test_the_schema_refuses_what_the_loader_refuses(validator, change, message):
     d = yaml.safe_load((ROOT / "specs" / "quickstart.yaml").read_text())
@@ -69,4 +70,6 @@ def test_numbers_as_yaml_1_1_writes_them_validate(validator):
     d = yaml.safe_load((ROOT / "specs" / "quickstart.yaml").read_text())
     d["sweep"]["budgets"] = ["2e11", 6e11, "1.5e12"]  # PyYAML reads 2e11 as a string; the loader takes it
     d["evals"] = {"tasks": ["brackets", {"file": "t.jsonl", "n_items": 100}]}
+    d["train"]["lr"] = "tune"  # a search around the default: the loader takes the bare word
+    d["data"]["eval_tokens"] = "65536"
     assert not list(validator.iter_errors(d))

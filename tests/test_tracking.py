@@ -135,10 +135,10 @@ def test_wandb_offline_runs_hold_each_trials_history(ray_cluster, tmp_path, cach
     store = ResultStore(spec.sweep_dir)
     steps = store.read_table("steps").to_pandas()
     for tid in store.read_table("trials").to_pandas()["trial_id"]:
-        [path] = glob.glob(os.path.join(spec.sweep_dir, "wandb", "wandb", f"offline-run-*-{tid}", f"run-{tid}.wandb"))
+        [path] = glob.glob(os.path.join(spec.sweep_dir, "wandb", "wandb", f"offline-run-*-{tid}-*", f"run-{tid}-*.wandb"))
         history = _wandb_history(path)
         mine = steps[steps["trial_id"] == tid].sort_values("step")
-        assert [h["_step"] for h in history if "loss/train" in h] == mine["step"].tolist()
+        assert [h["trainer/step"] for h in history if "loss/train" in h] == mine["step"].tolist()
         assert [h["loss/train"] for h in history if "loss/train" in h] == pytest.approx(mine["train_loss"].tolist(), rel=1e-6)
 
 
@@ -168,3 +168,46 @@ def test_the_cli_streams_curves_of_a_simulated_sweep(ray_cluster, tmp_path):
     runs = _runs(str(tmp_path / "results" / "live-cli" / "tensorboard"))
     assert len(runs) == 6
     assert all(any(t.startswith("tasks/") for t in tags) for tags in runs.values())
+
+
+def test_steps_reported_again_after_a_resume_replace_the_earlier_ones(tmp_path):
+    """A trial retried from its checkpoint reports those steps again; TensorBoard keeps the new rows."""
+    from orchestrator.running.tracking import _TensorBoard
+
+    tb = _TensorBoard(str(tmp_path), flush_s=1)
+    meta = {"name": "N=1k D=1M C=6e+9 s0"}
+    for step, loss in [(1, 5.0), (2, 4.0), (3, 3.5), (4, 3.2)]:
+        tb.write("t" * 16, meta, "step", step, {"loss/train": loss})
+    for step, loss in [(3, 3.4), (4, 3.1), (5, 3.0)]:  # resumed after step 2
+        tb.write("t" * 16, meta, "step", step, {"loss/train": loss})
+    tb.close("t" * 16)
+    [curve] = [tags["loss/train"] for tags in _runs(str(tmp_path)).values()]
+    assert [s for s, _ in curve] == [1, 2, 3, 4, 5]
+    assert [v for _, v in curve] == pytest.approx([5.0, 4.0, 3.4, 3.1, 3.0])
+
+
+def test_a_hub_that_stops_answering_is_given_up_on_once(tmp_path, caplog):
+    """Pure logic (no Ray): after one failed drain the sink never blocks the driver on the hub again."""
+    from orchestrator.running import tracking
+
+    calls = []
+
+    class Hub:
+        class take:
+            @staticmethod
+            def remote():
+                calls.append(1)
+                return "ref"
+
+    class FakeRay:
+        @staticmethod
+        def get(ref, timeout):
+            raise TimeoutError("no answer")
+
+    sink = tracking.TrackerSink(_spec(tmp_path))
+    sink.hub, sink._ray = Hub(), FakeRay()
+    with caplog.at_level(logging.WARNING, logger="orchestrator.running.tracking"):
+        for _ in range(3):
+            sink.update(None, None)
+    assert len(calls) == 1 and sink.hub is None and not sink.trackers
+    assert sum("live tracking stopped" in r.message for r in caplog.records) == 1

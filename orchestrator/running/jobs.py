@@ -27,10 +27,12 @@ _EXCLUDES = ["results/", ".git/", "docs/", "bench/", "tests/", "*.egg-info/", "_
              "deploy/", "*.journal"]
 
 
-def requirements() -> list[str]:
-    """The project's pinned dependencies, as pyproject.toml states them."""
+def requirements(extras: tuple[str, ...] = ()) -> list[str]:
+    """The project's pinned dependencies, as pyproject.toml states them, and those of ``extras``
+    (the trackers a spec names: a job's driver checks they are installed when it loads the spec)."""
     with open(PROJECT_ROOT / "pyproject.toml", "rb") as f:
-        return list(tomllib.load(f)["project"]["dependencies"])
+        project = tomllib.load(f)["project"]
+    return list(project["dependencies"]) + [r for e in extras for r in project["optional-dependencies"][e]]
 
 
 def _client(address: str):
@@ -58,7 +60,7 @@ def check_submitted_results(results: str, shared: bool) -> None:
 
 
 def submit(address: str, spec_path: str, results: str | None = None, pip: bool = True,
-           extra_args: list[str] | None = None) -> str:
+           extra_args: list[str] | None = None, extras: tuple[str, ...] = ()) -> str:
     spec_file = Path(spec_path).resolve()
     try:
         rel = spec_file.relative_to(PROJECT_ROOT)
@@ -71,7 +73,7 @@ def submit(address: str, spec_path: str, results: str | None = None, pip: bool =
     entry += extra_args or []
     runtime_env: dict = {"working_dir": str(PROJECT_ROOT), "excludes": _EXCLUDES}
     if pip:
-        runtime_env["pip"] = requirements()
+        runtime_env["pip"] = requirements(extras)
     client = _client(address)
     deadline = time.monotonic() + AGENT_WAIT_S
     while True:

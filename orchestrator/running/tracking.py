@@ -29,6 +29,8 @@ __all__ = ["ProgressHub", "TrackerSink", "run_name"]
 
 log = logging.getLogger(__name__)
 
+HUB_TIMEOUT_S = 5.0  # a hub that does not answer in this long is given up on (never blocks the driver again)
+
 
 class ProgressHub:
     """What trials have sent and the driver not yet taken (a Ray actor; see the module docstring)."""
@@ -68,27 +70,36 @@ def _scalars(kind: str, row: dict) -> tuple[int, dict[str, float]]:
 
 
 class _TensorBoard:
-    def __init__(self, root: str):
-        self.root, self.writers = root, {}
+    def __init__(self, root: str, flush_s: float):
+        self.root, self.flush_s, self.writers, self.last = root, flush_s, {}, {}
 
     def write(self, trial_id: str, meta: dict, kind: str, step: int, values: dict) -> None:
         w = self.writers.get(trial_id)
-        if w is None:
+        # A progress row before the last one written: the trial resumed from a checkpoint (a retry)
+        # and reports those steps again. Purge what was written from there, as the store keeps the new rows.
+        purge = step if kind == "step" and step <= self.last.get(trial_id, -1) else None
+        if w is None or purge is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            w = self.writers[trial_id] = SummaryWriter(os.path.join(self.root, run_name(meta, trial_id)))
+            if w is not None:
+                w.close()
+            w = self.writers[trial_id] = SummaryWriter(os.path.join(self.root, run_name(meta, trial_id)),
+                                                       purge_step=purge, flush_secs=max(1, round(self.flush_s)))
+        if kind == "step":
+            self.last[trial_id] = step
         for tag, v in values.items():
             w.add_scalar(tag, v, step)
 
     def close(self, trial_id: str) -> None:
+        self.last.pop(trial_id, None)
         w = self.writers.pop(trial_id, None)
         if w is not None:
             w.close()
 
 
 class _Wandb:
-    def __init__(self, spec, sweep: str, root: str):
-        self.spec, self.sweep, self.root, self.runs = spec, sweep, root, {}
+    def __init__(self, spec, sweep: str, root: str, salt: str):
+        self.spec, self.sweep, self.root, self.salt, self.runs = spec, sweep, root, salt, {}
 
     def write(self, trial_id: str, meta: dict, kind: str, step: int, values: dict) -> None:
         run = self.runs.get(trial_id)
@@ -96,10 +107,17 @@ class _Wandb:
             import wandb
 
             os.makedirs(self.root, exist_ok=True)
+            # Trial ids are content hashes, the same in two sweeps that share a trial: the run id adds
+            # the results directory's; a retried trial resumes its run rather than colliding with it.
             run = self.runs[trial_id] = wandb.init(
                 project=self.spec.project, entity=self.spec.entity, group=self.sweep, name=run_name(meta, trial_id),
-                id=trial_id, config=meta, mode=self.spec.mode, dir=self.root, reinit="create_new")
-        run.log(values, step=step)
+                id=f"{trial_id}-{self.salt}", resume="allow", config=meta, mode=self.spec.mode, dir=self.root,
+                reinit="create_new")
+            # W&B drops a log whose step is below one already logged; task evaluations arrive task by
+            # task, and a retry reports steps again: every metric is plotted against its own step column.
+            run.define_metric("trainer/step")
+            run.define_metric("*", step_metric="trainer/step")
+        run.log({"trainer/step": step, **values})
 
     def close(self, trial_id: str) -> None:
         run = self.runs.pop(trial_id, None)
@@ -115,9 +133,12 @@ class TrackerSink:
         local = spec.sweep_dir if "://" not in spec.sweep_dir else os.path.join(os.getcwd(), "tracking", spec.name)
         self.trackers = {}
         if t.tensorboard:
-            self.trackers["tensorboard"] = _TensorBoard(os.path.join(local, "tensorboard"))
+            self.trackers["tensorboard"] = _TensorBoard(os.path.join(local, "tensorboard"), t.every_s)
         if t.wandb is not None:
-            self.trackers["wandb"] = _Wandb(t.wandb, spec.name, os.path.join(local, "wandb"))
+            import hashlib
+
+            salt = hashlib.sha256(spec.sweep_dir.encode()).hexdigest()[:8]
+            self.trackers["wandb"] = _Wandb(t.wandb, spec.name, os.path.join(local, "wandb"), salt)
         self.name, self.where, self.hub, self._ray = None, local, None, None
         self._hub_name = spec.name, spec.sweep_dir
 
@@ -140,9 +161,10 @@ class TrackerSink:
         if self.hub is None:
             return
         try:
-            batches = self._ray.get(self.hub.take.remote(), timeout=30)
-        except Exception as e:  # the hub is gone: live curves stop, the sweep does not
-            self._drop_all(f"its progress hub failed ({e})")
+            batches = self._ray.get(self.hub.take.remote(), timeout=HUB_TIMEOUT_S)
+        except Exception as e:  # the hub is gone or hung: live curves stop, the sweep does not wait on it
+            self._drop_all(f"its progress hub failed ({type(e).__name__}: {e})")
+            self.hub = None
             return
         for trial_id, meta, rows, done in batches:
             for kind, row in rows:
@@ -150,8 +172,13 @@ class TrackerSink:
                 for name in list(self.trackers):
                     self._call(name, "write", trial_id, meta, kind, step, values)
             if done:
-                for name in list(self.trackers):
-                    self._call(name, "close", trial_id)
+                self._close_trial(trial_id)
+        if completion is not None:  # ended, streamed its end or not (a worker lost on every retry)
+            self._close_trial(completion.trial.trial_id)
+
+    def _close_trial(self, trial_id: str) -> None:
+        for name in list(self.trackers):
+            self._call(name, "close", trial_id)
 
     def _call(self, name: str, method: str, *args) -> None:
         tracker = self.trackers.get(name)
@@ -162,11 +189,22 @@ class TrackerSink:
         except Exception as e:  # a view failing never stops the sweep; say so once
             log.warning("tracker %s failed (%s: %s); the sweep goes on without it (its rows are in the results)",
                         name, type(e).__name__, e)
-            del self.trackers[name]
+            self._shut(self.trackers.pop(name))
+
+    @staticmethod
+    def _shut(tracker) -> None:
+        """Close what a dropped tracker holds open (what it queued is written, if it still can be)."""
+        for trial_id in list(getattr(tracker, "writers", getattr(tracker, "runs", {}))):
+            try:
+                tracker.close(trial_id)
+            except Exception:  # already failing: nothing more to save
+                pass
 
     def _drop_all(self, why: str) -> None:
         if self.trackers:
             log.warning("live tracking stopped: %s; the sweep goes on (its rows are in the results)", why)
+            for tracker in self.trackers.values():
+                self._shut(tracker)
             self.trackers = {}
 
     def close(self) -> None:

@@ -16,12 +16,16 @@ import json
 __all__ = ["SCHEMA_FILE", "add_parser", "spec_schema"]
 
 SCHEMA_FILE = "specs/scalesweep.schema.json"  # relative to the project root
-# A number as a string: what pydantic's float coercion accepts from YAML 1.1 ("2e11", "1.5e-3").
+# A number as a string: what pydantic's float coercion accepts from YAML 1.1 ("2e11", "1.5e-3"),
+# and a whole number as one (pydantic refuses "1e5" and "1024.5" for an integer, takes "1024.0").
 NUMERIC_STRING = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
+INTEGER_STRING = r"^\s*[+-]?\d+(\.0*)?\s*$"
 
 
-# Models whose validators also take a bare string (workers.evals.config.EvalTask: a task's name or file).
-STRING_FORMS = {"EvalTask": "a built-in task's name, or the path of a .jsonl task file"}
+# Models whose validators also take a bare string: an eval task's name or file
+# (workers.evals.config.EvalTask), and the word ``tune`` for a searched setting (workers.config.Tune).
+STRING_FORMS = {"EvalTask": {"type": "string", "description": "a built-in task's name, or the path of a .jsonl task file"},
+                "Tune": {"const": "tune", "description": "search it around its default (tune's defaults)"}}
 
 
 def _widen(node):
@@ -34,7 +38,7 @@ def _widen(node):
             limits = {k: out.pop(k) for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
                       if k in out}
             number = {"type": "number", **limits} | ({"multipleOf": 1} if kind == "integer" else {})
-            out["anyOf"] = [number, {"type": "string", "pattern": NUMERIC_STRING}]
+            out["anyOf"] = [number, {"type": "string", "pattern": INTEGER_STRING if kind == "integer" else NUMERIC_STRING}]
         return out
     if isinstance(node, list):
         return [_widen(v) for v in node]
@@ -46,9 +50,9 @@ def spec_schema() -> dict:
     from orchestrator.spec import SweepSpec
 
     schema = _widen(SweepSpec.model_json_schema())
-    for name, what in STRING_FORMS.items():
+    for name, form in STRING_FORMS.items():
         if name in schema.get("$defs", {}):
-            schema["$defs"][name] = {"anyOf": [{"type": "string", "description": what}, schema["$defs"][name]]}
+            schema["$defs"][name] = {"anyOf": [form, schema["$defs"][name]]}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": "https://scalesweep.dev/schema/spec.json",
             "title": "scalesweep sweep spec",

@@ -292,6 +292,8 @@ class Context:
         self._checkpoints = True
         self._store.write_bytes(checkpoint_path(self.trial.trial_id),
                                 write_checkpoint(self._header(tokens, self.trial.trial_id), bytes(data)))
+        if self._stream is not None:  # the curves hold every checkpointed row, should the trial die now
+            self._stream.flush()
 
     def load_checkpoint(self) -> bytes | None:
         """The state saved by an earlier attempt of this trial (None: start from step 0)."""
