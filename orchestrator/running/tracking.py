@@ -212,9 +212,8 @@ class TrackerSink:
         if self.hub is None:
             return
         self.update(None, None)
-        for name, tracker in list(self.trackers.items()):
-            for trial_id in list(getattr(tracker, "writers", getattr(tracker, "runs", {}))):
-                self._call(name, "close", trial_id)
+        for tracker in self.trackers.values():
+            self._shut(tracker)
         if self.hub is None:
             return
         try:

@@ -20,20 +20,12 @@ from orchestrator.results.cost.projection import project, target_from_fit
 from orchestrator.results.cost.usage import sweep_totals, usage_frame
 from orchestrator.spec.cost import provenance
 
-__all__ = ["cost_lines", "fit_projection", "results_cost", "store_cost", "sweep_cost"]
+__all__ = ["cost_lines", "results_cost", "store_cost", "sweep_cost"]
 
 
 def sweep_cost(trials: pd.DataFrame, plan: dict, source: str = "trials") -> dict:
     """The totals of a sweep's trials (every row: failed trials and stem segments were paid for too)."""
     return sweep_totals(usage_frame(trials, source), provenance(plan.get("cost")))
-
-
-def fit_projection(trials: pd.DataFrame, plan: dict, fit, source: str = "trials") -> tuple[dict | None, str]:
-    """(the projection of the fit's target run on the trials' device, "") or (None, why not)."""
-    try:
-        return project(usage_frame(trials, source), target_from_fit(fit), provenance(plan.get("cost"))), ""
-    except UserError as e:
-        return None, str(e)
 
 
 def results_cost(path: str, fit) -> dict | None:
@@ -54,11 +46,17 @@ def store_cost(store, fit, source: str = "trials") -> dict:
     "unavailable": why not} (``fit`` None: no projection)."""
     from orchestrator.results import plan_record
 
-    plan, trials = plan_record(store), store.read_table("trials").to_pandas()
-    projection, why = fit_projection(trials, plan, fit, source) if fit is not None else (None, "no fit")
     from orchestrator.results.cost.command import finite
 
-    return finite({"sweep": sweep_cost(trials, plan, source), "projection": projection, "unavailable": why or None})
+    plan = plan_record(store)
+    usage, settings = usage_frame(store.read_table("trials").to_pandas(), source), provenance(plan.get("cost"))
+    projection, why = None, "no fit"
+    if fit is not None:
+        try:
+            projection, why = project(usage, target_from_fit(fit), settings), ""
+        except UserError as e:
+            why = str(e)
+    return finite({"sweep": sweep_totals(usage, settings), "projection": projection, "unavailable": why or None})
 
 
 def cost_lines(cost: dict | None) -> list[str]:
