@@ -1,7 +1,7 @@
 """A lab's own trainer, written outside the project against the documented contract only, swept on a
-real local Ray: the driver is killed with kill -9 mid-sweep and resumed. Every point is trained to
-its end exactly once (the trainer logs its own invocations), the command's processes die with the
-driver, and the fit recovers the law the trainer hides. Once through the command path (a ladder
+real local Ray: the driver is killed with kill -9 mid-sweep and resumed. Every step of every point
+is trained once, but for the one in flight at the kill (the trainer logs its own steps), the
+command's processes die with the driver, and the fit recovers the law the trainer hides. Once through the command path (a ladder
 of sizes), once through the Python path (a size hook)."""
 
 import json
@@ -36,9 +36,10 @@ COMMON = textwrap.dedent(f"""
         u = int(hashlib.sha256(f"{{n}} {{tokens}}".encode()).hexdigest()[:8], 16) / 2**32
         return base * (1 + 0.003 * (u - 0.5))
 
-    def log(path, event, trial_id):
+    def log(path, event, trial_id, step=0, worker=None):
+        # worker: the Ray worker's pid (a command's parent; a function runs in it)
         with open(path, "a") as f:
-            f.write(f"{{event}} {{trial_id}} {{os.getpid()}}\\n")
+            f.write(f"{{event}} {{trial_id}} {{os.getpid()}} {{step}} {{worker or os.getpid()}}\\n")
 """)
 
 COMMAND = COMMON + textwrap.dedent("""
@@ -46,11 +47,12 @@ COMMAND = COMMON + textwrap.dedent("""
     trial = json.load(open(os.environ["SCALESWEEP_TRIAL"]))
     out, ckpt = os.environ["SCALESWEEP_OUTPUT"], os.path.join(os.environ["SCALESWEEP_CHECKPOINT_DIR"], "state.json")
     tid, n = trial["trial_id"], trial["model"]["width"] ** 2   # the ladder's N is width^2
-    log(trial["settings"]["log"], "start", tid)
+    log(trial["settings"]["log"], "start", tid, worker=os.getppid())
     step = json.load(open(ckpt))["step"] if os.path.exists(ckpt) else 0
     with open(os.path.join(out, "metrics.jsonl"), "a") as m:
         for step in range(step + 1, 9):
             time.sleep(0.04)
+            log(trial["settings"]["log"], "step", tid, step, os.getppid())
             tokens = trial["tokens"] * step // 8
             m.write(json.dumps({"step": step, "tokens": tokens, "train_loss": loss_at(n, tokens, tid)}) + "\\n")
             m.flush()
@@ -58,7 +60,7 @@ COMMAND = COMMON + textwrap.dedent("""
             os.replace(ckpt + ".tmp", ckpt)
     final = loss_at(n, trial["tokens"], tid)
     json.dump({"n_params": n, "eval_loss": final}, open(os.path.join(out, "result.json"), "w"))
-    log(trial["settings"]["log"], "end", tid)
+    log(trial["settings"]["log"], "end", tid, worker=os.getppid())
 """)
 
 FUNCTION = COMMON + textwrap.dedent("""
@@ -75,6 +77,7 @@ FUNCTION = COMMON + textwrap.dedent("""
         step = json.loads(saved)["step"] if saved else 0
         for step in range(step + 1, 9):
             time.sleep(0.04)
+            log(trial.settings["log"], "step", tid, step)
             tokens = trial.tokens * step // 8
             ctx.report(step, tokens, train_loss=loss_at(n, tokens, tid))
             ctx.save_checkpoint(json.dumps({"step": step}).encode())
@@ -109,9 +112,10 @@ def _spec(tmp_path, path: str) -> dict:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    return not open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] == "Z"
 
 
 @pytest.mark.parametrize("path", ["command", "function"])
@@ -135,18 +139,33 @@ def test_a_labs_trainer_killed_mid_sweep_resumes_trains_each_point_once_and_fits
     _, err = driver.communicate(timeout=60)
     assert log.exists(), err[-3000:]
     events = [line.split() for line in log.read_text().splitlines()]
-    started = {pid for event, _, pid in events if event == "start"}
-    deadline = time.time() + 20  # the commands of the killed driver's trials end with it
-    while time.time() < deadline and any(_alive(int(p)) for p in started):
+    started = {pid for event, _, pid, _, _ in events if event == "start"}
+    workers = {w for event, _, _, _, w in events if event == "start"}
+    # The commands of the killed driver's trials end with it, and so do its Ray workers (Ray ends a
+    # dead job's workers): one still committing as the new driver starts would race it.
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_alive(int(p)) for p in started | workers):
         time.sleep(0.2)
     assert not [p for p in started if _alive(int(p))], "a trainer process outlived the killed driver"
+    assert not [w for w in workers if _alive(int(w))], "a Ray worker outlived the killed driver"
 
     done = subprocess.run(cmd, env=env, cwd=str(ROOT / "tests"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     trials = load_trials(str(tmp_path / "results" / spec["name"]))
     assert len(trials) == len(BUDGETS) * len(SIZES) and set(trials["status"]) == {"completed"}
-    ends = Counter(tid for event, tid, _ in (line.split() for line in log.read_text().splitlines()) if event == "end")
-    assert set(ends) == set(trials["trial_id"]) and set(ends.values()) == {1}, ends  # each point trained once
+    events = [line.split() for line in log.read_text().splitlines()]
+    assert {tid for event, tid, *_ in events if event == "end"} == set(trials["trial_id"])
+    # Each point trained once: every step of it trained, none twice but the one in flight at the
+    # kill, and none after the trainer's first end. (A trainer killed after it ended but before its
+    # row was committed is run again, and finds its last checkpoint: it trains nothing.)
+    trained = Counter((tid, int(step)) for event, tid, _, step, _ in events if event == "step")
+    assert all({s for (t, s) in trained if t == tid} == set(range(1, STEPS + 1)) for tid in trials["trial_id"])
+    assert max(trained.values()) <= 2, trained
+    assert sum(n - 1 for n in trained.values()) <= len(started), trained
+    ended: set[str] = set()
+    for event, tid, *_ in events:
+        assert not (event == "step" and tid in ended), f"{tid} trained a step after its trainer ended"
+        ended |= {tid} if event == "end" else set()
     assert "a (N_opt" in done.stdout
     line = next(x for x in done.stdout.splitlines() if x.strip().startswith("a (N_opt"))
     a, lo80, hi80, lo95, hi95 = (float(v) for v in line.replace("[", " ").replace("]", " ").replace(",", " ").split()[4:9])
