@@ -191,3 +191,54 @@ def test_the_driver_killed_during_a_two_rank_trial_then_resumed(ray_cluster, tmp
     trials = load_trials(str(sweep_dir))
     assert trials["trial_id"].is_unique and len(trials) == 2 and set(trials["status"]) == {"completed"}
     assert sorted(trials["workers"]) == [1, 2] and not ckpt.exists()  # resumed, finished, its checkpoint gone
+
+
+LAB_DIST = '''
+import torch
+import torch.distributed as dist
+from scalesweep import Outcome
+
+
+def size(target_n):
+    width = max(4, round(target_n ** 0.5))
+    return {"width": width}, width * width
+
+
+def train(trial, ctx):
+    rank = dist.get_rank()
+    if trial.settings.get("fail"):
+        raise ValueError(f"bad shard on rank {rank}")
+    x = torch.ones(1)
+    for step in (1, 2):
+        dist.all_reduce(x)  # every rank trains; rank 0 alone reports, as a ported script would
+        if rank == 0:
+            ctx.report(step, trial.tokens * step // 2, train_loss=3.0 / step)
+    return Outcome(eval_loss=2.0 + 0.0 * x.item(), n_params=trial.model["width"] ** 2)
+'''
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_labs_trainer_on_two_ranks_reports_on_rank_0_or_fails_with_its_own_error(ray_cluster, tmp_path, fail):
+    """A Python trainer on 2 ranks that reports on rank 0 alone completes (the other rank owes no
+    rows); one that raises on every rank leaves rank 0's FAILED row, its traceback and usage
+    kept, with Ray Train's error added after the group's restart."""
+    from orchestrator import load_trials
+    from orchestrator.spec import load_spec
+
+    (tmp_path / "lab_dist.py").write_text(LAB_DIST)
+    d = {"name": "lab-ranks", "results": str(tmp_path / "results"),
+         "sweep": {"kind": "grid", "model_sizes": [1e4], "tokens": [1e5]},
+         "trainer": {"function": "lab_dist:train", "settings": {"fail": fail}}, "model": {"size": "lab_dist:size"},
+         "train": {"lr": 1e-3, "batch_tokens": 1024}, "resources": {"cpus": 1, "workers": 2, "max_retries": 1}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(d))
+    out = run_sweep(load_spec(tmp_path / "spec.yaml"), write_report=False)
+    [row] = load_trials(str(tmp_path / "results" / "lab-ranks")).to_dict("records")
+    assert row["workers"] == 2 and row["cpus"] == 2 and row["energy_source"] in ("rapl", "estimated")
+    if not fail:
+        assert out.failed == 0 and row["status"] == "completed" and row["eval_loss"] == 2.0
+        return
+    assert out.failed == 1 and row["status"] == "failed"
+    error = row["error"]
+    assert error.startswith("ValueError: bad shard on rank 0") and "lab_dist.py" in error  # rank 0's own traceback
+    assert "failed on Ray Train after 1 restarts" in error and row["wall_s"] > 0

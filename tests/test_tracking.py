@@ -180,10 +180,13 @@ def test_steps_reported_again_after_a_resume_replace_the_earlier_ones(tmp_path):
         tb.write("t" * 16, meta, "step", step, {"loss/train": loss})
     for step, loss in [(3, 3.4), (4, 3.1), (5, 3.0)]:  # resumed after step 2
         tb.write("t" * 16, meta, "step", step, {"loss/train": loss})
+    tb.close("t" * 16)  # that attempt failed at step 5: its writer is closed
+    for step, loss in [(5, 2.9), (6, 2.8)]:  # a retry (or a later run) resumes after step 4
+        tb.write("t" * 16, meta, "step", step, {"loss/train": loss})
     tb.close("t" * 16)
     [curve] = [tags["loss/train"] for tags in _runs(str(tmp_path)).values()]
-    assert [s for s, _ in curve] == [1, 2, 3, 4, 5]
-    assert [v for _, v in curve] == pytest.approx([5.0, 4.0, 3.4, 3.1, 3.0])
+    assert [s for s, _ in curve] == [1, 2, 3, 4, 5, 6]
+    assert [v for _, v in curve] == pytest.approx([5.0, 4.0, 3.4, 3.1, 2.9, 2.8])
 
 
 def test_a_hub_that_stops_answering_is_given_up_on_once(tmp_path, caplog):

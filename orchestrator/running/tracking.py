@@ -77,7 +77,9 @@ class _TensorBoard:
         w = self.writers.get(trial_id)
         # A progress row before the last one written: the trial resumed from a checkpoint (a retry)
         # and reports those steps again. Purge what was written from there, as the store keeps the new rows.
-        purge = step if kind == "step" and step <= self.last.get(trial_id, -1) else None
+        # A run opened anew (a retry after its failed attempt closed it, a later sweep run) purges from
+        # its first row: what an earlier attempt wrote there or after is superseded too.
+        purge = step if w is None or (kind == "step" and step <= self.last.get(trial_id, -1)) else None
         if w is None or purge is not None:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -148,8 +148,11 @@ def _load_state(data: bytes | None, run: "_Run", stem_step: int = 0) -> dict | N
     last = stem_step if stem_step else run.trial.steps - 1
     try:
         # weights_only: tensors and primitive containers only, so a file in storage cannot
-        # run code when loaded. map_location: a GPU checkpoint resumes on CPU and vice versa.
-        state = torch.load(io.BytesIO(data), map_location=run.device, weights_only=True)
+        # run code when loaded. map_location: a GPU checkpoint resumes on CPU and vice versa; a
+        # sharded model's full state stays in host memory, each rank copying in only its shard
+        # (on its GPU the full state would sit beside the shard the memory estimate counts).
+        where = "cpu" if run.group.sharded else run.device
+        state = torch.load(io.BytesIO(data), map_location=where, weights_only=True)
         found = (state.get("version"), state.get("total_steps"))
         if found != (CHECKPOINT_VERSION, expected_total):
             raise ValueError(f"(version, total_steps) = {found}, expected {(CHECKPOINT_VERSION, expected_total)}")

@@ -42,7 +42,8 @@ def run_trial(cfg: TrialConfig, store: ResultStore | None = None) -> TrialResult
         trial = trial_for(cfg)
         ctx = Context(trial, store, log, meter, stream)
         out = outcome_of(trainer_for(cfg)(trial, ctx))
-        if not ctx.rows and cfg.trainer in LAB_TRAINERS:
+        # Rank 0 records the trial: a lab's trainer on several ranks may report on rank 0 alone.
+        if not ctx.rows and cfg.trainer in LAB_TRAINERS and store.writes:
             raise TrialError("the trainer reported no progress rows (expected ctx.report(step, tokens, ...) calls, "
                              "or lines in $SCALESWEEP_OUTPUT/metrics.jsonl)")
         n = out.n_params or cfg.n_params
@@ -98,7 +99,8 @@ def _usage(meter: TrialMeter, ctx: Context | None, row: dict) -> dict:
     try:
         done = row["tokens"] if row["status"] != TrialStatus.FAILED.value else (ctx.rows[-1]["tokens"] if ctx and ctx.rows else 0)
         own = max(0, done - (ctx.started_tokens if ctx else 0))
-        return meter.stop(row["wall_s"], own, row["n_params"], ctx.energy_before if ctx else 0.0)
+        return meter.stop(row["wall_s"], own, row["n_params"], ctx.energy_before if ctx else 0.0,
+                          ctx.gpu_seconds() if ctx else None)
     except Exception as e:  # measuring never costs a trial its row
         log.warning("trial %s: measuring its usage failed (%s); its row records none", row["trial_id"], e)
         return {"energy_source": "unavailable", "energy_note": f"measuring failed: {type(e).__name__}: {e}"}

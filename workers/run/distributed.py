@@ -12,13 +12,17 @@ global batch across ranks (workers.gpt.train); the built-in GPT wraps its model 
   :class:`ReadOnlyStore` (they read the same checkpoints to resume, and write nothing), so the
   trial's rows, checkpoints and row are committed exactly once, by rank 0, as on one rank.
 - **Failures.** A NaN is a DIVERGED row, decided alike on every rank. An exception is caught by
-  ``run_trial``: on rank 0 it is the FAILED row, and the rank leaves the process group so that its
-  peers' collectives fail at once instead of at the timeout; on another rank it is raised after
-  leaving, and Ray Train restarts the group (``FailureConfig(max_failures=resources.max_retries)``),
-  as it does when a rank *dies* (its process killed, its node lost): the restarted ranks resume
-  from the trial's last checkpoint, and a trial already committed is not trained again. Past the
-  retries, :func:`run_distributed` commits the FAILED row itself, with Ray Train's error (the
-  failing rank's message among it), never over a finished row.
+  ``run_trial`` (rank 0's becomes the FAILED row, with its traceback and usage); the rank then
+  leaves the process group and raises, so Ray Train ends the group at once (a peer blocked in an
+  NCCL collective would otherwise wait out the timeout) and restarts it
+  (``FailureConfig(max_failures=resources.max_retries)``), as it does when a rank *dies* (its
+  process killed, its node lost): the restarted ranks resume from the trial's last checkpoint,
+  and a trial already committed is not trained again. Past the retries, :func:`run_distributed`
+  keeps the FAILED row rank 0 wrote and adds Ray Train's error to it, or commits one itself
+  where rank 0 wrote none (it was the one that died), never over a finished row.
+- **Placement.** The ranks wait for their placement group as long as it takes: on a cluster an
+  autoscaler may add the nodes they need, and the driver's ledger warns when a trial asks for
+  more than the cluster has now. On a local Ray, the estimate refuses such a trial before the run.
 - **No hang.** Collectives time out after :data:`COLLECTIVE_TIMEOUT_S` (a rank stuck in an
   all-reduce its peer will never join fails the group instead of waiting forever), and the
   controller's result path is a plain ``fit()`` whose errors become the row.
@@ -70,10 +74,9 @@ def _rank_main(config: dict) -> None:
     """Ray Train's per-rank function: the trial through run_trial, recorded by rank 0 only.
 
     A trial already finished (a group restarted after rank 0 committed) is not trained again. A
-    rank whose trial failed leaves the process group at once, so a peer blocked in a collective
-    fails now rather than at the timeout: rank 0 has committed its FAILED row; another rank raises,
-    and Ray Train restarts the group (up to resources.max_retries), its error in the logs and, past
-    the retries, in the row the launcher commits."""
+    rank whose trial failed (rank 0 has committed the FAILED row) leaves the process group and
+    raises, so that Ray Train ends the group now, rather than a peer blocked in a collective at
+    the timeout, and restarts it (up to resources.max_retries)."""
     import ray.train
     import torch.distributed as dist
 
@@ -93,8 +96,7 @@ def _rank_main(config: dict) -> None:
             dist.destroy_process_group()
         except Exception:  # leaving is all that matters
             pass
-    if rank > 0:
-        raise RuntimeError(f"rank {rank}: {result.error.splitlines()[0] if result.error else 'failed'}")
+    raise RuntimeError(f"rank {rank}: {result.error.splitlines()[0] if result.error else 'failed'}")
 
 
 def run_distributed(cfg: TrialConfig, max_retries: int = 2) -> TrialResult:
@@ -103,14 +105,11 @@ def run_distributed(cfg: TrialConfig, max_retries: int = 2) -> TrialResult:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     store = ResultStore(cfg.results)
-    done = store.read_trial(cfg.trial_id)
-    if done is not None and TrialStatus(done["status"]).is_finished():  # committed before a restart
-        return TrialResult.from_row(done)
+    before = store.read_trial(cfg.trial_id)
+    if before is not None and TrialStatus(before["status"]).is_finished():  # committed before a restart
+        return TrialResult.from_row(before)
     gpu = cfg.gpus > 0
     per_rank = {"CPU": float(cfg.cpus)} | ({"GPU": float(cfg.gpus)} if gpu else {})  # as the ledger counts
-    unfit = _no_node_holds(per_rank)
-    if unfit:
-        return _failed(cfg, store, unfit)
     trainer = TorchTrainer(
         _rank_main,
         train_loop_config={"cfg": cfg},
@@ -128,10 +127,15 @@ def run_distributed(cfg: TrialConfig, max_retries: int = 2) -> TrialResult:
         done = store.read_trial(cfg.trial_id)
         if done is not None and TrialStatus(done["status"]).is_finished():  # never overwrite a finished row
             return TrialResult.from_row(done)
-        error = f"{type(e).__name__}: {str(e).strip()}\n{traceback.format_exc()}"
+        error = (f"the trial's {cfg.workers} ranks failed on Ray Train after {max_retries} restarts: "
+                 f"{type(e).__name__}: {str(e).strip()}\n{traceback.format_exc()}")
         log.error("trial %s: Ray Train failed (%s)", cfg.trial_id, str(e).splitlines()[0] if str(e) else type(e).__name__)
-        return _failed(cfg, store, f"the trial's {cfg.workers} ranks failed on Ray Train after {max_retries} restarts: "
-                                   f"{error}")
+        if done is not None and (before is None or done["finished_at"] != before["finished_at"]):
+            # Rank 0's FAILED row of this launch: its traceback and usage stand, Ray Train's error added.
+            row = dict(done, error=f"{done['error']}\n{error}")
+            store.write_trial(row)
+            return TrialResult.from_row(row)
+        return _failed(cfg, store, error)
     row = store.read_trial(cfg.trial_id)
     if row is None:  # rank 0 returned without committing: cannot happen unless the store refused the write
         raise RuntimeError(f"trial {cfg.trial_id}: Ray Train finished but rank 0 committed no row in {store.uri}")
@@ -143,17 +147,3 @@ def _failed(cfg: TrialConfig, store: ResultStore, error: str) -> TrialResult:
     store.write_trial(row)
     return TrialResult(cfg.trial_id, TrialStatus.FAILED, math.nan, 0.0, error, row)
 
-
-def _no_node_holds(per_rank: dict[str, float]) -> str:
-    """Why the one node of a single-node Ray cannot hold one rank's resources ("" if it can, or if
-    the cluster has several nodes): Ray Train would wait for such a placement group for ever."""
-    import ray
-
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    # A cluster of several nodes may be autoscaling: a node of the shape asked for may yet join.
-    if len(nodes) != 1 or all(nodes[0].get(k, 0.0) + 1e-9 >= v for k, v in per_rank.items()):
-        return ""
-    biggest = max(nodes, key=lambda r: (r.get("GPU", 0.0), r.get("CPU", 0.0)))
-    return (f"one rank asks for {per_rank}, more than any node of the cluster has (the largest: "
-            f"{biggest.get('CPU', 0.0):g} CPUs and {biggest.get('GPU', 0.0):g} GPUs; expected resources per rank "
-            "that one node holds)")

@@ -173,10 +173,17 @@ class TrialMeter:
                 else f"x {self._utilisation():.2f} utilisation (CPU time / wall x threads)")
         return f"{units}s x {self.device.watts:g} W rated ({self.device.watts_source}) {util}{why}"
 
-    def stop(self, wall_s: float, tokens: int, n_params: int, energy_before: float = 0.0) -> dict:
+    @property
+    def gpu_rate(self) -> float:
+        """GPUs this attempt holds, all ranks' (0 on CPU)."""
+        return self.gpus * self.ranks if self.device.kind == "cuda" else 0.0
+
+    def stop(self, wall_s: float, tokens: int, n_params: int, energy_before: float = 0.0,
+             gpu_seconds: float | None = None) -> dict:
         """The row's columns after training ``tokens`` tokens (this row's own) in ``wall_s`` seconds
-        (earlier attempts' included, as their ``energy_before`` joules are). Never raises: a
-        failure to measure leaves the energy unavailable and says why."""
+        (earlier attempts' included, as their ``energy_before`` joules are). ``gpu_seconds``: those
+        the trial held, each attempt at its own GPU count (default: ``wall_s`` at this attempt's).
+        Never raises: a failure to measure leaves the energy unavailable and says why."""
         try:
             if self.counter is not None:
                 self.counter.halt()  # the poller first: the last read is then the final one
@@ -194,7 +201,8 @@ class TrialMeter:
         gpu = self.device.kind == "cuda"
         note = self._note() + (f"; rank 0's measure x {ranks} ranks" if ranks > 1 and energy is not None else "")
         return {"device": "simulated" if self.simulated else self.device.name, "cpus": self.cpus * ranks,
-                "gpu_count": self.gpus * ranks if gpu else 0.0, "gpu_seconds": wall_s * self.gpus * ranks if gpu else 0.0,
+                "gpu_count": self.gpu_rate,
+                "gpu_seconds": (wall_s * self.gpu_rate if gpu_seconds is None else gpu_seconds) if gpu else 0.0,
                 "tokens_per_s": tps, "energy_j": None if energy is None else energy_before + energy,
                 "energy_source": self.source.value, "energy_note": note, "flops_per_token": fpt,
                 "peak_flops": peak, "mfu": mfu}

@@ -202,6 +202,7 @@ class Context:
         self._t0 = time.perf_counter()
         self._elapsed_before = 0.0  # wall seconds of earlier attempts (restored with a checkpoint)
         self.energy_before = 0.0  # joules of earlier attempts (restored with a checkpoint)
+        self.gpu_before = 0.0  # GPU-seconds of earlier attempts, each at its own GPU count (likewise)
         self._started_tokens = 0  # tokens before this row's own computation (a branch's stem part)
         self.rows: list[dict] = []
         self.evals: list[dict] = []  # task evaluations (report_task), kept in checkpoints like rows
@@ -241,6 +242,12 @@ class Context:
         """Joules the trial has used so far, earlier attempts included (None: not measured)."""
         now = self._meter.energy_j() if self._meter is not None else None
         return None if now is None else self.energy_before + now
+
+    def gpu_seconds(self) -> float:
+        """GPU-seconds the trial has held so far, earlier attempts included, each at its own count
+        (a trial resumed on other ranks or GPUs)."""
+        rate = self._meter.gpu_rate if self._meter is not None else 0.0
+        return self.gpu_before + rate * (time.perf_counter() - self._t0)
 
     # --- task evaluations (workers.evals) -------------------------------------------------------
     def tasks_due(self, final: bool) -> bool:
@@ -324,7 +331,8 @@ class Context:
             tokens = self.rows[-1]["tokens"] if self.rows else 0
         return {"owner": owner, "writer": self.trial.trial_id, "elapsed_s": self.wall_s(), "tokens": int(tokens),
                 "started_tokens": self._started_tokens, "rows": self.rows, "evals": self.evals,
-                "energy_j": self.energy_j() or 0.0}
+                "energy_j": self.energy_j() or 0.0,
+                "gpu_s": self.gpu_seconds()}
 
     def _restore(self, path: str, owner: str, step: int | None = None) -> bytes | None:
         blob = self._store.read_bytes(path)
@@ -343,6 +351,8 @@ class Context:
             elapsed, started = (float(header["elapsed_s"]), int(header["started_tokens"])) if own \
                 else (0.0, int(header.get("tokens", 0)))
             energy = float(header.get("energy_j") or 0.0) if own else 0.0
+            rate = self._meter.gpu_rate if self._meter is not None else 0.0
+            gpu_s = (float(header["gpu_s"]) if "gpu_s" in header else elapsed * rate) if own else 0.0
         except (ValueError, KeyError, TypeError, struct.error) as e:
             if self._log:
                 self._log.warning("trial %s: ignoring unusable checkpoint %s/%s (%s)", self.trial.trial_id,
@@ -353,6 +363,7 @@ class Context:
         # Its own earlier attempt: its time and FLOPs so far carry on. Another trial's stem state:
         # this row's own computation begins where it was saved.
         self._elapsed_before, self._started_tokens, self.energy_before = elapsed, started, energy
+        self.gpu_before = gpu_s
         return data
 
     def discard(self, workspace: bool = False) -> None:
