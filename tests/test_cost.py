@@ -120,6 +120,17 @@ def test_sweep_totals_and_their_provenance():
     assert s["price_per_cpu_hour"]["source"].startswith("default")
 
 
+def test_gpu_hours_count_each_attempt_at_its_own_gpus():
+    """A trial that ran 30 min on 8 GPUs, then resumed for 30 min on 4, held 6 GPU-hours (its
+    row's gpu_seconds), not its wall hour at the last count (4)."""
+    runs = pd.DataFrame({"n_params": [1e9], "tokens": [2e10], "wall_s": [3600.0], "device": ["NVIDIA H100 80GB HBM3"],
+                         "gpu_count": [4.0], "gpu_seconds": [1800.0 * 8 + 1800.0 * 4], "cpus": [32.0],
+                         "energy_j": [np.nan], "energy_source": ["unavailable"]})
+    t = sweep_totals(usage_frame(runs, "t.csv"), _settings(price_per_gpu_hour=2.0))
+    assert t["gpu_hours"] == pytest.approx(6.0) and t["cost"] == pytest.approx(12.0)
+    assert sweep_totals(usage_frame(runs.drop(columns="gpu_seconds"), "t.csv"), _settings())["gpu_hours"] == 4.0
+
+
 def _write(tmp_path, df, name="runs.csv"):
     path = tmp_path / name
     df.to_csv(path, index=False)
@@ -175,6 +186,33 @@ def test_cost_bad_input_is_one_line(tmp_path, capsys, argv, message):
     assert main(["cost", path, *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_cost_without_a_projection_still_prints_the_sweeps_totals(tmp_path, capsys):
+    """Too few runs to fit N_opt (and no target asked for): the totals, and why no projection."""
+    path = _write(tmp_path, _runs().iloc[:3])
+    assert main(["cost", path]) == 0
+    text = capsys.readouterr().out
+    assert "Projection: not made (fit: Approach 3 needs at least 5 completed runs" in text
+    assert main(["cost", path, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["projection"] is None and out["unavailable"] and out["sweep"]["runs"] == 3
+    assert main(["cost", path, "--compute", "1e18"]) == 2  # one the user asked for: its error is the answer
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_throughput_from_runs_at_one_size_is_not_extrapolated_in_n(tmp_path, capsys):
+    """Runs all at N = 1e7 fit no slope in N: projecting N = 1e10 from them is refused in one
+    line (near their N it is made); two runs' wide t tails warn nothing."""
+    runs = _runs().assign(n_params=1e7)
+    path = _write(tmp_path, runs)
+    assert main(["cost", path, "--at-n", "1e10", "--at-d", "2e11"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "are at N = 1e+07" in err and "at least 3 runs over 2 sizes" in err and "\n" not in err
+    assert main(["cost", path, "--at-n", "1.2e7", "--at-d", "2e11"]) == 0
+    two = _write(tmp_path, _runs().iloc[[0, -1]], "two.csv")
+    assert main(["cost", two, "--at-n", str(N[-1]), "--at-d", "2e11"]) == 0
+    assert "Warning" not in capsys.readouterr().err
 
 
 def test_odd_rows_are_left_out_and_unrecorded_devices_said(tmp_path, capsys):

@@ -22,14 +22,19 @@ def _spec(tmp_path, **tracking):
                                      tracking={"tensorboard": True, "every_s": 0.05, **tracking}))
 
 
-def test_a_tracker_not_installed_is_one_line_at_load(tmp_path, monkeypatch):
+def test_a_tracker_not_installed_is_one_line_before_the_sweep_runs(tmp_path, monkeypatch):
+    """Where the driver runs: the spec itself loads (a machine that only submits needs no tracker)."""
     import importlib.util
+
+    from orchestrator.sweep import run_sweep
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    spec = _spec(tmp_path)
     with pytest.raises(UserError, match=r'tracking.tensorboard: the tensorboard package is not installed \(expected '
                                         r'pip install -e "\.\[tensorboard\]"'):
-        _spec(tmp_path)
+        run_sweep(spec, write_report=False)
+    assert not (tmp_path / "results").exists()  # refused before anything was written
 
 
 def _runs(root):

@@ -30,7 +30,7 @@ Name = Annotated[str, AfterValidator(_safe_name)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # no .inf or .nan in a spec
 
 
 # The settings that only a mixture of experts reads (ffn: moe).

@@ -18,8 +18,8 @@ __all__ = ["SCHEMA_FILE", "add_parser", "spec_schema"]
 SCHEMA_FILE = "specs/scalesweep.schema.json"  # relative to the project root
 # A number as a string: what pydantic's float coercion accepts from YAML 1.1 ("2e11", "1.5e-3"),
 # and a whole number as one (pydantic refuses "1e5" and "1024.5" for an integer, takes "1024.0").
-NUMERIC_STRING = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
-INTEGER_STRING = r"^\s*[+-]?\d+(\.0*)?\s*$"
+NUMERIC_STRING = r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,2})?\s*$"  # exponents to 99: finite
+INTEGER_STRING = r"^\s*[+-]?[0-9]+(\.0*)?\s*$"
 
 
 # Models whose validators also take a bare string: an eval task's name or file

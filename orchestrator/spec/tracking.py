@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from orchestrator.spec.model import _Strict
 
@@ -41,10 +41,12 @@ class TrackingSpec(_Strict):
     def active(self) -> bool:
         return self.tensorboard or self.wandb is not None
 
-    @model_validator(mode="after")
-    def _installed(self):
+    def missing(self) -> str:
+        """Why a tracker named cannot run here ("" if all can). Asked where the driver runs them
+        (orchestrator.sweep.run_sweep), not at load: `scalesweep submit` installs them on the
+        cluster, and the machine submitting needs none."""
         for on, package, extra in ((self.tensorboard, "tensorboard", "tensorboard"), (self.wandb, "wandb", "wandb")):
             if on and importlib.util.find_spec(package) is None:
-                raise ValueError(f"tracking.{extra}: the {package} package is not installed (expected "
-                                 f"pip install -e \".[{extra}]\", or remove tracking.{extra})")
-        return self
+                return (f"tracking.{extra}: the {package} package is not installed (expected "
+                        f"pip install -e \".[{extra}]\", or remove tracking.{extra})")
+        return ""

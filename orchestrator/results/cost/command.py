@@ -131,7 +131,7 @@ def _fit(args):
 
 
 def cmd_cost(args) -> int:
-    from orchestrator.errors import UserError
+    from orchestrator.errors import FitError, UserError
     from orchestrator.results.cost.projection import project
     from orchestrator.results.cost.usage import sweep_totals, usage_frame
 
@@ -141,19 +141,25 @@ def cmd_cost(args) -> int:
     usage = usage_frame(raw, source, args.n_col, args.d_col, args.wall_col, args.energy_col, args.device_col)
     settings = _settings(args, plan)
     totals = sweep_totals(usage, settings)
-    target = _target(args)
     devices = args.gpus if args.gpus is not None else args.cpus
     kind = "gpu" if args.gpus is not None else "cpu" if args.cpus is not None else None
-    proj = project(usage, target, settings, devices, args.device, seed=args.seed, kind=kind)
-    if proj["kind"] == "cpu" and args.gpus is not None:
+    asked = any(v is not None for v in (args.at_n, args.at_d, args.compute, args.device, devices))
+    try:
+        proj, why = project(usage, _target(args), settings, devices, args.device, seed=args.seed, kind=kind), ""
+    except (UserError, FitError) as e:
+        if asked:  # a projection the user asked for: its error is the answer
+            raise
+        proj, why = None, str(e)  # the sweep's totals stand without one (a simulated sweep, too few runs)
+    if proj is not None and proj["kind"] == "cpu" and args.gpus is not None:
         raise UserError(f"--gpus: the runs on {proj['device']} used CPUs; name a GPU with --device (projected from "
                         "the peak table) or give --cpus")
-    if proj["kind"] == "gpu" and args.cpus is not None:
+    if proj is not None and proj["kind"] == "gpu" and args.cpus is not None:
         raise UserError(f"--cpus: {proj['device']} is a GPU; give --gpus")
     if args.json:
-        print(json.dumps(finite({"sweep": totals, "projection": proj}), indent=1, default=float))
+        print(json.dumps(finite({"sweep": totals, "projection": proj, "unavailable": why or None}), indent=1,
+                         default=float))
         return 0
-    print("\n".join(totals_lines(totals) + projection_lines(proj)))
+    print("\n".join(totals_lines(totals) + projection_lines(proj, why)))
     return 0
 
 

@@ -89,7 +89,7 @@ def interval(estimate: float, samples: np.ndarray) -> dict:
 
 def _rows_on(usage: pd.DataFrame, device: str | None) -> tuple[pd.DataFrame, str]:
     ok = (usage["status"] == "completed") & (usage["device"] != "simulated")
-    for col in ("wall_s", "tokens", "n", "units"):
+    for col in ("wall_s", "tokens", "n", "units", "device_s"):
         ok &= np.isfinite(usage[col]) & (usage[col] > 0)
     ok &= np.isfinite(train_flops(usage["n"], usage["tokens"]) / usage["wall_s"])  # no underflowing wall times
     rows = usage[ok]
@@ -108,6 +108,7 @@ def _lhs(rng, k: int) -> np.ndarray:
     return (rng.permutation(k) + 0.5) / k
 
 
+@np.errstate(over="ignore", divide="ignore")  # a t-distribution's tails with few runs: inf is an honest bound
 def project(usage: pd.DataFrame, target: Target, settings: dict, devices: float | None = None,
             device: str | None = None, draws: int = DRAWS, seed: int = 0, kind: str | None = None) -> dict:
     """The projection (module docstring) as JSON-ready data; UserError if it cannot be made.
@@ -123,13 +124,19 @@ def project(usage: pd.DataFrame, target: Target, settings: dict, devices: float 
             gpu = kind == "gpu"
             notes.append(f"the runs record no device: each is taken as one {'GPU' if gpu else 'CPU thread'} "
                          f"({'--gpus' if gpu else '--gpus K if they ran on GPUs'})")
-        rate_y = train_flops(rows["n"], rows["tokens"]) / (rows["wall_s"] * rows["units"])
+        rate_y = train_flops(rows["n"], rows["tokens"]) / rows["device_s"]
         rate = LogLinear.fit(rows["n"], rate_y)
         log_rate = rate.draw(np.log(n_s), _lhs(rng, draws))
         log_rate0 = float(rate.mean(math.log(target.n)))
         power, watts_s, watts0 = _power(rows, n_s, target.n, rng, draws)
         basis = "measured"
         k = devices if devices is not None else float(max(1.0, rows["units"].median()) if gpu else rows["units"].median())
+        outside = target.n > rows["n"].max() * 1.5 or target.n < rows["n"].min() / 1.5
+        if outside and rate.sxx == 0:
+            sizes = ", ".join(f"{v:.3g}" for v in sorted(set(rows["n"])))
+            raise UserError(f"the runs on {device} are at N = {sizes}: throughput against N needs at least 3 runs "
+                            f"over 2 sizes to project N = {target.n:.3g} (expected runs at more sizes, or --at-n "
+                            "near theirs)")
         if target.n > rows["n"].max() * 1.5:
             notes.append(f"N = {target.n:.3g} is {target.n / rows['n'].max():.0f}x the largest trial: the throughput "
                          "line is extrapolated (its interval widens with the distance)")
@@ -190,7 +197,7 @@ def _power(rows: pd.DataFrame, n_s, n0, rng, draws):
     if not has.any():
         return None, None, None
     r = rows[has]
-    watts = r["energy_j"] / (r["wall_s"] * r["units"])
+    watts = r["energy_j"] / r["device_s"]
     if len(r) < MIN_RUNS:
         w = float(watts.iloc[0])
         return None, np.full(draws, w), w

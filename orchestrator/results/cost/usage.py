@@ -79,9 +79,16 @@ def usage_frame(df: pd.DataFrame, source: str, n_col: str | None = None, d_col: 
     tps = _numeric(df, "tokens_per_s", source, None)
     if tps is not None:
         own = (tps * wall).where(tps.notna(), own)
+    units = gpus.where(gpus > 0, cpus)
+    # Device-seconds held: a trial's recorded gpu_seconds count each attempt at its own GPUs (one
+    # resumed on other ranks); otherwise wall x the devices held.
+    held = wall * units
+    recorded = _numeric(df, "gpu_seconds", source, None)
+    if recorded is not None:
+        held = recorded.where((gpus > 0) & (recorded > 0), held)
     out = pd.DataFrame({
         "n": n, "tokens": own, "wall_s": wall, "device": device,
-        "gpu": gpus > 0, "units": gpus.where(gpus > 0, cpus),
+        "gpu": gpus > 0, "units": units, "device_s": held,
         "energy_j": energy if energy is not None else np.nan,
         "energy_source": df["energy_source"].astype("string").fillna("").astype(str) if "energy_source" in df.columns
         else np.where(energy.notna(), "given", "") if energy is not None else "",
@@ -104,8 +111,9 @@ def _names_a_gpu(name: str) -> bool:
 def sweep_totals(usage: pd.DataFrame, settings: dict) -> dict:
     """GPU-hours, CPU core-hours, energy, CO2e and money of every row, with the settings used."""
     wall = usage["wall_s"].fillna(0.0).clip(lower=0)
-    gpu_h = float((wall * usage["units"])[usage["gpu"]].sum() / 3600)
-    cpu_h = float((wall * usage["units"])[~usage["gpu"]].sum() / 3600)
+    held = usage["device_s"].fillna(0.0).clip(lower=0)
+    gpu_h = float(held[usage["gpu"]].sum() / 3600)
+    cpu_h = float(held[~usage["gpu"]].sum() / 3600)
     has = np.isfinite(usage["energy_j"]) & (usage["energy_j"] > 0)
     pue = float(settings["pue"].value)
     by_source = {str(k) or "unlabelled": float(v) / J_PER_KWH
