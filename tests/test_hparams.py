@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import numpy as np
 import pandas as pd
@@ -16,7 +15,7 @@ from bench.bench_hparams_fit import BATCH, CURV, LR, law_coverage, power, true_l
 from orchestrator.cli import main
 from orchestrator.fitting.hparams.laws import NMap, fit_power_law
 from orchestrator.fitting.hparams.optima import Method, point_optima, trials_runs
-from orchestrator.fitting.hparams.tuned import analyse_trials, fit_hparams, is_tuned
+from orchestrator.fitting.hparams.tuned import analyse_trials, is_tuned
 from orchestrator.report.text import format_fit
 from workers.flops import train_flops
 from workers.store import ResultStore

@@ -14,7 +14,6 @@ import torch
 
 from conftest import tiny_spec_dict
 from orchestrator.errors import UserError
-from orchestrator.planning.estimate import trial_memory
 from orchestrator.planning.trials.sizes import Size
 from orchestrator.planning.trials import TrialFactory, content_id, plan_trials
 from orchestrator.spec import parse_spec
