@@ -143,7 +143,7 @@ def test_a_labs_trainer_killed_mid_sweep_resumes_trains_each_point_once_and_fits
     workers = {w for event, _, _, _, w in events if event == "start"}
     # The commands of the killed driver's trials end with it, and so do its Ray workers (Ray ends a
     # dead job's workers): one still committing as the new driver starts would race it.
-    deadline = time.time() + 20
+    deadline = time.time() + 60  # (it waits only as long as they live)
     while time.time() < deadline and any(_alive(int(p)) for p in started | workers):
         time.sleep(0.2)
     assert not [p for p in started if _alive(int(p))], "a trainer process outlived the killed driver"
