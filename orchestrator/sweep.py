@@ -131,8 +131,9 @@ def run_sweep(spec: SweepSpec, executor_factory=None, sink: ProgressSink | None 
     # Before anything is written and before Ray starts: an absurd spec fails here, in a second.
     est = estimate_sweep(spec, factory, static, capacity or local_capacity(spec))
     check(est, spec, allow_long)
-    if spec.tracking.missing():
-        raise UserError(spec.tracking.missing())
+    missing = spec.tracking.missing()
+    if missing:
+        raise UserError(missing)
     if announce:
         announce(est.summary())
     store = _open_for_writing(spec)
